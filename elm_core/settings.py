@@ -1,0 +1,65 @@
+"""One typed settings object, read from ELMLAB_* environment variables (DESIGN.md decision 7).
+
+    ELMLAB_HOME            folder for the store, the embedded broker and logs (default ~/.elmlab)
+    ELMLAB_STORE_DIR       results store (default $ELMLAB_HOME/store)
+    ELMLAB_DATA_DIR        data sets: enwik8, shd_train.h5, shd_test.h5 (default $ELMLAB_HOME/data)
+    ELMLAB_BROKER_URL      Celery broker; unset = embedded on-disk broker under $ELMLAB_HOME/broker
+    ELMLAB_RESULT_BACKEND  Celery result backend; unset = file:// under $ELMLAB_HOME/results (embedded)
+                           or the Redis broker itself (redis://)
+    ELMLAB_READ_ONLY       1 = dashboard publishes results only: no queue, cancel or retry
+    ELMLAB_HEARTBEAT_S     seconds between running-run heartbeats (default 5)
+    ELMLAB_REAP_AFTER_S    a running run silent this long is re-queued (default 60)
+    ELMLAB_FLOWER_URL      link to Flower shown on the Runs page, when Flower runs
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ELMLAB_", extra="ignore")
+
+    home: Path = Path("~/.elmlab")
+    store_dir: Path | None = None
+    data_dir: Path | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    read_only: bool = False
+    heartbeat_s: float = 5.0
+    reap_after_s: float = 60.0
+    flower_url: str | None = None
+
+    @field_validator("home", "store_dir", "data_dir", mode="after")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser()
+
+    @property
+    def store_path(self) -> Path:
+        return self.store_dir or self.home / "store"
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir or self.home / "data"
+
+    @property
+    def broker_path(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker URL is set: broker and results live on local disk."""
+        return not self.broker_url
+
+    @property
+    def logs_path(self) -> Path:
+        return self.home / "logs"
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the current environment (cheap; never cached, so tests can set env)."""
+    return Settings()

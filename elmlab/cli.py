@@ -1,0 +1,67 @@
+"""`elmlab`: the command line.
+
+Each module in `elmlab.commands` adds its subcommands through `register(subparsers)`; a subcommand
+sets `func(args) -> int`. Errors the user can fix (`UsageError`, `ValueError` from validation,
+missing files) print one line and the usage, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "model",
+    "train",
+    "bench",
+    "store",
+    "fit",
+    "queue",
+    "up",
+    "demo",
+)
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs, reported in one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="elmlab",
+        description="ELM Lab: explore how a parameter budget should be split between more neurons "
+        "and more complex neurons in networks of Expressive Leaky Memory neurons.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"elmlab.commands.{name}")
+        except ModuleNotFoundError as exc:  # a command group not present in this install
+            if exc.name == f"elmlab.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError, FileNotFoundError) as exc:
+        print(f"elmlab {args.command}: error: {exc}", file=sys.stderr)
+        sub_parser = getattr(args, "_parser", None)
+        if sub_parser is not None:
+            sub_parser.print_usage(sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
