@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REFERENCE_DATA = Path(__file__).resolve().parents[1] / "elm_core" / "reference_data"
+
+
+@pytest.fixture
+def reference_data() -> Path:
+    return REFERENCE_DATA
+
+
+@pytest.fixture
+def elmlab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated ELMLAB_HOME for the test: its own store, broker files and logs."""
+    home = tmp_path / "elmlab-home"
+    home.mkdir()
+    monkeypatch.setenv("ELMLAB_HOME", str(home))
+    for var in ("ELMLAB_STORE_DIR", "ELMLAB_DATA_DIR", "ELMLAB_BROKER_URL", "ELMLAB_RESULT_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    return home
