@@ -1,0 +1,289 @@
+"""The store on disk: the Parquet schema, file names, atomic writes, and the checked file listing.
+
+Layout of a store folder:
+
+    runs/<run id>--a<attempt>-<status>.parquet   one record (one row) per file, immutable
+    runs/compact-<time>-<tag>.parquet            many records folded together by `Store.compact`
+    reference/<run id>--a<attempt>-<status>.parquet   published runs (read-only, never folded)
+    runs/.<name>.<random>.tmp                    a write in progress (ignored by readers)
+
+A record's file name is a function of (run_id, attempt, status) only, so writing the same record
+twice finds the file already there and changes nothing (the first write wins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import types
+import typing
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic_core import PydanticUndefined
+
+from elm_core.records import COLUMNS, STATUSES, RunRecord
+
+RUNS_DIR = "runs"
+REFERENCE_DIR = "reference"
+DIGEST = "_digest"  # store-only column: a hash of the record's content (a deterministic tie-break)
+
+# Order of a run's records: the phase (queued < running < terminal) decides within one attempt;
+# the rank breaks ties between terminal statuses with equal updated_at (a result beats an error).
+PHASE = {"queued": 0, "running": 1, "cancelled": 2, "failed": 2, "done": 2}
+RANK = {"queued": 0, "running": 1, "cancelled": 2, "failed": 3, "done": 4}
+assert set(PHASE) == set(RANK) == set(STATUSES)
+
+
+class StoreWarning(UserWarning):
+    """A file in the store was skipped (corrupt, truncated or not a run file)."""
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    """int -> int64, float -> float64, anything else (str, Literal, JSON-encoded dict/list) -> string."""
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    args = tuple(a for a in args if a is not type(None))
+    if args == (int,):
+        return pa.int64()
+    if args == (float,):
+        return pa.float64()
+    return pa.string()
+
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    name: _arrow_type(field.annotation) for name, field in RunRecord.model_fields.items()
+}
+SCHEMA = pa.schema([pa.field(name, ARROW_TYPES[name]) for name in COLUMNS] + [pa.field(DIGEST, pa.string())])
+SQL_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR"}
+
+
+def _default_value(name: str) -> Any:
+    """The value a missing column stands for: the field's default, JSON-encoded as `to_row` does."""
+    field = RunRecord.model_fields[name]
+    if field.default is not PydanticUndefined:
+        value = field.default
+    elif field.default_factory is not None:
+        value = field.default_factory()  # type: ignore[call-arg]
+    else:
+        raise KeyError(name)
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+
+# A file must hold these columns to be read; a column added to RunRecord later (with a default)
+# may be missing from older files and then reads as its default.
+REQUIRED: frozenset[str] = frozenset(
+    {n for n, f in RunRecord.model_fields.items() if f.is_required()}
+    | {"status", "attempt", "created_at", "updated_at"}
+)
+DEFAULTS: dict[str, Any] = {n: _default_value(n) for n in COLUMNS if n not in REQUIRED}
+
+
+def record_row(record: RunRecord) -> dict[str, Any]:
+    """`record.to_row()` plus the content digest."""
+    row = record.to_row()
+    row[DIGEST] = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:20]
+    return row
+
+
+# --- names -------------------------------------------------------------------------------------
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
+
+
+def safe_id(run_id: str) -> str:
+    """`run_id` itself when it is a plain file name, else a cleaned form plus a hash (still 1:1)."""
+    if _SAFE_ID.fullmatch(run_id) and "--" not in run_id:
+        return run_id
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)[:80].replace("--", "_-")
+    return f"{cleaned}~{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
+
+
+def record_file_name(record: RunRecord) -> str:
+    return f"{safe_id(record.run_id)}--a{record.attempt:05d}-{record.status}.parquet"
+
+
+def write_atomic(folder: Path, name: str, table: pa.Table) -> bool:
+    """Write `table` as `folder/name` unless that file exists; True if this call created it.
+
+    Temp file in the same folder, fsync, then a hard link (fails if the name exists, so the first of
+    two racing writers wins) or, where links are not supported, os.replace.
+    """
+    final = folder / name
+    if final.exists():
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system
+            if final.exists():
+                return False
+            os.replace(tmp, final)
+        fsync_dir(folder)
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_path(folder: Path, stem: str) -> Path:
+    """A hidden temp name in `folder` (readers skip names starting with '.')."""
+    return folder / f".{stem}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+# --- listing and checking ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreFile:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def list_files(root: Path, subdirs: tuple[str, ...] = (RUNS_DIR, REFERENCE_DIR)) -> list[StoreFile]:
+    """Every `*.parquet` file under the given subfolders, sorted by path; temp files are left out."""
+    out: list[StoreFile] = []
+    for sub in subdirs:
+        try:
+            entries = list(os.scandir(root / sub))
+        except FileNotFoundError:
+            continue
+        for e in entries:
+            if e.name.startswith(".") or not e.name.endswith(".parquet"):
+                continue
+            try:
+                if not e.is_file():
+                    continue
+                st = e.stat()
+            except FileNotFoundError:  # folded away by a compaction meanwhile
+                continue
+            out.append(StoreFile(e.path, st.st_size, st.st_mtime_ns))
+    out.sort(key=lambda f: f.path)
+    return out
+
+
+def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
+    if pa.types.is_null(actual):
+        return True
+    if expected == pa.string():
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or pa.types.is_string_view(actual)
+    if expected == pa.int64():
+        return pa.types.is_integer(actual)
+    return pa.types.is_floating(actual) or pa.types.is_integer(actual)
+
+
+def check_file(path: str, size: int) -> tuple[frozenset[str] | None, str]:
+    """(columns, "") for a readable run file, else (None, why not). Reads only the head, tail and footer."""
+    if size < 12:
+        return None, "too small to be a Parquet file"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(-4, os.SEEK_END)
+            tail = fh.read(4)
+    except OSError as exc:
+        return None, f"unreadable ({exc})"
+    if head != b"PAR1" or tail != b"PAR1":
+        return None, "not a Parquet file or truncated (no PAR1 magic bytes)"
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad footer
+        return None, f"unreadable Parquet footer ({exc})"
+    names = set(schema.names)
+    missing = sorted(REQUIRED - names)
+    if missing:
+        return None, f"not a run file: missing columns {', '.join(missing)}"
+    wrong = [n for n in names & set(ARROW_TYPES) if not _compatible(schema.field(n).type, ARROW_TYPES[n])]
+    if wrong:
+        return None, f"not a run file: wrong types for columns {', '.join(sorted(wrong))}"
+    return frozenset(names & (set(COLUMNS) | {DIGEST})), ""
+
+
+def deep_check(path: str) -> str:
+    """Empty if every page of the file decodes, else why not (used only after a query failed)."""
+    try:
+        pq.read_table(path)
+    except FileNotFoundError:
+        return ""
+    except Exception as exc:  # noqa: BLE001
+        return f"unreadable Parquet data ({type(exc).__name__}: {exc})"
+    return ""
+
+
+class FileChecker:
+    """Remembers, per (path, size, mtime), whether a file is readable, so each file is checked once.
+
+    One instance per store folder, shared by all Store objects of the process (thread-safe).
+    """
+
+    _instances: dict[str, FileChecker] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, int, frozenset[str] | None, str]] = {}
+
+    @classmethod
+    def for_root(cls, root: Path) -> FileChecker:
+        key = str(root.resolve())
+        with cls._instances_lock:
+            return cls._instances.setdefault(key, cls())
+
+    def good_files(self, files: list[StoreFile]) -> tuple[list[StoreFile], set[str]]:
+        """The readable files and the union of their columns; warns (StoreWarning) for each bad one."""
+        good: list[StoreFile] = []
+        columns: set[str] = set()
+        with self._lock:
+            seen = {}
+            for f in files:
+                hit = self._seen.get(f.path)
+                if hit is None or hit[:2] != (f.size, f.mtime_ns):
+                    cols, why = check_file(f.path, f.size)
+                    hit = (f.size, f.mtime_ns, cols, why)
+                seen[f.path] = hit
+            self._seen = seen  # forget files that have gone
+        for f in files:
+            cols, why = seen[f.path][2:]
+            if cols is None:
+                warnings.warn(f"skipping {f.path}: {why}", StoreWarning, stacklevel=4)
+                continue
+            good.append(f)
+            columns |= cols
+        return good, columns
+
+    def mark_bad(self, f: StoreFile, why: str) -> None:
+        with self._lock:
+            self._seen[f.path] = (f.size, f.mtime_ns, None, why)

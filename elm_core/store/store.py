@@ -1,0 +1,326 @@
+"""`Store`: the results store (DESIGN.md decision 2), a folder of immutable Parquet run files.
+
+Writers add files (one record each, written atomically, named by run id, attempt and status);
+readers open their own in-memory DuckDB connection over the current file list; nothing is ever
+rewritten in place, so any number of processes may write and read at once. A run's history is its
+records (queued -> running -> done / failed / cancelled; a reaper's re-queue is attempt + 1), and
+its status is that of its latest record (ordering in elm_core/store/sql.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from elm_core.records import COLUMNS, STATUSES, RunRecord
+from elm_core.store import sql
+from elm_core.store.files import (
+    REFERENCE_DIR,
+    RUNS_DIR,
+    SCHEMA,
+    FileChecker,
+    StoreFile,
+    deep_check,
+    fsync_dir,
+    list_files,
+    record_file_name,
+    record_row,
+    safe_id,
+    temp_path,
+    write_atomic,
+)
+from elm_core.store.reference import REFERENCE_CSV, read_reference_csv
+
+Selection = str | Sequence[str] | None
+Builder = Callable[[list[str], set[str]], tuple[str, dict[str, Any]]]
+_RETRIES = 5
+_STALE_TEMP_S = 3600.0
+
+
+class ReadOnlyRecordError(ValueError):
+    """An attempt to overwrite or alter a reference (published) run."""
+
+
+def _empty(columns: list[str]) -> pl.DataFrame:
+    return pl.from_arrow(pa.schema([SCHEMA.field(c) for c in columns]).empty_table())  # type: ignore[return-value]
+
+
+def _record_from_row(row: dict[str, Any]) -> RunRecord:
+    # A None stands for "not set": let the model's default apply (columns of older files).
+    return RunRecord.from_row({k: v for k, v in row.items() if v is not None})
+
+
+class Store:
+    """The results store at `path` (default: settings.store_path). Cheap to create; holds no handles."""
+
+    def __init__(self, path: str | Path | None = None):
+        if path is None:
+            from elm_core.settings import get_settings
+
+            path = get_settings().store_path
+        self.path = Path(path).expanduser()
+        self._checker = FileChecker.for_root(self.path)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def put(self, record: RunRecord) -> None:
+        """Record one state of a run. Writing a record whose (run_id, attempt, status) is already
+        recorded changes nothing (the first write wins). Reference runs are read-only."""
+        existing = self._reference_files(record.run_id)
+        name = record_file_name(record)
+        if existing and record.source != "reference":
+            raise ReadOnlyRecordError(
+                f"run {record.run_id!r} is a reference (published) run and is read-only; "
+                f"a {record.source!r} record cannot replace it"
+            )
+        if existing and name not in {os.path.basename(p) for p in existing}:
+            raise ReadOnlyRecordError(
+                f"reference run {record.run_id!r} is read-only: it cannot change to "
+                f"status={record.status!r}, attempt={record.attempt}"
+            )
+        folder = self.path / (REFERENCE_DIR if record.source == "reference" else RUNS_DIR)
+        table = pa.Table.from_pylist([record_row(record)], schema=SCHEMA)
+        write_atomic(folder, name, table)
+
+    def _reference_files(self, run_id: str) -> list[str]:
+        pattern = os.path.join(glob.escape(str(self.path / REFERENCE_DIR)), glob.escape(safe_id(run_id)))
+        return glob.glob(pattern + "--*.parquet")
+
+    def import_reference_csv(self, path: str | Path = REFERENCE_CSV) -> int:
+        """Load a published sweep (CSV of the reference shape) as read-only reference records.
+
+        Returns the number of rows in the file; importing the same file again adds nothing."""
+        records = read_reference_csv(path)
+        for record in records:
+            self.put(record)
+        return len(records)
+
+    def import_records(self, path: str | Path) -> int:
+        """Load records exported by `export` (Parquet or CSV, with the curve) into this store."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        if path.suffix == ".csv":
+            schema = {c: pl.from_arrow(pa.schema([SCHEMA.field(c)]).empty_table()).dtypes[0] for c in COLUMNS}
+            frame = pl.read_csv(path, schema_overrides=schema)
+        else:
+            frame = pl.read_parquet(path)
+        missing = [c for c in ("run_id", "task", "status") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: not an export of run records; missing columns: {', '.join(missing)}")
+        rows = frame.select([c for c in frame.columns if c in COLUMNS]).to_dicts()
+        for row in rows:
+            self.put(_record_from_row(row))
+        return len(rows)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _files(self, subdirs: tuple[str, ...] = (RUNS_DIR, REFERENCE_DIR)) -> list[StoreFile]:
+        return list_files(self.path, subdirs)
+
+    def _frame(self, build: Builder, with_curve: bool) -> pl.DataFrame:
+        """Run the statement `build(files, columns present)` over the current readable files.
+
+        If the query fails because a compaction folded files away meanwhile, list again; if it
+        fails on a file whose footer looked fine but whose data does not decode, skip that file."""
+        error: Exception | None = None
+        for _ in range(_RETRIES):
+            files = self._files()
+            good, present = self._checker.good_files(files)
+            if not good:
+                return _empty(sql.columns(with_curve))
+            statement, params = build([f.path for f in good], present)
+            con = duckdb.connect()
+            try:
+                return con.sql(statement, params=params).pl()
+            except duckdb.Error as exc:
+                error = exc
+                if self._files() != files:
+                    continue
+                bad = [(f, why) for f in good if (why := deep_check(f.path))]
+                if not bad:
+                    raise
+                for f, why in bad:
+                    self._checker.mark_bad(f, why)
+            finally:
+                con.close()
+        assert error is not None
+        raise error
+
+    def runs(
+        self,
+        task: Selection = None,
+        sweep_id: Selection = None,
+        status: Selection = None,
+        budget: float | None = None,
+        budget_tol: float = 0.05,
+        source: Selection = None,
+        *,
+        with_curve: bool = False,
+    ) -> pl.DataFrame:
+        """One row per run, its latest record, in canonical columns (records.COLUMNS; `curve` only
+        with `with_curve`), ordered by (created_at, run_id). Filters apply to the latest record;
+        each takes one value or a list. `budget`: the iso-budget slice
+        |coalesce(budget, params) - budget| <= budget_tol * budget."""
+        if budget is not None and not budget > 0:
+            raise ValueError(f"invalid budget={budget!r}: must be a positive number of parameters")
+
+        def build(files: list[str], present: set[str]) -> tuple[str, dict[str, Any]]:
+            q = sql.Query(files, present, with_curve)
+            where = sql.filters(
+                q, task=task, sweep_id=sweep_id, status=status, source=source, budget=budget, budget_tol=budget_tol
+            )
+            return q.run(f"SELECT {q.out()} FROM latest{where} ORDER BY created_at, run_id")
+
+        return self._frame(build, with_curve)
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """The latest record of one run, with its learning curve; None if the run is unknown."""
+
+        def build(files: list[str], present: set[str]) -> tuple[str, dict[str, Any]]:
+            q = sql.Query(files, present, with_curve=True, run_id=run_id)
+            return q.run(f"SELECT {q.out()} FROM latest")
+
+        frame = self._frame(build, with_curve=True)
+        return _record_from_row(frame.row(0, named=True)) if frame.height else None
+
+    def history(self, run_id: str, *, with_curve: bool = False) -> pl.DataFrame:
+        """Every record of one run, oldest first (the last row is the run's current state)."""
+
+        def build(files: list[str], present: set[str]) -> tuple[str, dict[str, Any]]:
+            q = sql.Query(files, present, with_curve, run_id=run_id)
+            return q.run(f"SELECT {q.out()} FROM rec ORDER BY {sql.HISTORY_ORDER}")
+
+        return self._frame(build, with_curve)
+
+    def counts_by_status(self) -> dict[str, int]:
+        """Number of runs per latest status (every status present, zeros included)."""
+        frame = self.runs()
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in frame.group_by("status").len().iter_rows():
+            counts[status] = n
+        return counts
+
+    def state_token(self) -> str:
+        """A cheap fingerprint of the store's contents (file names, sizes, mtimes): equal tokens,
+        equal answers. Changes on every write and on compaction."""
+        h = hashlib.sha256()
+        for f in self._files():
+            h.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    def info(self) -> dict[str, Any]:
+        """Counts, files and bytes, for `elmlab store info`."""
+        files = self._files()
+        good, _ = self._checker.good_files(files)
+        counts = self.counts_by_status()
+        compact = [f for f in good if os.path.basename(f.path).startswith("compact-")]
+        return {
+            "path": str(self.path),
+            "runs": sum(counts.values()),
+            "by_status": counts,
+            "reference_runs": int(self.runs(source="reference").height),
+            "files": len(files),
+            "compact_files": len(compact),
+            "skipped_files": len(files) - len(good),
+            "bytes": sum(f.size for f in files),
+        }
+
+    # --- export and compaction -----------------------------------------------------------------
+
+    def export(
+        self,
+        path: str | Path,
+        fmt: Literal["parquet", "csv"] = "parquet",
+        *,
+        with_curve: bool = True,
+        **selection: Any,
+    ) -> int:
+        """Write the runs of a selection (the filters of `runs`) to `path`; returns the row count."""
+        if fmt not in ("parquet", "csv"):
+            raise ValueError(f"unknown export format {fmt!r}: use parquet or csv")
+        frame = self.runs(with_curve=with_curve, **selection)
+        path = Path(path)
+        tmp = temp_path(path.parent, path.name)
+        if fmt == "parquet":
+            frame.write_parquet(tmp)
+        else:
+            frame.write_csv(tmp)
+        os.replace(tmp, path)
+        return frame.height
+
+    def compact(self) -> dict[str, Any]:
+        """Fold every file in runs/ into one `compact-<time>.parquet` (all history kept, duplicates
+        dropped), written atomically; then delete exactly the folded files. Files written meanwhile
+        are untouched, and a reader that sees both the new file and the old ones gets the same
+        answer (duplicates count once). Unreadable files are left in place (and warned about)."""
+        t0 = time.perf_counter()
+        runs_dir = self.path / RUNS_DIR
+        if not runs_dir.is_dir():
+            return {"folded_files": 0, "rows": 0, "bytes_before": 0, "bytes_after": 0, "output": None}
+        with open(self.path / ".compact.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one compaction at a time per store
+            self._remove_stale_temps(runs_dir)
+            files = self._files((RUNS_DIR,))
+            good, present = self._checker.good_files(files)
+            if len(good) < 2:
+                return {"folded_files": 0, "rows": 0, "bytes_before": 0, "bytes_after": 0, "output": None}
+            q = sql.Query([f.path for f in good], present, with_curve=True)
+            statement, params = q.run(f"SELECT * FROM rec ORDER BY run_id, {sql.HISTORY_ORDER}")
+            name = f"compact-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}.parquet"
+            tmp = temp_path(runs_dir, name)
+            rows = 0
+            con = duckdb.connect()
+            try:
+                reader = con.sql(statement, params=params).to_arrow_reader(65_536)
+                with pq.ParquetWriter(tmp, SCHEMA) as writer:
+                    for batch in reader:
+                        writer.write_table(pa.Table.from_batches([batch]).cast(SCHEMA))
+                        rows += batch.num_rows
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, runs_dir / name)
+                fsync_dir(runs_dir)
+            finally:
+                con.close()
+                if tmp.exists():
+                    tmp.unlink()
+            for f in good:
+                try:
+                    os.unlink(f.path)
+                except FileNotFoundError:
+                    pass
+            fsync_dir(runs_dir)
+        return {
+            "folded_files": len(good),
+            "rows": rows,
+            "bytes_before": sum(f.size for f in good),
+            "bytes_after": (runs_dir / name).stat().st_size,
+            "output": name,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    @staticmethod
+    def _remove_stale_temps(folder: Path) -> None:
+        """Temp files of writers that died mid-write (older than an hour)."""
+        now = time.time()
+        for p in folder.glob(".*.tmp"):
+            try:
+                if now - p.stat().st_mtime > _STALE_TEMP_S:
+                    p.unlink()
+            except FileNotFoundError:
+                pass
