@@ -18,11 +18,9 @@ import json
 import os
 import re
 import tempfile
-import threading
 import types
 import typing
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +64,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     name: _arrow_type(field.annotation) for name, field in RunRecord.model_fields.items()
 }
 SCHEMA = pa.schema([pa.field(name, ARROW_TYPES[name]) for name in COLUMNS] + [pa.field(DIGEST, pa.string())])
+SMALL_SCHEMA = SCHEMA.append(pa.field("_file", pa.string()))  # rows kept in memory, with their file
 SQL_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR"}
 
 
@@ -205,85 +204,75 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
     return pa.types.is_floating(actual) or pa.types.is_integer(actual)
 
 
-def check_file(path: str, size: int) -> tuple[frozenset[str] | None, str]:
-    """(columns, "") for a readable run file, else (None, why not). Reads only the head, tail and footer."""
-    if size < 12:
-        return None, "too small to be a Parquet file"
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-            fh.seek(-4, os.SEEK_END)
-            tail = fh.read(4)
-    except OSError as exc:
-        return None, f"unreadable ({exc})"
-    if head != b"PAR1" or tail != b"PAR1":
-        return None, "not a Parquet file or truncated (no PAR1 magic bytes)"
-    try:
-        schema = pq.read_schema(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad footer
-        return None, f"unreadable Parquet footer ({exc})"
-    names = set(schema.names)
-    missing = sorted(REQUIRED - names)
-    if missing:
-        return None, f"not a run file: missing columns {', '.join(missing)}"
-    wrong = [n for n in names & set(ARROW_TYPES) if not _compatible(schema.field(n).type, ARROW_TYPES[n])]
-    if wrong:
-        return None, f"not a run file: wrong types for columns {', '.join(sorted(wrong))}"
-    return frozenset(names & (set(COLUMNS) | {DIGEST})), ""
+SMALL_ROWS = 64  # a file of at most this many rows (and SMALL_BYTES) is read whole and kept in memory
+SMALL_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What one look at a file found: its columns and whether it is small, or why it is unreadable."""
+
+    size: int
+    mtime_ns: int
+    columns: frozenset[str] | None  # None: unreadable or not a run file
+    why: str = ""
+    small: bool = False
+
+
+def check_file(f: StoreFile) -> tuple[Checked, pa.Table | None]:
+    """Look at one file: magic bytes at head and tail, then the footer (schema, row count). A small
+    file is read whole and returned normalised to SCHEMA (plus `_file`). FileNotFoundError if gone."""
+
+    def bad(why: str) -> tuple[Checked, None]:
+        return Checked(f.size, f.mtime_ns, None, why), None
+
+    if f.size < 12:
+        return bad("too small to be a Parquet file")
+    with open(f.path, "rb") as fh:
+        head = fh.read(4)
+        fh.seek(-4, os.SEEK_END)
+        tail = fh.read(4)
+        if head != b"PAR1" or tail != b"PAR1":
+            return bad("not a Parquet file, or truncated (no PAR1 magic bytes at both ends)")
+        try:
+            pf = pq.ParquetFile(fh)
+            schema = pf.schema_arrow
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad footer
+            return bad(f"unreadable Parquet footer ({exc})")
+        names = set(schema.names)
+        missing = sorted(REQUIRED - names)
+        if missing:
+            return bad(f"not a run file: missing columns {', '.join(missing)}")
+        wrong = [n for n in names & set(ARROW_TYPES) if not _compatible(schema.field(n).type, ARROW_TYPES[n])]
+        if wrong:
+            return bad(f"not a run file: wrong types for columns {', '.join(sorted(wrong))}")
+        columns = frozenset(names & (set(COLUMNS) | {DIGEST}))
+        if pf.metadata.num_rows > SMALL_ROWS or f.size > SMALL_BYTES:
+            return Checked(f.size, f.mtime_ns, columns), None
+        try:
+            table = pf.read(use_threads=False)
+        except Exception as exc:  # noqa: BLE001
+            return bad(f"unreadable Parquet data ({type(exc).__name__}: {exc})")
+    return Checked(f.size, f.mtime_ns, columns, small=True), normalise(table, f.path)
+
+
+def normalise(table: pa.Table, path: str) -> pa.Table:
+    """`table` with exactly SCHEMA's columns (cast; a missing one all null) plus `_file` = path."""
+    arrays = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(len(table), field.type)
+        for field in SCHEMA
+    ]
+    return pa.Table.from_arrays([*arrays, pa.array([path] * len(table), pa.string())], schema=SMALL_SCHEMA)
 
 
 def deep_check(path: str) -> str:
     """Empty if every page of the file decodes, else why not (used only after a query failed)."""
     try:
-        pq.read_table(path)
+        pq.ParquetFile(path).read(use_threads=False)
     except FileNotFoundError:
         return ""
     except Exception as exc:  # noqa: BLE001
         return f"unreadable Parquet data ({type(exc).__name__}: {exc})"
     return ""
-
-
-class FileChecker:
-    """Remembers, per (path, size, mtime), whether a file is readable, so each file is checked once.
-
-    One instance per store folder, shared by all Store objects of the process (thread-safe).
-    """
-
-    _instances: dict[str, FileChecker] = {}
-    _instances_lock = threading.Lock()
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: dict[str, tuple[int, int, frozenset[str] | None, str]] = {}
-
-    @classmethod
-    def for_root(cls, root: Path) -> FileChecker:
-        key = str(root.resolve())
-        with cls._instances_lock:
-            return cls._instances.setdefault(key, cls())
-
-    def good_files(self, files: list[StoreFile]) -> tuple[list[StoreFile], set[str]]:
-        """The readable files and the union of their columns; warns (StoreWarning) for each bad one."""
-        good: list[StoreFile] = []
-        columns: set[str] = set()
-        with self._lock:
-            seen = {}
-            for f in files:
-                hit = self._seen.get(f.path)
-                if hit is None or hit[:2] != (f.size, f.mtime_ns):
-                    cols, why = check_file(f.path, f.size)
-                    hit = (f.size, f.mtime_ns, cols, why)
-                seen[f.path] = hit
-            self._seen = seen  # forget files that have gone
-        for f in files:
-            cols, why = seen[f.path][2:]
-            if cols is None:
-                warnings.warn(f"skipping {f.path}: {why}", StoreWarning, stacklevel=4)
-                continue
-            good.append(f)
-            columns |= cols
-        return good, columns
-
-    def mark_bad(self, f: StoreFile, why: str) -> None:
-        with self._lock:
-            self._seen[f.path] = (f.size, f.mtime_ns, None, why)

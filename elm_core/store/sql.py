@@ -40,16 +40,30 @@ def columns(with_curve: bool) -> list[str]:
 
 
 class Query:
-    """Builds one statement and its parameters."""
+    """Builds one statement and its parameters over a snapshot of the store: the large files, read
+    by DuckDB from disk (`$files`), and the rows of the small files, an Arrow table registered on
+    the connection as `small_rows` (elm_core/store/cache.py)."""
 
-    def __init__(self, files: list[str], present: set[str], with_curve: bool, run_id: str | None = None):
-        self.params: dict[str, Any] = {"files": files}
+    SMALL = "small_rows"
+
+    def __init__(
+        self, files: list[str], present: set[str], has_small: bool, with_curve: bool, run_id: str | None = None
+    ):
+        self.params: dict[str, Any] = {}
         self.columns = columns(with_curve)
-        self._select = ", ".join(self._column(c, c in present) for c in [*self.columns, DIGEST])
-        self._where = ""
+        where = ""
         if run_id is not None:  # one run only: filtered before deduplication (same answer, less work)
             self.params["run_id"] = run_id
-            self._where = " WHERE run_id = $run_id"
+            where = " WHERE run_id = $run_id"
+        parts = []
+        if files:
+            self.params["files"] = files
+            select = ", ".join(self._column(c, c in present) for c in [*self.columns, DIGEST])
+            parts.append(f"SELECT {select} FROM read_parquet($files, union_by_name = true){where}")
+        if has_small or not files:
+            select = ", ".join(self._column(c, True) for c in [*self.columns, DIGEST])
+            parts.append(f"SELECT {select} FROM {self.SMALL}{where}")
+        self._source = "\n  UNION ALL\n  ".join(parts)
 
     def _column(self, name: str, present: bool) -> str:
         if name == DIGEST:
@@ -64,8 +78,7 @@ class Query:
 
     def ctes(self) -> str:
         return (
-            f"WITH src AS (SELECT {self._select} FROM read_parquet($files, union_by_name = true)"
-            f"{self._where}),\n"
+            f"WITH src AS (\n  {self._source}\n),\n"
             "rec AS (SELECT * FROM src QUALIFY row_number() OVER "
             f"(PARTITION BY run_id, attempt, status ORDER BY updated_at, {DIGEST}) = 1),\n"
             f"latest AS (SELECT * FROM rec QUALIFY row_number() OVER "

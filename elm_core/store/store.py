@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 
 from elm_core.records import COLUMNS, STATUSES, RunRecord
 from elm_core.store import sql
+from elm_core.store.cache import FileCache, Snapshot
 from elm_core.store.files import (
     REFERENCE_DIR,
     RUNS_DIR,
     SCHEMA,
-    FileChecker,
     StoreFile,
     deep_check,
     fsync_dir,
@@ -43,7 +43,7 @@ from elm_core.store.files import (
 from elm_core.store.reference import REFERENCE_CSV, read_reference_csv
 
 Selection = str | Sequence[str] | None
-Builder = Callable[[list[str], set[str]], tuple[str, dict[str, Any]]]
+Builder = Callable[[Snapshot], tuple[str, dict[str, Any]]]
 _RETRIES = 5
 _STALE_TEMP_S = 3600.0
 
@@ -70,7 +70,10 @@ class Store:
 
             path = get_settings().store_path
         self.path = Path(path).expanduser()
-        self._checker = FileChecker.for_root(self.path)
+
+    @property
+    def _cache(self) -> FileCache:
+        return FileCache.for_root(self.path)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -132,30 +135,43 @@ class Store:
     def _files(self, subdirs: tuple[str, ...] = (RUNS_DIR, REFERENCE_DIR)) -> list[StoreFile]:
         return list_files(self.path, subdirs)
 
+    def _snapshot(self, subdirs: tuple[str, ...] = (RUNS_DIR, REFERENCE_DIR)) -> Snapshot:
+        for _ in range(_RETRIES):
+            snap = self._cache.snapshot(self._files(subdirs))
+            if snap is not None:
+                return snap
+        raise RuntimeError(f"{self.path}: files keep vanishing while being read")
+
+    @staticmethod
+    def _connect(snap: Snapshot) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect()
+        if snap.small is not None:
+            con.register(sql.Query.SMALL, snap.small)
+        return con
+
     def _frame(self, build: Builder, with_curve: bool) -> pl.DataFrame:
-        """Run the statement `build(files, columns present)` over the current readable files.
+        """Run the statement `build(snapshot)` over the store's current readable files.
 
         If the query fails because a compaction folded files away meanwhile, list again; if it
         fails on a file whose footer looked fine but whose data does not decode, skip that file."""
         error: Exception | None = None
         for _ in range(_RETRIES):
-            files = self._files()
-            good, present = self._checker.good_files(files)
-            if not good:
+            snap = self._snapshot()
+            if not snap.files:
                 return _empty(sql.columns(with_curve))
-            statement, params = build([f.path for f in good], present)
-            con = duckdb.connect()
+            statement, params = build(snap)
+            con = self._connect(snap)
             try:
                 return con.sql(statement, params=params).pl()
             except duckdb.Error as exc:
                 error = exc
-                if self._files() != files:
+                if self._files() != snap.files:
                     continue
-                bad = [(f, why) for f in good if (why := deep_check(f.path))]
+                bad = [(f, why) for f in snap.files if f.path in snap.large and (why := deep_check(f.path))]
                 if not bad:
                     raise
                 for f, why in bad:
-                    self._checker.mark_bad(f, why)
+                    self._cache.mark_bad(f, why)
             finally:
                 con.close()
         assert error is not None
@@ -179,8 +195,8 @@ class Store:
         if budget is not None and not budget > 0:
             raise ValueError(f"invalid budget={budget!r}: must be a positive number of parameters")
 
-        def build(files: list[str], present: set[str]) -> tuple[str, dict[str, Any]]:
-            q = sql.Query(files, present, with_curve)
+        def build(snap: Snapshot) -> tuple[str, dict[str, Any]]:
+            q = sql.Query(snap.large, snap.large_columns, snap.small is not None, with_curve)
             where = sql.filters(
                 q, task=task, sweep_id=sweep_id, status=status, source=source, budget=budget, budget_tol=budget_tol
             )
@@ -191,8 +207,8 @@ class Store:
     def run(self, run_id: str) -> RunRecord | None:
         """The latest record of one run, with its learning curve; None if the run is unknown."""
 
-        def build(files: list[str], present: set[str]) -> tuple[str, dict[str, Any]]:
-            q = sql.Query(files, present, with_curve=True, run_id=run_id)
+        def build(snap: Snapshot) -> tuple[str, dict[str, Any]]:
+            q = sql.Query(snap.large, snap.large_columns, snap.small is not None, True, run_id=run_id)
             return q.run(f"SELECT {q.out()} FROM latest")
 
         frame = self._frame(build, with_curve=True)
@@ -201,8 +217,8 @@ class Store:
     def history(self, run_id: str, *, with_curve: bool = False) -> pl.DataFrame:
         """Every record of one run, oldest first (the last row is the run's current state)."""
 
-        def build(files: list[str], present: set[str]) -> tuple[str, dict[str, Any]]:
-            q = sql.Query(files, present, with_curve, run_id=run_id)
+        def build(snap: Snapshot) -> tuple[str, dict[str, Any]]:
+            q = sql.Query(snap.large, snap.large_columns, snap.small is not None, with_curve, run_id=run_id)
             return q.run(f"SELECT {q.out()} FROM rec ORDER BY {sql.HISTORY_ORDER}")
 
         return self._frame(build, with_curve)
@@ -226,7 +242,7 @@ class Store:
     def info(self) -> dict[str, Any]:
         """Counts, files and bytes, for `elmlab store info`."""
         files = self._files()
-        good, _ = self._checker.good_files(files)
+        good = self._snapshot().files
         counts = self.counts_by_status()
         compact = [f for f in good if os.path.basename(f.path).startswith("compact-")]
         return {
@@ -269,50 +285,66 @@ class Store:
         are untouched, and a reader that sees both the new file and the old ones gets the same
         answer (duplicates count once). Unreadable files are left in place (and warned about)."""
         t0 = time.perf_counter()
+        nothing = {"folded_files": 0, "rows": 0, "bytes_before": 0, "bytes_after": 0, "output": None}
         runs_dir = self.path / RUNS_DIR
         if not runs_dir.is_dir():
-            return {"folded_files": 0, "rows": 0, "bytes_before": 0, "bytes_after": 0, "output": None}
+            return nothing
         with open(self.path / ".compact.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one compaction at a time per store
             self._remove_stale_temps(runs_dir)
-            files = self._files((RUNS_DIR,))
-            good, present = self._checker.good_files(files)
-            if len(good) < 2:
-                return {"folded_files": 0, "rows": 0, "bytes_before": 0, "bytes_after": 0, "output": None}
-            q = sql.Query([f.path for f in good], present, with_curve=True)
-            statement, params = q.run(f"SELECT * FROM rec ORDER BY run_id, {sql.HISTORY_ORDER}")
-            name = f"compact-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}.parquet"
-            tmp = temp_path(runs_dir, name)
-            rows = 0
-            con = duckdb.connect()
-            try:
-                reader = con.sql(statement, params=params).to_arrow_reader(65_536)
-                with pq.ParquetWriter(tmp, SCHEMA) as writer:
-                    for batch in reader:
-                        writer.write_table(pa.Table.from_batches([batch]).cast(SCHEMA))
-                        rows += batch.num_rows
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, runs_dir / name)
-                fsync_dir(runs_dir)
-            finally:
-                con.close()
-                if tmp.exists():
-                    tmp.unlink()
-            for f in good:
+            for _ in range(_RETRIES):
+                snap = self._snapshot((RUNS_DIR,))
+                if len(snap.files) < 2:
+                    return nothing
+                name = f"compact-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}.parquet"
+                try:
+                    rows = self._write_compact(snap, runs_dir, name)
+                    break
+                except duckdb.Error:
+                    bad = [(f, why) for f in snap.files if f.path in snap.large and (why := deep_check(f.path))]
+                    if not bad and self._files((RUNS_DIR,)) == snap.files:
+                        raise
+                    for f, why in bad:
+                        self._cache.mark_bad(f, why)
+            else:
+                raise RuntimeError(f"{self.path}: compaction kept failing")
+            for f in snap.files:
                 try:
                     os.unlink(f.path)
                 except FileNotFoundError:
                     pass
             fsync_dir(runs_dir)
         return {
-            "folded_files": len(good),
+            "folded_files": len(snap.files),
             "rows": rows,
-            "bytes_before": sum(f.size for f in good),
+            "bytes_before": sum(f.size for f in snap.files),
             "bytes_after": (runs_dir / name).stat().st_size,
             "output": name,
             "seconds": round(time.perf_counter() - t0, 3),
         }
+
+    def _write_compact(self, snap: Snapshot, folder: Path, name: str) -> int:
+        """Every record of `snap`, deduplicated and sorted by run, as `folder/name`; returns the rows."""
+        q = sql.Query(snap.large, snap.large_columns, snap.small is not None, with_curve=True)
+        statement, params = q.run(f"SELECT * FROM rec ORDER BY run_id, {sql.HISTORY_ORDER}")
+        tmp = temp_path(folder, name)
+        rows = 0
+        con = self._connect(snap)
+        try:
+            reader = con.sql(statement, params=params).to_arrow_reader(65_536)
+            with pq.ParquetWriter(tmp, SCHEMA) as writer:
+                for batch in reader:
+                    writer.write_table(pa.Table.from_batches([batch]).cast(SCHEMA))
+                    rows += batch.num_rows
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, folder / name)
+            fsync_dir(folder)
+        finally:
+            con.close()
+            if tmp.exists():
+                tmp.unlink()
+        return rows
 
     @staticmethod
     def _remove_stale_temps(folder: Path) -> None:

@@ -1,0 +1,101 @@
+"""What a reading process remembers about the store's files. Files never change once written, so:
+
+- each file is checked once per (path, size, mtime): magic bytes, footer, required columns;
+- small files (one record each, the common case between compactions) are read once and their rows
+  kept in memory, so a query reads from disk only the large (compacted) files. Opening a file
+  costs DuckDB about a millisecond and a half, so a store of a few thousand unfolded records
+  would otherwise take seconds per query.
+
+One `FileCache` per store folder per process, shared by all `Store` objects on it (thread-safe).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from elm_core.store.files import SMALL_SCHEMA, Checked, StoreFile, StoreWarning, check_file
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The readable part of one listing of the store."""
+
+    files: list[StoreFile]  # every readable file covered (large and small)
+    large: list[str]  # paths that queries read from disk
+    large_columns: set[str]  # columns present in at least one large file
+    small: pa.Table | None  # rows of the small files (SMALL_SCHEMA), None if there are none
+
+
+class FileCache:
+    _instances: dict[str, FileCache] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, Checked] = {}
+        self._small = SMALL_SCHEMA.empty_table()
+        self._small_keys: dict[str, tuple[int, int]] = {}  # files whose rows are in self._small
+
+    @classmethod
+    def for_root(cls, root: Path) -> FileCache:
+        key = str(root.resolve())
+        with cls._instances_lock:
+            return cls._instances.setdefault(key, cls())
+
+    @classmethod
+    def reset(cls) -> None:
+        """Forget everything (benchmarks use it to measure a fresh process)."""
+        with cls._instances_lock:
+            cls._instances.clear()
+
+    def snapshot(self, files: list[StoreFile]) -> Snapshot | None:
+        """The readable files of a listing; warns (StoreWarning) naming each unreadable one.
+        None if a file vanished while being read (a compaction folded it): list again."""
+        vanished = False
+        with self._lock:
+            seen: dict[str, Checked] = {}
+            added: list[pa.Table] = []
+            for f in files:
+                c = self._seen.get(f.path)
+                if c is None or (c.size, c.mtime_ns) != (f.size, f.mtime_ns):
+                    try:
+                        c, table = check_file(f)
+                    except FileNotFoundError:
+                        vanished = True
+                        continue
+                    if table is not None:
+                        added.append(table)
+                seen[f.path] = c
+            self._seen = seen
+            keep = {p: (c.size, c.mtime_ns) for p, c in seen.items() if c.small and c.columns is not None}
+            gone = [p for p, key in self._small_keys.items() if keep.get(p) != key]
+            small = self._small
+            if gone:
+                small = small.filter(pc.invert(pc.is_in(small["_file"], value_set=pa.array(gone, pa.string()))))
+            if added:
+                small = pa.concat_tables([small, *added]).combine_chunks()
+            self._small, self._small_keys = small, keep
+        if vanished:
+            return None
+        good, large, columns = [], [], set()
+        for f in files:
+            c = seen[f.path]
+            if c.columns is None:
+                warnings.warn(f"skipping {f.path}: {c.why}", StoreWarning, stacklevel=4)
+                continue
+            good.append(f)
+            if not c.small:
+                large.append(f.path)
+                columns |= c.columns
+        return Snapshot(good, large, columns, small if small.num_rows else None)
+
+    def mark_bad(self, f: StoreFile, why: str) -> None:
+        """A large file whose footer looked fine but whose data does not decode."""
+        with self._lock:
+            self._seen[f.path] = Checked(f.size, f.mtime_ns, None, why)
