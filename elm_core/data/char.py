@@ -54,8 +54,9 @@ class CharTask(Task):
     kind = "char"
     metric_name = "bpc"
 
-    def __init__(self, name: str, path: Path, *, description: str, shown_as: Path | None = None,
-                 options: dict | None = None) -> None:
+    def __init__(
+        self, name: str, path: Path, *, description: str, shown_as: Path | None = None, options: dict | None = None
+    ) -> None:
         shown = shown_as or path
         size = path.stat().st_size
         if size < MIN_BYTES:
@@ -95,8 +96,9 @@ class CharTask(Task):
         ids = np.asarray(ids, dtype=np.int64).ravel()
         return self.vocab[ids].tobytes().decode("utf-8", errors="replace")
 
-    def stream(self, split: Split, batch_size: int, seq_len: int, *, seed: int = 0,
-               loop: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def stream(
+        self, split: Split, batch_size: int, seq_len: int, *, seed: int = 0, loop: bool | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """B parallel streams over the split, T characters at a time, for truncated BPTT.
 
         Yields (x, y, new_stream): x and y LongTensor [B, T] with y[:, t] = the character after x[:, t];
@@ -122,6 +124,13 @@ class CharTask(Task):
                 f"{self.name} {split} split has {n} characters: too short for {batch_size} streams "
                 f"of {seq_len} characters"
             )
+        return self._stream(split, batch_size, seq_len, seed, loop, row_len)
+
+    def _stream(
+        self, split: Split, batch_size: int, seq_len: int, seed: int, loop: bool, row_len: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        base, stop = self._bounds[split]
+        n = stop - base
         rows = np.arange(batch_size, dtype=np.int64)[:, None] * row_len
         ramp = np.arange(seq_len + 1, dtype=np.int64)[None, :]
         n_pass = 0
@@ -136,7 +145,7 @@ class CharTask(Task):
                 idx = base + (offset + rows + k + ramp[:, : t + 1]) % n  # (B, t + 1)
                 block = torch.from_numpy(self._lut[self._mm[idx]])
                 new = torch.full((batch_size,), k == 0, dtype=torch.bool)
-                yield block[:, :-1], block[:, 1:], new
+                yield block[:, :-1].contiguous(), block[:, 1:].contiguous(), new
             if not loop:
                 return
             n_pass += 1
@@ -164,12 +173,14 @@ def _enwik8_from_zip(zpath: Path, cache: Path) -> Path:
                 raise DataError(f"{zpath}: truncated or corrupt zip, could not extract 'enwik8' ({e})") from e
             if dest.stat().st_size != member.file_size:
                 dest.unlink()
-                raise DataError(f"{zpath}: extracted 'enwik8' is {dest.stat().st_size} bytes, "
-                                f"the zip says {member.file_size}")
+                raise DataError(
+                    f"{zpath}: extracted 'enwik8' is {dest.stat().st_size} bytes, the zip says {member.file_size}"
+                )
             return dest
     except zipfile.BadZipFile as e:
-        raise DataError(f"{zpath}: not a readable zip archive ({e}): truncated, or not a zip; expected "
-                        f"enwik8.zip from {ENWIK8_URL}") from e
+        raise DataError(
+            f"{zpath}: not a readable zip archive ({e}): truncated, or not a zip; expected enwik8.zip from {ENWIK8_URL}"
+        ) from e
 
 
 def open_enwik8(data_dir: Path, *, expected_size: int | None = ENWIK8_SIZE) -> CharTask:
@@ -194,13 +205,20 @@ def open_enwik8(data_dir: Path, *, expected_size: int | None = ENWIK8_SIZE) -> C
     with open(path, "rb") as f:
         head = f.read(len(ENWIK8_HEAD))
     if head != ENWIK8_HEAD:
-        raise DataError(f"{shown}: does not look like enwik8 (expected the Wikipedia XML dump starting "
-                        f"with {ENWIK8_HEAD.decode()!r}, found {head!r})")
+        raise DataError(
+            f"{shown}: does not look like enwik8 (expected the Wikipedia XML dump starting "
+            f"with {ENWIK8_HEAD.decode()!r}, found {head!r})"
+        )
     if expected_size is not None and size != expected_size:
-        raise DataError(f"{shown}: {size:,} bytes, but enwik8 has exactly {expected_size:,}: the file is "
-                        f"truncated or not enwik8; download it again from {ENWIK8_URL}")
+        raise DataError(
+            f"{shown}: {size:,} bytes, but enwik8 has exactly {expected_size:,}: the file is "
+            f"truncated or not enwik8; download it again from {ENWIK8_URL}"
+        )
     return CharTask(
-        "enwik8", path, shown_as=shown, options={"expected_size": expected_size},
+        "enwik8",
+        path,
+        shown_as=shown,
+        options={"expected_size": expected_size},
         description="enwik8: first 100M bytes of English Wikipedia XML; next-byte prediction, BPC",
     )
 
@@ -221,7 +239,9 @@ def open_text(data_dir: Path) -> CharTask:
     except (lzma.LZMAError, EOFError) as e:
         raise DataError(f"{CORPUS_XZ}: the bundled corpus is corrupt ({e})") from e
     return CharTask(
-        "text", dest, shown_as=CORPUS_XZ,
+        "text",
+        dest,
+        shown_as=CORPUS_XZ,
         description="Shakespeare's 37 plays (Project Gutenberg, public domain, bundled); next-character "
-                    "prediction, BPC",
+        "prediction, BPC",
     )

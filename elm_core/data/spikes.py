@@ -90,13 +90,17 @@ class ShdFile(DigitSet):
             with h5py.File(path, "r") as f:
                 for key in ("spikes/times", "spikes/units", "labels"):
                     if key not in f or not isinstance(f[key], h5py.Dataset):
-                        raise DataError(f"{self.shown}: no dataset {key!r}; expected the SHD layout "
-                                        "(spikes/times, spikes/units, labels)")
+                        raise DataError(
+                            f"{self.shown}: no dataset {key!r}; expected the SHD layout "
+                            "(spikes/times, spikes/units, labels)"
+                        )
                 for key, kind in (("spikes/times", "fiu"), ("spikes/units", "iu")):
                     base = h5py.check_vlen_dtype(f[key].dtype)
                     if base is None or base.kind not in kind:
-                        raise DataError(f"{self.shown}: {key!r} has dtype {f[key].dtype}; expected "
-                                        "variable-length arrays of " + ("times" if "f" in kind else "unit ids"))
+                        raise DataError(
+                            f"{self.shown}: {key!r} has dtype {f[key].dtype}; expected "
+                            "variable-length arrays of " + ("times" if "f" in kind else "unit ids")
+                        )
                 lens = {key: f[key].shape[0] for key in ("spikes/times", "spikes/units", "labels")}
                 if len(set(lens.values())) != 1:
                     raise DataError(f"{self.shown}: datasets disagree on the number of samples: {lens}")
@@ -104,8 +108,9 @@ class ShdFile(DigitSet):
         except DataError:
             raise
         except (OSError, KeyError, ValueError, TypeError) as e:
-            raise DataError(f"{self.shown}: not a readable HDF5 file in the SHD layout "
-                            f"(truncated or corrupt?): {e}") from e
+            raise DataError(
+                f"{self.shown}: not a readable HDF5 file in the SHD layout (truncated or corrupt?): {e}"
+            ) from e
         if labels.dtype.kind not in "iu":
             raise DataError(f"{self.shown}: 'labels' has dtype {labels.dtype}; expected integers 0..19")
         if len(labels) == 0:
@@ -127,16 +132,20 @@ class ShdFile(DigitSet):
                     lu = np.fromiter(map(len, units), dtype=np.int64, count=i1 - i0)
                     if (lt != lu).any():
                         i = i0 + int(np.flatnonzero(lt != lu)[0])
-                        raise DataError(f"{self.shown}: sample {i} has {lt[i - i0]} spike times "
-                                        f"but {lu[i - i0]} unit ids")
+                        raise DataError(
+                            f"{self.shown}: sample {i} has {lt[i - i0]} spike times but {lu[i - i0]} unit ids"
+                        )
                     t = np.concatenate(list(times)).astype(np.float64) if lt.sum() else np.zeros(0)
                     u = np.concatenate(list(units)).astype(np.int64) if lt.sum() else np.zeros(0, np.int64)
                     if len(u) and (u.min() < 0 or u.max() >= N_UNITS):
-                        raise DataError(f"{self.shown}: unit ids must be 0..{N_UNITS - 1}; "
-                                        f"found {u.min()}..{u.max()} in samples {i0}..{i1 - 1}")
+                        raise DataError(
+                            f"{self.shown}: unit ids must be 0..{N_UNITS - 1}; "
+                            f"found {u.min()}..{u.max()} in samples {i0}..{i1 - 1}"
+                        )
                     if len(t) and not (np.isfinite(t).all() and t.min() >= 0):
-                        raise DataError(f"{self.shown}: spike times must be finite and >= 0 seconds "
-                                        f"(samples {i0}..{i1 - 1})")
+                        raise DataError(
+                            f"{self.shown}: spike times must be finite and >= 0 seconds (samples {i0}..{i1 - 1})"
+                        )
                     cells, keep = bin_cells(t, u, self.bin_ms, self.n_bins)
                     sample = np.repeat(np.arange(i1 - i0), lt)[keep]
                     counts[i0:i1] = np.bincount(sample, minlength=i1 - i0)
@@ -165,9 +174,18 @@ class SpikeTask(Task):
     metric_name = "accuracy"
     n_in = N_UNITS
 
-    def __init__(self, name: str, splits: dict[str, tuple[DigitSet, np.ndarray]], *, adding: bool,
-                 description: str, dataset_hash: str, synthetic: bool, files: tuple[Path, ...],
-                 options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        splits: dict[str, tuple[DigitSet, np.ndarray]],
+        *,
+        adding: bool,
+        description: str,
+        dataset_hash: str,
+        synthetic: bool,
+        files: tuple[Path, ...],
+        options: dict[str, Any],
+    ) -> None:
         self.name, self.description, self.dataset_hash = name, description, dataset_hash
         self.synthetic, self.files, self.options = synthetic, files, dict(options)
         self.adding = adding
@@ -193,8 +211,9 @@ class SpikeTask(Task):
             return np.random.default_rng([EVAL_PAIR_SEED, _SPLIT_CODE[split]]).integers(size, size=(n, 2))
         return np.arange(n)
 
-    def batches(self, split: Split, batch_size: int, *, seed: int = 0, epoch: int = 0,
-                num_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, split: Split, batch_size: int, *, seed: int = 0, epoch: int = 0, num_batches: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields (x FloatTensor [B, seq_len, 700] spike counts, y LongTensor [B]).
 
         train: order (plain) or pairs (adding) drawn from (seed, epoch); full batches only; by default
@@ -254,8 +273,15 @@ def _locate(path: Path) -> tuple[Path, Path]:
     return dest, gz
 
 
-def open_shd(data_dir: Path, *, adding: bool, bin_ms: float = 2.0, max_time_s: float = 1.0,
-             val_fraction: float = 0.2, val_seed: int = 0) -> SpikeTask:
+def open_shd(
+    data_dir: Path,
+    *,
+    adding: bool,
+    bin_ms: float = 2.0,
+    max_time_s: float = 1.0,
+    val_fraction: float = 0.2,
+    val_seed: int = 0,
+) -> SpikeTask:
     """SHD (adding=False) or SHD-Adding (adding=True) from shd_train.h5 / shd_test.h5 in data_dir.
 
     valid = a per-sample Bernoulli(val_fraction) mask over the training file drawn from val_seed;
@@ -264,9 +290,7 @@ def open_shd(data_dir: Path, *, adding: bool, bin_ms: float = 2.0, max_time_s: f
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_bins = n_bins_for(bin_ms, max_time_s)
-    (train_path, train_shown), (test_path, test_shown) = (
-        _locate(p) for p in shd_paths(data_dir).values()
-    )
+    (train_path, train_shown), (test_path, test_shown) = (_locate(p) for p in shd_paths(data_dir).values())
     train_file = ShdFile(train_path, bin_ms=bin_ms, n_bins=n_bins, shown_as=train_shown)
     test_file = ShdFile(test_path, bin_ms=bin_ms, n_bins=n_bins, shown_as=test_shown)
     is_valid = np.random.default_rng(val_seed).random(len(train_file)) < val_fraction
@@ -279,10 +303,16 @@ def open_shd(data_dir: Path, *, adding: bool, bin_ms: float = 2.0, max_time_s: f
     steps = f"{2 * n_bins if adding else n_bins} steps of {bin_ms:g} ms x 700 channels"
     description = (
         f"SHD-Adding: two spoken digits in a row, class = the sum of their values 0-9 (19 classes), {steps}"
-        if adding else f"SHD: spoken digit classification, 20 classes, {steps}"
+        if adding
+        else f"SHD: spoken digit classification, 20 classes, {steps}"
     )
     return SpikeTask(
-        "shd-adding" if adding else "shd", splits, adding=adding, description=description,
-        dataset_hash=content_hash([train_path, test_path]), synthetic=False,
-        files=(train_shown, test_shown), options=options,
+        "shd-adding" if adding else "shd",
+        splits,
+        adding=adding,
+        description=description,
+        dataset_hash=content_hash([train_path, test_path]),
+        synthetic=False,
+        files=(train_shown, test_shown),
+        options=options,
     )

@@ -43,14 +43,21 @@ def get_task(name: str, data_dir: Path | str | None = None, **options: Any) -> T
     """
     if name not in TASKS:
         raise DataError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
-    opener = {"text": open_text, "enwik8": open_enwik8, "shd": open_shd, "shd-adding": open_shd,
-              "synthetic-adding": open_synthetic_adding}[name]
-    allowed = [p.name for p in inspect.signature(opener).parameters.values()
-               if p.kind is p.KEYWORD_ONLY and p.name != "adding"]
+    opener = {
+        "text": open_text,
+        "enwik8": open_enwik8,
+        "shd": open_shd,
+        "shd-adding": open_shd,
+        "synthetic-adding": open_synthetic_adding,
+    }[name]
+    allowed = [
+        p.name for p in inspect.signature(opener).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "adding"
+    ]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise DataError(f"task {name!r} has no option {', '.join(unknown)}; "
-                        f"its options: {', '.join(allowed) or 'none'}")
+        raise DataError(
+            f"task {name!r} has no option {', '.join(unknown)}; its options: {', '.join(allowed) or 'none'}"
+        )
     if name == "synthetic-adding":
         return open_synthetic_adding(**options)
     root = _data_dir(data_dir)
@@ -67,8 +74,7 @@ def task_availability(data_dir: Path | str | None = None) -> dict[str, str | Non
         out["enwik8"] = None
     else:
         out["enwik8"] = f"no enwik8 or enwik8.zip in {root} (get it from {ENWIK8_URL})"
-    missing = [p.name for p in shd_paths(root).values()
-               if not (p.is_file() or p.with_name(p.name + ".gz").is_file())]
+    missing = [p.name for p in shd_paths(root).values() if not (p.is_file() or p.with_name(p.name + ".gz").is_file())]
     why = f"no {' or '.join(missing)} in {root} (get SHD from {SHD_URL})" if missing else None
     out["shd"] = out["shd-adding"] = why
     out["synthetic-adding"] = None
