@@ -1,0 +1,156 @@
+"""A run spec: everything one training run needs, validated and JSON-serialisable.
+
+A spec names a task, a model (a budget and an allocation, or an explicit size), the training
+protocol and the device. Presets hold the reference's protocols (`enwik8-paper`,
+`shd-adding-paper`) and small ones that finish in about a minute on a 2-core CPU (`small`,
+`adding-small`); fields given explicitly override the preset.
+
+    spec = RunSpec(task="text", preset="small", budget=60_000, d_m=8)
+    cfg = spec.resolve_config(n_in=task.n_in, n_out=task.n_out)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from elm_core.budget import allocate
+from elm_core.config import ELMConfig
+
+# Per preset: training protocol and layer settings (SCIENCE.md section 4).
+PRESETS: dict[str, dict[str, Any]] = {
+    "enwik8-paper": dict(
+        optimizer="adam", lr=5e-4, warmup_steps=100, schedule_steps=300_000, steps=300_000, clip=1.0,
+        label_smoothing=1e-4, batch_size=8, seq_len=100, reset_anneal_steps=40_000, reset_p_final=0.01,
+        eval_every=5_000, eval_chars=None, test_chars=None,
+        model=dict(d_tree=50, d_brch=15, tau_min=0.1, tau_max=100.0, tau_r=2.0, p_rec=0.8),
+    ),
+    "small": dict(
+        optimizer="adam", lr=3e-3, warmup_steps=20, schedule_steps=None, steps=400, clip=1.0,
+        label_smoothing=1e-4, batch_size=8, seq_len=100, reset_anneal_steps=200, reset_p_final=0.01,
+        eval_every=200, eval_chars=8_000, test_chars=20_000,
+        model=dict(d_tree=16, d_brch=8, tau_min=0.1, tau_max=100.0, tau_r=2.0, p_rec=0.8),
+    ),
+    "shd-adding-paper": dict(
+        optimizer="adamax", lr=5e-3, warmup_steps=400, schedule_steps=None, epochs=70, batches_per_epoch=2000,
+        clip=1.0, label_smoothing=0.01, batch_size=8, eval_every=2000, eval_samples=None, test_samples=None,
+        model=dict(d_tree=30, d_brch=10, tau_min=1.0, tau_max=500.0, tau_r=5.0, p_rec=0.25,
+                   input_dropout=0.2, recurrent_dropout=0.2),
+    ),
+    "adding-small": dict(
+        optimizer="adamax", lr=5e-3, warmup_steps=20, schedule_steps=None, epochs=1, batches_per_epoch=150,
+        clip=1.0, label_smoothing=0.01, batch_size=16, eval_every=150, eval_samples=256, test_samples=512,
+        task_options=dict(bin_ms=20.0),
+        model=dict(d_tree=10, d_brch=6, tau_min=1.0, tau_max=50.0, tau_r=5.0, p_rec=0.25),
+    ),
+}
+DEFAULT_PRESET = {"char": "small", "spike": "adding-small"}
+
+PROTOCOL_FIELDS = (
+    "steps", "epochs", "batches_per_epoch", "batch_size", "seq_len", "optimizer", "lr", "warmup_steps",
+    "schedule_steps", "clip", "label_smoothing", "reset_anneal_steps", "reset_p_final", "eval_every",
+    "eval_chars", "test_chars", "eval_samples", "test_samples",
+)
+MODEL_FIELDS = ("p_rec", "tau_min", "tau_max", "tau_r", "input_scale", "lam", "input_dropout", "recurrent_dropout")
+
+
+class RunSpec(BaseModel):
+    """One training run. Unset protocol fields come from the preset (default: the task kind's small one)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    run_id: str | None = None
+    sweep_id: str | None = None
+    task: str = "text"
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    preset: str | None = None
+    seed: int = 0
+
+    # Model: a budget plus an allocation (d_m or n_neurons, with d_tree x d_brch), or an explicit size.
+    budget: int | None = Field(default=None, gt=0)
+    n_neurons: int | None = Field(default=None, gt=0)
+    d_m: int | None = Field(default=None, gt=0)
+    d_tree: int | None = Field(default=None, gt=0)
+    d_brch: int | None = Field(default=None, gt=0)
+    l_mlp: int = Field(default=1, ge=0)
+    d_mlp: int | None = Field(default=None, gt=0)
+    readout_d_m: int = Field(default=3, gt=0)
+    model: dict[str, Any] = Field(default_factory=dict)  # other ELMConfig fields (p_rec, tau_*, dropout)
+
+    # Protocol (None = from the preset).
+    steps: int | None = Field(default=None, gt=0)
+    epochs: int | None = Field(default=None, gt=0)
+    batches_per_epoch: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    seq_len: int | None = Field(default=None, gt=0)
+    optimizer: Literal["adam", "adamax", "adamw", "sgd"] | None = None
+    lr: float | None = Field(default=None, gt=0)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    schedule_steps: int | None = Field(default=None, gt=0)  # cosine horizon; None = the run's length
+    clip: float | None = Field(default=None, gt=0)
+    label_smoothing: float | None = Field(default=None, ge=0, lt=1)
+    reset_anneal_steps: int | None = Field(default=None, ge=0)
+    reset_p_final: float | None = Field(default=None, ge=0, le=1)
+    eval_every: int | None = Field(default=None, gt=0)
+    eval_chars: int | None = Field(default=None, gt=0)  # None = the whole valid split
+    test_chars: int | None = Field(default=None, gt=0)  # None = the whole test split
+    eval_samples: int | None = Field(default=None, gt=0)
+    test_samples: int | None = Field(default=None, gt=0)
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    checkpoint_dir: str | None = None
+    checkpoint_every_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RunSpec:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        unknown = sorted(set(self.model) - set(MODEL_FIELDS))
+        if unknown:
+            raise ValueError(f"model: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(MODEL_FIELDS)}")
+        if self.budget is None and (self.n_neurons is None or self.d_m is None):
+            raise ValueError("give a budget (with d_m or n_neurons), or both n_neurons and d_m")
+        if self.budget is not None and self.n_neurons is not None and self.d_m is not None:
+            raise ValueError("with a budget, fix only one of d_m and n_neurons; the budget decides the other")
+        return self
+
+    def protocol(self, kind: str) -> dict[str, Any]:
+        """The resolved training protocol: the fields set here, else the preset's values."""
+        preset = PRESETS[self.preset or DEFAULT_PRESET[kind]]
+        return {k: preset.get(k) if getattr(self, k) is None else getattr(self, k) for k in PROTOCOL_FIELDS}
+
+    def resolved_task_options(self) -> dict[str, Any]:
+        preset = PRESETS.get(self.preset or "", {})
+        return {**preset.get("task_options", {}), **self.task_options}
+
+    def resolve_config(self, *, n_in: int, n_out: int, kind: str = "char") -> ELMConfig:
+        """The ELMConfig this spec trains: the preset's layer settings, the spec's sizes, the task's vocabulary."""
+        preset = PRESETS[self.preset or DEFAULT_PRESET[kind]]
+        base: dict[str, Any] = {**preset["model"], **self.model}
+        if self.d_tree is not None:
+            base["d_tree"] = self.d_tree
+        if self.d_brch is not None:
+            base["d_brch"] = self.d_brch
+        base.update(n_in=n_in, n_out=n_out, l_mlp=self.l_mlp, d_mlp=self.d_mlp, readout_d_m=self.readout_d_m,
+                    seed=self.seed)
+        if self.budget is None:
+            return ELMConfig(**base, n_neurons=self.n_neurons, d_m=self.d_m)
+        if self.d_m is not None:
+            return allocate(self.budget, **base, d_m=self.d_m)
+        if self.n_neurons is not None:
+            return allocate(self.budget, **base, n_neurons=self.n_neurons)
+        raise ValueError("with a budget, give d_m or n_neurons")
+
+
+def parse_spec(data: dict[str, Any]) -> RunSpec:
+    """Validate a JSON payload; errors become one ValueError whose message names the fields."""
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "spec"
+            parts.append(f"{loc}: {err['msg']}")
+        raise ValueError("invalid run spec: " + "; ".join(parts)) from None

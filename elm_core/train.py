@@ -1,0 +1,350 @@
+"""One training function from a run spec to a result record; every worker calls it.
+
+    record = train(spec, on_progress=print, should_stop=lambda: False)
+
+Character tasks (text, enwik8): truncated BPTT over B parallel streams, the carried state reset
+with a probability annealed from 1 to `reset_p_final` over `reset_anneal_steps` (the reference's
+schedule), cross-entropy on every step, metric BPC = CE / ln 2; the final test pass runs batch 1
+over the test split with the state carried throughout.
+Spike tasks (shd, shd-adding, synthetic-adding): cross-entropy on the last step, metric accuracy.
+Both: Adam(ax) with linear warm-up then cosine decay to 0, gradient-norm clipping, label smoothing,
+variational dropout from the config. A non-finite loss ends the run `failed` (reason `diverged`);
+`should_stop()` ends it `cancelled` with its partial curve. Never raises for a run that fails
+while training; invalid specs and missing data raise ValueError before any work starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from elm_core.budget import count_params, flops_per_step
+from elm_core.config import ELMConfig
+from elm_core.data import get_task
+from elm_core.model import ELMNetwork, ELMState
+from elm_core.records import CurvePoint, RunRecord
+from elm_core.spec import RunSpec
+
+LN2 = math.log(2.0)
+Progress = Callable[[dict[str, Any]], None]
+
+
+class _Stop(Exception):
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was requested but no CUDA device is available")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def lr_factor(step: int, warmup: int, horizon: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from 1 to 0 at `horizon`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, horizon - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def reset_probability(step: int, anneal: int, p_final: float) -> float:
+    """The reference's carried-state reset: probability 1 at step 0, linearly down to p_final at `anneal`."""
+    if anneal <= 0:
+        return p_final
+    return 1.0 + (p_final - 1.0) * min(1.0, step / anneal)
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    return {
+        "adam": lambda: torch.optim.Adam(params, lr=lr),
+        "adamax": lambda: torch.optim.Adamax(params, lr=lr),
+        "adamw": lambda: torch.optim.AdamW(params, lr=lr),
+        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    }[name]()
+
+
+@torch.no_grad()
+def evaluate_chars(model: ELMNetwork, task, split: str, *, batch_size: int, seq_len: int,
+                   max_chars: int | None, device: torch.device) -> float:
+    """BPC over (the first `max_chars` targets of) a split, the state carried through each stream."""
+    was_training = model.training
+    model.eval()
+    state, total, count = None, 0.0, 0
+    for x, y, _ in task.stream(split, batch_size, seq_len, loop=False):
+        logits, state = model(x.to(device), state)
+        total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1),
+                                 reduction="sum").item()
+        count += y.numel()
+        if max_chars is not None and count >= max_chars:
+            break
+    model.train(was_training)
+    return total / max(count, 1) / LN2
+
+
+@torch.no_grad()
+def evaluate_spikes(model: ELMNetwork, task, split: str, *, batch_size: int, max_samples: int | None,
+                    device: torch.device) -> float:
+    """Accuracy of the last step's prediction over (the first `max_samples` samples of) a split."""
+    was_training = model.training
+    model.eval()
+    correct = count = 0
+    for x, y in task.batches(split, batch_size, seed=0, epoch=0):
+        logits, _ = model(x.to(device))
+        correct += (logits[:, -1].argmax(-1).cpu() == y).sum().item()
+        count += y.numel()
+        if max_samples is not None and count >= max_samples:
+            break
+    model.train(was_training)
+    return correct / max(count, 1)
+
+
+def code_version() -> str:
+    """`git describe` of the checkout when there is one, else the installed package version."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("elmlab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}x{torch.get_num_threads()}"
+
+
+def base_record(spec: RunSpec, cfg: ELMConfig, task) -> RunRecord:
+    """The record a run starts from: identity, configuration and provenance, no results yet."""
+    return RunRecord(
+        run_id=spec.run_id or uuid.uuid4().hex[:12],
+        sweep_id=spec.sweep_id,
+        task=task.name,
+        dataset=task.description,
+        dataset_hash=task.dataset_hash,
+        n_in=cfg.n_in, n_out=cfg.n_out, n_neurons=cfg.n_neurons, d_m=cfg.d_m, l_mlp=cfg.l_mlp,
+        d_mlp=cfg.d_mlp_eff, d_tree=cfg.d_tree, d_brch=cfg.d_brch, readout_d_m=cfg.readout_d_m,
+        k_e=cfg.k_e, k_c=cfg.k_c, params=count_params(cfg), budget=spec.budget,
+        flops_per_step=flops_per_step(cfg), seed=spec.seed, metric_name=task.metric_name,
+        host=socket.gethostname(), versions=library_versions(), code_version=code_version(),
+        config=cfg.to_dict(), spec=spec.model_dump(mode="json"),
+    )
+
+
+def prepare(spec: RunSpec, data_dir: Path | None = None):
+    """Open the task and resolve the model: (task, cfg). Raises ValueError for anything invalid."""
+    task = get_task(spec.task, data_dir, **spec.resolved_task_options())
+    cfg = spec.resolve_config(n_in=task.n_in, n_out=task.n_out, kind=task.kind)
+    return task, cfg
+
+
+def _char_batches(task, proto, seed: int, device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed + 1)
+    for step, (x, y, new_stream) in enumerate(task.stream("train", proto["batch_size"], proto["seq_len"], seed=seed)):
+        p = reset_probability(step, proto["reset_anneal_steps"] or 0, proto["reset_p_final"] or 0.0)
+        keep = (torch.rand(x.shape[0], generator=gen) >= p) & ~new_stream
+        yield x.to(device), y.to(device), keep.to(device)
+
+
+def _spike_batches(task, proto, seed: int, device):
+    per_epoch = proto["batches_per_epoch"]
+    for epoch in range(proto["epochs"]):
+        for i, (x, y) in enumerate(task.batches("train", proto["batch_size"], seed=seed, epoch=epoch)):
+            if per_epoch is not None and i >= per_epoch:
+                break
+            yield x.to(device), y.to(device), None
+
+
+def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+          *, data_dir: Path | None = None, progress_every_s: float = 1.0) -> RunRecord:
+    """Train one run and return its record (status done, failed or cancelled; never raises mid-run)."""
+    task, cfg = prepare(spec, data_dir)
+    proto = spec.protocol(task.kind)
+    device = pick_device(spec.device)
+    record = base_record(spec, cfg, task)
+    record.device = device_name(device)
+    record.status = "running"
+    if task.kind == "spike":
+        per_epoch = proto["batches_per_epoch"] or math.ceil(task.num_items("train") / proto["batch_size"])
+        proto["batches_per_epoch"] = per_epoch
+        total_steps = proto["epochs"] * per_epoch
+    else:
+        total_steps = proto["steps"]
+    horizon = proto["schedule_steps"] or total_steps
+
+    torch.manual_seed(spec.seed)
+    torch.set_flush_denormal(True)  # fast-decaying memories produce denormals that slow the CPU 30x
+    if spec.precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    model = ELMNetwork(cfg).to(device)
+    model.train()
+    opt = make_optimizer(proto["optimizer"], model.parameters(), proto["lr"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, proto["warmup_steps"] or 0, horizon))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
+
+    ckpt = _checkpoint_path(spec, record.run_id)
+    start_step, state, curve, tokens, train_losses = 0, None, [], 0, []
+    if ckpt is not None and ckpt.exists():
+        start_step, state, curve, tokens = _load_checkpoint(ckpt, model, opt, sched, device)
+        record.attempt += 1
+    t0 = time.perf_counter() - (curve[-1].wall_time_s if curve else 0.0)
+    last_progress = last_ckpt = time.perf_counter()
+    curve_every = max(1, total_steps // 200)
+    batches = (_spike_batches if task.kind == "spike" else _char_batches)(task, proto, spec.seed, device)
+    evaluate = _evaluator(model, task, proto, device)
+    best_valid: float | None = None
+    step = start_step
+    try:
+        for step_i, (x, y, keep) in enumerate(batches):
+            if step_i < start_step:
+                continue  # resume: the data stream is deterministic, skip what was seen
+            if step_i >= total_steps:
+                break
+            step = step_i
+            if should_stop is not None and should_stop():
+                raise _Stop("cancelled", "cancelled by user")
+            with autocast:
+                if task.kind == "char":
+                    if state is not None:
+                        state = state.mask(keep)
+                    logits, state = model(x, state)
+                    state = state.detach()
+                    flat, target = logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
+                else:
+                    logits, _ = model(x)
+                    flat, target = logits[:, -1].float(), y
+                loss = F.cross_entropy(flat, target, label_smoothing=proto["label_smoothing"] or 0.0)
+            if not torch.isfinite(loss):
+                raise _Stop("failed", f"diverged: loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), proto["clip"])
+            opt.step()
+            sched.step()
+            tokens += y.numel() if task.kind == "char" else x.shape[0] * x.shape[1]
+            plain = F.cross_entropy(flat.detach(), target).item()
+            train_losses.append(plain / LN2 if task.kind == "char" else float((flat.argmax(-1) == target)
+                                                                              .float().mean()))
+            now = time.perf_counter()
+            valid = None
+            if proto["eval_every"] and (step + 1) % proto["eval_every"] == 0 and step + 1 < total_steps:
+                valid = evaluate("valid")
+                best_valid = _better(best_valid, valid, task.metric_name)
+            if valid is not None or (step + 1) % curve_every == 0 or step == start_step:
+                curve.append(CurvePoint(step=step + 1, tokens=tokens, wall_time_s=round(now - t0, 3),
+                                        train_loss=plain, valid_metric=valid))
+            if on_progress is not None and (now - last_progress >= progress_every_s or valid is not None):
+                last_progress = now
+                on_progress(_progress(step + 1, total_steps, tokens, plain, now - t0, start_step, t0, valid))
+            if ckpt is not None and now - last_ckpt >= spec.checkpoint_every_s:
+                last_ckpt = now
+                _save_checkpoint(ckpt, model, opt, sched, step + 1, state, curve, tokens)
+        step = total_steps
+        record.valid_metric = evaluate("valid")
+        record.test_metric = evaluate("test")
+        record.best_valid_metric = _better(best_valid, record.valid_metric, task.metric_name)
+        record.status, record.reason = "done", None
+    except _Stop as stop:
+        record.status, record.reason = stop.status, stop.reason
+    except (RuntimeError, FloatingPointError) as exc:  # e.g. out of memory: the run fails, the caller lives
+        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+    tail = train_losses[-50:]
+    record.train_metric = float(np.mean(tail)) if tail else None
+    record.steps = step if record.status == "done" else len(train_losses) + start_step
+    record.tokens_seen = tokens
+    record.wall_time_s = round(time.perf_counter() - t0, 3)
+    record.curve = curve
+    record.updated_at = time.time()
+    if on_progress is not None:
+        on_progress(_progress(record.steps, total_steps, tokens, curve[-1].train_loss if curve else float("nan"),
+                              record.wall_time_s, start_step, t0, record.valid_metric, done=True))
+    if ckpt is not None and record.status == "done" and ckpt.exists():
+        ckpt.unlink()
+    return record
+
+
+def _better(best: float | None, value: float, metric: str) -> float:
+    if best is None:
+        return value
+    return min(best, value) if metric == "bpc" else max(best, value)
+
+
+def _evaluator(model, task, proto, device) -> Callable[[str], float]:
+    def evaluate(split: str) -> float:
+        if task.kind == "char":
+            limit = proto["eval_chars"] if split == "valid" else proto["test_chars"]
+            batch = proto["batch_size"] if split == "valid" else 1  # test: one stream, state carried throughout
+            return evaluate_chars(model, task, split, batch_size=batch, seq_len=max(proto["seq_len"], 250),
+                                  max_chars=limit, device=device)
+        limit = proto["eval_samples"] if split == "valid" else proto["test_samples"]
+        return evaluate_spikes(model, task, split, batch_size=max(proto["batch_size"], 32), max_samples=limit,
+                               device=device)
+
+    return evaluate
+
+
+def _progress(step, total, tokens, loss, elapsed, start_step, t0, valid, done=False) -> dict[str, Any]:
+    done_here = max(step - start_step, 1)
+    rate = done_here / max(elapsed, 1e-9)
+    return {
+        "step": step, "total_steps": total, "tokens": tokens, "loss": loss, "elapsed_s": round(elapsed, 2),
+        "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "steps_per_s": round(rate, 3),
+        "eta_s": 0.0 if done else round((total - step) / rate, 1), "valid_metric": valid,
+    }
+
+
+def _checkpoint_path(spec: RunSpec, run_id: str) -> Path | None:
+    if not spec.checkpoint_dir:
+        return None
+    folder = Path(spec.checkpoint_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{run_id}.pt"
+
+
+def _save_checkpoint(path: Path, model, opt, sched, step: int, state: ELMState | None, curve, tokens: int) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({
+        "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+        "state": None if state is None else [t.cpu() for t in state.tensors()],
+        "curve": [c.model_dump() for c in curve], "tokens": tokens,
+        "rng": torch.get_rng_state(),
+    }, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model, opt, sched, device):
+    ck = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["opt"])
+    sched.load_state_dict(ck["sched"])
+    torch.set_rng_state(ck["rng"])
+    state = None if ck["state"] is None else ELMState(*(t.to(device) for t in ck["state"]))
+    return ck["step"], state, [CurvePoint(**c) for c in ck["curve"]], ck["tokens"]

@@ -1,0 +1,136 @@
+"""The training function: learns, is deterministic, fails and cancels cleanly, resumes from checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from elm_core import count_params
+from elm_core.config import ELMConfig
+from elm_core.spec import PRESETS, RunSpec, parse_spec
+from elm_core.train import lr_factor, reset_probability, train
+
+TINY = dict(task="text", n_neurons=16, d_m=4, d_tree=4, d_brch=4, batch_size=4, seq_len=20, eval_chars=400,
+            test_chars=400, lr=5e-3, warmup_steps=5)
+TINY_ADDING = dict(task="synthetic-adding", n_neurons=16, d_m=4, d_tree=4, d_brch=4, batch_size=8, epochs=1,
+                   batches_per_epoch=6, eval_samples=32, test_samples=32,
+                   task_options={"num_train": 64, "num_valid": 32, "num_test": 32, "max_time_s": 0.05})
+
+
+def test_loss_falls_on_the_bundled_corpus():
+    record = train(RunSpec(**TINY, steps=60, eval_every=30))
+    assert record.status == "done", record.reason
+    losses = [p.train_loss for p in record.curve]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+    assert record.metric_name == "bpc" and record.task == "text"
+    assert 0 < record.test_metric < math.log2(record.n_out) + 0.5
+    assert record.valid_metric is not None and record.best_valid_metric <= record.valid_metric
+    assert any(p.valid_metric is not None for p in record.curve)  # the periodic evaluation at step 30
+    assert record.steps == 60 and record.tokens_seen == 60 * 4 * 20
+    assert record.params == count_params(ELMConfig.from_dict(record.config))
+    assert record.n_neurons == 16 and record.k_c == 16 and record.flops_per_step > 0
+    assert record.versions["torch"] and record.host and record.device.startswith("cpu")
+
+
+def test_budget_and_allocation_resolve_to_the_largest_fit():
+    spec = RunSpec(task="text", preset="small", budget=60_000, d_m=8)
+    record = train(spec.model_copy(update=dict(steps=2, eval_chars=100, test_chars=100)))
+    assert record.params <= 60_000 and record.budget == 60_000
+    bigger = ELMConfig.from_dict({**record.config, "n_neurons": record.n_neurons + 1})
+    assert count_params(bigger) > 60_000
+
+
+def test_same_seed_same_result_bit_for_bit():
+    a = train(RunSpec(**TINY, steps=8))
+    b = train(RunSpec(**TINY, steps=8))
+    c = train(RunSpec(**TINY, steps=8, seed=1))
+    assert [p.train_loss for p in a.curve] == [p.train_loss for p in b.curve]
+    assert a.test_metric == b.test_metric
+    assert a.test_metric != c.test_metric
+
+
+def test_non_finite_loss_fails_the_run_without_raising():
+    record = train(RunSpec(**TINY, steps=5, model={"input_scale": 1e38}))
+    assert record.status == "failed" and record.reason.startswith("diverged")
+
+
+def test_should_stop_cancels_and_keeps_the_partial_curve():
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 4
+
+    record = train(RunSpec(**TINY, steps=50), should_stop=stop)
+    assert record.status == "cancelled" and record.steps == 4
+    assert len(record.curve) >= 1 and record.test_metric is None
+
+
+def test_progress_reports_step_loss_throughput_and_eta():
+    seen = []
+    train(RunSpec(**TINY, steps=6), on_progress=seen.append, progress_every_s=0.0)
+    assert seen and {"step", "total_steps", "tokens", "loss", "tokens_per_s", "eta_s"} <= set(seen[0])
+    assert seen[-1]["step"] == 6 and seen[-1]["eta_s"] == 0.0
+
+
+def test_checkpoint_resume_continues_where_it_stopped(tmp_path):
+    spec = RunSpec(**TINY, steps=12, run_id="resume-me", checkpoint_dir=str(tmp_path), checkpoint_every_s=1e-9)
+    calls = []
+    first = train(spec, should_stop=lambda: calls.append(1) or len(calls) > 7)
+    assert first.status == "cancelled"
+    assert (tmp_path / "resume-me.pt").exists()
+    resumed = train(spec)
+    whole = train(spec.model_copy(update=dict(checkpoint_dir=None, run_id="whole")))
+    assert resumed.status == "done" and resumed.attempt == 1 and resumed.steps == 12
+    assert resumed.test_metric == whole.test_metric  # resuming loses nothing and changes nothing
+    assert not (tmp_path / "resume-me.pt").exists()
+
+
+def test_spike_task_reports_accuracy():
+    record = train(RunSpec(**TINY_ADDING))
+    assert record.status == "done", record.reason
+    assert record.metric_name == "accuracy" and 0.0 <= record.test_metric <= 1.0
+    assert record.n_in == 700 and record.n_out == 19 and record.task == "synthetic-adding"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"budget": -5, "d_m": 3}, "budget"),
+        ({"budget": 1e6, "d_m": 3, "n_neurons": 4}, "only one"),
+        ({"d_m": 3}, "budget"),
+        ({"n_neurons": 4, "d_m": 3, "preset": "huge"}, "preset"),
+        ({"n_neurons": 4, "d_m": 3, "lr": 0}, "lr"),
+        ({"n_neurons": 4, "d_m": 3, "model": {"p_rec": 2}, "steps": 1}, "p_rec"),
+        ({"n_neurons": 4, "d_m": 3, "bogus": 1}, "bogus"),
+    ],
+)
+def test_invalid_specs_name_the_field(payload, field):
+    with pytest.raises(ValueError, match=field):
+        spec = parse_spec(payload)
+        spec.resolve_config(n_in=10, n_out=10)
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown task"):
+        train(RunSpec(task="nope", n_neurons=4, d_m=2))
+
+
+def test_schedules():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100) == pytest.approx(0.0)
+    assert reset_probability(0, 40_000, 0.01) == 1.0
+    assert reset_probability(40_000, 40_000, 0.01) == pytest.approx(0.01)
+    assert reset_probability(10**6, 40_000, 0.01) == pytest.approx(0.01)
+
+
+def test_paper_presets_hold_the_reference_protocol():
+    p = PRESETS["enwik8-paper"]
+    assert (p["optimizer"], p["lr"], p["warmup_steps"], p["schedule_steps"], p["clip"]) == ("adam", 5e-4, 100,
+                                                                                            300_000, 1.0)
+    assert p["model"]["d_tree"] == 50 and p["model"]["d_brch"] == 15 and p["reset_anneal_steps"] == 40_000
+    s = PRESETS["shd-adding-paper"]
+    assert (s["optimizer"], s["lr"], s["epochs"], s["batches_per_epoch"]) == ("adamax", 5e-3, 70, 2000)
+    assert s["model"]["input_dropout"] == 0.2 and s["model"]["p_rec"] == 0.25
