@@ -1,0 +1,232 @@
+"""Run frames for analysis: normalising columns, the published sweep, metric direction, per-neuron counts.
+
+Every function in `elm_core.analysis` takes a Polars frame with (a subset of) the canonical run-record
+columns of `elm_core.records` (n_neurons, d_m, l_mlp, d_mlp, d_tree, d_brch, k_e, k_c, params, budget,
+metric_name, test_metric, status, seed, ...). `normalize_frame` brings other shapes (the published
+sweep's CSV, with `N_rec`) to that form and adds the derived allocation columns.
+
+Per hidden neuron (SCIENCE.md section 3), with d_s = d_tree * d_brch:
+    P_h = d_s + d_mlp (d_tree + d_m + 1) + (l_mlp - 1) d_mlp (d_mlp + 1) + d_m (d_mlp + 1) + d_m + 1   (l_mlp >= 1)
+    P_h = d_s + d_m (d_tree + d_m + 1) + d_m + 1                                                       (l_mlp = 0)
+    k_c = d_s,   k_e = P_h - k_c,   k_e_frac = k_e / (k_e + k_c)
+Readout neuron (d_r = readout_d_m, l_mlp = 0):  P_r = d_s + d_r (d_tree + d_r + 1) + d_r + 1
+Network:  P = N P_h + N_out P_r + N_out^2 + N_out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REFERENCE_SWEEP_CSV = Path(__file__).resolve().parent.parent / "reference_data" / "paper_sweeps_enwik8.csv"
+
+# Columns that define a configuration (what is held fixed when only the seed changes).
+CONFIG_COLUMNS: tuple[str, ...] = (
+    "task",
+    "dataset",
+    "metric_name",
+    "n_in",
+    "n_out",
+    "n_neurons",
+    "d_m",
+    "l_mlp",
+    "d_mlp",
+    "d_tree",
+    "d_brch",
+    "readout_d_m",
+    "k_e",
+    "k_c",
+    "params",
+    "budget",
+    "flops_per_step",
+    "steps",
+)
+# Per-run outcomes that are averaged over seeds.
+OUTCOME_COLUMNS: tuple[str, ...] = (
+    "train_metric",
+    "valid_metric",
+    "test_metric",
+    "best_valid_metric",
+    "wall_time_s",
+)
+# The allocation axes an iso-budget curve can be drawn against.
+ALLOCATION_AXES: tuple[str, ...] = ("d_m", "k_e", "n_neurons", "k_e_frac")
+
+_INT_COLUMNS = ("n_neurons", "d_m", "l_mlp", "d_mlp", "d_tree", "d_brch", "readout_d_m", "n_out", "k_e", "k_c")
+_FLOAT_COLUMNS = ("params", "budget", "flops_per_step", "wall_time_s", *OUTCOME_COLUMNS[:4])
+
+
+def neuron_counts(
+    d_m: np.ndarray | float,
+    l_mlp: np.ndarray | float,
+    d_mlp: np.ndarray | float,
+    d_tree: np.ndarray | float,
+    d_brch: np.ndarray | float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(k_e, k_c) per hidden neuron, vectorised: k_c = d_tree d_brch, k_e = P_h - k_c (module docstring)."""
+    d_m, l_mlp, d_mlp, d_tree, d_brch = (np.asarray(v, dtype=float) for v in (d_m, l_mlp, d_mlp, d_tree, d_brch))
+    k_c = d_tree * d_brch
+    deep = d_mlp * (d_tree + d_m + 1) + (l_mlp - 1) * d_mlp * (d_mlp + 1) + d_m * (d_mlp + 1) + d_m + 1
+    linear = d_m * (d_tree + d_m + 1) + d_m + 1
+    k_e = np.where(l_mlp >= 1, deep, linear)
+    return k_e, k_c
+
+
+def readout_params(
+    n_out: np.ndarray | float,
+    d_tree: np.ndarray | float,
+    d_brch: np.ndarray | float,
+    readout_d_m: np.ndarray | float = 3,
+) -> np.ndarray:
+    """Parameters outside the hidden layer: N_out P_r + N_out^2 + N_out (module docstring)."""
+    n_out, d_tree, d_brch, r = (np.asarray(v, dtype=float) for v in (n_out, d_tree, d_brch, readout_d_m))
+    p_r = d_tree * d_brch + r * (d_tree + r + 1) + r + 1
+    return n_out * p_r + n_out**2 + n_out
+
+
+def metric_name_for_task(task: str | None) -> str:
+    """'accuracy' for the SHD tasks, 'bpc' for text (enwik8, the bundled corpus) and anything else."""
+    return "accuracy" if task is not None and "shd" in task.lower() else "bpc"
+
+
+def normalize_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """The canonical analysis columns from a run frame or a published-sweep CSV.
+
+    Renames N_rec -> n_neurons; fills d_mlp = 2 d_m where missing (the reference default); adds
+    k_e, k_c (filling nulls) from the architecture columns, k_e_frac = k_e / (k_e + k_c), and
+    metric_name from the task where missing. Existing non-null values are never overwritten.
+    """
+    if "N_rec" in df.columns and "n_neurons" not in df.columns:
+        df = df.rename({"N_rec": "n_neurons"})
+    present = set(df.columns)
+    casts = [pl.col(c).cast(pl.Int64, strict=False) for c in _INT_COLUMNS if c in present]
+    casts += [pl.col(c).cast(pl.Float64, strict=False) for c in _FLOAT_COLUMNS if c in present]
+    if casts:
+        df = df.with_columns(casts)
+    if "d_m" in present and "l_mlp" in present:
+        d_mlp = (pl.col("d_m") * 2).cast(pl.Int64)
+        df = df.with_columns((pl.coalesce("d_mlp", d_mlp) if "d_mlp" in present else d_mlp).alias("d_mlp"))
+    arch = ("d_m", "l_mlp", "d_mlp", "d_tree", "d_brch")
+    if all(c in df.columns for c in arch):
+        k_e, k_c = neuron_counts(*(df[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in arch))
+        computed = {
+            "k_e": pl.Series("k_e", np.where(np.isfinite(k_e), k_e, np.nan)).fill_nan(None).cast(pl.Int64),
+            "k_c": pl.Series("k_c", np.where(np.isfinite(k_c), k_c, np.nan)).fill_nan(None).cast(pl.Int64),
+        }
+        for name, series in computed.items():
+            df = df.with_columns(
+                pl.coalesce(pl.col(name), series) if name in df.columns else series.alias(name)
+            )
+    if "k_e" in df.columns and "k_c" in df.columns:
+        df = df.with_columns(
+            (pl.col("k_e") / (pl.col("k_e") + pl.col("k_c"))).cast(pl.Float64).alias("k_e_frac")
+        )
+    if "metric_name" not in df.columns:
+        if "task" in df.columns:
+            df = df.with_columns(
+                pl.col("task")
+                .map_elements(metric_name_for_task, return_dtype=pl.String)
+                .fill_null("bpc")
+                .alias("metric_name")
+            )
+        else:
+            df = df.with_columns(pl.lit("bpc").alias("metric_name"))
+    return df
+
+
+def load_reference_sweep(path: str | Path | None = None) -> pl.DataFrame:
+    """The published enwik8 sweep (~3.5M parameters, 14 runs, one seed each), normalised.
+
+    Adds source='reference', status='done', seed=0 and run_id='ref-enwik8-dm{d_m}'.
+    """
+    df = normalize_frame(pl.read_csv(path or REFERENCE_SWEEP_CSV))
+    return df.with_columns(
+        pl.lit("reference").alias("source"),
+        pl.lit("done").alias("status"),
+        pl.lit(0, dtype=pl.Int64).alias("seed"),
+        pl.format("ref-{}-dm{}", pl.col("task"), pl.col("d_m")).alias("run_id"),
+    )
+
+
+def read_runs(path: str | Path) -> pl.DataFrame:
+    """A run frame from CSV, Parquet or JSON lines (by extension), normalised."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        df = pl.read_parquet(path)
+    elif suffix in (".jsonl", ".ndjson"):
+        df = pl.read_ndjson(path)
+    else:
+        df = pl.read_csv(path, infer_schema_length=10000)
+    return normalize_frame(df)
+
+
+def done_runs(df: pl.DataFrame, metric: str | None = None, columns: Sequence[str] = ()) -> pl.DataFrame:
+    """Rows that may enter a fit: status == 'done' (when there is a status column), with `metric`
+    and every column in `columns` non-null and finite."""
+    if "status" in df.columns:
+        df = df.filter(pl.col("status") == "done")
+    for name in [*([metric] if metric else []), *columns]:
+        if name not in df.columns:
+            raise ValueError(f"column {name!r} not in the run frame (columns: {', '.join(df.columns)})")
+        df = df.filter(pl.col(name).is_not_null())
+        if df.schema[name].is_float():
+            df = df.filter(pl.col(name).is_finite())
+    return df
+
+
+def resolve_maximize(df: pl.DataFrame, metric: str, maximize: bool | None = None) -> bool:
+    """Metric direction: `maximize` when given; else from metric_name ('accuracy' is maximised, 'bpc'
+    minimised); else True only when the metric's name contains 'acc'."""
+    if maximize is not None:
+        return bool(maximize)
+    if "metric_name" in df.columns:
+        names = [n for n in df["metric_name"].unique().to_list() if n is not None]
+        if len(names) > 1:
+            raise ValueError(f"runs mix metrics {sorted(names)}; filter to one task or pass maximize")
+        if names:
+            return names[0] == "accuracy"
+    return "acc" in metric.lower()
+
+
+def seed_weights(df: pl.DataFrame) -> np.ndarray:
+    """Weight of each row in a fit: its number of seeds for a collapsed frame, else 1."""
+    if "n_seeds" in df.columns:
+        return df["n_seeds"].cast(pl.Float64).fill_null(1.0).to_numpy()
+    return np.ones(df.height)
+
+
+def hidden_overhead(df: pl.DataFrame) -> float:
+    """Median parameters outside the hidden layer, params - N (k_e + k_c); 0 when unknown."""
+    cols = ("params", "n_neurons", "k_e", "k_c")
+    if df.height == 0 or not all(c in df.columns for c in cols):
+        return 0.0
+    rest = df.select(pl.col("params") - pl.col("n_neurons") * (pl.col("k_e") + pl.col("k_c"))).to_series()
+    rest = rest.drop_nulls()
+    return float(rest.median()) if rest.len() else 0.0
+
+
+def neurons_for_budget(
+    budget: float,
+    d_m: np.ndarray | float,
+    *,
+    l_mlp: int = 1,
+    d_mlp_ratio: float = 2.0,
+    d_tree: int = 50,
+    d_brch: int = 15,
+    n_out: int = 0,
+    readout_d_m: int = 3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, k_e, k_c) that spend `budget` at memory size d_m: N = round((P - readout) / (k_e + k_c)),
+    d_mlp = round(d_mlp_ratio d_m); N is at least 1."""
+    d_m = np.asarray(d_m, dtype=float)
+    d_mlp = np.maximum(1.0, np.round(d_mlp_ratio * d_m))
+    k_e, k_c = neuron_counts(d_m, l_mlp, d_mlp, d_tree, d_brch)
+    hidden = budget - (readout_params(n_out, d_tree, d_brch, readout_d_m) if n_out else 0.0)
+    n = np.maximum(1.0, np.round(hidden / (k_e + k_c)))
+    return n, k_e, np.broadcast_to(k_c, n.shape).astype(float)
