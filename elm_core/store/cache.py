@@ -26,6 +26,7 @@ from elm_core.store.files import SMALL_SCHEMA, Checked, StoreFile, StoreWarning,
 class Snapshot:
     """The readable part of one listing of the store."""
 
+    listing: list[StoreFile]  # the listing it was made from (readable or not)
     files: list[StoreFile]  # every readable file covered (large and small)
     large: list[str]  # paths that queries read from disk
     large_columns: set[str]  # columns present in at least one large file
@@ -93,7 +94,7 @@ class FileCache:
             if not c.small:
                 large.append(f.path)
                 columns |= c.columns
-        return Snapshot(good, large, columns, small if small.num_rows else None)
+        return Snapshot(files, good, large, columns, small if small.num_rows else None)
 
     def mark_bad(self, f: StoreFile, why: str) -> None:
         """A large file whose footer looked fine but whose data does not decode."""

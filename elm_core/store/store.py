@@ -61,6 +61,11 @@ def _record_from_row(row: dict[str, Any]) -> RunRecord:
     return RunRecord.from_row({k: v for k, v in row.items() if v is not None})
 
 
+def _vanished(snap: Snapshot) -> bool:
+    """Whether a file the query was to read from disk has gone (folded away by a compaction)."""
+    return not all(os.path.exists(p) for p in snap.large)
+
+
 class Store:
     """The results store at `path` (default: settings.store_path). Cheap to create; holds no handles."""
 
@@ -136,11 +141,27 @@ class Store:
         return list_files(self.path, subdirs)
 
     def _snapshot(self, subdirs: tuple[str, ...] = (RUNS_DIR, REFERENCE_DIR)) -> Snapshot:
+        """The readable files now. A directory listing is not atomic: one taken while a compaction
+        renames its output into place and deletes what it folded may miss both the new file and
+        some old ones. So list again; a compact file that has appeared meanwhile means list anew."""
         for _ in range(_RETRIES):
             snap = self._cache.snapshot(self._files(subdirs))
-            if snap is not None:
-                return snap
-        raise RuntimeError(f"{self.path}: files keep vanishing while being read")
+            if snap is None:  # a file vanished while being read
+                continue
+            listed = {os.path.basename(f.path) for f in snap.listing}
+            if any(n.startswith("compact-") and n not in listed for n in self._names(subdirs)):
+                continue
+            return snap
+        raise RuntimeError(f"{self.path}: the store kept changing while being read; try again")
+
+    def _names(self, subdirs: tuple[str, ...]) -> list[str]:
+        names: list[str] = []
+        for sub in subdirs:
+            try:
+                names += os.listdir(self.path / sub)
+            except FileNotFoundError:
+                pass
+        return names
 
     @staticmethod
     def _connect(snap: Snapshot) -> duckdb.DuckDBPyConnection:
@@ -165,7 +186,7 @@ class Store:
                 return con.sql(statement, params=params).pl()
             except duckdb.Error as exc:
                 error = exc
-                if self._files() != snap.files:
+                if _vanished(snap):
                     continue
                 bad = [(f, why) for f in snap.files if f.path in snap.large and (why := deep_check(f.path))]
                 if not bad:
@@ -302,7 +323,7 @@ class Store:
                     break
                 except duckdb.Error:
                     bad = [(f, why) for f in snap.files if f.path in snap.large and (why := deep_check(f.path))]
-                    if not bad and self._files((RUNS_DIR,)) == snap.files:
+                    if not bad and not _vanished(snap):
                         raise
                     for f, why in bad:
                         self._cache.mark_bad(f, why)
