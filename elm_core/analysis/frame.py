@@ -117,13 +117,9 @@ def normalize_frame(df: pl.DataFrame) -> pl.DataFrame:
             "k_c": pl.Series("k_c", np.where(np.isfinite(k_c), k_c, np.nan)).fill_nan(None).cast(pl.Int64),
         }
         for name, series in computed.items():
-            df = df.with_columns(
-                pl.coalesce(pl.col(name), series) if name in df.columns else series.alias(name)
-            )
+            df = df.with_columns(pl.coalesce(pl.col(name), series) if name in df.columns else series.alias(name))
     if "k_e" in df.columns and "k_c" in df.columns:
-        df = df.with_columns(
-            (pl.col("k_e") / (pl.col("k_e") + pl.col("k_c"))).cast(pl.Float64).alias("k_e_frac")
-        )
+        df = df.with_columns((pl.col("k_e") / (pl.col("k_e") + pl.col("k_c"))).cast(pl.Float64).alias("k_e_frac"))
     if "metric_name" not in df.columns:
         if "task" in df.columns:
             df = df.with_columns(

@@ -334,8 +334,11 @@ def fit_iso(
         raise ValueError(f"an iso-budget fit needs at least 3 distinct values of {x}; got {np.unique(xv).size}")
     if budget is None:
         budget = next(
-            (float(runs[c].cast(pl.Float64).median()) for c in ("iso_budget", "budget", "params")
-             if c in runs.columns and runs[c].null_count() < runs.height),
+            (
+                float(runs[c].cast(pl.Float64).median())
+                for c in ("iso_budget", "budget", "params")
+                if c in runs.columns and runs[c].null_count() < runs.height
+            ),
             float("nan"),
         )
     tr = resolve_transform(x, xv, transform)
@@ -426,8 +429,16 @@ def fit_iso_budgets(
             continue
         fits.append(
             fit_iso(
-                group, x, metric, maximize, budget=float(group["iso_budget"][0]), smoothing=smoothing,
-                n_boot=n_boot, seed=seed, ci_level=ci_level, transform=transform,
+                group,
+                x,
+                metric,
+                maximize,
+                budget=float(group["iso_budget"][0]),
+                smoothing=smoothing,
+                n_boot=n_boot,
+                seed=seed,
+                ci_level=ci_level,
+                transform=transform,
             )
         )
     return fits
@@ -452,7 +463,13 @@ def iso_ensemble(
     yv = runs[metric].cast(pl.Float64).to_numpy()
     tr = resolve_transform(x, xv, transform)
     ens = _ensemble(
-        forward(xv, tr), -yv if maximize else yv, seed_weights(runs), lam=smoothing, n_boot=n_boot,
-        seed=seed, pure=pure_error(runs, x, metric), extend=extend,
+        forward(xv, tr),
+        -yv if maximize else yv,
+        seed_weights(runs),
+        lam=smoothing,
+        n_boot=n_boot,
+        seed=seed,
+        pure=pure_error(runs, x, metric),
+        extend=extend,
     )
     return inverse(ens.grid_u, tr), ens.fitted, ens.boot, ens.sigma, tr

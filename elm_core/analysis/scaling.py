@@ -109,37 +109,42 @@ class ScalingFit:
         """Prediction with intervals at (N, k_e, k_c): columns n_neurons, k_e, k_c, metric, ci_lo,
         ci_hi (the surface, from the bootstrap) and pi_lo, pi_hi (one new run: the surface plus the
         residual noise of log L)."""
-        n, ke, kc = (np.atleast_1d(a) for a in np.broadcast_arrays(
-            np.asarray(n_neurons, float), np.asarray(k_e, float), self._kc(k_c)))
+        n, ke, kc = (
+            np.atleast_1d(a)
+            for a in np.broadcast_arrays(np.asarray(n_neurons, float), np.asarray(k_e, float), self._kc(k_c))
+        )
         point = self._loss(self.theta, n, ke, kc)
         boot = np.array([self._loss(t, n, ke, kc) for t in self.boot]).reshape(-1, n.size)
         rng = np.random.default_rng(self.seed)
         noisy = boot * np.exp(self.sigma_log * rng.standard_normal(boot.shape))
         ci_lo, ci_hi = self._quantiles(boot)
         pi_lo, pi_hi = self._quantiles(noisy)
-        return self._interval_frame(
-            {"n_neurons": n, "k_e": ke, "k_c": kc}, point, ci_lo, ci_hi, pi_lo, pi_hi
-        )
+        return self._interval_frame({"n_neurons": n, "k_e": ke, "k_c": kc}, point, ci_lo, ci_hi, pi_lo, pi_hi)
 
     def _interval_frame(self, cols: dict[str, np.ndarray], point, ci_lo, ci_hi, pi_lo, pi_hi) -> pl.DataFrame:
         if self.maximize:  # error -> accuracy flips the interval
             ci_lo, ci_hi, pi_lo, pi_hi = ci_hi, ci_lo, pi_hi, pi_lo
-        return pl.DataFrame({
-            **cols,
-            "metric": self._to_metric(point),
-            "ci_lo": self._to_metric(ci_lo),
-            "ci_hi": self._to_metric(ci_hi),
-            "pi_lo": self._to_metric(pi_lo),
-            "pi_hi": self._to_metric(pi_hi),
-        })
+        return pl.DataFrame(
+            {
+                **cols,
+                "metric": self._to_metric(point),
+                "ci_lo": self._to_metric(ci_lo),
+                "ci_hi": self._to_metric(ci_hi),
+                "pi_lo": self._to_metric(pi_lo),
+                "pi_hi": self._to_metric(pi_hi),
+            }
+        )
 
     # ---- optimal allocation -----------------------------------------------------------------------
     def _optimum(self, thetas: np.ndarray, budgets: np.ndarray) -> tuple[np.ndarray, ...]:
         """(N*, k_e*, k_c*, L*) of shape (len(thetas), len(budgets))."""
         hidden = np.maximum(np.asarray(budgets, float) - self.overhead, 1.0)
         if self.k_c is None:
-            kc_grid = np.geomspace(*self.k_c_range, 24) if self.k_c_range[1] > self.k_c_range[0] else np.array(
-                [self.k_c_range[0]])
+            kc_grid = (
+                np.geomspace(*self.k_c_range, 24)
+                if self.k_c_range[1] > self.k_c_range[0]
+                else np.array([self.k_c_range[0]])
+            )
         else:
             kc_grid = np.array([self.k_c])
         ke, kc = np.meshgrid(_KE_GRID, kc_grid, indexing="ij")
@@ -207,16 +212,18 @@ class ScalingFit:
             (lo_n, lo_e), (hi_n, hi_e) = self._quantiles(np.stack([bn, be], axis=1))
         else:
             lo_n = hi_n = lo_e = hi_e = float("nan")
-        return pl.DataFrame({
-            "quantity": ["n_neurons", "k_e"],
-            "coefficient": [g_n, g_e],
-            "exponent": [a_n, a_e],
-            "exponent_lo": [float(lo_n), float(lo_e)],
-            "exponent_hi": [float(hi_n), float(hi_e)],
-            "asymptotic_exponent": [asym["n_neurons"], asym["k_e"]],
-            "budget_min": [float(budgets.min())] * 2,
-            "budget_max": [float(budgets.max())] * 2,
-        })
+        return pl.DataFrame(
+            {
+                "quantity": ["n_neurons", "k_e"],
+                "coefficient": [g_n, g_e],
+                "exponent": [a_n, a_e],
+                "exponent_lo": [float(lo_n), float(lo_e)],
+                "exponent_hi": [float(hi_n), float(hi_e)],
+                "asymptotic_exponent": [asym["n_neurons"], asym["k_e"]],
+                "budget_min": [float(budgets.min())] * 2,
+                "budget_max": [float(budgets.max())] * 2,
+            }
+        )
 
     def _default_budgets(self) -> np.ndarray:
         lo, hi = self.budget_range
@@ -358,7 +365,9 @@ def fit_scaling_law(
             boot.append(t)
     boot_arr = np.array(boot) if boot else np.empty((0, theta.size))
     names = ("E", "A", "alpha", "B", "beta") + (("C", "gamma") if with_kc else ())
-    params = runs["params"].cast(pl.Float64).drop_nulls() if "params" in runs.columns else pl.Series([], dtype=pl.Float64)
+    params = (
+        runs["params"].cast(pl.Float64).drop_nulls() if "params" in runs.columns else pl.Series([], dtype=pl.Float64)
+    )
     if params.len():
         budget_range = (float(params.min()), float(params.max()))
     else:

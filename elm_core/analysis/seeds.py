@@ -53,9 +53,7 @@ def collapse_seeds(df: pl.DataFrame) -> pl.DataFrame:
         df = df.filter(pl.col("status") == "done")
     keys = [c for c in CONFIG_COLUMNS if c in df.columns]
     if "config" in df.columns and df.schema["config"] == pl.String:
-        df = df.with_columns(
-            pl.col("config").map_elements(_config_key, return_dtype=pl.String).alias(_CONFIG_KEY)
-        )
+        df = df.with_columns(pl.col("config").map_elements(_config_key, return_dtype=pl.String).alias(_CONFIG_KEY))
         keys.append(_CONFIG_KEY)
     if not keys:
         raise ValueError("no configuration columns to group seeds by")
@@ -89,9 +87,7 @@ def pure_error(df: pl.DataFrame, x: str, metric: str) -> tuple[float, int]:
         s = part[std_col].to_numpy()
         dof = int(np.sum(n - 1))
         return (float(np.sqrt(np.sum((n - 1) * s**2) / dof)) if dof else float("nan")), dof
-    grouped = df.group_by(x).agg(
-        pl.col(metric).var(ddof=1).fill_null(0.0).alias("v"), pl.len().alias("n")
-    )
+    grouped = df.group_by(x).agg(pl.col(metric).var(ddof=1).fill_null(0.0).alias("v"), pl.len().alias("n"))
     n = grouped["n"].to_numpy().astype(float)
     v = grouped["v"].to_numpy()
     dof = int(np.sum(n - 1))
