@@ -105,7 +105,7 @@ def safe_id(run_id: str) -> str:
     """`run_id` itself when it is a plain file name, else a cleaned form plus a hash (still 1:1)."""
     if _SAFE_ID.fullmatch(run_id) and "--" not in run_id:
         return run_id
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)[:80].replace("--", "_-").lstrip(".")
+    cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)[:80]).lstrip(".")
     return f"{cleaned}~{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"  # never starts with "."
 
 

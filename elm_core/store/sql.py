@@ -2,9 +2,9 @@
 
 Two steps turn the rows of the run files into answers:
 
-1. rec: one row per (run_id, attempt, status). A record written twice (possible only after its
-   first copy was folded into a compact file) counts once: the earliest `updated_at` wins, then
-   the smaller content digest.
+1. rec: one row per (run_id, attempt, status). A record present twice (written again after its
+   first copy was folded into a compact file, or seen while a compaction is half done) counts
+   once: the earliest `updated_at` wins, then the smaller content digest.
 2. latest: a run's current record is the greatest by, in order,
        attempt         a re-queued run (attempt + 1) starts a new life;
        phase           queued < running < terminal (done / failed / cancelled), whatever the clocks
