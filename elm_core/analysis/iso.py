@@ -20,6 +20,7 @@ when it sits at an end of the range, i.e. the data do not bracket it.
 
 Noise: sigma is the largest of
     residual       sigma^2 = sum_i w_i r_i^2 / (n - df),                   dof = n - df
+                   (n counts runs: a collapsed row adds its seeds' scatter (n_i - 1) s_i^2)
     pure error     pooled variance of repeated seeds (elm_core.analysis.seeds.pure_error)
     differences    Gasser et al. (1986) pseudo-residuals of consecutive points (no repeats only)
 with the degrees of freedom of the one chosen.
@@ -236,6 +237,7 @@ def _ensemble(
     n_boot: int,
     seed: int,
     pure: tuple[float, int],
+    collapsed: bool = False,
     extend: float = 0.0,
 ) -> _Ensemble:
     lo, hi = float(u.min()), float(u.max())
@@ -251,8 +253,11 @@ def _ensemble(
     n = y.size
     resid = y - fitted_points
     cands: list[tuple[float, float, str]] = []
-    if n - edf >= 1:
-        cands.append((float(np.sqrt(np.sum(w * resid**2) / (n - edf))), n - edf, "residual"))
+    rss, res_dof = float(np.sum(w * resid**2)), n - edf
+    if collapsed and pure[1] > 0:  # the within-configuration scatter a raw frame's residuals would hold
+        rss, res_dof = rss + pure[0] ** 2 * pure[1], res_dof + pure[1]
+    if res_dof >= 1:
+        cands.append((float(np.sqrt(rss / res_dof)), res_dof, "residual"))
     if pure[1] >= 2:
         cands.append((pure[0], float(pure[1]), "repeated seeds"))
     else:
@@ -347,7 +352,8 @@ def fit_iso(
     loss = -yv if maximize else yv
     sign = -1.0 if maximize else 1.0
     pure = pure_error(runs, x, metric)
-    ens = _ensemble(u, loss, w, lam=smoothing, n_boot=n_boot, seed=seed, pure=pure)
+    collapsed = "n_seeds" in runs.columns
+    ens = _ensemble(u, loss, w, lam=smoothing, n_boot=n_boot, seed=seed, pure=pure, collapsed=collapsed)
 
     grid = ens.grid_u
     u_opt = float(_argmin_refined(ens.fitted, grid)[0])
@@ -470,6 +476,7 @@ def iso_ensemble(
         n_boot=n_boot,
         seed=seed,
         pure=pure_error(runs, x, metric),
+        collapsed="n_seeds" in runs.columns,
         extend=extend,
     )
     return inverse(ens.grid_u, tr), ens.fitted, ens.boot, ens.sigma, tr

@@ -1,0 +1,89 @@
+"""`elmlab fit`: the fits from the command line, on a CSV of runs or the store."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from elmlab.cli import main
+
+
+@pytest.fixture
+def sweep_csv(reference_data):
+    return str(reference_data / "paper_sweeps_enwik8.csv")
+
+
+def test_iso_json_prints_only_json_with_the_optimum(sweep_csv, capsys):
+    rc = main(["fit", "iso", "--input", sweep_csv, "--x", "d_m", "--metric", "test_metric", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["groups"] and len(out["groups"]) == 1
+    group = out["groups"][0]
+    assert 20 <= group["optimum"] <= 35
+    low, high = group["ci"]
+    assert low < group["optimum"] < high
+    assert group["budget"] == pytest.approx(3.51e6, rel=0.01)
+
+
+def test_common_options_before_the_subcommand(sweep_csv, capsys):
+    assert main(["fit", "--input", sweep_csv, "--json", "iso", "--n-boot", "50"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["groups"][0]["n_boot"] == 50
+
+
+def test_iso_text_report(sweep_csv, capsys):
+    assert main(["fit", "iso", "--input", sweep_csv, "--x", "k_e_frac"]) == 0
+    out = capsys.readouterr().out
+    assert "iso-budget optimum of test_metric (minimised) against k_e_frac" in out
+    assert "enwik8" in out
+
+
+def test_all_fits_in_one_json_document(sweep_csv, capsys):
+    assert main(["fit", "--input", sweep_csv, "--json", "--n-boot", "40"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"iso", "scaling", "capacity", "suggest"}
+    assert out["scaling"]["optimal_allocation"][0]["n_neurons"] > 0
+    assert out["capacity"]["params"]["N_0"]["value"] > 0
+    assert len(out["suggest"]["suggestions"]) == 5
+
+
+@pytest.mark.parametrize("sub", ["pareto", "scaling", "capacity", "suggest"])
+def test_each_subcommand_reports(sweep_csv, sub, capsys):
+    assert main(["fit", sub, "--input", sweep_csv, "--n-boot", "30"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_scaling_budget_option(sweep_csv, capsys):
+    assert main(["fit", "scaling", "--input", sweep_csv, "--budget", "7e6", "--json", "--n-boot", "20"]) == 0
+    alloc = json.loads(capsys.readouterr().out)["optimal_allocation"]
+    assert [a["budget"] for a in alloc] == [7e6]
+
+
+def test_user_errors_are_one_line(sweep_csv, capsys, tmp_path):
+    assert main(["fit", "iso", "--input", str(tmp_path / "missing.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["fit", "iso", "--input", sweep_csv, "--metric", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["fit", "iso", "--input", sweep_csv, "--x", "nope"]) == 2
+
+
+def test_without_a_store_module_asks_for_input(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "elm_core.store", None)  # import fails
+    assert main(["fit", "iso"]) == 2
+    assert "no store available; pass --input FILE" in capsys.readouterr().err
+
+
+def test_empty_store_is_a_user_error(elmlab_home, capsys):
+    assert main(["fit", "iso"]) == 2
+    assert "no done runs with a value of test_metric in the store" in capsys.readouterr().err
+
+
+def test_reads_the_store_without_input(elmlab_home, capsys):
+    from elm_core.store import Store
+
+    Store().import_reference_csv()
+    assert main(["fit", "iso", "--json", "--n-boot", "50"]) == 0
+    group = json.loads(capsys.readouterr().out)["groups"][0]
+    assert 20 <= group["optimum"] <= 35 and group["n_points"] == 14
