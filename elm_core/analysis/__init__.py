@@ -21,6 +21,7 @@ from elm_core.analysis.capacity import CapacityFit, CapacityModel, fit_capacity_
 from elm_core.analysis.frame import (
     ALLOCATION_AXES,
     REFERENCE_SWEEP_CSV,
+    d_m_for_k_e,
     done_runs,
     load_reference_sweep,
     metric_name_for_task,
@@ -46,6 +47,7 @@ __all__ = [
     "ParetoResult",
     "ScalingFit",
     "collapse_seeds",
+    "d_m_for_k_e",
     "done_runs",
     "fit_capacity_model",
     "fit_iso",

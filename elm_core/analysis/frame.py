@@ -226,3 +226,17 @@ def neurons_for_budget(
     hidden = budget - (readout_params(n_out, d_tree, d_brch, readout_d_m) if n_out else 0.0)
     n = np.maximum(1.0, np.round(hidden / (k_e + k_c)))
     return n, k_e, np.broadcast_to(k_c, n.shape).astype(float)
+
+
+def d_m_for_k_e(k_e: np.ndarray | float, *, l_mlp: int = 1, d_mlp_ratio: float = 2.0, d_tree: int = 50) -> np.ndarray:
+    """The (real-valued) memory size d_m whose neuron has complexity k_e, with d_mlp = r d_m:
+    k_e = a d_m^2 + b d_m + 1 with a = 2r + (l_mlp - 1) r^2, b = r (d_tree + 1) + 2 + (l_mlp - 1) r
+    (l_mlp >= 1), or a = 1, b = d_tree + 2 (l_mlp = 0); the positive root. Maps k_e* from the scaling
+    law or the capacity model back to d_m."""
+    k_e = np.asarray(k_e, dtype=float)
+    r = d_mlp_ratio
+    if l_mlp >= 1:
+        a, b = 2 * r + (l_mlp - 1) * r * r, r * (d_tree + 1) + 2 + (l_mlp - 1) * r
+    else:
+        a, b = 1.0, d_tree + 2.0
+    return (-b + np.sqrt(b * b + 4 * a * (k_e - 1))) / (2 * a)

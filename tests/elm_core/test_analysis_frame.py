@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from elm_core.analysis import (
+    d_m_for_k_e,
     done_runs,
     load_reference_sweep,
     neuron_counts,
@@ -82,3 +83,10 @@ def test_metric_direction():
 def test_neurons_for_budget_spends_the_budget():
     n, k_e, k_c = neurons_for_budget(3_516_748, np.array([15.0]), n_out=204)
     assert n[0] == 1024 and k_c[0] == 750
+
+
+def test_d_m_for_k_e_inverts_the_neuron_count():
+    for l_mlp in (0, 1, 2):
+        d_m = np.array([3.0, 15.0, 70.0])
+        k_e, _ = neuron_counts(d_m, l_mlp, 2 * d_m, 50, 15)
+        np.testing.assert_allclose(d_m_for_k_e(k_e, l_mlp=l_mlp), d_m)
