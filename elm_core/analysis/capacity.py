@@ -65,7 +65,8 @@ class CapacityModel:
 
     @classmethod
     def from_theta(cls, theta: np.ndarray) -> CapacityModel:
-        return cls(*np.exp(np.asarray(theta, dtype=float)).tolist())
+        with np.errstate(over="ignore"):
+            return cls(*np.exp(np.asarray(theta, dtype=float)).tolist())
 
     @property
     def theta(self) -> np.ndarray:
@@ -89,14 +90,15 @@ class CapacityModel:
 
     def loss(self, n_neurons: Any, k_e: Any, k_c: Any) -> np.ndarray:
         """L = E + A I^-gamma (the error for a maximised metric)."""
-        with np.errstate(over="ignore", divide="ignore"):
+        with np.errstate(all="ignore"):
             return self.E + self.A * self.capacity(n_neurons, k_e, k_c) ** (-self.gamma)
 
     def optimum(self, hidden_budget: Any, k_c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N*, k_e*, L*) per hidden budget H = N (k_e + k_c), on a log grid in k_e with N >= 1."""
         h = np.atleast_1d(np.asarray(hidden_budget, float))[:, None]
         n = h / (_KE_GRID + k_c)[None, :]
-        loss = np.where(n >= 1.0, self.loss(np.maximum(n, 1.0), _KE_GRID[None, :], k_c), np.inf)
+        loss = self.loss(np.maximum(n, 1.0), _KE_GRID[None, :], k_c)
+        loss = np.where((n >= 1.0) & np.isfinite(loss), loss, np.inf)
         j = np.argmin(loss, axis=1)
         rows = np.arange(h.shape[0])
         return n[rows, j], _KE_GRID[j], loss[rows, j]
@@ -190,7 +192,7 @@ class CapacityFit:
 
 def _log_loss_and_jac(theta: np.ndarray, n, k_e, k_c, jac: bool = False):
     """log L and, with `jac`, d log L / d theta (theta = logs of E, A, gamma, k_0, N_0)."""
-    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):
         e, a, g, k0, n0 = np.exp(theta)
         snr = k_e * k_c / (k0 * (k_e + k_c))
         c = 0.5 * np.log2(1.0 + snr)
@@ -246,7 +248,8 @@ def _refine(theta0, n, k_e, k_c, ly, sw, ref: np.ndarray, max_nfev: int = 100) -
         ridge[0, 3] = ridge[1, 4] = RIDGE
         return np.concatenate([np.where(np.isfinite(j), j, 0.0), ridge])
 
-    res = least_squares(resid, theta0, jac=jac, method="lm", max_nfev=max_nfev * theta0.size)
+    with np.errstate(all="ignore"):
+        res = least_squares(resid, theta0, jac=jac, method="lm", max_nfev=max_nfev * theta0.size)
     return res.x
 
 
@@ -292,7 +295,7 @@ def fit_capacity_model(
         if np.unique(idx).size < len(PARAM_NAMES):
             continue
         t = _refine(theta, n[idx], k_e[idx], k_c[idx], ly[idx], sw[idx], ref, max_nfev=30)
-        if np.all(np.isfinite(t)):
+        if np.all(np.isfinite(t)) and np.all(np.abs(t) < 50.0):  # beyond e^+-50 a replicate has diverged
             boot.append(t)
     sign_pred = 1.0 - pred if maximize else pred
     points = runs.with_columns(

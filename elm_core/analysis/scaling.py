@@ -40,6 +40,7 @@ from elm_core.analysis.frame import done_runs, hidden_overhead, resolve_maximize
 
 _EXP_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
 _KE_GRID = np.logspace(0, 8, 801)  # candidate k_e for the optimum search
+MAX_LOG_PARAM = 50.0  # bootstrap replicates with a parameter beyond e^+-50 have diverged: dropped
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,7 +156,7 @@ class ScalingFit:
         out = np.empty((4, len(thetas), hidden.size))
         for i, theta in enumerate(thetas):
             loss = _log_surface(theta, ln, lke[None, :], lkc[None, :])
-            loss = np.where(valid, loss, np.inf)
+            loss = np.where(valid & np.isfinite(loss), loss, np.inf)
             j = np.argmin(loss, axis=1)
             b = np.arange(hidden.size)
             out[:, i, :] = n[b, j], ke[j], kc[j], np.exp(loss[b, j])
@@ -247,20 +248,22 @@ class ScalingFit:
 
 def _lse(t: np.ndarray) -> np.ndarray:
     """log(sum(exp(t), axis=0)), stable (scipy's logsumexp is slow for many small calls)."""
-    m = t.max(axis=0)
-    return m + np.log(np.exp(t - m).sum(axis=0))
+    with np.errstate(all="ignore"):
+        m = t.max(axis=0)
+        return m + np.log(np.exp(t - m).sum(axis=0))
 
 
 def _log_surface(theta: np.ndarray, ln: np.ndarray, lke: np.ndarray, lkc: np.ndarray) -> np.ndarray:
     """log L = logsumexp(log E, log A - alpha log N, log B - beta log k_e [, log C - gamma log k_c])."""
     ln, lke, lkc = np.broadcast_arrays(ln, lke, lkc)
-    terms = [
-        np.full(ln.shape, theta[0]),
-        theta[1] - np.exp(theta[2]) * ln,
-        theta[3] - np.exp(theta[4]) * lke,
-    ]
-    if theta.size == 7:
-        terms.append(theta[5] - np.exp(theta[6]) * lkc)
+    with np.errstate(all="ignore"):
+        terms = [
+            np.full(ln.shape, theta[0]),
+            theta[1] - np.exp(theta[2]) * ln,
+            theta[3] - np.exp(theta[4]) * lke,
+        ]
+        if theta.size == 7:
+            terms.append(theta[5] - np.exp(theta[6]) * lkc)
     return _lse(np.stack(terms))
 
 
@@ -298,7 +301,8 @@ def _refine(theta0, ln, lke, lkc, ly, sw, max_nfev: int = 100) -> np.ndarray:
         return np.stack(t)  # (terms, n)
 
     def resid(theta: np.ndarray) -> np.ndarray:
-        return sw * (_lse(terms(theta)) - ly)
+        r = sw * (_lse(terms(theta)) - ly)
+        return np.where(np.isfinite(r), r, 1e3)
 
     def jac(theta: np.ndarray) -> np.ndarray:
         t = terms(theta)
@@ -308,9 +312,10 @@ def _refine(theta0, ln, lke, lkc, ly, sw, max_nfev: int = 100) -> np.ndarray:
         for k in range((theta.size - 1) // 2):
             j[:, 1 + 2 * k] = p[k + 1]
             j[:, 2 + 2 * k] = -p[k + 1] * np.exp(theta[2 + 2 * k]) * xs[k]
-        return sw[:, None] * j
+        j = sw[:, None] * j
+        return np.where(np.isfinite(j), j, 0.0)
 
-    with np.errstate(over="ignore", under="ignore"):
+    with np.errstate(all="ignore"):
         res = least_squares(resid, theta0, jac=jac, method="lm", max_nfev=max_nfev * theta0.size)
     return res.x
 
@@ -361,7 +366,7 @@ def fit_scaling_law(
         if np.unique(idx).size < n_par:
             continue
         t = _refine(theta, ln[idx], lke[idx], lkc[idx], ly[idx], sw[idx], max_nfev=30)
-        if np.all(np.isfinite(t)):
+        if np.all(np.isfinite(t)) and np.all(np.abs(t) < MAX_LOG_PARAM):
             boot.append(t)
     boot_arr = np.array(boot) if boot else np.empty((0, theta.size))
     names = ("E", "A", "alpha", "B", "beta") + (("C", "gamma") if with_kc else ())

@@ -64,8 +64,14 @@ def _scores(values: np.ndarray, target: np.ndarray, sigma: float) -> tuple[np.nd
     sd_z = float(np.sqrt(np.mean(z**2)))
     f = values - values.mean(axis=0)
     cov = (f * z[:, None]).mean(axis=0)
-    delta = cov**2 / (np.mean(f**2, axis=0) + sigma**2)
+    denom = np.mean(f**2, axis=0) + sigma**2
+    delta = np.divide(cov**2, denom, out=np.zeros_like(denom), where=denom > 0)
     return sd_z - np.sqrt(np.maximum(sd_z**2 - delta, 0.0)), sd_z
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = float(np.std(a)), float(np.std(b))
+    return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb)) if sa > 0 and sb > 0 else 0.0
 
 
 def _geometry(group: pl.DataFrame) -> dict[str, float] | None:
@@ -135,7 +141,7 @@ def _existing(
             if any(abs(np.log(xc / s)) < 0.08 for s in seen if xc > 0 and s > 0) or xc in seen:
                 continue
             seen.append(xc)
-            r = float(np.corrcoef(boot[:, i], target)[0, 1])
+            r = _corr(boot[:, i], target)
             n_neurons = k_e = k_c = None
             if geom is not None:
                 n_arr, ke_arr, kc_arr = _neurons(budget, np.array([xc]), geom)

@@ -288,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
         obj, lines = _HANDLERS[args.fit_command](args, df)
     else:
         obj, lines = {}, []
-        for name in ("iso", "scaling", "capacity", "suggest"):
+        for name in ("iso", "pareto", "scaling", "capacity", "suggest"):
             try:
                 part, part_lines = _HANDLERS[name](args, df)
             except ValueError as exc:  # one fit impossible on these runs; report and go on

@@ -43,7 +43,7 @@ def test_iso_text_report(sweep_csv, capsys):
 def test_all_fits_in_one_json_document(sweep_csv, capsys):
     assert main(["fit", "--input", sweep_csv, "--json", "--n-boot", "40"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"iso", "scaling", "capacity", "suggest"}
+    assert set(out) == {"iso", "pareto", "scaling", "capacity", "suggest"}
     assert out["scaling"]["optimal_allocation"][0]["n_neurons"] > 0
     assert out["capacity"]["params"]["N_0"]["value"] > 0
     assert len(out["suggest"]["suggestions"]) == 5

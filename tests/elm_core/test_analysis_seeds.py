@@ -7,7 +7,15 @@ import json
 import numpy as np
 import polars as pl
 
-from elm_core.analysis import collapse_seeds, fit_iso, load_reference_sweep, pareto_frontier
+from elm_core.analysis import (
+    collapse_seeds,
+    fit_capacity_model,
+    fit_iso,
+    fit_scaling_law,
+    load_reference_sweep,
+    pareto_frontier,
+    suggest_next_runs,
+)
 
 
 def _seeded(ref: pl.DataFrame, n_seeds: int, noise: float, seed: int = 0) -> pl.DataFrame:
@@ -66,3 +74,13 @@ def test_fits_agree_on_raw_and_collapsed_runs():
     np.testing.assert_allclose(a.optimum, b.optimum, rtol=1e-9)
     np.testing.assert_allclose(a.ci, b.ci, rtol=1e-9)
     assert pareto_frontier(collapsed).frame.height == 14
+
+
+def test_surface_fits_and_suggestions_take_collapsed_runs():
+    raw = _seeded(load_reference_sweep(), 2, 0.002)
+    collapsed = collapse_seeds(raw)
+    a, b = fit_scaling_law(raw, n_boot=20), fit_scaling_law(collapsed, n_boot=20)
+    np.testing.assert_allclose(a.optimal_allocation(3.5e6)["k_e"][0], b.optimal_allocation(3.5e6)["k_e"][0], rtol=0.05)
+    c, d = fit_capacity_model(raw, n_boot=0), fit_capacity_model(collapsed, n_boot=0)
+    assert c.rmse > 0 and d.n_runs == 14
+    assert suggest_next_runs(collapsed, n=3, n_boot=50).height == 3
