@@ -1,0 +1,168 @@
+"""Every action that changes something: queue, cancel, retry, import. One guard refuses them all.
+
+The guard runs on the server, inside each action, so a read-only dashboard (ELMLAB_READ_ONLY=1 or
+`elmlab up --read-only`) refuses a mutation even if a crafted request reached it; the pages also
+leave the controls out. The queue API (`workers.client`) is imported inside the functions that use
+it, so every page loads when Celery is not importable; any exception from `health()` reads as
+"broker unreachable".
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from elm_core.settings import get_settings
+from elm_core.spec import RunSpec
+from elm_core.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ReadOnlyError(PermissionError):
+    """A mutating action was asked of a read-only dashboard."""
+
+
+def read_only() -> bool:
+    return get_settings().read_only
+
+
+def guard(action: str) -> None:
+    """Raise ReadOnlyError when the dashboard is read-only (checked afresh on every call)."""
+    if read_only():
+        raise ReadOnlyError(f"{action}: refused, this dashboard is read-only (ELMLAB_READ_ONLY=1)")
+
+
+def mutating(fn: F) -> F:
+    """Decorator: the action runs only when the dashboard is not read-only."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        guard(fn.__name__.replace("_", " "))
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- the queue ------------------------------------------------------------------------------------
+
+
+def _client():
+    from workers import client
+
+    return client
+
+
+@mutating
+def submit(specs: Sequence[RunSpec | dict[str, Any]]) -> list[str]:
+    """Queue runs; returns their run ids. Raises ValueError (invalid spec) or the client's
+    BrokerUnavailable (a RuntimeError) when the broker is down."""
+    specs = list(specs)
+    if not specs:
+        raise ValueError("nothing to queue: the selection gives no runs")
+    return list(_client().submit_many(specs))
+
+
+@mutating
+def cancel(run_ids: Iterable[str]) -> int:
+    client = _client()
+    ids = list(run_ids)
+    for run_id in ids:
+        client.cancel(run_id)
+    return len(ids)
+
+
+@mutating
+def retry(run_ids: Iterable[str]) -> list[str]:
+    client = _client()
+    return [client.retry(run_id) for run_id in run_ids]
+
+
+def health(timeout: float = 1.0) -> dict[str, Any]:
+    """Broker and worker health; never raises (an error reads as broker unreachable)."""
+    settings = get_settings()
+    down: dict[str, Any] = {"broker_ok": False, "error": "", "broker_url": settings.broker_url or "embedded",
+                            "workers": [], "queues": {}, "mode": "embedded" if settings.embedded else "distributed"}
+    try:
+        out = dict(_client().health(timeout=timeout))
+    except Exception as exc:  # noqa: BLE001 - anything at all means: unreachable
+        return {**down, "error": f"{type(exc).__name__}: {exc}"}
+    return {**down, **out}
+
+
+def progress(run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Live progress of running runs (step, total_steps, loss, tokens_per_s, eta_s, ...); {} on any error."""
+    if not run_ids:
+        return {}
+    try:
+        return dict(_client().progress(list(run_ids)))
+    except Exception:  # noqa: BLE001 - progress is a nicety; the stored status stays shown
+        return {}
+
+
+# --- sweeps ---------------------------------------------------------------------------------------
+
+
+def new_sweep_id(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def iso_sweep(task: str, budget: int, d_m_values: Sequence[int], seeds: Sequence[int], **fields: Any) -> list[RunSpec]:
+    """One RunSpec per (d_m, seed) at `budget` (N follows from the budget)."""
+    fields.setdefault("sweep_id", new_sweep_id("iso"))
+    try:
+        from elm_core.sweeps import iso_sweep as build
+    except ImportError:
+        return [RunSpec(task=task, budget=int(budget), d_m=int(d), seed=int(s), **fields)
+                for d in d_m_values for s in seeds]
+    return list(build(task, int(budget), [int(d) for d in d_m_values], [int(s) for s in seeds], **fields))
+
+
+def ladder_sweep(
+    task: str, budgets: Sequence[int], d_m_values: Sequence[int], seeds: Sequence[int], **fields: Any
+) -> list[RunSpec]:
+    """An iso-budget sweep at each budget (the same d_m values), one sweep id for the ladder."""
+    fields.setdefault("sweep_id", new_sweep_id("ladder"))
+    try:
+        from elm_core.sweeps import ladder_sweep as build
+    except ImportError:
+        return [RunSpec(task=task, budget=int(b), d_m=int(d), seed=int(s), **fields)
+                for b in budgets for d in d_m_values for s in seeds]
+    return list(build(task, [int(b) for b in budgets], [int(d) for d in d_m_values], [int(s) for s in seeds],
+                      **fields))
+
+
+FIRST_SWEEP = {"task": "text", "preset": "small", "budget": 60_000, "d_m": (2, 4, 8, 16, 32), "seeds": (0,)}
+
+
+@mutating
+def queue_first_sweep() -> list[str]:
+    """The first screen's button: an iso-budget sweep on the bundled corpus with the small preset."""
+    f = FIRST_SWEEP
+    return submit(iso_sweep(f["task"], f["budget"], f["d_m"], f["seeds"], preset=f["preset"]))
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+@mutating
+def import_reference(store: Store | None = None) -> int:
+    """Import the published enwik8 sweep (read-only reference records); returns the row count."""
+    return (store or Store()).import_reference_csv()
+
+
+def demo_available() -> bool:
+    try:
+        from elm_core.demo import demo_available as available
+    except ImportError:
+        return False
+    return bool(available())
+
+
+@mutating
+def load_demo(store: Store | None = None) -> int:
+    from elm_core.demo import load_demo as load
+
+    return int(load(store or Store()))

@@ -1,0 +1,501 @@
+"""Plotly figure builders: pure functions, frame (or fit) in, figure out. No Streamlit here.
+
+Conventions: every point carries `customdata` whose first entry is its run ids joined by commas (the
+Explore page opens them on click); seeds show as error bars (standard deviation over seeds, from the
+`<metric>_std` column of a seed-collapsed frame); dominated runs are faded; fitted curves are dashed
+with their bootstrap band shaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from elm_core.analysis import IsoFit, ParetoResult
+
+PALETTE = qualitative.D3
+REFERENCE_STYLE = dict(symbol="diamond-open", size=10, color="#555555", line=dict(width=2))
+LABELS = {
+    "d_m": "d_m (memory units per neuron)",
+    "k_e": "k_e (per-neuron complexity)",
+    "k_c": "k_c (per-neuron connectivity)",
+    "n_neurons": "N (neurons)",
+    "k_e_frac": "k_e / (k_e + k_c)",
+    "params": "parameters",
+    "flops_per_step": "FLOPs per step",
+    "wall_time_s": "wall time (s)",
+    "budget": "budget (parameters)",
+}
+HOVER_COLUMNS = ("n_neurons", "d_m", "k_e", "k_c", "params", "n_seeds")
+MAX_SVG_POINTS = 2000  # above this, WebGL traces
+
+
+def label(column: str, metric_name: str | None = None) -> str:
+    if column.endswith("_metric"):
+        split = column.removesuffix("_metric").replace("_", " ")
+        unit = {"bpc": "BPC", "accuracy": "accuracy"}.get(metric_name or "", "metric")
+        return f"{split} {unit}"
+    return LABELS.get(column, column)
+
+
+def human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, log_x: bool, log_y: bool) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, x=0.0, xanchor="left"),
+        template="plotly_white",
+        margin=dict(l=60, r=20, t=60, b=50),
+        legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02),
+        hovermode="closest",
+        height=480,
+    )
+    fig.update_xaxes(title_text=x, type="log" if log_x else "linear")
+    fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    return fig
+
+
+def _custom(frame: pl.DataFrame) -> tuple[np.ndarray, str]:
+    """customdata per point: its run ids joined by commas, then HOVER_COLUMNS present, then the ids
+    shortened for display; and the matching hover lines."""
+    if "run_ids" in frame.columns:
+        ids = [",".join(map(str, v)) if v is not None else "" for v in frame["run_ids"].to_list()]
+    elif "run_id" in frame.columns:
+        ids = frame["run_id"].cast(pl.String).fill_null("").to_list()
+    else:
+        ids = [""] * frame.height
+    cols = [c for c in HOVER_COLUMNS if c in frame.columns]
+    lines = [f"{c} = %{{customdata[{i + 1}]:,}}" for i, c in enumerate(cols)]
+    hover = "<br>".join(lines + [f"runs: %{{customdata[{len(cols) + 1}]}}"])
+    if frame.height == 0:
+        return np.empty((0, len(cols) + 2), dtype=object), hover
+    short = [s if len(s) <= 60 else s[:57] + "..." for s in ids]
+    return np.array([ids, *(frame[c].to_list() for c in cols), short], dtype=object).T, hover
+
+
+def _errors(frame: pl.DataFrame, column: str) -> dict[str, Any] | None:
+    std = f"{column}_std"
+    if std not in frame.columns or frame[std].null_count() == frame.height:
+        return None
+    return dict(type="data", array=frame[std].fill_null(0.0).to_list(), visible=True, thickness=1.2, width=3)
+
+
+def _scatter_cls(n: int):
+    return go.Scattergl if n > MAX_SVG_POINTS else go.Scatter
+
+
+def _reference_trace(reference: pl.DataFrame | None, x: str, y: str) -> go.Scatter | None:
+    if reference is None or reference.height == 0 or x not in reference.columns or y not in reference.columns:
+        return None
+    ref = reference.sort(x)
+    custom, hover = _custom(ref)
+    return go.Scatter(
+        x=ref[x].to_list(), y=ref[y].to_list(), mode="markers+lines", name="published enwik8 sweep",
+        marker=REFERENCE_STYLE, line=dict(color="#999999", dash="dot", width=1), customdata=custom,
+        hovertemplate=f"<b>published sweep</b><br>{x} = %{{x}}<br>{y} = %{{y:.4f}}<br>{hover}<extra></extra>",
+    )
+
+
+# --- Explore ----------------------------------------------------------------------------------------
+
+
+def iso_figure(
+    points: pl.DataFrame,
+    fits: Sequence[IsoFit] = (),
+    *,
+    x: str = "d_m",
+    metric: str = "test_metric",
+    metric_name: str | None = "bpc",
+    log_x: bool = True,
+    log_y: bool = False,
+    budgets: Sequence[float] | None = None,
+    reference: pl.DataFrame | None = None,
+    show_fit: bool = True,
+) -> go.Figure:
+    """U-shaped iso-budget curves: `metric` against the allocation axis `x`, one line per budget
+    (column `iso_budget`), seeds as error bars, each fit dashed with its band and its optimum with the
+    bootstrap interval as a horizontal bar."""
+    fig = go.Figure()
+    data = points.filter(pl.col(x).is_not_null() & pl.col(metric).is_not_null()) if points.height else points
+    all_budgets = sorted({float(b) for b in data["iso_budget"].drop_nulls().to_list()}) if data.height else []
+    if budgets is not None:
+        wanted = [float(b) for b in budgets]
+        all_budgets = [b for b in all_budgets if any(abs(b - w) <= 1e-6 * w for w in wanted)]
+    for i, budget in enumerate(all_budgets):
+        color = PALETTE[i % len(PALETTE)]
+        group = data.filter(pl.col("iso_budget") == budget).sort(x)
+        custom, hover = _custom(group)
+        fig.add_trace(_scatter_cls(group.height)(
+            x=group[x].to_list(), y=group[metric].to_list(), mode="markers+lines", name=f"P ≈ {human(budget)}",
+            legendgroup=str(budget), marker=dict(color=color, size=8), line=dict(color=color, width=1),
+            error_y=_errors(group, metric), customdata=custom,
+            hovertemplate=f"<b>P ≈ {human(budget)}</b><br>{x} = %{{x}}<br>{metric} = %{{y:.4f}}<br>{hover}"
+            "<extra></extra>",
+        ))
+        fit = next((f for f in fits if abs(f.budget - budget) <= 1e-6 * budget), None)
+        if fit is not None and show_fit:
+            _add_fit(fig, fit, color, str(budget), x, metric)
+    ref = _reference_trace(reference, x, metric)
+    if ref is not None:
+        fig.add_trace(ref)
+    if not fig.data:
+        _empty(fig, "No finished runs with this metric yet.")
+    return _layout(fig, f"Iso-budget curves: {label(metric, metric_name)} against {x}", label(x),
+                   label(metric, metric_name), log_x, log_y)
+
+
+def _add_fit(fig: go.Figure, fit: IsoFit, color: str, group: str, x: str, metric: str) -> None:
+    cx, cy = fit.curve_x.tolist(), fit.curve_y.tolist()
+    if np.all(np.isfinite(fit.curve_lo)):
+        fig.add_trace(go.Scatter(
+            x=cx + cx[::-1], y=fit.curve_hi.tolist() + fit.curve_lo.tolist()[::-1], fill="toself",
+            fillcolor=color, opacity=0.12, line=dict(width=0), hoverinfo="skip", showlegend=False,
+            legendgroup=group, name="fit band",
+        ))
+    fig.add_trace(go.Scatter(
+        x=cx, y=cy, mode="lines", line=dict(color=color, dash="dash", width=2), legendgroup=group,
+        name=f"fit, P ≈ {human(fit.budget)}", hovertemplate=f"fit: {x} = %{{x:.3g}}, {metric} = %{{y:.4f}}"
+        "<extra></extra>",
+    ))
+    lo, hi = fit.ci
+    has_ci = np.isfinite(lo) and np.isfinite(hi)
+    ci_text = f"[{lo:.3g}, {hi:.3g}] ({fit.ci_level:.0%})" if has_ci else "no interval"
+    fig.add_trace(go.Scatter(
+        x=[fit.optimum], y=[fit.optimum_metric], mode="markers", legendgroup=group,
+        name=f"optimum, P ≈ {human(fit.budget)}", showlegend=False,
+        marker=dict(symbol="star", size=16, color=color, line=dict(color="black", width=1)),
+        error_x=dict(type="data", symmetric=False, array=[hi - fit.optimum], arrayminus=[fit.optimum - lo],
+                     thickness=2, width=6, color=color) if has_ci else None,
+        hovertemplate=f"<b>optimum</b> {x} = {fit.optimum:.3g} {ci_text}<br>{metric} = "
+        f"{fit.optimum_metric:.4f}" + ("" if fit.interior else "<br>at the edge: not bracketed") + "<extra></extra>",
+    ))
+
+
+def pareto_figure(
+    result: ParetoResult | None,
+    *,
+    metric_name: str | None = "bpc",
+    log_x: bool = True,
+    log_y: bool = False,
+    reference: pl.DataFrame | None = None,
+) -> go.Figure:
+    """The metric against a cost (parameters, FLOPs, time): frontier runs solid and joined by a step
+    line, dominated runs faded."""
+    fig = go.Figure()
+    if result is None or result.frame.height == 0:
+        _empty(fig, "No finished runs with this metric and cost yet.")
+        return _layout(fig, "Pareto frontier", "cost", "metric", log_x, log_y)
+    x, metric = result.x, result.metric
+    frame = result.frame
+    for on, name, style in (
+        (False, "dominated", dict(color="#9aa5b1", size=7, opacity=0.3)),
+        (True, "on the frontier", dict(color=PALETTE[0], size=10, opacity=1.0, line=dict(color="black", width=1))),
+    ):
+        part = frame.filter(pl.col("on_frontier") == on)
+        if part.height == 0:
+            continue
+        custom, hover = _custom(part)
+        fig.add_trace(_scatter_cls(part.height)(
+            x=part[x].to_list(), y=part[metric].to_list(), mode="markers", name=name, marker=style,
+            error_y=_errors(part, metric), customdata=custom,
+            hovertemplate=f"{x} = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra>{name}</extra>",
+        ))
+    front = result.frontier
+    fig.add_trace(go.Scatter(
+        x=front[x].to_list(), y=front[metric].to_list(), mode="lines", name="frontier",
+        line=dict(color=PALETTE[0], shape="hv", width=2), hoverinfo="skip",
+    ))
+    ref = _reference_trace(reference, x, metric)
+    if ref is not None:
+        ref.mode = "markers"
+        fig.add_trace(ref)
+    best = "higher" if result.maximize else "lower"
+    return _layout(fig, f"Pareto frontier: {label(metric, metric_name)} ({best} is better) against {label(x)}",
+                   label(x), label(metric, metric_name), log_x, log_y)
+
+
+def axis_figure(
+    points: pl.DataFrame,
+    *,
+    axis: str,
+    fixed: Sequence[str],
+    metric: str = "test_metric",
+    metric_name: str | None = "bpc",
+    log_x: bool = True,
+    log_y: bool = False,
+    max_lines: int = 12,
+) -> go.Figure:
+    """One-axis scaling (claim 1): the metric along `axis` with the `fixed` columns held constant,
+    one line per combination of fixed values that was run at two or more values of `axis`."""
+    fig = go.Figure()
+    data = points.filter(pl.col(axis).is_not_null() & pl.col(metric).is_not_null()) if points.height else points
+    groups: list[tuple[tuple, pl.DataFrame]] = []
+    if data.height and all(c in data.columns for c in fixed):
+        for key, group in data.group_by(list(fixed), maintain_order=True):
+            if group[axis].n_unique() >= 2:
+                groups.append((key, group.sort(axis)))
+    groups.sort(key=lambda kg: -kg[1].height)
+    for i, (key, group) in enumerate(groups[:max_lines]):
+        name = ", ".join(f"{c}={human(float(v))}" for c, v in zip(fixed, key, strict=True))
+        custom, hover = _custom(group)
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(
+            x=group[axis].to_list(), y=group[metric].to_list(), mode="markers+lines", name=name,
+            marker=dict(color=color, size=8), line=dict(color=color), error_y=_errors(group, metric),
+            customdata=custom, hovertemplate=f"{axis} = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra></extra>",
+        ))
+    if not groups:
+        _empty(fig, f"No runs vary {axis} alone with {' and '.join(fixed)} held fixed: queue an axis sweep.")
+    return _layout(fig, f"Scaling along {axis} ({', '.join(fixed)} fixed)", label(axis), label(metric, metric_name),
+                   log_x, log_y)
+
+
+def scatter_figure(
+    frame: pl.DataFrame,
+    *,
+    x: str,
+    y: str,
+    color: str | None = None,
+    metric_name: str | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+) -> go.Figure:
+    """Free axes: any numeric column against any other, coloured by a third."""
+    fig = go.Figure()
+    data = frame.filter(pl.col(x).is_not_null() & pl.col(y).is_not_null()) if frame.height else frame
+    if data.height == 0:
+        _empty(fig, "Nothing to show for these axes.")
+        return _layout(fig, f"{y} against {x}", label(x), label(y, metric_name), log_x, log_y)
+    custom, hover = _custom(data)
+    marker: dict[str, Any] = dict(size=8)
+    if color and color in data.columns and data[color].dtype.is_numeric():
+        marker.update(color=data[color].to_list(), colorscale="Viridis", showscale=True,
+                      colorbar=dict(title=color))
+    fig.add_trace(_scatter_cls(data.height)(
+        x=data[x].to_list(), y=data[y].to_list(), mode="markers", name="runs", marker=marker,
+        error_y=_errors(data, y), customdata=custom,
+        hovertemplate=f"{x} = %{{x:,}}<br>{y} = %{{y:.4g}}<br>{hover}<extra></extra>",
+    ))
+    return _layout(fig, f"{label(y, metric_name)} against {label(x)}", label(x), label(y, metric_name), log_x, log_y)
+
+
+# --- Design -----------------------------------------------------------------------------------------
+
+
+def allocation_figure(
+    curve: pl.DataFrame,
+    point: dict[str, float],
+    *,
+    x: str = "d_m",
+    fitted: pl.DataFrame | None = None,
+    metric_name: str | None = "bpc",
+) -> go.Figure:
+    """Where a design sits on its iso-budget curve: N against `x` along the budget, the design starred;
+    with a fit, its predicted metric along the curve on the right axis."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    if curve.height:
+        fig.add_trace(go.Scatter(
+            x=curve[x].to_list(), y=curve["n_neurons"].to_list(), mode="lines", name="iso-budget curve (N)",
+            line=dict(color=PALETTE[0], width=2), customdata=np.column_stack([curve["k_e"], curve["params"]]),
+            hovertemplate=f"{x} = %{{x}}<br>N = %{{y}}<br>k_e = %{{customdata[0]}}<br>params = %{{customdata[1]:,}}"
+            "<extra></extra>",
+        ), secondary_y=False)
+    fig.add_trace(go.Scatter(
+        x=[point[x]], y=[point["n_neurons"]], mode="markers", name="this design",
+        marker=dict(symbol="star", size=18, color="#d62728", line=dict(color="black", width=1)),
+        hovertemplate=f"this design<br>{x} = %{{x}}<br>N = %{{y}}<extra></extra>",
+    ), secondary_y=False)
+    if fitted is not None and fitted.height:
+        fig.add_trace(go.Scatter(
+            x=fitted["x"].to_list(), y=fitted["metric"].to_list(), mode="lines", name="fitted metric",
+            line=dict(color=PALETTE[1], dash="dash"), hovertemplate=f"{x} = %{{x:.3g}}<br>fit = %{{y:.4f}}"
+            "<extra></extra>",
+        ), secondary_y=True)
+        fig.update_yaxes(title_text=label("test_metric", metric_name), secondary_y=True)
+    _layout(fig, "Where this design sits on its iso-budget curve", label(x), "N (neurons)", True, True)
+    fig.update_layout(height=380, legend=dict(orientation="h", y=-0.2, x=0.0))
+    fig.update_yaxes(type="linear", secondary_y=True)
+    return fig
+
+
+def breakdown_figure(parts: dict[str, int]) -> go.Figure:
+    """Where the parameters go: one horizontal bar per part."""
+    names = {"synapses": "synapses (k_c)", "mlp": "MLP", "neuron_readout": "memory readout", "readout_layer":
+             "readout layer"}
+    total = max(1, sum(parts.values()))
+    keys = list(parts)
+    fig = go.Figure(go.Bar(
+        x=[parts[k] for k in keys], y=[names.get(k, k) for k in keys], orientation="h",
+        marker_color=PALETTE[: len(keys)], text=[f"{parts[k]:,} ({parts[k] / total:.0%})" for k in keys],
+        textposition="auto", hovertemplate="%{y}: %{x:,}<extra></extra>",
+    ))
+    fig.update_layout(template="plotly_white", height=220, margin=dict(l=10, r=10, t=30, b=30),
+                      title=dict(text="Parameter breakdown", x=0.0), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+# --- Run detail -------------------------------------------------------------------------------------
+
+
+def curves_figure(
+    curves: pl.DataFrame,
+    *,
+    x: str = "step",
+    metric_name: str | None = "bpc",
+    log_x: bool = False,
+    log_y: bool = False,
+) -> go.Figure:
+    """Learning curves of several runs overlaid (columns label, step, tokens, wall_time_s, train_loss,
+    valid_metric): training loss as lines, validation as markers."""
+    fig = go.Figure()
+    if curves.height == 0:
+        _empty(fig, "No learning curve recorded yet.")
+    for i, (name, group) in enumerate(curves.group_by("label", maintain_order=True)):
+        color = PALETTE[i % len(PALETTE)]
+        group = group.sort(x)
+        fig.add_trace(go.Scatter(
+            x=group[x].to_list(), y=group["train_loss"].to_list(), mode="lines", name=f"{name[0]} train",
+            line=dict(color=color), legendgroup=str(name[0]),
+            hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>train loss = %{{y:.4f}}<extra></extra>",
+        ))
+        valid = group.filter(pl.col("valid_metric").is_not_null())
+        if valid.height:
+            fig.add_trace(go.Scatter(
+                x=valid[x].to_list(), y=valid["valid_metric"].to_list(), mode="markers+lines",
+                name=f"{name[0]} valid", line=dict(color=color, dash="dot"), marker=dict(color=color, size=8),
+                legendgroup=str(name[0]),
+                hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>validation = %{{y:.4f}}<extra></extra>",
+            ))
+    titles = {"step": "step", "tokens": "tokens seen", "wall_time_s": "wall time (s)"}
+    unit = "bits per character" if metric_name == "bpc" else "nats / accuracy"
+    return _layout(fig, "Learning curves", titles.get(x, x), f"loss ({unit})", log_x, log_y)
+
+
+# --- Scaling laws -----------------------------------------------------------------------------------
+
+
+def surface_figure(fit: Any, points: pl.DataFrame, *, metric: str, metric_name: str | None = "bpc",
+                   budgets: Sequence[float] = ()) -> go.Figure:
+    """The fitted loss surface over (k_e, N) at the runs' k_c as a contour, the runs on top, iso-budget
+    lines for `budgets` and the fitted optimum path."""
+    fig = go.Figure()
+    data = points.filter(pl.col(metric).is_not_null()) if points.height else points
+    k_c = fit.k_c if fit.k_c is not None else float(np.median(data["k_c"].to_numpy())) if data.height else 100.0
+    ke_lo, ke_hi = (float(data["k_e"].min()), float(data["k_e"].max())) if data.height else (10.0, 1e4)
+    n_lo, n_hi = (float(data["n_neurons"].min()), float(data["n_neurons"].max())) if data.height else (10.0, 1e4)
+    ke = np.geomspace(max(1.0, ke_lo / 3), ke_hi * 3, 80)
+    nn = np.geomspace(max(1.0, n_lo / 3), n_hi * 3, 80)
+    z = fit.predict(nn[:, None], ke[None, :], k_c)
+    fig.add_trace(go.Contour(
+        x=ke, y=nn, z=z, colorscale="Viridis_r" if not fit.maximize else "Viridis", ncontours=24,
+        colorbar=dict(title=label(metric, metric_name)), name="fitted surface",
+        hovertemplate="k_e = %{x:.3g}<br>N = %{y:.3g}<br>fit = %{z:.4f}<extra>surface</extra>",
+        contours=dict(showlabels=True, labelfont=dict(size=9, color="white")),
+    ))
+    for budget in budgets:
+        hidden = budget - fit.overhead
+        n_line = hidden / (ke + k_c)
+        keep = (n_line >= nn[0]) & (n_line <= nn[-1])
+        fig.add_trace(go.Scatter(x=ke[keep], y=n_line[keep], mode="lines", line=dict(color="white", dash="dot"),
+                                 name=f"P = {human(budget)}", hoverinfo="skip", showlegend=False))
+    if budgets:
+        opt = fit.optimal_allocation(np.geomspace(min(budgets) / 3, max(budgets) * 3, 24))
+        fig.add_trace(go.Scatter(x=opt["k_e"].to_list(), y=opt["n_neurons"].to_list(), mode="lines",
+                                 line=dict(color="#d62728", width=3), name="fitted optimum path",
+                                 hovertemplate="optimum: k_e = %{x:.3g}, N = %{y:.3g}<extra></extra>"))
+    if data.height:
+        custom, hover = _custom(data)
+        fig.add_trace(go.Scatter(
+            x=data["k_e"].to_list(), y=data["n_neurons"].to_list(), mode="markers", name="runs",
+            marker=dict(color="white", size=9, line=dict(color="black", width=1)), customdata=custom,
+            text=[f"{v:.4f}" for v in data[metric].to_list()],
+            hovertemplate=f"{metric} = %{{text}}<br>{hover}<extra>run</extra>",
+        ))
+    _layout(fig, f"Fitted surface L(N, k_e) at k_c = {k_c:.0f}", label("k_e"), label("n_neurons"), True, True)
+    fig.update_layout(legend=dict(orientation="h", y=-0.18, x=0.0))
+    return fig
+
+
+def optimum_figure(series: dict[str, pl.DataFrame], points: dict[str, pl.DataFrame] | None = None) -> go.Figure:
+    """Optimal N and k_e against the budget: each model in `series` (columns budget, n_neurons, k_e and
+    their *_lo / *_hi) as a line with its band; iso-budget optima from the data in `points` (columns
+    budget, value, lo, hi, quantity) as markers with intervals."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("optimal N", "optimal k_e"), horizontal_spacing=0.12)
+    for i, (name, frame) in enumerate(series.items()):
+        color = PALETTE[i % len(PALETTE)]
+        for col, q in ((1, "n_neurons"), (2, "k_e")):
+            if q not in frame.columns or frame.height == 0:
+                continue
+            b = frame["budget"].to_list()
+            lo, hi = frame.get_column(f"{q}_lo", default=None), frame.get_column(f"{q}_hi", default=None)
+            if lo is not None and hi is not None and lo.drop_nans().drop_nulls().len():
+                fig.add_trace(go.Scatter(x=b + b[::-1], y=hi.to_list() + lo.to_list()[::-1], fill="toself",
+                                         fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",
+                                         showlegend=False, legendgroup=name), row=1, col=col)
+            fig.add_trace(go.Scatter(x=b, y=frame[q].to_list(), mode="lines", name=name, legendgroup=name,
+                                     line=dict(color=color, width=2), showlegend=col == 1,
+                                     hovertemplate=f"{name}<br>P = %{{x:.3g}}<br>{q} = %{{y:.3g}}<extra></extra>"),
+                          row=1, col=col)
+    for q, frame in (points or {}).items():
+        if frame is None or frame.height == 0:
+            continue
+        col = 1 if q == "n_neurons" else 2
+        fig.add_trace(go.Scatter(
+            x=frame["budget"].to_list(), y=frame["value"].to_list(), mode="markers", name="iso-budget fits (data)",
+            legendgroup="data", showlegend=col == 1, marker=dict(symbol="star", size=14, color="black"),
+            error_y=dict(type="data", symmetric=False, array=(frame["hi"] - frame["value"]).to_list(),
+                         arrayminus=(frame["value"] - frame["lo"]).to_list()),
+            hovertemplate=f"data: P = %{{x:.3g}}<br>{q}* = %{{y:.3g}}<extra></extra>",
+        ), row=1, col=col)
+    fig.update_xaxes(type="log", title_text="budget (parameters)")
+    fig.update_yaxes(type="log")
+    fig.update_layout(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50),
+                      title=dict(text="Optimal allocation against budget (95% intervals)", x=0.0),
+                      legend=dict(orientation="h", y=-0.25, x=0.0))
+    return fig
+
+
+def capacity_figure(fit: Any, points: pl.DataFrame, *, metric: str, metric_name: str | None = "bpc",
+                    max_budgets: int = 6) -> go.Figure:
+    """The capacity model beside the data: per iso-budget group, the runs against k_e and the model's
+    predicted U (dashed)."""
+    fig = go.Figure()
+    data = points.filter(pl.col(metric).is_not_null() & pl.col("iso_budget").is_not_null()) if points.height \
+        else points
+    budgets = sorted({float(b) for b in data["iso_budget"].to_list()})[-max_budgets:] if data.height else []
+    for i, budget in enumerate(budgets):
+        color = PALETTE[i % len(PALETTE)]
+        group = data.filter(pl.col("iso_budget") == budget).sort("k_e")
+        custom, hover = _custom(group)
+        fig.add_trace(go.Scatter(
+            x=group["k_e"].to_list(), y=group[metric].to_list(), mode="markers", name=f"runs, P ≈ {human(budget)}",
+            marker=dict(color=color, size=9), error_y=_errors(group, metric), customdata=custom, legendgroup=str(i),
+            hovertemplate=f"k_e = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra></extra>",
+        ))
+        k_c = float(group["k_c"].median())
+        curve = fit.iso_curve(budget, k_c=k_c)
+        lo, hi = float(group["k_e"].min()) / 3, float(group["k_e"].max()) * 3
+        curve = curve.filter(pl.col("k_e").is_between(lo, hi))
+        fig.add_trace(go.Scatter(
+            x=curve["k_e"].to_list(), y=curve["metric"].to_list(), mode="lines", name=f"model, P ≈ {human(budget)}",
+            line=dict(color=color, dash="dash"), legendgroup=str(i),
+            hovertemplate="model: k_e = %{x:.3g}<br>%{y:.4f}<extra></extra>",
+        ))
+    if not budgets:
+        _empty(fig, "No iso-budget groups to compare with.")
+    return _layout(fig, "Capacity model (dashed) beside the data", label("k_e"), label(metric, metric_name),
+                   True, False)
+
+
+def _empty(fig: go.Figure, text: str) -> None:
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=14))

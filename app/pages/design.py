@@ -1,0 +1,238 @@
+"""Design and queue: a task, a budget and an allocation give the exact configuration, its cost and
+its place on the iso-budget curve; then queue it, an iso-budget sweep through it, or a budget ladder."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import streamlit as st
+
+from app import actions, data, figures, state, ui
+from elm_core.data import TASKS
+from elm_core.spec import PRESETS, RunSpec
+
+PRESET_BUDGET = {"small": 60_000, "enwik8-paper": 3_500_000, "adding-small": 40_000, "shd-adding-paper": 77_000}
+BUDGET_STEPS = sorted({int(m * 10**e) for e in range(3, 9) for m in (1, 1.5, 2, 3, 5, 7)})
+ADVANCED = {  # key -> (spec field, label, kind of task, float?)
+    "steps": ("steps", "training steps", "char", False),
+    "epochs": ("epochs", "epochs", "spike", False),
+    "batches": ("batches_per_epoch", "batches per epoch", "spike", False),
+    "batch": ("batch_size", "batch size", None, False),
+    "seq_len": ("seq_len", "sequence length (characters)", "char", False),
+    "eval_chars": ("eval_chars", "validation characters", "char", False),
+    "test_chars": ("test_chars", "test characters", "char", False),
+    "eval_samples": ("eval_samples", "validation samples", "spike", False),
+    "test_samples": ("test_samples", "test samples", "spike", False),
+    "lr": ("lr", "learning rate", None, True),
+}
+
+
+def nearest_step(value: float) -> int:
+    return min(BUDGET_STEPS, key=lambda b: abs(b - value) / b)
+
+
+def on_budget_number() -> None:
+    st.session_state["budget_slider"] = nearest_step(st.session_state["budget"])
+
+
+def on_budget_slider() -> None:
+    st.session_state["budget"] = int(st.session_state["budget_slider"])
+
+
+def on_preset() -> None:
+    """A new preset brings its layer settings (d_tree, d_brch) and a budget that suits it."""
+    preset = PRESETS[st.session_state["preset"]]
+    st.session_state["d_tree"] = preset["model"]["d_tree"]
+    st.session_state["d_brch"] = preset["model"]["d_brch"]
+    st.session_state["budget"] = PRESET_BUDGET.get(st.session_state["preset"], 60_000)
+    st.session_state["budget_slider"] = nearest_step(st.session_state["budget"])
+
+
+def on_task() -> None:
+    info = state.task_info(st.session_state["task"], str(state.settings().data_path))
+    if st.session_state.get("preset") not in data.presets_for(info.kind):
+        st.session_state["preset"] = data.preset_for(info.kind, None)
+        on_preset()
+
+
+st.title("Design and queue")
+ui.show_flash()
+settings = state.settings()
+runs = state.runs()
+if runs.height == 0:
+    ui.first_screen("design")
+    st.divider()
+
+# --- task, preset, budget ---------------------------------------------------------------------------
+c_task, c_preset = st.columns([2, 1])
+task = c_task.selectbox("Task", list(TASKS), key="task", bind="query-params", on_change=on_task,
+                        format_func=lambda t: f"{t}: {TASKS[t].split(':')[0]}")
+info = state.task_info(task, str(settings.data_path))
+preset = c_preset.selectbox("Preset (training protocol and layer settings)", data.presets_for(info.kind),
+                            key="preset", bind="query-params", on_change=on_preset,
+                            index=data.presets_for(info.kind).index(data.preset_for(info.kind, None)))
+options = PRESETS[preset].get("task_options", {})
+if options:
+    info = state.task_info(task, str(settings.data_path), json.dumps(options, sort_keys=True))
+if not info.available:
+    st.warning(f"The data for **{task}** is not here: {info.why}. You can design for it; queueing needs the files.")
+
+c_slider, c_number = st.columns([3, 1])
+budget = c_number.number_input("Budget (parameters)", min_value=1_000, max_value=1_000_000_000, step=1_000,
+                               value=PRESET_BUDGET.get(preset, 60_000), key="budget", bind="query-params",
+                               on_change=on_budget_number)
+c_slider.select_slider("Budget (log scale)", options=BUDGET_STEPS, value=nearest_step(budget), key="budget_slider",
+                       format_func=data.human, on_change=on_budget_slider)
+
+# --- allocation -------------------------------------------------------------------------------------
+mode = st.segmented_control(
+    "The budget sets", list(data.MODES), key="mode", default="neurons", required=True, bind="query-params",
+    format_func=lambda m: {"neurons": "N (neurons)", "memory": "d_m / k_e (complexity)",
+                           "connectivity": "d_brch / k_c (connectivity)"}[m],
+) or "neurons"
+st.caption(data.MODES[mode] + ". Change the other two; the third follows from the budget.")
+layer = PRESETS[preset]["model"]
+cols = st.columns(4)
+d_m = n_neurons = 0
+if mode != "memory":
+    d_m = cols[0].number_input("d_m: memory units per neuron", 1, 10_000, 8, key="d_m", bind="query-params")
+if mode != "neurons":
+    n_neurons = cols[1].number_input("N: neurons", 1, 1_000_000, 64, key="n", bind="query-params")
+d_tree = cols[2].number_input("d_tree: branches", 1, 1_000, layer["d_tree"], key="d_tree", bind="query-params")
+d_brch = layer["d_brch"]
+if mode != "connectivity":
+    d_brch = cols[3].number_input("d_brch: synapses per branch", 1, 1_000, layer["d_brch"], key="d_brch",
+                                  bind="query-params")
+
+with st.expander("Advanced: training length, batch, evaluation (empty = the preset's value)"):
+    proto = RunSpec(task=task, preset=preset, budget=10**9, d_m=1).protocol(info.kind)
+    overrides = {}
+    adv_cols = st.columns(4)
+    shown = [(k, v) for k, v in ADVANCED.items() if v[2] in (None, info.kind)]
+    for i, (key, (field, label, _kind, is_float)) in enumerate(shown):
+        default = proto.get(field)
+        overrides[field] = adv_cols[i % 4].number_input(
+            label, min_value=1e-6 if is_float else 1, value=None, key=key, bind="query-params",
+            placeholder=f"preset: {default if default is not None else 'all'}", format="%g" if is_float else None,
+        )
+    l_mlp = adv_cols[len(shown) % 4].number_input("l_mlp: MLP hidden layers", 0, 8, 1, key="l_mlp",
+                                                   bind="query-params")
+    n_seeds = adv_cols[(len(shown) + 1) % 4].number_input("seeds per configuration", 1, 20, 1, key="seeds",
+                                                          bind="query-params")
+
+# --- the design, live -------------------------------------------------------------------------------
+
+
+def show_design(design: data.Design) -> float:
+    """The design's numbers and figures; returns its estimated run time in seconds."""
+    cfg = design.cfg
+    st.subheader("This design")
+    m = st.columns(6)
+    m[0].metric("Parameters (exact)", f"{design.params:,}", f"{design.params / budget:.1%} of the budget",
+                delta_color="off")
+    m[1].metric("N (neurons)", f"{cfg.n_neurons:,}")
+    m[2].metric("d_m", cfg.d_m)
+    m[3].metric("k_e (complexity)", f"{design.k_e:,}")
+    m[4].metric("k_c (connectivity)", f"{design.k_c:,}", f"{cfg.d_tree} x {cfg.d_brch}", delta_color="off")
+    m[5].metric("FLOPs per step", data.human(design.flops), "forward, per sample", delta_color="off")
+    seconds, basis = data.estimate_seconds(runs, design)
+    fits = state.iso_fits(task, "test_metric", "d_m") if runs.height and task in runs["task"].to_list() else []
+    prediction = data.predicted_metric(fits, design)
+    e = st.columns(3)
+    e[0].metric("Estimated run time", data.duration(seconds), basis, delta_color="off")
+    e[1].metric("Training tokens", data.human(design.train_tokens),
+                f"{design.protocol.get('steps') or design.protocol.get('epochs')} "
+                f"{'steps' if info.kind == 'char' else 'epochs'}", delta_color="off")
+    if prediction is not None:
+        value, fit = prediction
+        e[2].metric(f"Predicted test {info.metric_name}", f"{value:.3f}",
+                    f"iso-budget fit of {fit.n_points} runs at {data.human(fit.budget)}", delta_color="off")
+    else:
+        e[2].metric(f"Predicted test {info.metric_name}", "-", "no fitted runs at this budget yet", delta_color="off")
+
+    left, right = st.columns([2, 1])
+    curve = data.allocation_curve(design, int(budget))
+    fitted = None
+    if prediction is not None:
+        fitted = pl.DataFrame({"x": prediction[1].curve_x, "metric": prediction[1].curve_y})
+    alloc_fig = figures.allocation_figure(curve, {"d_m": cfg.d_m, "n_neurons": cfg.n_neurons}, fitted=fitted,
+                                          metric_name=info.metric_name)
+    left.plotly_chart(alloc_fig, key="design_allocation")
+    parts_fig = figures.breakdown_figure(design.parts)
+    right.plotly_chart(parts_fig, key="design_breakdown")
+    right.caption(f"Per hidden neuron: k_c = d_tree x d_brch = {design.k_c:,} synapse weights; k_e = {design.k_e:,} "
+                  f"(MLP {cfg.d_tree + cfg.d_m} -> {cfg.d_mlp_eff} -> {cfg.d_m}, memory readout). "
+                  f"Readout: {info.n_out} ELM neurons and a dense {info.n_out} x {info.n_out} layer.")
+    state.add_figure("Iso-budget position", alloc_fig)
+    state.add_figure("Parameter breakdown", parts_fig)
+    state.add_settings(task=task, preset=preset, budget=int(budget), mode=mode, **cfg.to_dict())
+    return seconds
+
+
+# --- queue ------------------------------------------------------------------------------------------
+
+
+def validated(specs: list[RunSpec]) -> list[RunSpec]:
+    """Specs whose configuration resolves; ValueError listing the ones that do not."""
+    bad = []
+    for spec in specs:
+        try:
+            spec.resolve_config(n_in=info.n_in, n_out=info.n_out, kind=info.kind)
+        except ValueError as exc:
+            bad.append(f"budget={spec.budget}, d_m={spec.d_m}: {ui.explain(exc)}")
+    if bad:
+        raise ValueError("; ".join(dict.fromkeys(bad)))
+    return specs
+
+
+def queue(what: str, build) -> None:
+    ids = ui.run_action(what, lambda: actions.submit(validated(build())))
+    if ids:
+        ui.flash("success", f"{what}: queued {len(ids)} run(s).", ids)
+    st.rerun()
+
+
+def show_queue(design: data.Design, seconds: float) -> None:
+    st.subheader("Queue")
+    if actions.read_only():
+        st.info("This dashboard is read-only: queueing is off.", icon=":material/lock:")
+        return
+    if not info.available:
+        st.caption("Queueing needs the task's data files (see above).")
+        return
+    fields = {k: v for k, v in design.spec.model_dump(exclude_defaults=True).items()
+              if k not in ("task", "budget", "d_m", "n_neurons", "seed", "run_id", "sweep_id")}
+    seeds = list(range(int(n_seeds)))
+    q1, q2, q3 = st.columns(3)
+    with q1:
+        st.markdown("**This run**")
+        st.caption(f"{len(seeds)} seed(s), about {data.duration(seconds * len(seeds))} of compute.")
+        if st.button("Queue this run", key="queue_run", type="primary", icon=":material/play_arrow:"):
+            sweep = actions.new_sweep_id("run")
+            queue("Queue this run",
+                  lambda: [design.spec.model_copy(update={"seed": s, "sweep_id": sweep}) for s in seeds])
+    with q2:
+        st.markdown("**Iso-budget sweep** (this budget, several d_m; N follows)")
+        dm_text = st.text_input("d_m values", "1, 2, 4, 8, 16, 32", key="sweep_dm", bind="query-params")
+        if st.button("Queue an iso-budget sweep", key="queue_sweep", icon=":material/stacked_line_chart:"):
+            queue("Iso-budget sweep", lambda: actions.iso_sweep(
+                task, int(budget), data.parse_ints(dm_text, "d_m values"), seeds, **fields))
+    with q3:
+        st.markdown("**Budget ladder** (the iso-budget sweep at several budgets)")
+        default_ladder = ", ".join(data.human(budget * f) for f in (0.25, 0.5, 1, 2, 4))
+        ladder_text = st.text_input("budgets", default_ladder, key="ladder", bind="query-params")
+        if st.button("Queue a budget ladder", key="queue_ladder", icon=":material/stairs:"):
+            queue("Budget ladder", lambda: actions.ladder_sweep(
+                task, data.parse_ints(ladder_text, "budgets"), data.parse_ints(dm_text, "d_m values"), seeds,
+                **fields))
+
+
+try:
+    current = data.make_design(info, budget=int(budget), mode=mode, d_m=int(d_m or 1), n_neurons=int(n_neurons or 1),
+                               d_tree=int(d_tree), d_brch=int(d_brch), preset=preset, l_mlp=int(l_mlp),
+                               overrides=overrides)
+except ValueError as exc:
+    st.error(f"**This design is not possible:** {ui.explain(exc)}", icon=":material/block:")
+else:
+    show_queue(current, show_design(current))

@@ -1,0 +1,104 @@
+"""Run detail and compare: configuration, provenance and learning curves of one or several runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import polars as pl
+import streamlit as st
+
+from app import data, figures, state, ui
+from elm_core.records import RunRecord
+
+CONFIG_FIELDS = ("task", "status", "reason", "sweep_id", "source", "params", "budget", "n_neurons", "d_m", "l_mlp",
+                 "d_mlp", "d_tree", "d_brch", "k_e", "k_c", "flops_per_step", "seed", "metric_name", "test_metric",
+                 "valid_metric", "best_valid_metric", "train_metric", "steps", "tokens_seen", "wall_time_s")
+PROTOCOL_FIELDS = ("preset", "steps", "batch_size", "seq_len", "lr", "optimizer", "eval_chars", "test_chars",
+                   "epochs", "batches_per_epoch", "device", "precision")
+PROVENANCE_FIELDS = ("dataset", "dataset_hash", "device", "host", "worker", "attempt", "code_version", "created_at",
+                     "updated_at")
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def side_by_side(records: list[RunRecord], fields: tuple[str, ...], source: str = "record") -> pl.DataFrame:
+    cols: dict[str, list[str]] = {"field": list(fields)}
+    for r in records:
+        values = r.spec if source == "spec" else r.model_dump()
+        out = []
+        for f in fields:
+            v = values.get(f)
+            if f in ("created_at", "updated_at") and isinstance(v, (int, float)) and v > 1e8:
+                v = dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            out.append(_fmt(v))
+        cols[r.run_id] = out
+    return pl.DataFrame(cols)
+
+
+def curve_frame(records: list[RunRecord]) -> pl.DataFrame:
+    rows = [{"label": f"{r.run_id} (d_m={r.d_m}, N={r.n_neurons})", **p.model_dump()} for r in records for p in r.curve]
+    schema = {"label": pl.String, "step": pl.Int64, "tokens": pl.Int64, "wall_time_s": pl.Float64,
+              "train_loss": pl.Float64, "valid_metric": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+st.title("Run detail and compare")
+runs = state.runs()
+if runs.height == 0:
+    ui.first_screen("run")
+else:
+    known = set(runs["run_id"].to_list())
+    wanted = [r for r in st.query_params.get_all("runs") if r in known]
+    options = list(dict.fromkeys(wanted + data.latest_ids(runs, 300)))
+    info = {r["run_id"]: r for r in runs.filter(pl.col("run_id").is_in(options)).select(
+        "run_id", "task", "status", "d_m", "n_neurons", "test_metric").iter_rows(named=True)}
+
+    def describe(run_id: str) -> str:
+        r = info.get(run_id, {})
+        metric = f", test {r['test_metric']:.4f}" if r.get("test_metric") is not None else ""
+        return f"{run_id} · {r.get('task')} · d_m={r.get('d_m')} N={r.get('n_neurons')} · {r.get('status')}{metric}"
+
+    picked = st.multiselect("Runs (up to 12)", options, key="runs", bind="query-params", max_selections=12,
+                            format_func=describe, placeholder="Pick runs; the newest 300 are listed")
+    if not picked:
+        st.info("Pick one or more runs above, or open them from the Runs or Explore page.")
+    else:
+        records = [r for r in (state.record(i) for i in picked) if r is not None]
+        c = st.columns([2, 1, 1])
+        cx = c[0].segmented_control("Curve against", ["step", "tokens", "wall_time_s"], key="cx", default="step",
+                                    required=True, bind="query-params") or "step"
+        log_x = c[1].toggle("log x", value=False, key="logx", bind="query-params")
+        log_y = c[2].toggle("log y", value=False, key="logy", bind="query-params")
+        fig = figures.curves_figure(curve_frame(records), x=cx, metric_name=records[0].metric_name, log_x=log_x,
+                                    log_y=log_y)
+        st.plotly_chart(fig, key="run_curves")
+        state.add_figure("Learning curves", fig)
+        config = side_by_side(records, CONFIG_FIELDS)
+        protocol = side_by_side(records, PROTOCOL_FIELDS, source="spec")
+        provenance = side_by_side(records, PROVENANCE_FIELDS)
+        left, right = st.columns(2)
+        left.markdown("**Configuration and results**")
+        left.dataframe(config, hide_index=True, key="run_config", height=560)
+        right.markdown("**Training protocol (the run spec)**")
+        right.dataframe(protocol, hide_index=True, key="run_protocol")
+        right.markdown("**Provenance**")
+        right.dataframe(provenance, hide_index=True, key="run_provenance")
+        for caption, table in (("Configuration and results", config), ("Training protocol", protocol),
+                               ("Provenance", provenance)):
+            state.add_table(caption, table)
+        state.add_settings(runs=", ".join(picked), curve_x=cx)
+        for r in records:
+            with st.expander(f"{r.run_id}: full configuration, spec, versions and history"):
+                st.json({"config": r.config, "spec": r.spec, "versions": r.versions}, expanded=False)
+                st.dataframe(state.history(r.run_id).select("status", "attempt", "reason", "worker", "updated_at"),
+                             hide_index=True)
+        st.download_button("Download these runs (JSON, with curves)", key="download_runs_json", mime="application/json",
+                           data=json.dumps([r.model_dump() for r in records], indent=1),
+                           file_name="elmlab-runs.json")

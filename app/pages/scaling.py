@@ -1,0 +1,147 @@
+"""Scaling laws: the fitted loss surface, the optimal allocation against budget with intervals, the
+capacity model beside the data, a prediction for any budget, and the runs worth doing next."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import streamlit as st
+
+from app import actions, data, figures, state, ui
+from elm_core.spec import RunSpec
+
+st.title("Scaling laws")
+ui.show_flash()
+runs = state.runs()
+
+
+def optima_points(fits: list) -> pl.DataFrame:
+    return pl.DataFrame({"budget": [f.budget for f in fits], "value": [f.optimum for f in fits],
+                         "lo": [f.ci[0] for f in fits], "hi": [f.ci[1] for f in fits]},
+                        schema={"budget": pl.Float64, "value": pl.Float64, "lo": pl.Float64, "hi": pl.Float64})
+
+
+def params_table(fit) -> pl.DataFrame:
+    ci = fit.param_ci
+    return pl.DataFrame({"parameter": list(fit.params), "value": list(fit.params.values()),
+                         "ci_low": [ci[k][0] for k in fit.params], "ci_high": [ci[k][1] for k in fit.params]})
+
+
+def spec_fields(task: str) -> dict:
+    """The protocol of the task's latest finished run of ours, for queueing suggestions alike."""
+    mine = runs.filter((pl.col("task") == task) & (pl.col("source") != "reference") & (pl.col("status") == "done"))
+    if mine.height == 0 or "spec" not in mine.columns:
+        return {}
+    spec = json.loads(mine.sort("created_at")["spec"][-1] or "{}")
+    keep = set(RunSpec.model_fields) - {"run_id", "sweep_id", "seed", "budget", "d_m", "n_neurons", "task"}
+    return {k: v for k, v in spec.items() if k in keep and v is not None}
+
+
+def show(task: str, metric: str) -> None:
+    mname = ui.metric_name(runs, task)
+    points = state.fit_frame(task, metric)
+    budgets = sorted({float(b) for b in points["iso_budget"].drop_nulls().to_list()}) if points.height else []
+    fit = state.scaling(task, metric)
+    cap = state.capacity(task, metric)
+    if isinstance(fit, str):
+        st.info(f"No scaling-law fit for {task} yet ({fit}). It needs finished runs at several allocations, "
+                "best at several budgets: queue a budget ladder on the Design page.")
+    else:
+        st.subheader("The fitted surface")
+        st.latex(r"L(N, k_e, k_c) = E + A\,N^{-\alpha} + B\,k_e^{-\beta}" + (r" + C\,k_c^{-\gamma}" if "C" in
+                 fit.params else ""))
+        left, right = st.columns([2, 1])
+        surface = figures.surface_figure(fit, points, metric=metric, metric_name=mname, budgets=budgets)
+        left.plotly_chart(surface, key="scaling_surface")
+        table = params_table(fit)
+        right.dataframe(table, hide_index=True, key="scaling_params")
+        right.caption(f"{fit.n_runs} configurations; RMSE {fit.rmse:.4f}; residual sd of log L {fit.sigma_log:.3f}. "
+                      "95% intervals from a pairs bootstrap. Details: docs/analysis.md.")
+        state.add_figure("Fitted surface", surface)
+        state.add_table("Scaling-law parameters", table)
+
+        lo, hi = (min(budgets), max(budgets)) if budgets else fit.budget_range
+        grid = np.geomspace(lo / 3, hi * 30, 24)
+        series = {"scaling law": fit.optimal_allocation(grid)}
+        if not isinstance(cap, str):
+            series["capacity model"] = cap.optimal_allocation(grid)
+        opt_fig = figures.optimum_figure(series, {"n_neurons": optima_points(state.iso_fits(task, metric, "n_neurons")),
+                                                  "k_e": optima_points(state.iso_fits(task, metric, "k_e"))})
+        st.plotly_chart(opt_fig, key="scaling_optimum")
+        state.add_figure("Optimal allocation against budget", opt_fig)
+        laws = fit.power_laws()
+        st.caption("Power laws of the optimum: " + "; ".join(
+            f"{r['quantity']}* ∝ P^{r['exponent']:.2f} [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]"
+            for r in laws.iter_rows(named=True)))
+
+        st.subheader("Predict a budget")
+        p = st.number_input("Budget to predict (parameters)", min_value=1_000, max_value=10**11,
+                            value=int(hi * 2), step=1_000, key="predict", bind="query-params")
+        row = fit.predict_budget(float(p)).row(0, named=True)
+        c = st.columns(4)
+        c[0].metric(f"Predicted {data.METRICS[metric]} {mname}", f"{row['metric']:.4f}",
+                    f"95% CI {row['ci_lo']:.4f} to {row['ci_hi']:.4f}", delta_color="off")
+        c[1].metric("One new run would land in", f"{row['pi_lo']:.3f} to {row['pi_hi']:.3f}", "95% prediction interval",
+                    delta_color="off")
+        c[2].metric("Optimal N", f"{row['n_neurons']:,.0f}",
+                    f"{row['n_neurons_lo']:,.0f} to {row['n_neurons_hi']:,.0f}", delta_color="off")
+        c[3].metric("Optimal k_e", f"{row['k_e']:,.0f}", f"{row['k_e_lo']:,.0f} to {row['k_e_hi']:,.0f}",
+                    delta_color="off")
+        if not budgets or p > 10 * max(budgets) or p < min(budgets) / 10:
+            st.caption("This budget lies far outside the runs: the prediction is an extrapolation.")
+        state.add_settings(task=task, metric=metric, predict_budget=int(p))
+
+    st.subheader("Capacity model beside the data")
+    if isinstance(cap, str):
+        st.info(f"No capacity-model fit yet ({cap}).")
+    else:
+        st.caption("Our closed-form model (not the paper's): per-neuron SNR saturating in k_e and k_c, effective "
+                   "neurons N_0 ln(1 + N / N_0), loss a power law of the capacity.")
+        cap_fig = figures.capacity_figure(cap, points, metric=metric, metric_name=mname)
+        left, right = st.columns([2, 1])
+        left.plotly_chart(cap_fig, key="capacity_chart")
+        right.dataframe(params_table(cap), hide_index=True, key="capacity_params")
+        worst = cap.points.with_columns(pl.col("residual").abs().alias("abs_residual")).sort(
+            "abs_residual", descending=True).head(3)
+        misses = ", ".join(f"N={r['n_neurons']}, k_e={r['k_e']} ({r['residual']:+.3f})"
+                           for r in worst.iter_rows(named=True))
+        versus = f" (scaling law: {fit.rmse:.4f})" if not isinstance(fit, str) else ""
+        right.caption(f"RMSE {cap.rmse:.4f}{versus}. Largest misses: {misses}.")
+        state.add_figure("Capacity model beside the data", cap_fig)
+
+    st.subheader("Suggested next runs")
+    sugg = state.suggestions(task, metric)
+    if isinstance(sugg, str) or sugg.height == 0:
+        st.info("No suggestions yet: they need an iso-budget group with at least three allocations.")
+        return
+    st.dataframe(sugg, hide_index=True, key="suggestions_table")
+    state.add_table("Suggested next runs", sugg)
+    if actions.read_only():
+        return
+    seeds = st.number_input("Seeds per suggestion", 1, 10, 1, key="suggest_seeds")
+    if st.button(f"Queue these {sugg.height} runs", key="queue_suggested", type="primary",
+                 icon=":material/play_arrow:"):
+        fields = spec_fields(task)
+        sweep = actions.new_sweep_id("suggested")
+
+        def build() -> list[RunSpec]:
+            return [RunSpec(task=task, budget=int(round(r["budget"])), d_m=int(r["d_m"]), seed=s, sweep_id=sweep,
+                            **fields) for r in sugg.iter_rows(named=True) for s in range(int(seeds))]
+
+        ids = ui.run_action("Queue suggestions", lambda: actions.submit(build()))
+        if ids:
+            ui.flash("success", f"Queued {len(ids)} suggested run(s).", ids)
+        st.rerun()
+
+
+if runs.height == 0 or not data.tasks_by_done(runs):
+    ui.first_screen("scaling")
+else:
+    c = st.columns([1, 1, 2])
+    with c[0]:
+        chosen_task = ui.task_picker(runs)
+    with c[1]:
+        chosen_metric = ui.metric_picker()
+    show(chosen_task, chosen_metric)

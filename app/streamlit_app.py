@@ -1,0 +1,51 @@
+"""ELM Lab dashboard: navigation and the shared sidebar (store status, read-only banner, the link to
+this view and its HTML report). Run with `elmlab up` (or `streamlit run app/streamlit_app.py`)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import actions, data, report, state
+
+st.set_page_config(page_title="ELM Lab", page_icon=":material/hub:", layout="wide")
+
+read_only = actions.read_only()
+pages = [
+    st.Page("pages/design.py", title="Design and queue", icon=":material/tune:", url_path="design",
+            default=not read_only),
+    st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore",
+            default=read_only),
+    st.Page("pages/scaling.py", title="Scaling laws", icon=":material/trending_down:", url_path="scaling"),
+    st.Page("pages/run.py", title="Run detail and compare", icon=":material/description:", url_path="run"),
+    st.Page("pages/share.py", title="Share and export", icon=":material/share:", url_path="share"),
+]
+page = st.navigation(pages)
+
+with st.sidebar:
+    st.markdown("### ELM Lab")
+    st.caption("How should a parameter budget be split between more neurons and more complex neurons?")
+    if read_only:
+        st.warning("Read-only dashboard: results are published here; queueing, cancel and retry are off.",
+                   icon=":material/lock:")
+    counts = data.status_counts(state.runs())
+    st.caption(" · ".join(f"{n} {s}" for s, n in counts.items() if n) or "empty store")
+
+state.begin_view(page.title, page.url_path)
+page.run()
+
+with st.sidebar:
+    st.divider()
+    st.markdown("**Share this view**")
+    url = state.share_url()
+    st.code(url or "(the address of this page)", language=None, wrap_lines=True)
+    st.caption("The link reproduces this page with its settings.")
+    view = state.view()
+    if view["figures"] or view["tables"]:
+        def _build() -> str:
+            return report.build_report(view["title"], view["figures"], view["tables"], view["settings"],
+                                       {"page": view["page"], "runs in store": sum(counts.values())}, url)
+
+        st.download_button("Download this view as an HTML report", data=_build, mime="text/html",
+                           file_name=f"elmlab-{view['page'] or 'view'}.html", key="download_report",
+                           icon=":material/download:")

@@ -1,0 +1,138 @@
+"""Pieces of page shared by several pages: the first screen of an empty store, the broker banner,
+the task and metric pickers, links to runs, and the outcome of an action."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+import streamlit as st
+from pydantic import ValidationError
+
+from app import actions, data, state
+
+RUN_PAGE = "pages/run.py"
+RUNS_PAGE = "pages/runs.py"
+DESIGN_PAGE = "pages/design.py"
+
+
+def explain(exc: Exception) -> str:
+    """A one-line reason for an invalid choice (pydantic's errors name their field)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+    return str(exc)
+
+
+def run_action(what: str, fn: Callable[[], Any]) -> Any:
+    """Run a mutating action and keep its outcome for the next rerun (flash); None on failure."""
+    try:
+        out = fn()
+    except actions.ReadOnlyError as exc:
+        flash("error", str(exc))
+    except ValueError as exc:
+        flash("error", f"{what}: {explain(exc)}")
+    except (ImportError, RuntimeError, OSError) as exc:  # BrokerUnavailable is a RuntimeError
+        flash("error", f"{what}: the queue is unreachable ({type(exc).__name__}: {exc}). Start it with "
+                       "`elmlab up`; stored runs stay browsable.")
+    else:
+        return out
+    return None
+
+
+def flash(kind: str, text: str, run_ids: Sequence[str] = ()) -> None:
+    st.session_state["_flash"] = (kind, text, list(run_ids))
+
+
+def show_flash() -> None:
+    item = st.session_state.pop("_flash", None)
+    if not item:
+        return
+    kind, text, run_ids = item
+    getattr(st, kind)(text)
+    if run_ids:
+        st.page_link(RUNS_PAGE, label=f"Watch {len(run_ids)} run(s) on the Runs page", icon=":material/monitoring:")
+
+
+def first_screen(where: str) -> None:
+    """What to do first on an empty store (no blank charts)."""
+    st.info("**No runs in the store yet.** ELM Lab asks how a fixed parameter budget should be split between "
+            "more neurons (N) and more complex neurons (k_e) or more connections (k_c). Start with data:")
+    if actions.read_only():
+        st.write("This dashboard is read-only: it publishes the runs of its store, and this store is empty.")
+        return
+    cols = st.columns(3 if actions.demo_available() else 2)
+    if cols[0].button("Import the published enwik8 sweep", key=f"{where}_import_reference", type="primary",
+                      help="The reference's 14 runs at 3.5M parameters (one seed each), read-only."):
+        n = run_action("Import", lambda: actions.import_reference(state.store()))
+        if n is not None:
+            flash("success", f"Imported the published sweep ({n} runs).")
+        st.rerun()
+    f = actions.FIRST_SWEEP
+    label = "Queue a first iso-budget sweep (small preset, bundled corpus)"
+    if cols[1].button(label, key=f"{where}_first_sweep",
+                      help=f"{len(f['d_m'])} runs at {data.human(f['budget'])} parameters, d_m in {list(f['d_m'])}, "
+                           "about a minute each on a laptop CPU."):
+        ids = run_action("Queue", actions.queue_first_sweep)
+        if ids:
+            flash("success", f"Queued {len(ids)} runs.", ids)
+        st.rerun()
+    if len(cols) == 3 and cols[2].button("Load the demo results", key=f"{where}_demo",
+                                         help="Iso-budget sweeps on the bundled corpus, run with ELM Lab."):
+        n = run_action("Load demo", lambda: actions.load_demo(state.store()))
+        if n is not None:
+            flash("success", f"Loaded {n} demo records.")
+        st.rerun()
+    st.page_link(DESIGN_PAGE, label="Or design your own run or sweep", icon=":material/tune:")
+
+
+def broker_banner(health: dict[str, Any]) -> None:
+    if health.get("broker_ok"):
+        return
+    st.error(
+        f"**The broker is unreachable** ({health.get('error') or 'no answer'}). Queueing, cancel and retry "
+        "wait until it is back (`elmlab up` starts it, with a worker); everything stored stays browsable.",
+        icon=":material/cloud_off:",
+    )
+
+
+def task_picker(frame: pl.DataFrame, key: str = "task") -> str | None:
+    """The tasks present in the store, the one with most finished runs first (bound to the URL)."""
+    tasks = data.tasks_by_done(frame)
+    if not tasks:
+        return None
+    return st.selectbox("Task", tasks, key=key, bind="query-params")
+
+
+def metric_picker(key: str = "metric") -> str:
+    return st.selectbox("Metric", list(data.METRICS), key=key, format_func=lambda m: data.METRICS[m],
+                        bind="query-params")
+
+
+def metric_name(frame: pl.DataFrame, task: str | None) -> str:
+    names = frame.filter(pl.col("task") == task)["metric_name"].drop_nulls().unique().to_list() if task else []
+    return names[0] if names else "bpc"
+
+
+def open_runs(run_ids: Sequence[str], label: str | None = None) -> None:
+    ids = [r for r in dict.fromkeys(run_ids) if r][:12]
+    if ids:
+        st.page_link(RUN_PAGE, label=label or f"Open {len(ids)} run(s) in Run detail", icon=":material/open_in_new:",
+                     query_params={"runs": ids})
+
+
+def selected_run_ids(event: Any) -> list[str]:
+    """Run ids of the points selected or clicked in a plotly chart (first customdata entry)."""
+    try:
+        points = event.selection.points
+    except AttributeError:
+        try:
+            points = event["selection"]["points"]
+        except (KeyError, TypeError):
+            return []
+    ids: list[str] = []
+    for p in points:
+        custom = p.get("customdata") if isinstance(p, dict) else None
+        if custom:
+            ids += [i for i in str(custom[0]).split(",") if i]
+    return list(dict.fromkeys(ids))
