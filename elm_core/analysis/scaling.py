@@ -292,27 +292,31 @@ def _start(ln, lke, lkc, y, w, with_kc: bool) -> np.ndarray:
 def _refine(theta0, ln, lke, lkc, ly, sw, max_nfev: int = 100) -> np.ndarray:
     """Levenberg-Marquardt on the weighted log residuals, with the analytic Jacobian:
     d log L / d theta_j = sum_k softmax_k(terms) d term_k / d theta_j."""
-    xs = [ln, lke, lkc]
+    xs = np.stack([ln, lke, lkc])  # (3, n)
+    n_terms = 1 + (theta0.size - 1) // 2
+    t = np.empty((n_terms, ln.size))
 
     def terms(theta: np.ndarray) -> np.ndarray:
-        t = [np.full(ln.shape, theta[0])]
-        for k in range((theta.size - 1) // 2):
-            t.append(theta[1 + 2 * k] - np.exp(theta[2 + 2 * k]) * xs[k])
-        return np.stack(t)  # (terms, n)
+        t[0] = theta[0]
+        t[1:] = theta[1::2, None] - np.exp(theta[2::2, None]) * xs[: n_terms - 1]
+        return t  # (terms, n)
+
+    def log_loss(tt: np.ndarray) -> np.ndarray:
+        m = tt.max(axis=0)
+        return m + np.log(np.exp(tt - m).sum(axis=0))
 
     def resid(theta: np.ndarray) -> np.ndarray:
-        r = sw * (_lse(terms(theta)) - ly)
+        r = sw * (log_loss(terms(theta)) - ly)
         return np.where(np.isfinite(r), r, 1e3)
 
     def jac(theta: np.ndarray) -> np.ndarray:
-        t = terms(theta)
-        p = np.exp(t - _lse(t))  # (terms, n)
+        tt = terms(theta)
+        p = np.exp(tt - log_loss(tt))  # (terms, n): softmax over the terms
         j = np.empty((ln.size, theta.size))
         j[:, 0] = p[0]
-        for k in range((theta.size - 1) // 2):
-            j[:, 1 + 2 * k] = p[k + 1]
-            j[:, 2 + 2 * k] = -p[k + 1] * np.exp(theta[2 + 2 * k]) * xs[k]
-        j = sw[:, None] * j
+        j[:, 1::2] = p[1:].T
+        j[:, 2::2] = -(p[1:] * np.exp(theta[2::2, None]) * xs[: n_terms - 1]).T
+        j *= sw[:, None]
         return np.where(np.isfinite(j), j, 0.0)
 
     with np.errstate(all="ignore"):
@@ -365,7 +369,7 @@ def fit_scaling_law(
         idx = rng.integers(0, n, n)
         if np.unique(idx).size < n_par:
             continue
-        t = _refine(theta, ln[idx], lke[idx], lkc[idx], ly[idx], sw[idx], max_nfev=30)
+        t = _refine(theta, ln[idx], lke[idx], lkc[idx], ly[idx], sw[idx], max_nfev=20)
         if np.all(np.isfinite(t)) and np.all(np.abs(t) < MAX_LOG_PARAM):
             boot.append(t)
     boot_arr = np.array(boot) if boot else np.empty((0, theta.size))
