@@ -63,5 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m elmlab.cli`: use the importable module, so UsageError is one class
+    from elmlab.cli import main as _main
+
+    sys.exit(_main())
