@@ -1,0 +1,291 @@
+"""Queue commands: submit, sweep, status, cancel, retry, worker, recorder (docs/queue.md).
+
+    elmlab submit --task text --budget 6e4 --d-m 8 --steps 200       # prints the run id last
+    elmlab sweep iso --budget 6e4 --d-m-values 2,4,8,16 --seeds 0,1   # prints the run ids
+    elmlab status [--json] [--sweep S]
+    elmlab cancel RUN ; elmlab retry RUN
+    elmlab worker [--queues train,gpu] [--concurrency N]             # trains runs (any machine)
+    elmlab recorder                                                  # writes records; re-queues lost runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from elmlab.cli import UsageError
+from elmlab.commands.train import SPEC_FLAGS, add_spec_arguments, count, spec_from_args
+
+# Flags a sweep passes through to every spec (the sweep sets task, budget/d_m/n_neurons, seed, sweep_id).
+SWEEP_PASS = ("preset", "d_tree", "d_brch", "l_mlp", "d_mlp", "steps", "epochs", "batch_size", "seq_len", "lr",
+              "device", "precision", "checkpoint_dir", "eval_chars", "test_chars")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of whole numbers: {text}") from None
+
+
+def _count_list(text: str) -> list[int]:
+    return [count(v) for v in text.replace(" ", "").split(",") if v]
+
+
+def _broker_error(exc: Exception, command: str) -> int:
+    print(f"elmlab {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+# --- submit ----------------------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from workers.client import BrokerUnavailable, ReadOnlyMode, submit
+
+    spec = spec_from_args(args)
+    try:
+        run_id = submit(spec)
+    except (BrokerUnavailable, ReadOnlyMode) as exc:
+        return _broker_error(exc, "submit")
+    print(f"queued run {run_id} ({spec.task}, queue {'gpu' if spec.device == 'cuda' else 'train'})",
+          file=sys.stderr)
+    print(run_id)
+    return 0
+
+
+# --- sweep -----------------------------------------------------------------------------------------
+
+
+def _sweep_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in SWEEP_PASS if getattr(args, name, None) is not None}
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from elm_core import sweeps
+    from workers.client import BrokerUnavailable, ReadOnlyMode, submit_many
+
+    fields = _sweep_fields(args)
+    seeds = args.seeds or [0]
+    if args.kind == "iso":
+        specs = sweeps.iso_sweep(args.task, args.budget, args.d_m_values, seeds, sweep_id=args.sweep_id, **fields)
+    elif args.kind == "ladder":
+        if (args.d_m is None) == (args.d_m_values is None):
+            raise UsageError("give --d-m or --d-m-values")
+        specs = sweeps.ladder_sweep(args.task, args.budgets, args.d_m, seeds, d_m_values=args.d_m_values,
+                                    sweep_id=args.sweep_id, **fields)
+    else:
+        fixed = {**fields, **{k: getattr(args, k) for k in ("budget", "d_m", "n_neurons")
+                              if getattr(args, k) is not None and k != args.axis}}
+        specs = sweeps.axis_sweep(args.task, args.axis, args.values, seeds, sweep_id=args.sweep_id, **fixed)
+    if args.dry_run:
+        print(json.dumps([s.model_dump(mode="json", exclude_none=True) for s in specs], indent=2))
+        return 0
+    try:
+        ids = submit_many(specs)
+    except (BrokerUnavailable, ReadOnlyMode) as exc:
+        return _broker_error(exc, "sweep")
+    print(f"sweep {specs[0].sweep_id}: queued {len(ids)} runs", file=sys.stderr)
+    for run_id in ids:
+        print(run_id)
+    return 0
+
+
+# --- status, cancel, retry -------------------------------------------------------------------------
+
+STATUS_COLUMNS = ("run_id", "status", "task", "params", "d_m", "n_neurons", "metric", "progress")
+
+
+def _metric(row: dict[str, Any]) -> float | None:
+    for key in ("test_metric", "valid_metric", "train_metric"):
+        if row.get(key) is not None:
+            return row[key]
+    return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from elm_core.settings import get_settings
+    from elm_core.store import Store
+    from workers.client import _redis_ping, progress
+
+    settings = get_settings()
+    frame = Store(settings.store_path).runs(sweep_id=args.sweep, status=args.status,
+                                            source=None if args.all else "elmlab")
+    rows = frame.to_dicts()
+    active = [r["run_id"] for r in rows if r["status"] in ("queued", "running")]
+    live: dict[str, dict[str, Any]] = {}
+    if active:
+        ok, why = _redis_ping(settings, 1.0)
+        if ok:
+            live = progress(active, settings=settings)
+        else:
+            print(f"elmlab status: warning: broker unreachable ({why}); showing stored data only", file=sys.stderr)
+    out = []
+    for r in rows:
+        p = live.get(r["run_id"]) or {}
+        out.append({
+            "run_id": r["run_id"], "status": r["status"], "reason": r["reason"], "sweep_id": r["sweep_id"],
+            "task": r["task"], "params": r["params"], "budget": r["budget"], "d_m": r["d_m"],
+            "n_neurons": r["n_neurons"], "d_tree": r["d_tree"], "d_brch": r["d_brch"], "seed": r["seed"],
+            "metric_name": r["metric_name"], "metric": _metric(r), "steps": r["steps"], "attempt": r["attempt"],
+            "worker": r["worker"], "created_at": r["created_at"], "updated_at": r["updated_at"], "progress": p or None,
+        })
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    if not out:
+        print("no runs", file=sys.stderr)
+        return 0
+    table = []
+    for r in out:
+        p = r["progress"]
+        prog = ""
+        if p and p.get("total_steps"):
+            prog = f"{p['step']}/{p['total_steps']}"
+            if p.get("eta_s") is not None:
+                prog += f" eta {p['eta_s']:.0f}s"
+        elif r["status"] == "failed" and r["reason"]:
+            prog = r["reason"][:40]
+        metric = "" if r["metric"] is None else f"{r['metric']:.4f} {r['metric_name']}"
+        table.append([r["run_id"], r["status"], r["task"], f"{r['params']:,}", str(r["d_m"]), str(r["n_neurons"]),
+                      metric, prog])
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(STATUS_COLUMNS)]
+    print("  ".join(h.ljust(w) for h, w in zip(STATUS_COLUMNS, widths, strict=True)))
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from workers.client import BrokerUnavailable, ReadOnlyMode, cancel
+
+    try:
+        cancel(args.run_id)
+    except (BrokerUnavailable, ReadOnlyMode) as exc:
+        return _broker_error(exc, "cancel")
+    print(f"cancel requested for run {args.run_id}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from workers.client import BrokerUnavailable, ReadOnlyMode, retry
+
+    try:
+        run_id = retry(args.run_id)
+    except (BrokerUnavailable, ReadOnlyMode) as exc:
+        return _broker_error(exc, "retry")
+    print(f"queued run {run_id} again", file=sys.stderr)
+    print(run_id)
+    return 0
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+def _celery_argv(queues: str, concurrency: int, pool: str, hostname: str, loglevel: str,
+                 logfile: str | None) -> list[str]:
+    argv = ["worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", hostname, "-l", loglevel,
+            "--without-gossip", "--without-mingle", "-E"]
+    if logfile:
+        argv += ["-f", logfile]
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    queues = ",".join(q.strip() for q in args.queues.split(",") if q.strip())
+    unknown = sorted(set(queues.split(",")) - {"train", "gpu"})
+    if unknown:
+        raise UsageError(f"unknown queue(s) {', '.join(unknown)}: a worker takes train and/or gpu")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    os.environ["ELMLAB_WORKER_CONCURRENCY"] = str(args.concurrency)
+    from workers.celery_app import app
+
+    hostname = args.hostname or f"worker-{os.getpid()}@%h"
+    app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
+    return 0
+
+
+def cmd_recorder(args: argparse.Namespace) -> int:
+    from workers.celery_app import app
+    from workers.reaper import Reaper
+
+    reaper = None if args.no_reaper else Reaper()
+    if reaper is not None:
+        reaper.start()
+    hostname = args.hostname or f"recorder-{os.getpid()}@%h"
+    try:
+        app.worker_main(_celery_argv("results", 1, "solo", hostname, args.loglevel, args.logfile))
+    finally:
+        if reaper is not None:
+            reaper.stop()
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("submit", help="queue one run (prints its run id)")
+    add_spec_arguments(p)
+    p.set_defaults(func=cmd_submit, _parser=p)
+
+    p = sub.add_parser("sweep", help="queue a sweep: iso-budget, a budget ladder, or one axis (prints the run ids)")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, text in (("iso", "one budget, one run per d_m (the budget decides N)"),
+                       ("ladder", "several budgets at one allocation (d_m) or several"),
+                       ("axis", "one of n_neurons, d_m, d_brch, d_tree varied, the rest fixed")):
+        k = kinds.add_parser(kind, help=text)
+        k.add_argument("--task", default="text")
+        k.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default 0)")
+        k.add_argument("--sweep-id", help="default: <kind>-<random hex>")
+        k.add_argument("--dry-run", action="store_true", help="print the specs as JSON; queue nothing")
+        types = dict(SPEC_FLAGS)
+        for name in SWEEP_PASS:
+            k.add_argument("--" + name.replace("_", "-"), dest=name, type=types[name], default=None)
+        if kind == "iso":
+            k.add_argument("--budget", type=count, required=True)
+            k.add_argument("--d-m-values", type=_int_list, required=True, help="e.g. 2,4,8,16")
+        elif kind == "ladder":
+            k.add_argument("--budgets", type=_count_list, required=True, help="e.g. 2e4,6e4,2e5")
+            k.add_argument("--d-m", type=int)
+            k.add_argument("--d-m-values", type=_int_list)
+        else:
+            k.add_argument("--axis", choices=("n_neurons", "d_m", "d_brch", "d_tree"), required=True)
+            k.add_argument("--values", type=_int_list, required=True)
+            k.add_argument("--budget", type=count)
+            k.add_argument("--d-m", type=int)
+            k.add_argument("--n-neurons", type=int)
+        k.set_defaults(func=cmd_sweep, _parser=k)
+
+    p = sub.add_parser("status", help="runs in the store, with live progress when the broker answers")
+    p.add_argument("--json", action="store_true", help="a JSON list of runs")
+    p.add_argument("--sweep", help="only this sweep id")
+    p.add_argument("--status", help="only runs with this status")
+    p.add_argument("--all", action="store_true", help="include reference (published) runs")
+    p.set_defaults(func=cmd_status, _parser=p)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running run")
+    p.add_argument("run_id", metavar="RUN")
+    p.set_defaults(func=cmd_cancel, _parser=p)
+
+    p = sub.add_parser("retry", help="queue a failed or cancelled run again (same run id, next attempt)")
+    p.add_argument("run_id", metavar="RUN")
+    p.set_defaults(func=cmd_retry, _parser=p)
+
+    p = sub.add_parser("worker", help="a training worker (for this or another machine)")
+    p.add_argument("--queues", default="train", help="comma-separated: train, gpu (default train)")
+    p.add_argument("--concurrency", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork",
+                   help="prefork (default): runs in a child process, the worker answers pings meanwhile")
+    p.add_argument("--hostname", help="Celery node name (default worker-<pid>@<host>)")
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--logfile")
+    p.set_defaults(func=cmd_worker, _parser=p)
+
+    p = sub.add_parser("recorder", help="write finished runs into the store and re-queue runs whose worker died")
+    p.add_argument("--hostname", help="Celery node name (default recorder-<pid>@<host>)")
+    p.add_argument("--no-reaper", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--logfile")
+    p.set_defaults(func=cmd_recorder, _parser=p)

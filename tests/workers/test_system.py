@@ -1,0 +1,127 @@
+"""The running system: real worker and recorder processes, the embedded broker and Redis.
+
+Faults: a worker SIGKILLed mid-run (both modes), the recorder stopped while runs finish, cancel of a
+queued and of a running run, retry.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.workers.conftest import Lab, tiny, wait_for
+from workers import client, state
+
+
+def _one_done(lab: Lab, run_id: str) -> None:
+    """Recorded exactly once as done: one `done` row in the run's history, and it is the latest."""
+    history = lab.store.history(run_id)
+    statuses = history["status"].to_list()
+    assert statuses.count("done") == 1, history
+    assert statuses[-1] == "done"
+
+
+def _end_to_end(lab: Lab) -> None:
+    lab.recorder()
+    lab.worker()
+    ids = client.submit_many([tiny(seed=0), tiny(seed=1, steps=6)])
+    for run_id in ids:
+        assert lab.status(run_id) in ("queued", "running", "done")
+    for run_id, steps in zip(ids, (5, 6), strict=True):
+        rec = lab.wait_status(run_id, ("done", "failed"), timeout=90)
+        assert rec.status == "done", rec.reason
+        assert rec.steps == steps and rec.curve and rec.test_metric is not None
+        assert rec.worker and rec.worker.startswith("worker-")
+        _one_done(lab, run_id)
+    health = client.health()
+    assert health["broker_ok"] and health["recorder"] and len(health["workers"]) == 2, health
+    assert health["queues"] == {"train": 0, "gpu": 0, "results": 0}
+
+
+def test_embedded_end_to_end(lab: Lab):
+    _end_to_end(lab)
+    assert client.health()["mode"] == "embedded"
+
+
+@pytest.mark.redis
+@pytest.mark.redis_db(11)
+def test_redis_end_to_end(redis_lab: Lab):
+    _end_to_end(redis_lab)
+    assert client.health()["mode"] == "distributed"
+
+
+def _sigkill_mid_run(lab: Lab) -> None:
+    lab.recorder()
+    first = lab.worker()
+    run_id = client.submit(tiny(steps=200))
+    lab.wait_progress(run_id, min_step=5)
+    lab.wait_status(run_id, "running", timeout=30)
+    lab.kill(first)  # SIGKILL to the worker and its pool process, mid-run
+    lab.worker()
+    rec = lab.wait_status(run_id, ("done", "failed"), timeout=120)
+    assert rec.status == "done" and rec.attempt == 1 and rec.steps == 200, rec.reason
+    _one_done(lab, run_id)
+    history = lab.store.history(run_id)
+    requeued = history.filter(history["attempt"] == 1).row(0, named=True)
+    assert requeued["status"] == "queued" and requeued["reason"].startswith("re-queued: worker")
+
+
+def test_sigkill_mid_run_embedded(lab: Lab):
+    _sigkill_mid_run(lab)
+
+
+@pytest.mark.redis
+@pytest.mark.redis_db(12)
+def test_sigkill_mid_run_redis(redis_lab: Lab):
+    _sigkill_mid_run(redis_lab)
+
+
+def test_cancel_queued_and_running_then_retry(lab: Lab):
+    lab.recorder()
+    lab.worker()  # one run at a time: the second waits in the queue
+    running = client.submit(tiny(steps=2000))
+    queued = client.submit(tiny(seed=3))
+    lab.wait_progress(running, min_step=3)
+
+    client.cancel(queued)  # not picked up yet: recorded cancelled at once
+    assert lab.status(queued) == "cancelled"
+    client.cancel(running)
+    rec = lab.wait_status(running, "cancelled", timeout=30)
+    assert rec.reason == "cancelled by user"
+    assert 0 < rec.steps < 2000 and rec.curve and rec.curve[-1].step <= rec.steps
+
+    # The worker then takes the cancelled run's message and drops it: nothing more is recorded.
+    wait_for(lambda: client.health()["queues"]["train"] == 0, 30, "the queue to drain")
+    time.sleep(1.5)
+    assert lab.store.history(queued)["status"].to_list() == ["queued", "cancelled"]
+    with pytest.raises(ValueError, match="already cancelled"):
+        client.cancel(queued)
+
+    # Retry: same run id, next attempt, the same spec.
+    assert client.retry(queued) == queued
+    rec = lab.wait_status(queued, "done", timeout=60)
+    assert rec.attempt == 1 and rec.steps == 5
+    with pytest.raises(ValueError, match="done"):
+        client.retry(queued)
+
+
+def test_recorder_stopped_while_runs_finish(lab: Lab):
+    recorder = lab.recorder()
+    lab.worker()
+    lab.wait_ready(2)
+    lab.kill(recorder)
+    ids = client.submit_many([tiny(seed=s) for s in range(3)])
+    backend = client._app(lab.settings).backend
+
+    def all_finished():
+        metas = state.task_metas(backend, ids)
+        return all(metas.get(i, {}).get("status") == "SUCCESS" for i in ids)
+
+    wait_for(all_finished, 90, "the workers to finish the runs")
+    assert {lab.status(i) for i in ids} == {"queued"}  # nothing recorded while the recorder is down
+    assert client.health()["queues"]["results"] >= 3
+    lab.recorder()
+    for run_id in ids:
+        assert lab.wait_status(run_id, "done", timeout=60).curve
+        _one_done(lab, run_id)

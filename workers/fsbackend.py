@@ -1,0 +1,33 @@
+"""The embedded result backend: Celery's `file://` backend with atomic writes.
+
+Celery's FilesystemBackend writes a result file in place, so a reader (the dashboard's progress
+view, the reaper) can catch a half-written file while a worker's heartbeat rewrites it. This
+subclass writes a temporary file and renames it over the old one; readers see the old or the new
+content, never a mix. Configured as `workers.fsbackend:AtomicFilesystemBackend+file:///path`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery.backends.filesystem import FilesystemBackend
+from kombu.utils.encoding import ensure_bytes
+
+
+class AtomicFilesystemBackend(FilesystemBackend):
+    def set(self, key, value):
+        name = self._filename(key)
+        tmp = name + b".tmp" + str(os.getpid()).encode() + b"." + os.urandom(4).hex().encode()
+        try:
+            with self.open(tmp, "wb") as out:
+                out.write(ensure_bytes(value))
+            os.replace(tmp, name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def delete(self, key):
+        try:
+            self.unlink(self._filename(key))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,101 @@
+"""What submitters and workers tell each other through the result backend (never the store).
+
+Per run id (the Celery task id), the result backend holds:
+
+    celery-task-meta-<run_id>   Celery's task state. While a run trains: PROGRESS with the progress
+                                meta (step, total_steps, loss, tokens_per_s, eta_s, heartbeat,
+                                worker, attempt); when it ends: SUCCESS with the final record.
+    elmlab-attempt-<run_id>     {"attempt": n}: the attempt the latest (re-)queue issued. A worker
+                                drops a message of an older attempt, and a worker running an older
+                                attempt stops without recording anything.
+    elmlab-cancel-<run_id>      {"attempt": n}: a cancel request for attempt n (and older). A worker
+                                drops such a message, or stops its run and records it `cancelled`.
+
+Cancelling goes through this key, not through Celery's revoke: a revoked task id stays revoked in
+every worker's memory for hours, and a retried run keeps its run id (= task id), so a revoke would
+silently discard the retry. The key also reaches workers started after the cancel, and pool
+processes (prefork) that never see revoke broadcasts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+ATTEMPT_PREFIX = "elmlab-attempt-"
+CANCEL_PREFIX = "elmlab-cancel-"
+FAST_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
+
+
+def _key(prefix: str, run_id: str) -> bytes:
+    return (prefix + run_id).encode()
+
+
+def kv_set(backend, key: bytes, value: dict[str, Any], *, fast: bool = False) -> None:
+    data = json.dumps(value).encode()
+    if fast and hasattr(backend, "ensure"):  # Redis: fail fast instead of the backend's ~20 s of retries
+        backend.set(key, data, **FAST_RETRY)
+    else:
+        backend.set(key, data)
+
+
+def kv_get(backend, key: bytes) -> dict[str, Any] | None:
+    raw = backend.get(key)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def issued_attempt(backend, run_id: str) -> int | None:
+    value = kv_get(backend, _key(ATTEMPT_PREFIX, run_id))
+    return None if value is None else int(value.get("attempt", 0))
+
+
+def set_issued_attempt(backend, run_id: str, attempt: int, *, fast: bool = False) -> None:
+    kv_set(backend, _key(ATTEMPT_PREFIX, run_id), {"attempt": attempt}, fast=fast)
+
+
+def cancel_requested(backend, run_id: str) -> int | None:
+    """The attempt a cancel was requested for (that attempt and older ones are cancelled), or None."""
+    value = kv_get(backend, _key(CANCEL_PREFIX, run_id))
+    return None if value is None else int(value.get("attempt", 0))
+
+
+def request_cancel(backend, run_id: str, attempt: int, *, fast: bool = False) -> None:
+    kv_set(backend, _key(CANCEL_PREFIX, run_id), {"attempt": attempt}, fast=fast)
+
+
+def task_metas(backend, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Celery's stored state per run id: {"status": ..., "result": ...}; absent ids are left out."""
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    keys = [backend.get_key_for_task(i) for i in ids]
+    out: dict[str, dict[str, Any]] = {}
+    for run_id, raw in zip(ids, backend.mget(keys), strict=True):
+        if not raw:
+            continue
+        try:
+            meta = backend.decode_result(raw)
+        except Exception:  # a result we cannot read is treated as no result
+            continue
+        if isinstance(meta, dict):
+            out[run_id] = meta
+    return out
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: non-finite floats become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value

@@ -1,0 +1,239 @@
+"""The two Celery tasks; thin wrappers around elm_core (DESIGN.md decision 1).
+
+train_run (queue `train`, or `gpu` for CUDA specs), on a worker that never opens the store:
+    1. drop the message if a newer attempt was issued or the run was cancelled (workers/state.py);
+    2. validate the spec and open its task; an invalid one is recorded `failed` with the reason and
+       never retried;
+    3. send a `running` record to `record_run`, then train with a progress callback (Celery state
+       PROGRESS: step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, attempt) and a
+       heartbeat thread that refreshes that state every ELMLAB_HEARTBEAT_S even while the run
+       evaluates, and that watches for a cancel request or a newer attempt;
+    4. send the final record (done, failed or cancelled with its partial curve) to `record_run` and
+       keep it as the task's SUCCESS result, from which the reaper can recover a lost record.
+       A run superseded by a newer attempt stops and records nothing.
+record_run (queue `results`, in the recorder): write a record into the store, unless its attempt
+is older than the run's latest recorded attempt (see docs/queue.md, "Exactly once").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery import signals
+from celery.exceptions import OperationalError as CeleryOperationalError
+from kombu.exceptions import OperationalError
+
+from elm_core.records import RunRecord
+from elm_core.settings import get_settings
+from workers import state
+from workers.celery_app import RECORD_TASK, RESULTS_QUEUE, TRAIN_TASK, app
+
+log = logging.getLogger("elmlab.worker")
+
+TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, CeleryOperationalError, ConnectionError, TimeoutError)
+try:  # redis-py's errors are not subclasses of the builtin ones
+    import redis.exceptions as _redis_exc
+
+    TRANSIENT += (_redis_exc.ConnectionError, _redis_exc.TimeoutError)
+except ImportError:  # pragma: no cover
+    pass
+
+# Sending the final record outlasts a broker restart: up to about an hour of retries.
+RECORD_RETRY = {"max_retries": 120, "interval_start": 1, "interval_step": 5, "interval_max": 30}
+
+
+@signals.worker_process_init.connect
+def _share_cores(**_: Any) -> None:
+    """A pool process uses its share of the cores (N pool processes, each on cores / N threads)."""
+    conc = int(os.environ.get("ELMLAB_WORKER_CONCURRENCY", "1") or 1)
+    if conc > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // conc))
+
+
+def send_record(record: RunRecord, *, retry_policy: dict[str, Any] | None = None) -> None:
+    """Queue `record` for the recorder (JSON through the broker)."""
+    app.send_task(
+        RECORD_TASK, args=[record.model_dump(mode="json")], queue=RESULTS_QUEUE, ignore_result=True,
+        retry=True, retry_policy=retry_policy or RECORD_RETRY,
+    )
+
+
+def _worker_name(task) -> str:
+    return getattr(task.request, "hostname", None) or socket.gethostname()
+
+
+def _failed_record(payload: dict[str, Any], run_id: str, attempt: int, reason: str, **extra: Any) -> RunRecord:
+    """A record for a run that could not start (invalid spec, missing data): sizes unknown, zeros."""
+    task = payload.get("task") if isinstance(payload.get("task"), str) else "unknown"
+    return RunRecord(
+        run_id=run_id, sweep_id=payload.get("sweep_id") if isinstance(payload.get("sweep_id"), str) else None,
+        task=task, status="failed", reason=reason, n_in=0, n_out=0, n_neurons=0, d_m=0, l_mlp=0, d_mlp=0,
+        d_tree=0, d_brch=0, k_e=0, k_c=0, params=0, attempt=attempt, spec=payload, host=socket.gethostname(),
+        **extra,
+    )
+
+
+class Heartbeat:
+    """Writes the run's PROGRESS state (on progress, and every `interval` seconds regardless) and
+    watches the result backend for a cancel request or a newer attempt."""
+
+    def __init__(self, task, run_id: str, attempt: int, interval: float):
+        self.task, self.run_id, self.attempt = task, run_id, attempt
+        self.interval = max(0.05, interval)
+        self.worker = _worker_name(task)
+        self.meta: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "worker": self.worker, "pid": os.getpid(),
+                                     "step": 0, "total_steps": None, "loss": None, "tokens_per_s": None,
+                                     "eta_s": None, "elapsed_s": 0.0, "valid_metric": None}
+        self.cancelled = threading.Event()
+        self.superseded = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._last_write = 0.0
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+
+    def start(self) -> None:
+        self.write()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def write(self) -> None:
+        with self._lock:
+            self.meta["heartbeat"] = time.time()
+            meta = state.clean(dict(self.meta))
+            try:
+                self.task.backend.store_result(self.run_id, meta, "PROGRESS")
+                self._last_write = time.monotonic()
+            except Exception as exc:  # a broker hiccup must not end the run
+                log.warning("run %s: could not write progress: %s", self.run_id, exc)
+
+    def progress(self, p: dict[str, Any]) -> None:
+        self.meta.update({k: p.get(k) for k in ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s",
+                                                "elapsed_s", "valid_metric", "tokens")})
+        self.write()
+
+    def should_stop(self) -> bool:
+        if self.cancelled.is_set() or self.superseded.is_set():
+            return True
+        try:
+            from celery.worker import state as worker_state
+
+            if self.run_id in worker_state.revoked:  # a revoke from Flower or `celery control`
+                self.cancelled.set()
+        except Exception:  # pragma: no cover
+            pass
+        return self.cancelled.is_set()
+
+    def check(self) -> None:
+        backend = self.task.backend
+        try:
+            issued = state.issued_attempt(backend, self.run_id)
+            if issued is not None and issued > self.attempt:
+                self.superseded.set()
+            cancel = state.cancel_requested(backend, self.run_id)
+            if cancel is not None and cancel >= self.attempt:
+                self.cancelled.set()
+        except Exception as exc:
+            log.warning("run %s: could not read cancel/attempt markers: %s", self.run_id, exc)
+
+    def _loop(self) -> None:
+        tick = min(self.interval, 1.0)
+        while not self._done.wait(tick):
+            self.check()
+            if time.monotonic() - self._last_write >= self.interval:
+                self.write()
+
+
+@app.task(name=TRAIN_TASK, bind=True, ignore_result=True, acks_late=True, reject_on_worker_lost=True,
+          autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=120, retry_jitter=True, max_retries=8)
+def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | None = None) -> dict[str, Any]:
+    """Train one run (task id = run id) and send its records to the recorder."""
+    from elm_core.spec import parse_spec
+    from elm_core.train import base_record, prepare, train
+
+    run_id = self.request.id
+    settings = get_settings()
+    backend = self.backend
+    issued = state.issued_attempt(backend, run_id)
+    if issued is not None and issued > attempt:
+        log.info("run %s: attempt %d superseded by attempt %d; dropped", run_id, attempt, issued)
+        return {"run_id": run_id, "dropped": "superseded"}
+    cancel = state.cancel_requested(backend, run_id)
+    if cancel is not None and cancel >= attempt:
+        log.info("run %s: cancelled before it started; dropped", run_id)
+        return {"run_id": run_id, "dropped": "cancelled"}
+
+    extra = {"created_at": created_at} if created_at else {}
+    payload = dict(spec) if isinstance(spec, dict) else {}
+    try:
+        run_spec = parse_spec({**payload, "run_id": run_id})
+        task, cfg = prepare(run_spec, settings.data_path)
+    except ValueError as exc:  # invalid spec or missing data: recorded failed, never retried
+        record = _failed_record(payload, run_id, attempt, str(exc), worker=_worker_name(self), **extra)
+        send_record(record)
+        backend.store_result(run_id, record.model_dump(mode="json"), "SUCCESS")
+        return {"run_id": run_id, "status": "failed", "attempt": attempt}
+
+    running = base_record(run_spec, cfg, task)
+    running.status, running.attempt, running.worker = "running", attempt, _worker_name(self)
+    if created_at:
+        running.created_at = created_at
+    heartbeat = Heartbeat(self, run_id, attempt, settings.heartbeat_s)
+    heartbeat.start()
+    try:
+        send_record(running, retry_policy=state.FAST_RETRY | {"max_retries": 3})
+        try:
+            record = train(run_spec, on_progress=heartbeat.progress, should_stop=heartbeat.should_stop,
+                           data_dir=settings.data_path)
+        except Exception as exc:  # anything train() did not turn into a record
+            log.exception("run %s failed", run_id)
+            record = running.model_copy(update={"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                                                "updated_at": time.time()})
+    finally:
+        heartbeat.stop()
+    if heartbeat.superseded.is_set():
+        log.info("run %s: attempt %d superseded while running; nothing recorded", run_id, attempt)
+        return {"run_id": run_id, "dropped": "superseded"}
+    record.attempt, record.worker = attempt, running.worker
+    if created_at:
+        record.created_at = created_at
+    if record.status == "cancelled":
+        record.reason = "cancelled by user"
+    final = record.model_dump(mode="json")
+    send_record(record)
+    try:
+        backend.store_result(run_id, final, "SUCCESS")
+    except Exception as exc:  # the record is on its way; the stored state is a convenience
+        log.warning("run %s: could not store the final state: %s", run_id, exc)
+    return {"run_id": run_id, "status": record.status, "attempt": attempt}
+
+
+def record_is_stale(store, record: RunRecord) -> bool:
+    """True if the store already holds a newer attempt of this run (this record must be dropped)."""
+    history = store.history(record.run_id)
+    return history.height > 0 and int(history["attempt"].max()) > record.attempt
+
+
+@app.task(name=RECORD_TASK, bind=True, ignore_result=True, acks_late=True,
+          autoretry_for=(OSError,), retry_backoff=1, retry_backoff_max=60, max_retries=10)
+def record_run(self, record: dict[str, Any]) -> str:
+    """Write one record into the store (idempotent; stale attempts are dropped)."""
+    from elm_core.store import Store
+
+    rec = RunRecord.model_validate(record)
+    store = Store(get_settings().store_path)
+    if record_is_stale(store, rec):
+        log.info("run %s: dropped a %s record of attempt %d (a newer attempt exists)", rec.run_id, rec.status,
+                 rec.attempt)
+        return "stale"
+    store.put(rec)
+    return "recorded"
