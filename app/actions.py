@@ -10,7 +10,6 @@ it, so every page loads when Celery is not importable; any exception from `healt
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -105,33 +104,21 @@ def progress(run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
 # --- sweeps ---------------------------------------------------------------------------------------
 
 
-def new_sweep_id(kind: str) -> str:
-    return f"{kind}-{uuid.uuid4().hex[:8]}"
-
-
 def iso_sweep(task: str, budget: int, d_m_values: Sequence[int], seeds: Sequence[int], **fields: Any) -> list[RunSpec]:
-    """One RunSpec per (d_m, seed) at `budget` (N follows from the budget)."""
-    fields.setdefault("sweep_id", new_sweep_id("iso"))
-    try:
-        from elm_core.sweeps import iso_sweep as build
-    except ImportError:
-        return [RunSpec(task=task, budget=int(budget), d_m=int(d), seed=int(s), **fields)
-                for d in d_m_values for s in seeds]
-    return list(build(task, int(budget), [int(d) for d in d_m_values], [int(s) for s in seeds], **fields))
+    """One RunSpec per (d_m, seed) at `budget` (the budget decides N); elm_core.sweeps.iso_sweep."""
+    from elm_core.sweeps import iso_sweep as build
+
+    return build(task, int(budget), [int(d) for d in d_m_values], [int(s) for s in seeds], **fields)
 
 
 def ladder_sweep(
     task: str, budgets: Sequence[int], d_m_values: Sequence[int], seeds: Sequence[int], **fields: Any
 ) -> list[RunSpec]:
-    """An iso-budget sweep at each budget (the same d_m values), one sweep id for the ladder."""
-    fields.setdefault("sweep_id", new_sweep_id("ladder"))
-    try:
-        from elm_core.sweeps import ladder_sweep as build
-    except ImportError:
-        return [RunSpec(task=task, budget=int(b), d_m=int(d), seed=int(s), **fields)
-                for b in budgets for d in d_m_values for s in seeds]
-    return list(build(task, [int(b) for b in budgets], [int(d) for d in d_m_values], [int(s) for s in seeds],
-                      **fields))
+    """The iso-budget sweep at each budget (the same d_m values), one sweep id for the ladder."""
+    from elm_core.sweeps import ladder_sweep as build
+
+    return build(task, [int(b) for b in budgets], d_m_values=[int(d) for d in d_m_values],
+                 seeds=[int(s) for s in seeds], **fields)
 
 
 FIRST_SWEEP = {"task": "text", "preset": "small", "budget": 60_000, "d_m": (2, 4, 8, 16, 32), "seeds": (0,)}

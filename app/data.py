@@ -152,6 +152,9 @@ def runs_table(frame: pl.DataFrame, progress: dict[str, dict[str, Any]], limit: 
     """The Runs page's table: newest first, live progress merged in for running runs."""
     cols = ["run_id", "status", "task", "sweep_id", "params", "n_neurons", "d_m", "k_e", "k_c", "seed",
             "test_metric", "valid_metric", "steps", "tokens_per_s", "wall_time_s", "worker", "reason", "created_at"]
+    order = ["run_id", "status", "progress", "loss", "live_tokens_per_s", "eta_s", "task", "test_metric",
+             "valid_metric", "params", "n_neurons", "d_m", "k_e", "k_c", "seed", "sweep_id", "steps", "tokens_per_s",
+             "wall_time_s", "worker", "reason", "created"]
     view = frame.sort("created_at", descending=True).head(limit).select([c for c in cols if c in frame.columns])
     ids = view["run_id"].to_list()
     status = view["status"].to_list()
@@ -170,7 +173,7 @@ def runs_table(frame: pl.DataFrame, progress: dict[str, dict[str, Any]], limit: 
         pl.Series("live_tokens_per_s", [p.get("tokens_per_s") for p in prog], dtype=pl.Float64),
         pl.Series("eta_s", [p.get("eta_s") for p in prog], dtype=pl.Float64),
         pl.from_epoch(pl.col("created_at").cast(pl.Float64).mul(1e6).cast(pl.Int64), time_unit="us").alias("created"),
-    ).drop("created_at")
+    ).drop("created_at").select(order)
 
 
 def latest_ids(frame: pl.DataFrame, limit: int = 300) -> list[str]:

@@ -317,14 +317,14 @@ def allocation_figure(
     ), secondary_y=False)
     if fitted is not None and fitted.height:
         fig.add_trace(go.Scatter(
-            x=fitted["x"].to_list(), y=fitted["metric"].to_list(), mode="lines", name="fitted metric",
+            x=fitted["x"].to_list(), y=fitted["metric"].to_list(), mode="lines", name="fitted test metric",
             line=dict(color=PALETTE[1], dash="dash"), hovertemplate=f"{x} = %{{x:.3g}}<br>fit = %{{y:.4f}}"
             "<extra></extra>",
         ), secondary_y=True)
-        fig.update_yaxes(title_text=label("test_metric", metric_name), secondary_y=True)
     _layout(fig, "Where this design sits on its iso-budget curve", label(x), "N (neurons)", True, True)
     fig.update_layout(height=380, legend=dict(orientation="h", y=-0.2, x=0.0))
-    fig.update_yaxes(type="linear", secondary_y=True)
+    fig.update_yaxes(type="linear", secondary_y=True, showgrid=False, tickmode="auto",
+                     title_text=label("test_metric", metric_name) if fitted is not None else None)
     return fig
 
 
@@ -409,7 +409,8 @@ def surface_figure(fit: Any, points: pl.DataFrame, *, metric: str, metric_name: 
         fig.add_trace(go.Scatter(x=ke[keep], y=n_line[keep], mode="lines", line=dict(color="white", dash="dot"),
                                  name=f"P = {human(budget)}", hoverinfo="skip", showlegend=False))
     if budgets:
-        opt = fit.optimal_allocation(np.geomspace(min(budgets) / 3, max(budgets) * 3, 24))
+        opt = fit.optimal_allocation(np.geomspace(max(min(budgets) / 3, 1.2 * fit.overhead), max(budgets) * 3, 24))
+        opt = opt.filter(pl.col("k_e").is_between(ke[0], ke[-1]) & pl.col("n_neurons").is_between(nn[0], nn[-1]))
         fig.add_trace(go.Scatter(x=opt["k_e"].to_list(), y=opt["n_neurons"].to_list(), mode="lines",
                                  line=dict(color="#d62728", width=3), name="fitted optimum path",
                                  hovertemplate="optimum: k_e = %{x:.3g}, N = %{y:.3g}<extra></extra>"))
@@ -423,6 +424,8 @@ def surface_figure(fit: Any, points: pl.DataFrame, *, metric: str, metric_name: 
         ))
     _layout(fig, f"Fitted surface L(N, k_e) at k_c = {k_c:.0f}", label("k_e"), label("n_neurons"), True, True)
     fig.update_layout(legend=dict(orientation="h", y=-0.18, x=0.0))
+    fig.update_xaxes(range=[np.log10(ke[0]), np.log10(ke[-1])])
+    fig.update_yaxes(range=[np.log10(nn[0]), np.log10(nn[-1])])
     return fig
 
 

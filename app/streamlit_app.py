@@ -11,14 +11,14 @@ st.set_page_config(page_title="ELM Lab", page_icon=":material/hub:", layout="wid
 
 read_only = actions.read_only()
 pages = [
-    st.Page("pages/design.py", title="Design and queue", icon=":material/tune:", url_path="design",
+    st.Page("views/design.py", title="Design and queue", icon=":material/tune:", url_path="design",
             default=not read_only),
-    st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
-    st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore",
+    st.Page("views/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
+    st.Page("views/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore",
             default=read_only),
-    st.Page("pages/scaling.py", title="Scaling laws", icon=":material/trending_down:", url_path="scaling"),
-    st.Page("pages/run.py", title="Run detail and compare", icon=":material/description:", url_path="run"),
-    st.Page("pages/share.py", title="Share and export", icon=":material/share:", url_path="share"),
+    st.Page("views/scaling.py", title="Scaling laws", icon=":material/trending_down:", url_path="scaling"),
+    st.Page("views/run.py", title="Run detail and compare", icon=":material/description:", url_path="run"),
+    st.Page("views/share.py", title="Share and export", icon=":material/share:", url_path="share"),
 ]
 page = st.navigation(pages)
 

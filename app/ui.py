@@ -12,9 +12,10 @@ from pydantic import ValidationError
 
 from app import actions, data, state
 
-RUN_PAGE = "pages/run.py"
-RUNS_PAGE = "pages/runs.py"
-DESIGN_PAGE = "pages/design.py"
+NOTE = {"delta_color": "off", "delta_arrow": "off"}  # st.metric's delta used as a plain note
+RUN_PAGE = "views/run.py"
+RUNS_PAGE = "views/runs.py"
+DESIGN_PAGE = "views/design.py"
 
 
 def explain(exc: Exception) -> str:

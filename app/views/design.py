@@ -11,9 +11,10 @@ import streamlit as st
 from app import actions, data, figures, state, ui
 from elm_core.data import TASKS
 from elm_core.spec import PRESETS, RunSpec
+from elm_core.sweeps import new_sweep_id
 
 PRESET_BUDGET = {"small": 60_000, "enwik8-paper": 3_500_000, "adding-small": 40_000, "shd-adding-paper": 77_000}
-BUDGET_STEPS = sorted({int(m * 10**e) for e in range(3, 9) for m in (1, 1.5, 2, 3, 5, 7)})
+BUDGET_STEPS = sorted({int(m * 10**e) for e in range(3, 9) for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)})
 ADVANCED = {  # key -> (spec field, label, kind of task, float?)
     "steps": ("steps", "training steps", "char", False),
     "epochs": ("epochs", "epochs", "spike", False),
@@ -130,26 +131,26 @@ def show_design(design: data.Design) -> float:
     st.subheader("This design")
     m = st.columns(6)
     m[0].metric("Parameters (exact)", f"{design.params:,}", f"{design.params / budget:.1%} of the budget",
-                delta_color="off")
+                **ui.NOTE)
     m[1].metric("N (neurons)", f"{cfg.n_neurons:,}")
     m[2].metric("d_m", cfg.d_m)
     m[3].metric("k_e (complexity)", f"{design.k_e:,}")
-    m[4].metric("k_c (connectivity)", f"{design.k_c:,}", f"{cfg.d_tree} x {cfg.d_brch}", delta_color="off")
-    m[5].metric("FLOPs per step", data.human(design.flops), "forward, per sample", delta_color="off")
+    m[4].metric("k_c (connectivity)", f"{design.k_c:,}", f"{cfg.d_tree} x {cfg.d_brch}", **ui.NOTE)
+    m[5].metric("FLOPs per step", data.human(design.flops), "forward, per sample", **ui.NOTE)
     seconds, basis = data.estimate_seconds(runs, design)
     fits = state.iso_fits(task, "test_metric", "d_m") if runs.height and task in runs["task"].to_list() else []
     prediction = data.predicted_metric(fits, design)
     e = st.columns(3)
-    e[0].metric("Estimated run time", data.duration(seconds), basis, delta_color="off")
+    e[0].metric("Estimated run time", data.duration(seconds), basis, **ui.NOTE)
     e[1].metric("Training tokens", data.human(design.train_tokens),
                 f"{design.protocol.get('steps') or design.protocol.get('epochs')} "
-                f"{'steps' if info.kind == 'char' else 'epochs'}", delta_color="off")
+                f"{'steps' if info.kind == 'char' else 'epochs'}", **ui.NOTE)
     if prediction is not None:
         value, fit = prediction
         e[2].metric(f"Predicted test {info.metric_name}", f"{value:.3f}",
-                    f"iso-budget fit of {fit.n_points} runs at {data.human(fit.budget)}", delta_color="off")
+                    f"iso-budget fit of {fit.n_points} runs at {data.human(fit.budget)}", **ui.NOTE)
     else:
-        e[2].metric(f"Predicted test {info.metric_name}", "-", "no fitted runs at this budget yet", delta_color="off")
+        e[2].metric(f"Predicted test {info.metric_name}", "-", "no fitted runs at this budget yet", **ui.NOTE)
 
     left, right = st.columns([2, 1])
     curve = data.allocation_curve(design, int(budget))
@@ -209,7 +210,7 @@ def show_queue(design: data.Design, seconds: float) -> None:
         st.markdown("**This run**")
         st.caption(f"{len(seeds)} seed(s), about {data.duration(seconds * len(seeds))} of compute.")
         if st.button("Queue this run", key="queue_run", type="primary", icon=":material/play_arrow:"):
-            sweep = actions.new_sweep_id("run")
+            sweep = new_sweep_id("run")
             queue("Queue this run",
                   lambda: [design.spec.model_copy(update={"seed": s, "sweep_id": sweep}) for s in seeds])
     with q2:

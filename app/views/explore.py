@@ -29,7 +29,7 @@ else:
     log_y = o[5].toggle("log y", value=False, key="logy", bind="query-params")
     show_ref = mname == "bpc" and metric in ("test_metric", "valid_metric")
     reference = None
-    if show_ref and o[3].toggle("published sweep", value=True, key="ref", bind="query-params",
+    if show_ref and o[3].toggle("published sweep", value=task == "enwik8", key="ref", bind="query-params",
                                 help="Overlay the published enwik8 sweep (3.5M parameters, one seed each)."):
         reference = data.reference_overlay(runs, task)
     settings = {"task": task, "metric": metric, "view": view, "log_x": log_x, "log_y": log_y}

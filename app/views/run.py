@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import data, figures, state, ui
 from elm_core.records import RunRecord
+from elm_core.spec import DEFAULT_PRESET, RunSpec
 
 CONFIG_FIELDS = ("task", "status", "reason", "sweep_id", "source", "params", "budget", "n_neurons", "d_m", "l_mlp",
                  "d_mlp", "d_tree", "d_brch", "k_e", "k_c", "flops_per_step", "seed", "metric_name", "test_metric",
@@ -28,10 +29,20 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def protocol(record: RunRecord) -> dict:
+    """The run's training protocol with the preset's values filled in (as the worker resolved them)."""
+    try:
+        spec = RunSpec.model_validate(record.spec)
+    except ValueError:
+        return dict(record.spec)
+    kind = "spike" if record.metric_name == "accuracy" else "char"
+    return {**spec.model_dump(), **spec.protocol(kind), "preset": spec.preset or DEFAULT_PRESET[kind]}
+
+
 def side_by_side(records: list[RunRecord], fields: tuple[str, ...], source: str = "record") -> pl.DataFrame:
     cols: dict[str, list[str]] = {"field": list(fields)}
     for r in records:
-        values = r.spec if source == "spec" else r.model_dump()
+        values = protocol(r) if source == "spec" else r.model_dump()
         out = []
         for f in fields:
             v = values.get(f)
@@ -65,8 +76,16 @@ else:
         metric = f", test {r['test_metric']:.4f}" if r.get("test_metric") is not None else ""
         return f"{run_id} · {r.get('task')} · d_m={r.get('d_m')} N={r.get('n_neurons')} · {r.get('status')}{metric}"
 
-    picked = st.multiselect("Runs (up to 12)", options, key="runs", bind="query-params", max_selections=12,
-                            format_func=describe, placeholder="Pick runs; the newest 300 are listed")
+    # The URL holds plain run ids (?runs=a&runs=b) so that other pages can link here; the picker shows
+    # descriptions, so it is kept in step with the URL by hand rather than bound to it.
+    if "runs_pick" not in st.session_state:
+        st.session_state["runs_pick"] = wanted[:12]
+    picked = st.multiselect("Runs (up to 12)", options, key="runs_pick", max_selections=12, format_func=describe,
+                            placeholder="Pick runs; the newest 300 are listed")
+    if picked:
+        st.query_params["runs"] = picked
+    elif "runs" in st.query_params:
+        del st.query_params["runs"]
     if not picked:
         st.info("Pick one or more runs above, or open them from the Runs or Explore page.")
     else:
@@ -81,16 +100,16 @@ else:
         st.plotly_chart(fig, key="run_curves")
         state.add_figure("Learning curves", fig)
         config = side_by_side(records, CONFIG_FIELDS)
-        protocol = side_by_side(records, PROTOCOL_FIELDS, source="spec")
+        proto = side_by_side(records, PROTOCOL_FIELDS, source="spec")
         provenance = side_by_side(records, PROVENANCE_FIELDS)
         left, right = st.columns(2)
         left.markdown("**Configuration and results**")
-        left.dataframe(config, hide_index=True, key="run_config", height=560)
-        right.markdown("**Training protocol (the run spec)**")
-        right.dataframe(protocol, hide_index=True, key="run_protocol")
+        left.dataframe(config, hide_index=True, key="run_config", height=36 * (config.height + 1) + 3)
+        right.markdown("**Training protocol (the run spec, preset values filled in)**")
+        right.dataframe(proto, hide_index=True, key="run_protocol", height=36 * (proto.height + 1) + 3)
         right.markdown("**Provenance**")
-        right.dataframe(provenance, hide_index=True, key="run_provenance")
-        for caption, table in (("Configuration and results", config), ("Training protocol", protocol),
+        right.dataframe(provenance, hide_index=True, key="run_provenance", height=36 * (provenance.height + 1) + 3)
+        for caption, table in (("Configuration and results", config), ("Training protocol", proto),
                                ("Provenance", provenance)):
             state.add_table(caption, table)
         state.add_settings(runs=", ".join(picked), curve_x=cx)

@@ -55,7 +55,7 @@ else:
         waiting = sum(v for v in queues.values() if isinstance(v, int))
         cols[6].metric("waiting in queues", waiting if queues else "-",
                        help=", ".join(f"{k}: {'?' if v is None else v}" for k, v in queues.items()) or None)
-        cols[7].metric("broker", "up" if health.get("broker_ok") else "down", health.get("mode"), delta_color="off")
+        cols[7].metric("broker", "up" if health.get("broker_ok") else "down", health.get("mode"), **ui.NOTE)
         if state.settings().flower_url:
             st.link_button("Open Flower (task monitor)", state.settings().flower_url)
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from app import actions, data, figures, state, ui
 from elm_core.spec import RunSpec
+from elm_core.sweeps import new_sweep_id
 
 st.title("Scaling laws")
 ui.show_flash()
@@ -63,7 +64,7 @@ def show(task: str, metric: str) -> None:
         state.add_table("Scaling-law parameters", table)
 
         lo, hi = (min(budgets), max(budgets)) if budgets else fit.budget_range
-        grid = np.geomspace(lo / 3, hi * 30, 24)
+        grid = np.geomspace(max(lo / 3, 1.5 * fit.overhead), hi * 30, 24)
         series = {"scaling law": fit.optimal_allocation(grid)}
         if not isinstance(cap, str):
             series["capacity model"] = cap.optimal_allocation(grid)
@@ -71,7 +72,7 @@ def show(task: str, metric: str) -> None:
                                                   "k_e": optima_points(state.iso_fits(task, metric, "k_e"))})
         st.plotly_chart(opt_fig, key="scaling_optimum")
         state.add_figure("Optimal allocation against budget", opt_fig)
-        laws = fit.power_laws()
+        laws = fit.power_laws(grid)
         st.caption("Power laws of the optimum: " + "; ".join(
             f"{r['quantity']}* ∝ P^{r['exponent']:.2f} [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]"
             for r in laws.iter_rows(named=True)))
@@ -82,13 +83,13 @@ def show(task: str, metric: str) -> None:
         row = fit.predict_budget(float(p)).row(0, named=True)
         c = st.columns(4)
         c[0].metric(f"Predicted {data.METRICS[metric]} {mname}", f"{row['metric']:.4f}",
-                    f"95% CI {row['ci_lo']:.4f} to {row['ci_hi']:.4f}", delta_color="off")
+                    f"95% CI {row['ci_lo']:.4f} to {row['ci_hi']:.4f}", **ui.NOTE)
         c[1].metric("One new run would land in", f"{row['pi_lo']:.3f} to {row['pi_hi']:.3f}", "95% prediction interval",
-                    delta_color="off")
+                    **ui.NOTE)
         c[2].metric("Optimal N", f"{row['n_neurons']:,.0f}",
-                    f"{row['n_neurons_lo']:,.0f} to {row['n_neurons_hi']:,.0f}", delta_color="off")
+                    f"{row['n_neurons_lo']:,.0f} to {row['n_neurons_hi']:,.0f}", **ui.NOTE)
         c[3].metric("Optimal k_e", f"{row['k_e']:,.0f}", f"{row['k_e_lo']:,.0f} to {row['k_e_hi']:,.0f}",
-                    delta_color="off")
+                    **ui.NOTE)
         if not budgets or p > 10 * max(budgets) or p < min(budgets) / 10:
             st.caption("This budget lies far outside the runs: the prediction is an extrapolation.")
         state.add_settings(task=task, metric=metric, predict_budget=int(p))
@@ -124,7 +125,7 @@ def show(task: str, metric: str) -> None:
     if st.button(f"Queue these {sugg.height} runs", key="queue_suggested", type="primary",
                  icon=":material/play_arrow:"):
         fields = spec_fields(task)
-        sweep = actions.new_sweep_id("suggested")
+        sweep = new_sweep_id("suggested")
 
         def build() -> list[RunSpec]:
             return [RunSpec(task=task, budget=int(round(r["budget"])), d_m=int(r["d_m"]), seed=s, sweep_id=sweep,
