@@ -141,9 +141,14 @@ def history(run_id: str) -> pl.DataFrame:
 
 
 @st.cache_data(show_spinner=False, ttl=3)
+def _health(home: str, broker: str) -> dict[str, Any]:
+    return actions.health(timeout=1.0)
+
+
 def health() -> dict[str, Any]:
     """Broker and worker health, refreshed at most every 3 s."""
-    return actions.health(timeout=1.0)
+    s = get_settings()
+    return _health(str(s.home), s.broker_url or "")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

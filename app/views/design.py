@@ -68,7 +68,8 @@ if runs.height == 0:
 # --- task, preset, budget ---------------------------------------------------------------------------
 c_task, c_preset = st.columns([2, 1])
 task = c_task.selectbox("Task", list(TASKS), key="task", bind="query-params", on_change=on_task,
-                        format_func=lambda t: f"{t}: {TASKS[t].split(':')[0]}")
+                        help="\n".join(f"{k}: {v}" for k, v in TASKS.items()))
+c_task.caption(TASKS[task])
 info = state.task_info(task, str(settings.data_path))
 preset = c_preset.selectbox("Preset (training protocol and layer settings)", data.presets_for(info.kind),
                             key="preset", bind="query-params", on_change=on_preset,

@@ -36,7 +36,7 @@ else:
     fits: list = []
     if view == "iso":
         x = o[0].selectbox("Allocation axis", list(data.ALLOCATION_LABELS), key="x", bind="query-params",
-                           format_func=data.ALLOCATION_LABELS.get)
+                           help=", ".join(data.ALLOCATION_LABELS.values()))
         budgets_all = sorted({int(round(b)) for b in points["iso_budget"].drop_nulls().to_list()})
         budgets = o[1].multiselect("Budgets (empty = all)", budgets_all, key="budgets", bind="query-params",
                                    format_func=data.human)
@@ -49,7 +49,7 @@ else:
         settings.update(x=x, budgets=budgets or "all", fit=show_fit)
     elif view == "pareto":
         cost = o[0].selectbox("Cost", list(data.COST_AXES), key="cost", bind="query-params",
-                              format_func=data.COST_AXES.get)
+                              help=", ".join(f"{k}: {v}" for k, v in data.COST_AXES.items()))
         result = state.pareto(task, metric, cost)
         fig = figures.pareto_figure(result, metric_name=mname, log_x=log_x, log_y=log_y, reference=reference)
         settings.update(cost=cost)
@@ -59,7 +59,7 @@ else:
                              f"{metric}_std", "n_seeds") if c in result.frontier.columns]))
     elif view == "axis":
         axis = o[0].selectbox("Axis", list(data.SCALING_AXES), key="axis", bind="query-params",
-                              format_func=data.LABELS.get)
+                              help="N, k_e or k_c, with the other two held fixed (claim 1)")
         fig = figures.axis_figure(points, axis=axis, fixed=data.SCALING_AXES[axis], metric=metric, metric_name=mname,
                                   log_x=log_x, log_y=log_y)
         settings.update(axis=axis)

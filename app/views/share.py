@@ -25,8 +25,7 @@ else:
     task = c[0].selectbox("Task", tasks, key="task", bind="query-params")
     metric = c[1].selectbox("Metric", list(data.METRICS), key="metric", format_func=data.METRICS.get,
                             bind="query-params")
-    x = c[2].selectbox("Allocation axis", list(data.ALLOCATION_LABELS), key="x", bind="query-params",
-                       format_func=data.ALLOCATION_LABELS.get)
+    x = c[2].selectbox("Allocation axis", list(data.ALLOCATION_LABELS), key="x", bind="query-params")
     mname = ui.metric_name(runs, task)
     url = state.share_url()
 
