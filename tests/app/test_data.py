@@ -1,0 +1,82 @@
+"""The dashboard's data work: designs in each allocation mode, estimates, the runs table."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from app import data
+from elm_core.budget import count_params
+
+TEXT = data.TaskInfo("text", 83, 83, "char", "bpc")
+
+
+def design(mode: str, **kw):
+    args = dict(budget=60_000, mode=mode, d_m=8, n_neurons=40, d_tree=16, d_brch=8)
+    return data.make_design(TEXT, **{**args, **kw})
+
+
+@pytest.mark.parametrize("mode", list(data.MODES))
+def test_every_mode_spends_the_budget_without_exceeding_it(mode: str):
+    d = design(mode)
+    assert d.params == count_params(d.cfg) <= 60_000
+    # the solved quantity is the largest that fits: one more would exceed the budget
+    bigger = {"neurons": {"n_neurons": d.cfg.n_neurons + 1}, "memory": {"d_m": d.cfg.d_m + 1},
+              "connectivity": {"d_brch": d.cfg.d_brch + 1}}[mode]
+    assert count_params(d.cfg.replace(**bigger)) > 60_000
+    assert d.spec.resolve_config(n_in=83, n_out=83) == d.cfg  # what is queued is what is shown
+
+
+def test_fixed_choices_are_kept():
+    assert design("neurons").cfg.d_m == 8
+    assert design("memory").cfg.n_neurons == 40
+    d = design("connectivity")
+    assert (d.cfg.n_neurons, d.cfg.d_m, d.cfg.d_tree) == (40, 8, 16) and d.k_c == 16 * d.cfg.d_brch
+
+
+def test_impossible_designs_raise_value_errors_naming_the_problem():
+    with pytest.raises(ValueError, match="too small"):
+        design("neurons", budget=1_000)
+    with pytest.raises(ValueError, match="too small"):
+        design("connectivity", budget=20_000, n_neurons=400)
+    with pytest.raises(ValueError, match="steps"):
+        design("neurons", overrides={"steps": 0})
+
+
+def test_overrides_reach_the_spec_and_the_estimate():
+    short = design("neurons", overrides={"steps": 5, "batch_size": 2, "seq_len": 20})
+    assert (short.spec.steps, short.train_tokens) == (5, 5 * 2 * 20)
+    empty = pl.DataFrame()
+    assert data.estimate_seconds(empty, short)[0] < data.estimate_seconds(empty, design("neurons"))[0]
+    seconds, basis = data.estimate_seconds(empty, short)
+    assert "assumed" in basis and seconds > 0
+
+
+def test_estimate_uses_finished_runs_of_similar_flops():
+    d = design("neurons")
+    runs = pl.DataFrame({"status": ["done"], "wall_time_s": [10.0], "tokens_seen": [100_000],
+                         "flops_per_step": [d.flops]})
+    seconds, basis = data.estimate_seconds(runs, d)
+    work = 3.0 * d.flops * d.train_tokens + d.flops * d.eval_tokens
+    assert seconds == pytest.approx(work / (3.0 * d.flops * 100_000 / 10.0)) and "1 finished run" in basis
+
+
+def test_parse_ints():
+    assert data.parse_ints("2, 4 8,4", "d_m") == [2, 4, 8]
+    assert data.parse_ints("15k, 1.5M", "budgets") == [15_000, 1_500_000]
+    with pytest.raises(ValueError, match="d_m: 'x'"):
+        data.parse_ints("2, x", "d_m")
+    with pytest.raises(ValueError, match="at least one"):
+        data.parse_ints(" ", "d_m")
+
+
+def test_runs_table_merges_live_progress(filled_store):
+    frame = data.prepare_runs(filled_store.runs())
+    table = data.runs_table(frame, {"live-running": {"step": 5, "total_steps": 20, "loss": 3.1, "tokens_per_s": 900.0,
+                                                     "eta_s": 12.0}})
+    row = table.filter(pl.col("run_id") == "live-running").row(0, named=True)
+    assert (row["progress"], row["loss"], row["eta_s"]) == (0.25, 3.1, 12.0)
+    assert table.filter(pl.col("status") == "done")["progress"].to_list()[0] == 1.0
+    assert table.columns[:3] == ["run_id", "status", "progress"]
+    assert data.status_counts(frame) == {"queued": 1, "running": 1, "done": 50, "failed": 1, "cancelled": 0}
+    assert data.tasks_by_done(frame) == ["text", "enwik8"]  # most finished runs first
