@@ -100,9 +100,18 @@ def metric_label(metric: str, metric_name: str | None) -> str:
 # --- the runs frame -------------------------------------------------------------------------------
 
 
+JSON_COLUMNS = ("config", "spec", "versions", "curve")
+
+
 def prepare_runs(frame: pl.DataFrame) -> pl.DataFrame:
-    """A store frame with the analysis columns (k_e_frac) and throughput (tokens_per_s)."""
-    frame = normalize_frame(frame)
+    """A store frame with the analysis columns (k_e_frac), throughput (tokens_per_s) and `config_key`,
+    a digest of the run's configuration and spec without its seed (runs that differ only by seed
+    share it). The bulky JSON columns are dropped: pages read one run's JSON through Store.run."""
+    if "config" in frame.columns and "spec" in frame.columns:
+        seedless = [pl.col(c).fill_null("").str.replace_all(r'"(seed|run_id|sweep_id)": ("[^"]*"|-?\d+|null)', "")
+                    for c in ("config", "spec")]
+        frame = frame.with_columns(pl.concat_str(seedless, separator="|").hash().cast(pl.String).alias("config_key"))
+    frame = normalize_frame(frame.drop([c for c in JSON_COLUMNS if c in frame.columns]))
     if "tokens_seen" in frame.columns and "wall_time_s" in frame.columns:
         frame = frame.with_columns(
             pl.when(pl.col("wall_time_s") > 0)
@@ -192,9 +201,10 @@ def fit_frame(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     if runs.height == 0:
         return runs.with_columns(pl.lit(None, dtype=pl.Float64).alias("iso_budget"),
                                  pl.lit(None, dtype=pl.UInt32).alias("n_seeds"))
-    if "config" in runs.columns and runs["config"].dtype == pl.String:
-        # collapse_seeds strips the seed from the config JSON row by row; do it once per distinct config
-        runs = runs.with_columns(pl.col("config").str.replace_all(r'"seed": -?\d+,? ?', "").alias("config"))
+    if "config_key" in runs.columns:
+        # collapse_seeds groups by the `config` column besides the architecture columns; the seedless
+        # digest of config and spec stands in for the JSON (so runs of different protocols stay apart).
+        runs = runs.drop([c for c in ("config",) if c in runs.columns]).rename({"config_key": "config"})
     return iso_budget_groups(collapse_seeds(runs))
 
 

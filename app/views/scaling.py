@@ -3,8 +3,6 @@ capacity model beside the data, a prediction for any budget, and the runs worth 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import polars as pl
 import streamlit as st
@@ -33,9 +31,10 @@ def params_table(fit) -> pl.DataFrame:
 def spec_fields(task: str) -> dict:
     """The protocol of the task's latest finished run of ours, for queueing suggestions alike."""
     mine = runs.filter((pl.col("task") == task) & (pl.col("source") != "reference") & (pl.col("status") == "done"))
-    if mine.height == 0 or "spec" not in mine.columns:
+    record = state.record(mine.sort("created_at")["run_id"][-1]) if mine.height else None
+    if record is None:
         return {}
-    spec = json.loads(mine.sort("created_at")["spec"][-1] or "{}")
+    spec = record.spec
     keep = set(RunSpec.model_fields) - {"run_id", "sweep_id", "seed", "budget", "d_m", "n_neurons", "task"}
     return {k: v for k, v in spec.items() if k in keep and v is not None}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import polars as pl
 import streamlit as st
 
 from app import data, figures, report, state, ui
@@ -69,10 +70,8 @@ else:
     with_curve = st.toggle("Include learning curves (JSON column)", value=False, key="with_curve")
 
     def export() -> bytes:
-        frame = chosen
-        if with_curve:
-            curves = state.store().runs(with_curve=True).select("run_id", "curve")
-            frame = frame.join(curves, on="run_id", how="left")
+        """Full records (configuration, spec and versions as JSON, curves if asked) of the chosen runs."""
+        frame = state.store().runs(with_curve=with_curve).filter(pl.col("run_id").is_in(chosen["run_id"].implode()))
         buf = io.BytesIO()
         if fmt == "parquet":
             frame.write_parquet(buf)
@@ -83,10 +82,8 @@ else:
     st.download_button(f"Download {chosen.height:,} run(s) as {fmt.upper()}", data=export, key="download_data",
                        file_name=f"elmlab-runs.{fmt}", icon=":material/table:",
                        mime="text/csv" if fmt == "csv" else "application/vnd.apache.parquet")
-    st.dataframe(chosen.head(200).select([c for c in chosen.columns if c not in ("config", "spec", "versions")]),
-                 hide_index=True, height=260)
-    state.add_table("Selected runs", chosen.head(1000).select(
-        [c for c in chosen.columns if c not in ("config", "spec", "versions")]))
+    st.dataframe(chosen.head(200), hide_index=True, height=260)
+    state.add_table("Selected runs", chosen.head(1000))
 
 st.subheader("Publish a read-only dashboard")
 st.markdown(

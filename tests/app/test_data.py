@@ -80,3 +80,13 @@ def test_runs_table_merges_live_progress(filled_store):
     assert table.columns[:3] == ["run_id", "status", "progress"]
     assert data.status_counts(frame) == {"queued": 1, "running": 1, "done": 50, "failed": 1, "cancelled": 0}
     assert data.tasks_by_done(frame) == ["text", "enwik8"]  # most finished runs first
+
+
+def test_seeds_collapse_only_within_one_protocol():
+    base = {"task": "text", "status": "done", "n_neurons": 10, "d_m": 4, "l_mlp": 1, "d_mlp": 8, "d_tree": 16,
+            "d_brch": 8, "params": 50_000, "budget": 50_000, "test_metric": 2.0, "metric_name": "bpc"}
+    rows = [{**base, "run_id": f"r{i}", "seed": seed, "test_metric": 2.0 + 0.01 * i,
+             "config": f'{{"d_m": 4, "seed": {seed}}}', "spec": f'{{"lr": {lr}, "run_id": "r{i}", "seed": {seed}}}'}
+            for i, (seed, lr) in enumerate([(0, 0.003), (1, 0.003), (0, 0.01)])]
+    points = data.fit_frame(data.prepare_runs(pl.DataFrame(rows)), "test_metric")
+    assert sorted(points["n_seeds"].to_list()) == [1, 2]

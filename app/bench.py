@@ -1,0 +1,131 @@
+"""The dashboard's data work over a large store, timed: `python -m app.bench [--runs 100000]` prints JSON.
+
+A temporary store gets `n` synthetic runs (elm_core.store_bench: three records per run, queued ->
+running -> done or failed, most in a few large Parquet files plus `n_small` one-record files as
+recent submissions leave them). Then, per page, the work one page view does (what the page calls
+through app.state, so with st.cache_data keyed on the store's state token, pickling included):
+
+    token     Store.state_token(), done on every rerun
+    runs      the runs frame, the Runs page's counts and its newest-500 table with live progress
+    explore   seeds collapsed, iso-budget fits with bootstrap intervals, Pareto frontier, both figures
+    scaling   scaling-law fit, capacity model, suggested next runs, the surface figure
+    design    the run-time estimate and the fit's predicted metric for a design
+
+`cold`: first view after the caches are emptied (a fresh server); `cached`: the same view again (every
+later rerun while the store is unchanged), the median of `repeats`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from elm_core.store import Store
+from elm_core.store.cache import FileCache
+from elm_core.store_bench import write_synthetic
+
+TASK = "enwik8"
+METRIC = "test_metric"
+
+
+def _pages(path: str) -> dict[str, Callable[[], Any]]:
+    import polars as pl
+
+    from app import data, figures, state
+
+    store = Store(path)
+
+    def token() -> str:
+        return store.state_token()
+
+    def runs() -> Any:
+        frame = state._runs(path, token())
+        counts = data.status_counts(frame)
+        running = frame.filter(pl.col("status") == "running")["run_id"].head(50).to_list()
+        return counts, data.runs_table(frame, {r: {"step": 1, "total_steps": 2} for r in running})
+
+    def explore() -> Any:
+        t = token()
+        points = state._fit_frame(path, t, TASK, METRIC)
+        fits = state._iso_fits(path, t, TASK, METRIC, "d_m")
+        result = state._pareto(path, t, TASK, METRIC, "params")
+        return figures.iso_figure(points, fits, x="d_m", metric=METRIC), figures.pareto_figure(result)
+
+    def scaling() -> Any:
+        t = token()
+        points = state._fit_frame(path, t, TASK, METRIC)
+        fit = state._scaling(path, t, TASK, METRIC)
+        cap = state._capacity(path, t, TASK, METRIC)
+        sugg = state._suggestions(path, t, TASK, METRIC, 5)
+        budgets = sorted(points["iso_budget"].drop_nulls().unique().to_list())
+        fig = figures.surface_figure(fit, points, metric=METRIC, budgets=budgets) if not isinstance(fit, str) else None
+        return fig, cap, sugg
+
+    def design() -> Any:
+        t = token()
+        info = data.TaskInfo(TASK, 204, 204, "char", "bpc")
+        d = data.make_design(info, budget=1_000_000, mode="neurons", d_m=20, n_neurons=1, d_tree=50, d_brch=15)
+        return data.estimate_seconds(state._runs(path, t), d), data.predicted_metric(
+            state._iso_fits(path, t, TASK, METRIC, "d_m"), d)
+
+    return {"token": token, "runs": runs, "explore": explore, "scaling": scaling, "design": design}
+
+
+def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def run_dashboard_bench(n: int = 100_000, n_small: int = 1_000, repeats: int = 5,
+                        tmpdir: str | Path | None = None) -> dict[str, Any]:
+    """Fill a temporary store with `n` runs and time each page's data work cold and cached (seconds)."""
+    import streamlit as st
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("streamlit"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(dir=tmpdir) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "store"
+        t0 = time.perf_counter()
+        write_synthetic(Store(path), 3 * n, min(n_small, 3 * n))
+        write_s = time.perf_counter() - t0
+        pages = _pages(str(path))
+        st.cache_data.clear()
+        FileCache.reset()
+        cold = {name: round(_time(fn)[0], 3) for name, fn in pages.items()}
+        cached = {name: round(statistics.median(_time(fn)[0] for _ in range(repeats)), 4)
+                  for name, fn in pages.items()}
+        frame = pages["runs"]()[1]
+        return {
+            "runs": n,
+            "records": 3 * n,
+            "one_record_files": min(n_small, 3 * n),
+            "write_s": round(write_s, 1),
+            "cold_s": cold,
+            "cached_s": cached,
+            "table_rows_shown": frame.height,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--small-files", type=int, default=1_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    print(json.dumps(run_dashboard_bench(args.runs, args.small_files, args.repeats), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
