@@ -1,7 +1,7 @@
 """Sweeps: families of run specs that share a sweep id (pure; no queue, no training).
 
     iso_sweep("text", 60_000, [2, 4, 8, 16], seeds=[0, 1])          # one budget, several allocations
-    ladder_sweep("text", [2e4, 6e4, 2e5], d_m=8)                     # one allocation, several budgets
+    ladder_sweep("text", [2e4, 6e4, 2e5], 8)                         # one allocation (or a list), several budgets
     axis_sweep("text", "d_tree", [4, 8, 16], n_neurons=32, d_m=8)    # one axis varied, the rest fixed
 
 Each returns a list of `RunSpec` (one per value and seed, seeds innermost), every one with the same
@@ -64,11 +64,14 @@ def iso_sweep(task: str, budget: float, d_m_values: Sequence[int], seeds: int | 
             for d_m in _values("d_m_values", d_m_values) for seed in _seeds(seeds)]
 
 
-def ladder_sweep(task: str, budgets: Sequence[float], d_m: int | None = None, seeds: int | Iterable[int] = (0,), *,
-                 d_m_values: Sequence[int] | None = None, sweep_id: str | None = None,
-                 **spec_fields: Any) -> list[RunSpec]:
-    """A ladder of budgets at one allocation (d_m), or at each of several (d_m_values)."""
+def ladder_sweep(task: str, budgets: Sequence[float], d_m: int | Sequence[int] | None = None,
+                 seeds: int | Iterable[int] = (0,), *, d_m_values: Sequence[int] | None = None,
+                 sweep_id: str | None = None, **spec_fields: Any) -> list[RunSpec]:
+    """A ladder of budgets at one allocation (d_m), or at each of several (d_m a list, or d_m_values):
+    one run per budget, d_m and seed."""
     _check_fields(spec_fields, "budget", "d_m", "n_neurons")
+    if d_m is not None and not isinstance(d_m, int):
+        d_m, d_m_values = None, list(d_m) if d_m_values is None else d_m_values
     if (d_m is None) == (d_m_values is None):
         raise ValueError("d_m: give either d_m or d_m_values")
     dms = _values("d_m_values", d_m_values) if d_m_values is not None else [int(d_m)]  # type: ignore[arg-type]

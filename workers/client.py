@@ -14,6 +14,7 @@ nothing recorded), ReadOnlyMode (ELMLAB_READ_ONLY is set). `progress` and `healt
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -121,8 +122,12 @@ def _publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt
         raise _unavailable(settings, exc) from None
 
 
-def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None) -> tuple[RunSpec, RunRecord]:
-    """The validated spec (with a run id) and its `queued` record; ValueError naming the field if invalid."""
+def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None,
+             _tasks: dict[Any, Any] | None = None) -> tuple[RunSpec, RunRecord]:
+    """The validated spec (with a run id) and its `queued` record; ValueError naming the field if invalid.
+
+    `_tasks`: a cache of opened tasks for one batch of submissions (a data set is opened and hashed
+    once per batch; the configuration is resolved per spec as elm_core.train.prepare does)."""
     from elm_core.train import base_record, prepare
 
     settings = _settings(settings)
@@ -131,7 +136,14 @@ def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None
         data["run_id"] = uuid.uuid4().hex[:12]
     parsed = parse_spec(data)
     try:
-        task, cfg = prepare(parsed, settings.data_path)
+        key = (parsed.task, json.dumps(parsed.resolved_task_options(), sort_keys=True, default=str))
+        if _tasks is not None and key in _tasks:
+            task = _tasks[key]
+            cfg = parsed.resolve_config(n_in=task.n_in, n_out=task.n_out, kind=task.kind)
+        else:
+            task, cfg = prepare(parsed, settings.data_path)
+            if _tasks is not None:
+                _tasks[key] = task
     except ValueError as exc:
         msg = str(exc)
         raise ValueError(msg if msg.startswith("invalid run spec") else f"invalid run spec: {msg}") from None
@@ -157,9 +169,10 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     _check_writable(settings)
     prepared: list[tuple[RunSpec, RunRecord]] = []
     specs = list(specs)
+    tasks: dict[Any, Any] = {}
     for i, spec in enumerate(specs):
         try:
-            prepared.append(validate(spec, settings=settings))
+            prepared.append(validate(spec, settings=settings, _tasks=tasks))
         except ValueError as exc:
             raise ValueError(f"spec {i}: {exc}" if len(specs) > 1 else str(exc)) from None
     ids = [p.run_id for p, _ in prepared]

@@ -193,7 +193,7 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
         send_record(running, retry_policy=state.FAST_RETRY | {"max_retries": 3})
         try:
             record = train(run_spec, on_progress=heartbeat.progress, should_stop=heartbeat.should_stop,
-                           data_dir=settings.data_path)
+                           data_dir=settings.data_path, progress_every_s=min(1.0, settings.heartbeat_s))
         except Exception as exc:  # anything train() did not turn into a record
             log.exception("run %s failed", run_id)
             record = running.model_copy(update={"status": "failed", "reason": f"{type(exc).__name__}: {exc}",

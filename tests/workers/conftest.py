@@ -146,7 +146,10 @@ class Lab:
             p = progress([run_id], settings=self.settings)[run_id]
             return p if p and (p.get("step") or 0) >= min_step else None
 
-        return wait_for(stepping, timeout, f"run {run_id} to report step {min_step}", every=0.2)
+        try:
+            return wait_for(stepping, timeout, f"run {run_id} to report step {min_step}", every=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; history:\n{self.store.history(run_id)}\n{self.logs()}") from None
 
     def stop_all(self) -> None:
         for _, proc in self.procs:

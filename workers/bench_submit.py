@@ -1,0 +1,103 @@
+"""Submission benchmark: time to queue N runs, embedded and on Redis (figures for docs/queue.md).
+
+    python -m workers.bench_submit --n 1000 [--modes embedded,redis] [--redis-url redis://127.0.0.1:6379/15]
+
+Each mode gets a fresh temporary ELMLAB_HOME (and, for Redis, the given DB, flushed before and
+after); no worker runs, so every message stays queued. First N runs submitted one by one (the path
+of `submit`), with each part timed: validation (parse_spec, prepare, the queued record), the broker
+message, the `queued` record written to the store; then N more in one `submit_many` (a sweep: the
+data set is opened once per batch). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SPEC = {"task": "text", "n_neurons": 8, "d_m": 3, "d_tree": 3, "d_brch": 3, "steps": 20, "batch_size": 2,
+        "seq_len": 10, "eval_chars": 100, "test_chars": 100}
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+    return {
+        "mean": round(statistics.fmean(values) * 1e3, 3),
+        "p50": round(values[len(values) // 2] * 1e3, 3),
+        "p95": round(values[min(len(values) - 1, int(len(values) * 0.95))] * 1e3, 3),
+        "max": round(values[-1] * 1e3, 3),
+    }
+
+
+def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
+    from elm_core.settings import Settings
+    from elm_core.store import Store
+    from workers import client
+
+    home = Path(tempfile.mkdtemp(prefix=f"elmlab-bench-{mode}-"))
+    settings = Settings(home=home, broker_url=redis_url if mode == "redis" else None)
+    flush = None
+    if mode == "redis":
+        import redis
+
+        flush = redis.Redis.from_url(redis_url)
+        flush.flushdb()
+    try:
+        store = Store(settings.store_path)
+        client.submit({**SPEC, "seed": 10_000}, settings=settings)  # warm-up: connections, imports
+        validate, publish, record, total = [], [], [], []
+        for i in range(n):
+            t0 = time.perf_counter()
+            spec, rec = client.validate({**SPEC, "seed": i}, settings=settings)
+            t1 = time.perf_counter()
+            client._publish(settings, spec.model_dump(mode="json"), rec.run_id, 0, rec.created_at, spec.device)
+            t2 = time.perf_counter()
+            store.put(rec)
+            t3 = time.perf_counter()
+            validate.append(t1 - t0)
+            publish.append(t2 - t1)
+            record.append(t3 - t2)
+            total.append(t3 - t0)
+        t0 = time.perf_counter()
+        many = client.submit_many([{**SPEC, "seed": 20_000 + i} for i in range(n)], settings=settings)
+        many_s = time.perf_counter() - t0
+        queued = client.health(timeout=0.3, settings=settings)["queues"]
+        return {
+            "mode": mode, "n": n, "broker": client.health(timeout=0.1, settings=settings)["broker_url"],
+            "per_submission_ms": _ms(total), "validate_ms": _ms(validate), "publish_ms": _ms(publish),
+            "store_put_ms": _ms(record), "total_s": round(sum(total), 2),
+            "submissions_per_s": round(n / sum(total), 1),
+            "submit_many_ms_per_run": round(many_s / len(many) * 1e3, 3), "submit_many_total_s": round(many_s, 2),
+            "queued_after": queued, "runs_in_store": store.runs().height,
+        }
+    finally:
+        if flush is not None:
+            flush.flushdb()
+            flush.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workers.bench_submit", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--modes", default="embedded,redis")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    args = p.parse_args(argv)
+    out = []
+    for mode in args.modes.split(","):
+        try:
+            out.append(bench(mode.strip(), args.n, args.redis_url))
+        except Exception as exc:  # e.g. no Redis here: report it and go on
+            out.append({"mode": mode, "error": f"{type(exc).__name__}: {exc}"})
+    print(json.dumps(out, indent=2))
+    return 0 if all("error" not in r for r in out) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
