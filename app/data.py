@@ -66,6 +66,7 @@ LABELS: dict[str, str] = {
 # Vocabulary sizes used for design when a task's files are absent (the reference's enwik8 has 204).
 FALLBACK_DIMS: dict[str, tuple[int, int]] = {"enwik8": (204, 204), "shd": (700, 20), "shd-adding": (700, 19)}
 DEFAULT_FLOPS_PER_S = 2e9  # an assumed CPU training throughput when the store has nothing to go by
+STARTUP_S = 5.0  # a worker's start of a run: data, model, first steps (added to every estimate)
 
 
 def human(n: float | None, digits: int = 3) -> str:
@@ -392,8 +393,9 @@ def allocation_curve(design: Design, budget: int, points: int = 40) -> pl.DataFr
 
 
 def estimate_seconds(frame: pl.DataFrame, design: Design) -> tuple[float, str]:
-    """Estimated wall time of a design: training FLOPs (3 x forward) at the throughput of finished runs
-    of similar FLOPs per step in the store, else at an assumed 2e9 FLOP/s."""
+    """Estimated wall time of a design: a start-up allowance plus training FLOPs (3 x forward) and
+    evaluation FLOPs at the throughput of finished runs of similar FLOPs per step in the store, else at
+    an assumed 2e9 FLOP/s."""
     work = 3.0 * design.flops * design.train_tokens + design.flops * design.eval_tokens
     rates = pl.DataFrame()
     if frame.height and {"flops_per_step", "tokens_seen", "wall_time_s"} <= set(frame.columns):
@@ -405,8 +407,8 @@ def estimate_seconds(frame: pl.DataFrame, design: Design) -> tuple[float, str]:
         rates = similar if similar.height else done
     if rates.height:
         rate = float(rates["rate"].median())
-        return work / rate, f"from {rates.height} finished run(s) in the store ({human(rate)} FLOP/s)"
-    return work / DEFAULT_FLOPS_PER_S, "rough: an assumed 2 GFLOP/s CPU; no finished runs to go by"
+        return STARTUP_S + work / rate, f"from {rates.height} finished run(s) in the store ({human(rate)} FLOP/s)"
+    return STARTUP_S + work / DEFAULT_FLOPS_PER_S, "rough: an assumed 2 GFLOP/s CPU; no finished runs to go by"
 
 
 def predicted_metric(fits: list[IsoFit], design: Design, x: str = "d_m") -> tuple[float, IsoFit] | None:

@@ -28,8 +28,13 @@ with st.sidebar:
     if read_only:
         st.warning("Read-only dashboard: results are published here; queueing, cancel and retry are off.",
                    icon=":material/lock:")
-    counts = data.status_counts(state.runs())
-    st.caption(" · ".join(f"{n} {s}" for s, n in counts.items() if n) or "empty store")
+
+    @st.fragment(run_every=5)
+    def store_status() -> None:
+        counts = data.status_counts(state.runs())
+        st.caption("Store: " + (" · ".join(f"{n} {s}" for s, n in counts.items() if n) or "empty"))
+
+    store_status()
 
 state.begin_view(page.title, page.url_path)
 page.run()
@@ -42,9 +47,11 @@ with st.sidebar:
     st.caption("The link reproduces this page with its settings.")
     view = state.view()
     if view["figures"] or view["tables"]:
+        stamp = state.token()[1]
+
         def _build() -> str:
             return report.build_report(view["title"], view["figures"], view["tables"], view["settings"],
-                                       {"page": view["page"], "runs in store": sum(counts.values())}, url)
+                                       {"page": view["page"], "store state": stamp}, url)
 
         st.download_button("Download this view as an HTML report", data=_build, mime="text/html",
                            file_name=f"elmlab-{view['page'] or 'view'}.html", key="download_report",

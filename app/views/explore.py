@@ -15,7 +15,7 @@ runs = state.runs()
 if runs.height == 0 or data.tasks_by_done(runs) == []:
     ui.first_screen("explore")
 else:
-    c = st.columns([1, 1, 2])
+    c = st.columns([1, 1, 3])
     with c[0]:
         task = ui.task_picker(runs)
     with c[1]:

@@ -93,8 +93,8 @@ else:
         c = st.columns([2, 1, 1])
         cx = c[0].segmented_control("Curve against", ["step", "tokens", "wall_time_s"], key="cx", default="step",
                                     required=True, bind="query-params") or "step"
-        log_x = c[1].toggle("log x", value=False, key="logx", bind="query-params")
-        log_y = c[2].toggle("log y", value=False, key="logy", bind="query-params")
+        log_x = c[1].toggle("log x", value=False, key="curve_logx", bind="query-params")
+        log_y = c[2].toggle("log y", value=False, key="curve_logy", bind="query-params")
         fig = figures.curves_figure(curve_frame(records), x=cx, metric_name=records[0].metric_name, log_x=log_x,
                                     log_y=log_y)
         st.plotly_chart(fig, key="run_curves")

@@ -29,13 +29,13 @@ if state.runs().height == 0:
     ui.first_screen("runs")
 else:
     f1, f2, f3, f4 = st.columns([2, 1, 2, 1])
-    status = f1.multiselect("Status", ["queued", "running", "done", "failed", "cancelled"], key="status",
+    status = f1.multiselect("Status", ["queued", "running", "done", "failed", "cancelled"], key="filter_status",
                             bind="query-params")
     tasks = ["all", *sorted(state.runs()["task"].unique().to_list())]
-    task = f2.selectbox("Task", tasks, key="task", bind="query-params")
+    task = f2.selectbox("Task", tasks, key="filter_task", bind="query-params")
     sweeps = ["all", *[s for s in state.runs().sort("created_at", descending=True)["sweep_id"].drop_nulls()
                        .unique(maintain_order=True).head(200).to_list()]]
-    sweep = f3.selectbox("Sweep", sweeps, key="sweep", bind="query-params")
+    sweep = f3.selectbox("Sweep", sweeps, key="filter_sweep", bind="query-params")
     live = f4.toggle("Live refresh", value=True, key="live", help="Refresh every 2 s without reloading the page.")
     state.add_settings(status=status, task=task, sweep=sweep)
 

@@ -58,7 +58,8 @@ def test_estimate_uses_finished_runs_of_similar_flops():
                          "flops_per_step": [d.flops]})
     seconds, basis = data.estimate_seconds(runs, d)
     work = 3.0 * d.flops * d.train_tokens + d.flops * d.eval_tokens
-    assert seconds == pytest.approx(work / (3.0 * d.flops * 100_000 / 10.0)) and "1 finished run" in basis
+    assert seconds == pytest.approx(data.STARTUP_S + work / (3.0 * d.flops * 100_000 / 10.0))
+    assert "1 finished run" in basis
 
 
 def test_parse_ints():

@@ -1,0 +1,117 @@
+"""End to end in a real headless Chromium against `elmlab up`: queue a tiny run from the Design page, watch
+it reach `done` on the Runs page (which refreshes by itself), see the Explore charts, open the shared URL
+in a fresh session and find the same view, download the HTML report. Screenshots: test-artifacts/e2e/."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.e2e
+
+TINY = {  # a run that trains in a second or two on a CPU
+    "training steps": "5",
+    "batch size": "2",
+    "sequence length (characters)": "20",
+    "validation characters": "200",
+    "test characters": "200",
+}
+
+
+def settle(page, timeout: float = 30_000) -> None:
+    """Wait until Streamlit has finished running the page's script."""
+    page.wait_for_selector("[data-testid='stApp']")
+    page.wait_for_timeout(400)
+    page.wait_for_function(
+        "() => { const w = document.querySelector('[data-testid=\"stStatusWidget\"]');"
+        " return !w || !/Running/.test(w.innerText); }",
+        timeout=timeout,
+    )
+    page.wait_for_timeout(300)
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    settle(page)
+
+
+def nav(page, name: str) -> None:
+    page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=name).click()
+    settle(page)
+
+
+def metric(page, name: str):
+    return page.locator("[data-testid='stMetric']").filter(has_text=re.compile(rf"^{re.escape(name)}"))
+
+
+def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
+    from playwright.sync_api import expect
+
+    # Design: a budget, a tiny protocol, queue.
+    page.goto(elmlab_up)
+    settle(page)
+    expect(page.get_by_role("heading", name="Design and queue")).to_be_visible()
+    fill(page, "Budget (parameters)", "40000")
+    page.get_by_text("Advanced: training length").click()
+    for label, value in TINY.items():
+        fill(page, label, value)
+    expect(metric(page, "Parameters (exact)")).to_contain_text("39,")
+    shot(page, "01-design")
+    page.get_by_role("button", name="Queue this run").click()
+    settle(page)
+    expect(page.get_by_text(re.compile(r"queued 1 run\(s\)"))).to_be_visible()
+    shot(page, "02-design-queued")
+
+    # Runs: the page refreshes by itself until the run is done.
+    nav(page, "Runs")
+    expect(metric(page, "done")).to_contain_text("1", timeout=150_000)
+    expect(metric(page, "broker")).to_contain_text("up")
+    shot(page, "03-runs-done")
+
+    # Explore: the chart renders; switch to the Pareto view with a log y axis.
+    nav(page, "Explore")
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    shot(page, "04-explore-iso")
+    page.get_by_role("radio", name="Pareto frontier").click()
+    settle(page)
+    page.get_by_text("log y", exact=True).click()
+    settle(page)
+    expect(page.locator(".js-plotly-plot .gtitle").first).to_contain_text("Pareto frontier")
+    shot(page, "05-explore-pareto")
+    shared = page.url
+    assert "view=" in shared and "logy=" in shared, shared
+    assert shared in page.locator("[data-testid='stSidebar'] [data-testid='stCode']").inner_text().replace("\n", "")
+
+    # The shared URL in a fresh session shows the same view.
+    other = page.context.new_page()
+    other.goto(shared)
+    settle(other)
+    expect(other.locator(".js-plotly-plot .gtitle").first).to_contain_text("Pareto frontier")
+    expect(other.get_by_label("log y", exact=True)).to_be_checked()
+    expect(other.get_by_role("radio", name="Pareto frontier")).to_have_attribute("aria-checked", "true")
+    expect(other.locator("[data-testid='stSidebar'] [data-testid='stCode']")).to_contain_text("view=")
+    shot(other, "06-shared-url")
+    other.close()
+
+    # The HTML report of this view.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download this view as an HTML report").click()
+    path = ARTIFACTS / "report-explore.html"
+    download.value.save_as(path)
+    html = path.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "Pareto frontier" in html and "plotly-graph-div" in html
+    assert len(html) > 1_000_000  # plotly.js inline: it opens offline
+    report = page.context.new_page()
+    report.goto(path.as_uri())
+    expect(report.locator(".js-plotly-plot").first).to_be_visible()
+    shot(report, "07-report")
+    report.close()
