@@ -1,6 +1,7 @@
-"""End to end in a real headless Chromium against `elmlab up`: queue a tiny run from the Design page, watch
-it reach `done` on the Runs page (which refreshes by itself), see the Explore charts, open the shared URL
-in a fresh session and find the same view, download the HTML report. Screenshots: test-artifacts/e2e/."""
+"""End to end in a real headless Chromium against `elmlab up`: queue a tiny run and a tiny iso-budget sweep
+from the Design page, watch them reach `done` on the Runs page (which refreshes by itself), read the
+optimum off the Explore page, open the shared URL in a fresh session and find the same view, download the
+HTML report. Screenshots: test-artifacts/e2e/."""
 
 from __future__ import annotations
 
@@ -69,17 +70,23 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     page.get_by_role("button", name="Queue this run").click()
     settle(page)
     expect(page.get_by_text(re.compile(r"queued 1 run\(s\)"))).to_be_visible()
+    fill(page, "d_m values", "1, 2, 4, 16")
+    page.get_by_role("button", name="Queue an iso-budget sweep").click()
+    settle(page)
+    expect(page.get_by_text(re.compile(r"Iso-budget sweep: queued 4 run\(s\)"))).to_be_visible()
     shot(page, "02-design-queued")
 
     # Runs: the page refreshes by itself until the run is done.
     nav(page, "Runs")
-    expect(metric(page, "done")).to_contain_text("1", timeout=150_000)
+    expect(metric(page, "done")).to_contain_text("5", timeout=150_000)
     expect(metric(page, "broker")).to_contain_text("up")
     shot(page, "03-runs-done")
 
     # Explore: the chart renders; switch to the Pareto view with a log y axis.
     nav(page, "Explore")
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    expect(page.get_by_role("heading", name="Optimum per budget")).to_be_visible()  # the sweep's fit
+    expect(page.get_by_text("95% bootstrap interval").first).to_be_visible()
     shot(page, "04-explore-iso")
     page.get_by_role("radio", name="Pareto frontier").click()
     settle(page)
