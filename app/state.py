@@ -1,20 +1,24 @@
 """Cached data access for the pages, the settings, and the current view (for the link and the report).
 
-Every cached function takes the store path and its state token (`Store.state_token()`: file names,
-sizes and mtimes), so a cached answer is reused until the store changes and never outlives it.
+The runs frame is cached on the store path and its state token (`Store.state_token()`: file names,
+sizes and mtimes), so it is reused until the store changes and never outlives it; the fits are
+cached on the frame they fit, so they survive store changes that do not touch finished runs.
 The current view is what the page on screen registers (title, figures, tables, settings), read by
 the sidebar's link and HTML report.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 from typing import Any
 from urllib.parse import urlencode
 
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app import actions, data
 from elm_core.records import RunRecord
@@ -30,9 +34,9 @@ def store() -> Store:
     return Store(get_settings().store_path)
 
 
-def token() -> tuple[str, str]:
-    """(store path, state token): the key of every cached answer below."""
-    s = store()
+def token(path: str | None = None) -> tuple[str, str]:
+    """(store path, state token): the key of the cached runs frame."""
+    s = Store(path) if path else store()
     return str(s.path), s.state_token()
 
 
@@ -44,9 +48,56 @@ def _runs(path: str, state: str) -> pl.DataFrame:
     return data.prepare_runs(Store(path).runs())
 
 
+# Stale-while-revalidate over `_runs`: when the store has changed since the last frame was read, the
+# pages get that last frame at once while a background thread reads the new one (a large store takes
+# a second or more), and the next rerun (the Runs page reruns every 2 s) shows it. A session that has
+# just changed the store itself (queue, import) waits for the fresh frame instead.
+_latest: dict[str, tuple[int, str, pl.DataFrame]] = {}  # path -> (sequence, state token, frame)
+_refreshing: dict[tuple[str, str], int] = {}
+_sequence = itertools.count()
+_lock = threading.Lock()
+
+
+def _read(path: str, state: str, seq: int) -> tuple[str, pl.DataFrame]:
+    try:
+        frame = _runs(path, state)
+        with _lock:
+            if seq >= _latest.get(path, (-1, "", None))[0]:  # never replace a newer read by an older one
+                _latest[path] = (seq, state, frame)
+        return state, frame
+    finally:
+        with _lock:
+            _refreshing.pop((path, state), None)
+
+
+def want_fresh() -> None:
+    """The next read in this session waits for the store's current state (after this session wrote)."""
+    st.session_state["_fresh_runs"] = True
+
+
+def runs_view(path: str | None = None) -> tuple[str, str, pl.DataFrame]:
+    """(store path, the state token the frame was read at, the runs frame); `path` defaults to the
+    settings' store."""
+    path, state = token(path)
+    fresh = bool(get_script_run_ctx(suppress_warning=True) and st.session_state.pop("_fresh_runs", False))
+    with _lock:
+        have = _latest.get(path)
+        if have is not None and have[1] == state:
+            return path, state, have[2]
+        start = (path, state) not in _refreshing
+        seq = next(_sequence)
+        if start:
+            _refreshing[(path, state)] = seq
+    if have is None or fresh:
+        return (path, *_read(path, state, seq))
+    if start:
+        threading.Thread(target=_read, args=(path, state, seq), daemon=True, name="elmlab-runs-refresh").start()
+    return path, have[1], have[2]
+
+
 def runs() -> pl.DataFrame:
     """Every run, its latest record, with the analysis columns (no learning curves)."""
-    return _runs(*token())
+    return runs_view()[2]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -55,70 +106,75 @@ def _fit_frame(path: str, state: str, task: str, metric: str) -> pl.DataFrame:
 
 
 def fit_frame(task: str, metric: str) -> pl.DataFrame:
-    """Done runs of `task`, seeds collapsed, grouped by budget."""
-    return _fit_frame(*token(), task, metric)
+    """Done runs of `task`, seeds collapsed, grouped by budget (from the frame the pages show)."""
+    path, state, _ = runs_view()
+    return _fit_frame(path, state, task, metric)
+
+
+# The fits are keyed on the fitted frame itself (seed-collapsed done runs; small), not on the store
+# token: a new queued or running record changes the token but not the fits, which stay cached.
 
 
 @st.cache_data(show_spinner="Fitting the iso-budget curves...", max_entries=32)
-def _iso_fits(path: str, state: str, task: str, metric: str, x: str) -> list:
-    return data.iso_fits(_fit_frame(path, state, task, metric), x, metric)
+def _iso_fits(points: pl.DataFrame, metric: str, x: str) -> list:
+    return data.iso_fits(points, x, metric)
 
 
 def iso_fits(task: str, metric: str, x: str) -> list:
-    return _iso_fits(*token(), task, metric, x)
+    return _iso_fits(fit_frame(task, metric), metric, x)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _pareto(path: str, state: str, task: str, metric: str, cost: str):
-    return data.pareto(_fit_frame(path, state, task, metric), cost, metric)
+def _pareto(points: pl.DataFrame, metric: str, cost: str):
+    return data.pareto(points, cost, metric)
 
 
 def pareto(task: str, metric: str, cost: str):
-    return _pareto(*token(), task, metric, cost)
+    return _pareto(fit_frame(task, metric), metric, cost)
 
 
 @st.cache_data(show_spinner="Fitting the scaling law...", max_entries=16)
-def _scaling(path: str, state: str, task: str, metric: str):
+def _scaling(points: pl.DataFrame, metric: str):
     from elm_core.analysis import fit_scaling_law
 
     try:
-        return fit_scaling_law(_fit_frame(path, state, task, metric), metric=metric)
+        return fit_scaling_law(points, metric=metric)
     except ValueError as exc:
         return str(exc)
 
 
 def scaling(task: str, metric: str):
     """A ScalingFit, or the reason there is none (a string)."""
-    return _scaling(*token(), task, metric)
+    return _scaling(fit_frame(task, metric), metric)
 
 
 @st.cache_data(show_spinner="Fitting the capacity model...", max_entries=16)
-def _capacity(path: str, state: str, task: str, metric: str):
+def _capacity(points: pl.DataFrame, metric: str):
     from elm_core.analysis import fit_capacity_model
 
     try:
-        return fit_capacity_model(_fit_frame(path, state, task, metric), metric=metric)
+        return fit_capacity_model(points, metric=metric)
     except ValueError as exc:
         return str(exc)
 
 
 def capacity(task: str, metric: str):
     """A CapacityFit, or the reason there is none (a string)."""
-    return _capacity(*token(), task, metric)
+    return _capacity(fit_frame(task, metric), metric)
 
 
 @st.cache_data(show_spinner="Ranking the next runs...", max_entries=16)
-def _suggestions(path: str, state: str, task: str, metric: str, n: int) -> pl.DataFrame | str:
+def _suggestions(points: pl.DataFrame, metric: str, n: int) -> pl.DataFrame | str:
     from elm_core.analysis import suggest_next_runs
 
     try:
-        return suggest_next_runs(_fit_frame(path, state, task, metric), x="d_m", metric=metric, n=n)
+        return suggest_next_runs(points, x="d_m", metric=metric, n=n)
     except ValueError as exc:
         return str(exc)
 
 
 def suggestions(task: str, metric: str, n: int = 5) -> pl.DataFrame | str:
-    return _suggestions(*token(), task, metric, n)
+    return _suggestions(fit_frame(task, metric), metric, n)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

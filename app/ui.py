@@ -29,6 +29,7 @@ def run_action(what: str, fn: Callable[[], Any]) -> Any:
     """Run a mutating action and keep its outcome for the next rerun (flash); None on failure."""
     try:
         out = fn()
+        state.want_fresh()
     except actions.ReadOnlyError as exc:
         flash("error", str(exc))
     except ValueError as exc:
