@@ -114,12 +114,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     )
 
 
-def make_app(settings: Settings | None = None) -> Celery:
-    """A Celery app for `settings` (default: the environment's). Creates the embedded folders."""
-    settings = settings or get_settings()
+def ensure_dirs(settings: Settings) -> None:
+    """Create the embedded broker's and results' folders (no-op in distributed mode)."""
     if settings.embedded:
         for folder in (*broker_folders(settings).values(), results_path(settings)):
             folder.mkdir(parents=True, exist_ok=True)
+
+
+def make_app(settings: Settings | None = None, *, create_dirs: bool = False) -> Celery:
+    """A Celery app for `settings` (default: the environment's); with `create_dirs`, the embedded
+    folders too (importing this module creates nothing on disk)."""
+    settings = settings or get_settings()
+    if create_dirs:
+        ensure_dirs(settings)
     app = Celery("elmlab", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app

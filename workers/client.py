@@ -72,7 +72,7 @@ def _app(settings: Settings):
     with _apps_lock:
         app = _apps.get(key)
         if app is None:
-            app = _apps[key] = make_app(settings)
+            app = _apps[key] = make_app(settings, create_dirs=not settings.read_only)
         return app
 
 

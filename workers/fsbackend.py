@@ -15,6 +15,11 @@ from kombu.utils.encoding import ensure_bytes
 
 
 class AtomicFilesystemBackend(FilesystemBackend):
+    def __init__(self, url=None, *args, **kwargs):
+        if url and url.startswith("file://"):  # the folder may not exist yet in a fresh ELMLAB_HOME
+            os.makedirs(self._find_path(url), exist_ok=True)
+        super().__init__(url, *args, **kwargs)
+
     def set(self, key, value):
         name = self._filename(key)
         tmp = name + b".tmp" + str(os.getpid()).encode() + b"." + os.urandom(4).hex().encode()

@@ -202,7 +202,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     os.environ["ELMLAB_WORKER_CONCURRENCY"] = str(args.concurrency)
-    from workers.celery_app import app
+    from elm_core.settings import get_settings
+    from workers.celery_app import app, ensure_dirs
+
+    ensure_dirs(get_settings())
 
     hostname = args.hostname or f"worker-{os.getpid()}@%h"
     app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
@@ -210,9 +213,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_recorder(args: argparse.Namespace) -> int:
-    from workers.celery_app import app
+    from elm_core.settings import get_settings
+    from workers.celery_app import app, ensure_dirs
     from workers.reaper import Reaper
 
+    ensure_dirs(get_settings())
     reaper = None if args.no_reaper else Reaper()
     if reaper is not None:
         reaper.start()

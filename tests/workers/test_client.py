@@ -169,10 +169,11 @@ def test_record_run_drops_older_attempts_and_writes_once(lab: Lab):
     assert history["status"].to_list() == ["queued", "queued", "done"] and history["attempt"].to_list() == [0, 1, 1]
 
 
-def test_train_run_drops_superseded_and_cancelled_messages(lab: Lab):
+def test_train_run_drops_superseded_and_cancelled_messages(lab: Lab, monkeypatch):
     from workers.tasks import train_run
 
-    backend = train_run.backend
+    backend = client._app(lab.settings).backend  # this test's home, not the one of the import-time app
+    monkeypatch.setattr(train_run._get_current_object(), "_backend", backend)
     state.set_issued_attempt(backend, "dropme000001", 2)
     res = train_run.apply(kwargs={"spec": tiny(), "attempt": 1}, task_id="dropme000001").get()
     assert res == {"run_id": "dropme000001", "dropped": "superseded"}
