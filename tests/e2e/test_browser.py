@@ -1,7 +1,7 @@
 """End to end in a real headless Chromium against `elmlab up`: queue a tiny run and a tiny iso-budget sweep
 from the Design page, watch them reach `done` on the Runs page (which refreshes by itself), read the
 optimum off the Explore page, open the shared URL in a fresh session and find the same view, download the
-HTML report. Screenshots: test-artifacts/e2e/."""
+HTML report, and cancel a long run while it trains. Screenshots: test-artifacts/e2e/."""
 
 from __future__ import annotations
 
@@ -122,3 +122,19 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     expect(report.locator(".js-plotly-plot").first).to_be_visible()
     shot(report, "07-report")
     report.close()
+
+    # A long run, seen training (progress bar with step, loss, throughput, ETA), cancelled from Runs.
+    page.goto(f"{elmlab_up}/?budget=40000&steps=20000&batch=2&seq_len=20&eval_chars=200&test_chars=200")
+    settle(page)
+    page.get_by_role("button", name="Queue this run").click()
+    settle(page)
+    nav(page, "Runs")
+    expect(page.get_by_text(re.compile(r"step [\d,]+/20,000 · loss [\d.]+ · [\d,]+ tokens/s · ETA"))).to_be_visible(
+        timeout=90_000)
+    shot(page, "08-runs-training")
+    grid = page.get_by_test_id("stDataFrame").first.bounding_box()
+    page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 18)  # the newest run's row: select it
+    page.get_by_role("button", name="Cancel 1 run(s)").click()
+    settle(page)
+    expect(metric(page, "cancelled")).to_contain_text("1", timeout=60_000)
+    shot(page, "09-runs-cancelled")
