@@ -62,12 +62,12 @@ def test_redis_end_to_end(redis_lab: Lab):
 def _sigkill_mid_run(lab: Lab) -> None:
     lab.recorder()
     first = lab.worker()
-    run_id = client.submit(tiny(steps=600))  # a few seconds on an idle machine, progress every 0.5 s
+    run_id = client.submit(tiny(steps=500))  # about 2 s of training on an idle machine; progress every 0.5 s
     lab.wait_progress(run_id, min_step=1)
     lab.kill(first)  # SIGKILL to the worker and its pool process, mid-run
     lab.worker()
     rec = lab.wait_status(run_id, ("done", "failed"), timeout=120)
-    assert rec.status == "done" and rec.attempt == 1 and rec.steps == 600, rec.reason
+    assert rec.status == "done" and rec.attempt == 1 and rec.steps == 500, rec.reason
     _one_done(lab, run_id)
     history = lab.store.history(run_id)
     requeued = history.filter(history["attempt"] == 1).row(0, named=True)
