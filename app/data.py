@@ -313,6 +313,12 @@ def presets_for(kind: str) -> list[str]:
     return [p for p in PRESETS if (PRESETS[p].get("seq_len") is not None) == (kind == "char")]
 
 
+def minimum_budget(info: TaskInfo, preset: str | None) -> int:
+    """Parameters of the smallest network of a task and preset: one hidden neuron with d_m = 1."""
+    spec = RunSpec(task=info.name, preset=preset_for(info.kind, preset), n_neurons=1, d_m=1)
+    return count_params(spec.resolve_config(n_in=info.n_in, n_out=info.n_out, kind=info.kind))
+
+
 def solve_d_brch(budget: int, base: dict[str, Any]) -> int:
     """The largest d_brch with count_params <= budget at fixed N, d_m and d_tree (the count is linear
     in d_brch: d_tree d_brch synapses per hidden and per readout neuron)."""

@@ -29,6 +29,15 @@ ADVANCED = {  # key -> (spec field, label, kind of task, float?)
 }
 
 
+def default_budget(task: str, preset: str) -> int:
+    """The preset's usual budget, or twice the task's smallest network when that is larger (a large
+    vocabulary makes the readout layer alone cost more than the small preset's budget)."""
+    info = state.task_info(task, str(state.settings().data_path))
+    floor = 2 * data.minimum_budget(info, preset)
+    budget = PRESET_BUDGET.get(preset, 60_000)
+    return budget if budget >= floor else next((b for b in BUDGET_STEPS if b >= floor), floor)
+
+
 def nearest_step(value: float) -> int:
     return min(BUDGET_STEPS, key=lambda b: abs(b - value) / b)
 
@@ -46,15 +55,16 @@ def on_preset() -> None:
     preset = PRESETS[st.session_state["preset"]]
     st.session_state["d_tree"] = preset["model"]["d_tree"]
     st.session_state["d_brch"] = preset["model"]["d_brch"]
-    st.session_state["budget"] = PRESET_BUDGET.get(st.session_state["preset"], 60_000)
+    st.session_state["budget"] = default_budget(st.session_state["task"], st.session_state["preset"])
     st.session_state["budget_slider"] = nearest_step(st.session_state["budget"])
 
 
 def on_task() -> None:
+    """A new task brings its kind's preset (if the current one does not fit it) and a budget that suits it."""
     info = state.task_info(st.session_state["task"], str(state.settings().data_path))
     if st.session_state.get("preset") not in data.presets_for(info.kind):
         st.session_state["preset"] = data.preset_for(info.kind, None)
-        on_preset()
+    on_preset()
 
 
 st.title("Design and queue")
@@ -82,7 +92,7 @@ if not info.available:
 
 c_slider, c_number = st.columns([3, 1])
 budget = c_number.number_input("Budget (parameters)", min_value=1_000, max_value=1_000_000_000, step=1_000,
-                               value=PRESET_BUDGET.get(preset, 60_000), key="budget", bind="query-params",
+                               value=default_budget(task, preset), key="budget", bind="query-params",
                                on_change=on_budget_number)
 c_slider.select_slider("Budget (log scale)", options=BUDGET_STEPS, value=nearest_step(budget), key="budget_slider",
                        format_func=data.human, on_change=on_budget_slider)

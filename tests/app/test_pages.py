@@ -150,3 +150,23 @@ def test_read_only_actions_refuse_on_the_server(store: Store, monkeypatch: pytes
     assert not called and store.runs().height == 0
     monkeypatch.delenv("ELMLAB_READ_ONLY")
     assert actions.submit([spec]) == ["id"]  # the same call goes through once writable
+
+
+@pytest.mark.parametrize("task", ["synthetic-adding", "enwik8"])
+def test_design_for_other_tasks(store: Store, task: str):
+    at = open_page("design", {"task": task})
+    assert at.selectbox(key="task").value == task
+    assert at.selectbox(key="preset").value == ("adding-small" if task == "synthetic-adding" else "small")
+    assert not at.error and charts(at) == 2
+    if task == "enwik8":  # no data here: designable, not queueable
+        assert any("data for **enwik8** is not here" in w.value for w in at.warning)
+        assert "queue_run" not in keys(at, "button")
+
+
+def test_switching_task_brings_a_budget_that_fits(store: Store):
+    at = open_page("design")
+    at.selectbox(key="task").set_value("enwik8").run()
+    assert not at.exception and not at.error
+    assert at.number_input(key="budget").value >= 150_000  # the 204-symbol readout alone needs ~81k
+    at.selectbox(key="task").set_value("synthetic-adding").run()
+    assert at.selectbox(key="preset").value == "adding-small" and not at.error
