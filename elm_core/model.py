@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from elm_core.config import ELMConfig, LayerSpec
 
+IMPLS = ("fast", "autograd")  # whole-sequence scans (elm_core.fast) | per-step autograd (ELMLayer.step)
 TOKEN_SCALE = 3.0  # token input: x_t = 3 * one_hot(token_t)
 TANH_GAIN, TANH_SLOPE = 1.7159, 2.0 / 3.0  # g(v) = 1.7159 tanh(2 v / 3)
 
@@ -169,9 +170,13 @@ class ELMNetwork(nn.Module):
         *,
         layers: tuple[LayerSpec, LayerSpec] | None = None,
         dtype: torch.dtype = torch.float32,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"invalid impl={impl!r}: must be one of {', '.join(IMPLS)}")
         self.cfg = cfg
+        self.impl = impl
         hidden, readout = layers if layers is not None else (cfg.hidden(), cfg.readout())
         if readout.n_in != hidden.n_neurons:
             raise ValueError(f"readout n_in={readout.n_in} must equal hidden n_neurons={hidden.n_neurons}")
@@ -225,7 +230,17 @@ class ELMNetwork(nn.Module):
 
         Returns a dict with `logits` (B, T, n_out), `hidden` (B, T, N), `readout` (B, T, n_out),
         `state` and, with trace=True, per-layer intermediates `L0_branch`, `L0_mlp`, ... batch-first.
+        With trace=True, or impl="autograd", or an empty sequence, the steps run one by one through
+        `ELMLayer.step` under autograd; otherwise through the whole-sequence scans of `elm_core.fast`.
         """
+        if self.impl == "fast" and not trace and x.dim() >= 2 and x.shape[1] > 0:
+            from elm_core.fast import fast_run
+
+            batch = x.shape[0]
+            like = self.out.weight
+            if state is None:
+                state = self.initial_state(batch, x.device)
+            return fast_run(self, x, state, self._dropout_masks(batch, like))
         x = self.embed(x)
         batch, steps = x.shape[0], x.shape[1]
         if state is None:

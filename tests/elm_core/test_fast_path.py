@@ -1,0 +1,201 @@
+"""The fast path (elm_core.fast) against the per-step autograd path: outputs, gradients, state, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import elm_core.fast as fast
+from elm_core import ELMConfig, ELMNetwork
+from elm_core.interop import from_reference_npz
+
+MODES = {"fused": 2**62, "sparse": 0}  # FUSED_MAX_ELEMENTS that selects each recurrent mode
+
+
+def _pair(cfg: ELMConfig) -> tuple[ELMNetwork, ELMNetwork]:
+    ref = ELMNetwork(cfg, dtype=torch.float64, impl="autograd")
+    fst = ELMNetwork(cfg, dtype=torch.float64)
+    with torch.no_grad():  # b = 0 at init; make it matter
+        for m in (ref, fst):
+            gen = torch.Generator().manual_seed(5)
+            m.hidden.b.copy_(torch.rand(m.hidden.b.shape, generator=gen, dtype=torch.float64) * 0.6 - 0.3)
+            m.readout.b.copy_(torch.rand(m.readout.b.shape, generator=gen, dtype=torch.float64) - 0.5)
+    return ref, fst
+
+
+def _two_chunks(model: ELMNetwork, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+    """Two chunks with the state carried (not detached), a loss on both and on the final state."""
+    model.train()
+    model.zero_grad()
+    torch.manual_seed(11)
+    logits1, state = model(x[:, :6])
+    torch.manual_seed(12)
+    logits2, state = model(x[:, 6:], state)
+    loss = logits1.sin().sum() + (logits2**2).sum() + sum((t**2).sum() for t in state.tensors())
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    return torch.cat([logits1, logits2], 1).detach(), [t.detach() for t in state.tensors()], grads
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize(
+    ("changes", "batch", "tokens"),
+    [
+        ({"l_mlp": 0}, 3, True),
+        ({"l_mlp": 1}, 3, True),
+        ({"l_mlp": 1}, 3, False),
+        ({"l_mlp": 2, "d_mlp": 5}, 3, True),
+        ({"tau_r": None}, 3, True),
+        ({"input_dropout": 0.2, "recurrent_dropout": 0.3}, 3, True),
+        ({"input_dropout": 0.2, "recurrent_dropout": 0.3, "l_mlp": 2, "d_mlp": 6}, 2, False),
+        ({"d_m": 6, "d_tree": 5, "readout_d_m": 5}, 17, True),  # bmm paths (contractions > 4, batch >= 16)
+        ({"p_rec": 0.0}, 3, True),
+    ],
+)
+def test_fast_path_equals_autograd_path(monkeypatch, mode, changes, batch, tokens):
+    monkeypatch.setattr(fast, "FUSED_MAX_ELEMENTS", MODES[mode])
+    cfg = ELMConfig(n_in=7, n_out=6, n_neurons=9, d_m=3, d_tree=3, d_brch=2, p_rec=0.5, seed=3).replace(**changes)
+    ref, fst = _pair(cfg)
+    gen = torch.Generator().manual_seed(0)
+    if tokens:
+        x = torch.randint(0, 7, (batch, 11), generator=gen)
+    else:
+        x = torch.randn(batch, 11, 7, generator=gen, dtype=torch.float64)
+    out_r, state_r, grads_r = _two_chunks(ref, x)
+    out_f, state_f, grads_f = _two_chunks(fst, x)
+    torch.testing.assert_close(out_f, out_r, atol=1e-10, rtol=0)
+    for a, b in zip(state_f, state_r, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert grads_f.keys() == grads_r.keys()
+    for name in grads_r:
+        torch.testing.assert_close(grads_f[name], grads_r[name], atol=1e-10, rtol=0, msg=name)
+
+
+def test_fast_path_run_outputs_match_autograd_path():
+    cfg = ELMConfig(n_in=7, n_out=6, n_neurons=9, d_m=3, d_tree=3, d_brch=2, p_rec=0.5, seed=3)
+    ref, fst = _pair(cfg)
+    x = torch.randint(0, 7, (2, 8))
+    with torch.no_grad():
+        a, b = ref.run(x), fst.run(x)
+    for key in ("logits", "hidden", "readout"):
+        torch.testing.assert_close(b[key], a[key], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("name", "tol"), [("public_small.npz", 1e-6), ("public_small_f32.npz", 1e-4)])
+def test_fast_path_reproduces_reference_vectors(reference_data, name, tol):
+    with np.load(reference_data / name) as npz:
+        ref = {k: npz[k] for k in ("x", "logits", "hidden_activity", "L0_final_m", "L1_final_m")}
+    model = from_reference_npz(reference_data / name)
+    assert model.impl == "fast"
+    with torch.no_grad():
+        out = model.run(torch.from_numpy(ref["x"]))
+    np.testing.assert_allclose(out["logits"].numpy(), ref["logits"], atol=tol, rtol=0)
+    np.testing.assert_allclose(out["hidden"].numpy(), ref["hidden_activity"], atol=tol, rtol=0)
+    np.testing.assert_allclose(out["state"].m0.numpy(), ref["L0_final_m"], atol=tol, rtol=0)
+    np.testing.assert_allclose(out["state"].m1.numpy(), ref["L1_final_m"], atol=tol, rtol=0)
+
+
+def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: float | None = 0.6):
+    """Random float64 inputs of `_LayerScan` for N=3 neurons, d_m=2, d_tree=2, B=2, T=4, 3 inputs."""
+    gen = torch.Generator().manual_seed(7)
+
+    def rnd(*shape, scale=0.7):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).requires_grad_(True)
+
+    n, d_m, d_tree, batch, steps, n_in, d_mlp = 3, 2, 2, 2, 4, 3, 3
+    d1 = d_mlp if l_mlp else d_m
+    tau = torch.tensor([0.5, 4.0], dtype=torch.float64).expand(n, d_m)
+    k = fast._ScanCtx(
+        km=torch.exp(-1 / tau).unsqueeze(-1),
+        c=((1 - torch.exp(-5 / tau)) * fast.TANH_GAIN).unsqueeze(-1),
+        kr=kr,
+        relu=relu,
+        in_loop=mode != "none" or kr is not None,
+        mode=mode,
+        rec_mask=None,
+    )
+    P = table = None
+    if tokens:
+        k.tokens = torch.randint(0, n_in, (steps, batch), generator=gen)
+        table = rnd(n_in, n * d1)
+    else:
+        P = rnd(steps, n * d1, batch)
+    R = None
+    if mode == "fused":
+        R = rnd(n * d1, n)
+    elif mode == "sparse":
+        conn = torch.tensor([[3, 4, 5, 0], [1, 5, 5, 3], [4, 0, 2, 4]])  # d_s = 4, sources < 3 feed-forward
+        layer = type("L", (), {})()
+        layer.spec = type("S", (), dict(n_neurons=n, n_in=n_in, d_tree=d_tree, d_s=4, d_brch=2))()
+        layer.connectome = conn
+        k.sparse = fast._sparse_structure(layer)
+        R = rnd(k.sparse.col.shape[0])
+    W0 = rnd(n, d1, d_tree + d_m)
+    wb = []
+    widths = [d1] + [d_mlp] * (l_mlp - 1) + [d_m] if l_mlp else []
+    for i, o in zip(widths[:-1], widths[1:], strict=True):
+        wb += [rnd(n, o, i), rnd(n, o, 1)]
+    a0, m0, r0 = rnd(n, batch, scale=0.3), rnd(n, d_m, batch), rnd(n, batch)
+    return k, (P, table, R, W0, rnd(n, d_m), rnd(n), a0, m0, r0, *wb)
+
+
+@pytest.mark.parametrize(
+    ("mode", "l_mlp", "tokens", "relu", "kr"),
+    [
+        ("fused", 1, True, True, 0.6),
+        ("fused", 0, False, True, None),
+        ("sparse", 2, True, True, 0.6),
+        ("sparse", 1, False, False, None),
+        ("none", 1, False, False, None),
+        ("none", 0, True, True, 0.3),
+    ],
+)
+def test_scan_backward_passes_gradcheck(mode, l_mlp, tokens, relu, kr):
+    k, inputs = _scan_inputs(mode, l_mlp, tokens, relu, kr)
+    diff = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
+
+    def f(*xs):
+        args = list(inputs)
+        for i, x in zip(diff, xs, strict=True):
+            args[i] = x
+        out = fast._LayerScan.apply(k, *args)
+        return tuple(o.sin() for o in out)  # a non-linear read-out so that every gradient path counts
+
+    assert torch.autograd.gradcheck(f, tuple(inputs[i] for i in diff), eps=1e-6, atol=1e-6)
+
+
+def test_a_retained_graph_gives_the_same_gradients_twice():
+    model = ELMNetwork(ELMConfig(n_in=5, n_out=5, n_neurons=6, d_m=2, d_tree=2, d_brch=2), dtype=torch.float64)
+    logits, _ = model(torch.randint(0, 5, (2, 4)))
+    logits.sum().backward(retain_graph=True)
+    first = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits.sum().backward()
+    assert all(torch.equal(a, p.grad) for a, p in zip(first, model.parameters(), strict=True))
+
+
+def test_training_is_deterministic_on_cpu():
+    cfg = ELMConfig(n_in=11, n_out=11, n_neurons=24, d_m=4, d_tree=4, d_brch=3, seed=2)
+    tokens = torch.randint(0, 11, (4, 21), generator=torch.Generator().manual_seed(0))
+
+    def train() -> list[torch.Tensor]:
+        model = ELMNetwork(cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        state = None
+        for _ in range(3):
+            logits, state = model(tokens[:, :-1], state)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), tokens[:, 1:].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            state = state.detach()
+        return [p.detach().clone() for p in model.parameters()]
+
+    first, second = train(), train()
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_unknown_impl_is_a_clear_error():
+    with pytest.raises(ValueError, match="impl"):
+        ELMNetwork(ELMConfig(n_in=5, n_out=5, n_neurons=4, d_m=2, d_tree=2, d_brch=2), impl="jax")
