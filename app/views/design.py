@@ -156,10 +156,15 @@ def show_design(design: data.Design) -> float:
     e[1].metric("Training tokens", data.human(design.train_tokens),
                 f"{design.protocol.get('steps') or design.protocol.get('epochs')} "
                 f"{'steps' if info.kind == 'char' else 'epochs'}", **ui.NOTE)
+    law = state.scaling(task, "test_metric") if prediction is None and fits else None
     if prediction is not None:
         value, fit = prediction
         e[2].metric(f"Predicted test {info.metric_name}", f"{value:.3f}",
                     f"iso-budget fit of {fit.n_points} runs at {data.human(fit.budget)}", **ui.NOTE)
+    elif law is not None and not isinstance(law, str):
+        value = float(law.predict(cfg.n_neurons, design.k_e, design.k_c))
+        e[2].metric(f"Predicted test {info.metric_name}", f"{value:.3f}", f"scaling-law fit of {law.n_runs} runs",
+                    **ui.NOTE)
     else:
         e[2].metric(f"Predicted test {info.metric_name}", "-", "no fitted runs at this budget yet", **ui.NOTE)
 

@@ -62,11 +62,12 @@ else:
         running = frame.filter(pl.col("status") == "running")["run_id"].to_list()
         progress = actions.progress(running[:50])
         for run_id in running[:12]:
-            p = progress.get(run_id, {})
+            p = progress.get(run_id) or {}
             total, step = p.get("total_steps") or 0, p.get("step") or 0
-            text = (f"{run_id}: step {step:,}/{total:,} · loss {p.get('loss', float('nan')):.3f} · "
-                    f"{p.get('tokens_per_s', 0):,.0f} tokens/s · ETA {data.duration(p.get('eta_s'))}"
-                    + (f" · {p['worker']}" if p.get("worker") else "")) if total else f"{run_id}: starting"
+            loss = "-" if p.get("loss") is None else f"{p['loss']:.3f}"
+            text = (f"{run_id}: step {step:,}/{total:,} · loss {loss} · {p.get('tokens_per_s') or 0:,.0f} tokens/s · "
+                    f"ETA {data.duration(p.get('eta_s'))}" + (f" · {p['worker']}" if p.get("worker") else "")
+                    ) if total else f"{run_id}: starting"
             st.progress(min(1.0, step / total) if total else 0.0, text=text)
 
         table = data.runs_table(frame, progress)

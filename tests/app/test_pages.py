@@ -170,3 +170,19 @@ def test_switching_task_brings_a_budget_that_fits(store: Store):
     assert at.number_input(key="budget").value >= 150_000  # the 204-symbol readout alone needs ~81k
     at.selectbox(key="task").set_value("synthetic-adding").run()
     assert at.selectbox(key="preset").value == "adding-small" and not at.error
+
+
+def test_design_predicts_from_the_scaling_law_between_budgets(filled_store: Store):
+    at = open_page("design", {"budget": "90000"})  # no iso-budget group within 5%
+    metric = next(m for m in at.metric if m.label == "Predicted test bpc")
+    assert metric.value != "-" and 1.5 < float(metric.value) < 3.0
+
+
+def test_runs_page_shows_live_progress(filled_store: Store, monkeypatch: pytest.MonkeyPatch):
+    live = {"live-running": {"step": 5, "total_steps": 20, "loss": None, "tokens_per_s": 812.0, "eta_s": 30.0,
+                             "worker": "w1"}}
+    monkeypatch.setattr("workers.client.progress", lambda ids, **kw: {i: live.get(i, {}) for i in ids})
+    at = open_page("runs")
+    bars = at.get("progress")
+    assert len(bars) == 1 and bars[0].value == 25
+    assert "step 5/20 · loss - · 812 tokens/s · ETA 30 s · w1" in bars[0].proto.text
