@@ -15,6 +15,7 @@ while training; invalid specs and missing data raise ValueError before any work 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -114,8 +115,9 @@ def evaluate_spikes(model: ELMNetwork, task, split: str, *, batch_size: int, max
     return correct / max(count, 1)
 
 
+@functools.cache
 def code_version() -> str:
-    """`git describe` of the checkout when there is one, else the installed package version."""
+    """`git describe` of the checkout when there is one, else the installed package version (once per process)."""
     root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
