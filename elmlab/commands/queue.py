@@ -201,6 +201,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown queue(s) {', '.join(unknown)}: a worker takes train and/or gpu")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if args.gpus is not None:
+        return _gpu_workers(args, queues)
     os.environ["ELMLAB_WORKER_CONCURRENCY"] = str(args.concurrency)
     from elm_core.settings import get_settings
     from workers.celery_app import app, ensure_dirs
@@ -210,6 +212,43 @@ def cmd_worker(args: argparse.Namespace) -> int:
     hostname = args.hostname or f"worker-{os.getpid()}@%h"
     app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
     return 0
+
+
+def gpu_worker_commands(n_gpus: int, queues: str, pid: int) -> list[tuple[list[str], dict[str, str]]]:
+    """One worker process per GPU: (argv, extra environment) with CUDA_VISIBLE_DEVICES pinning each to one GPU."""
+    queues = queues if "gpu" in queues.split(",") else f"gpu,{queues}"
+    return [
+        ([sys.executable, "-m", "elmlab", "worker", "--queues", queues, "--concurrency", "1",
+          "--hostname", f"gpu{i}-{pid}@%h"], {"CUDA_VISIBLE_DEVICES": str(i)})
+        for i in range(n_gpus)
+    ]
+
+
+def _gpu_workers(args: argparse.Namespace, queues: str) -> int:
+    import signal
+    import subprocess
+
+    if args.gpus == "all":
+        import torch
+
+        n = torch.cuda.device_count()
+    elif args.gpus.isdigit():
+        n = int(args.gpus)
+    else:
+        raise UsageError(f"--gpus takes a number or 'all', not {args.gpus!r}")
+    if n < 1:
+        raise UsageError("--gpus: no CUDA device is visible on this machine")
+    procs = [subprocess.Popen(argv, env={**os.environ, **env})
+             for argv, env in gpu_worker_commands(n, queues, os.getpid())]
+    print(f"started {n} GPU worker(s): one process per GPU", file=sys.stderr)
+    try:
+        return max(p.wait() for p in procs)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        return 130
 
 
 def cmd_recorder(args: argparse.Namespace) -> int:
@@ -284,6 +323,7 @@ def register(sub) -> None:
     p.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork",
                    help="prefork (default): runs in a child process, the worker answers pings meanwhile")
     p.add_argument("--hostname", help="Celery node name (default worker-<pid>@<host>)")
+    p.add_argument("--gpus", help="N or 'all': start one worker process per GPU (queues gpu and train)")
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--logfile")
     p.set_defaults(func=cmd_worker, _parser=p)

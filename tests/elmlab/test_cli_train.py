@@ -41,3 +41,18 @@ def test_allocate_reports_the_exact_count(capsys):
     assert out["n_neurons"] == 1024 and out["params"] == 3_516_748 and out["k_c"] == 750
     assert main(["allocate", "--budget", "100"]) == 2
     assert "minimum budget" in capsys.readouterr().err
+
+
+def test_gpu_workers_are_one_process_per_gpu_pinned_by_cuda_visible_devices():
+    from elmlab.commands.queue import gpu_worker_commands
+
+    cmds = gpu_worker_commands(3, "train", pid=42)
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in cmds] == ["0", "1", "2"]
+    for argv, _ in cmds:
+        assert argv[argv.index("--queues") + 1] == "gpu,train" and argv[argv.index("--concurrency") + 1] == "1"
+    assert len({argv[argv.index("--hostname") + 1] for argv, _ in cmds}) == 3
+
+
+def test_gpu_workers_without_a_gpu_is_a_clear_error(capsys, elmlab_home):
+    assert main(["worker", "--gpus", "all"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
