@@ -356,18 +356,22 @@ def curves_figure(
     log_y: bool = False,
 ) -> go.Figure:
     """Learning curves of several runs overlaid (columns label, step, tokens, wall_time_s, train_loss,
-    valid_metric): training loss as lines, validation as markers."""
-    fig = go.Figure()
+    valid_metric): training loss as lines, validation as markers. The record's training loss is a
+    cross-entropy in nats; for BPC runs it is drawn in bits (/ ln 2) beside the validation BPC, for
+    accuracy runs the validation accuracy gets its own axis on the right."""
+    accuracy = metric_name == "accuracy"
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
     if curves.height == 0:
         _empty(fig, "No learning curve recorded yet.")
+    scale = 1.0 if accuracy else 1.0 / np.log(2.0)
     for i, (name, group) in enumerate(curves.group_by("label", maintain_order=True)):
         color = PALETTE[i % len(PALETTE)]
         group = group.sort(x)
         fig.add_trace(go.Scatter(
-            x=group[x].to_list(), y=group["train_loss"].to_list(), mode="lines", name=f"{name[0]} train",
+            x=group[x].to_list(), y=(group["train_loss"] * scale).to_list(), mode="lines", name=f"{name[0]} train",
             line=dict(color=color), legendgroup=str(name[0]),
-            hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>train loss = %{{y:.4f}}<extra></extra>",
-        ))
+            hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>train = %{{y:.4f}}<extra></extra>",
+        ), secondary_y=False)
         valid = group.filter(pl.col("valid_metric").is_not_null())
         if valid.height:
             fig.add_trace(go.Scatter(
@@ -375,10 +379,14 @@ def curves_figure(
                 name=f"{name[0]} valid", line=dict(color=color, dash="dot"), marker=dict(color=color, size=8),
                 legendgroup=str(name[0]),
                 hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>validation = %{{y:.4f}}<extra></extra>",
-            ))
+            ), secondary_y=accuracy)
     titles = {"step": "step", "tokens": "tokens seen", "wall_time_s": "wall time (s)"}
-    unit = "bits per character" if metric_name == "bpc" else "nats / accuracy"
-    return _layout(fig, "Learning curves", titles.get(x, x), f"loss ({unit})", log_x, log_y)
+    y_title = "train loss (nats)" if accuracy else "bits per character (train, validation)"
+    _layout(fig, "Learning curves", titles.get(x, x), y_title, log_x, log_y)
+    fig.update_layout(showlegend=True)
+    fig.update_yaxes(title_text="validation accuracy" if accuracy else None, type="linear", secondary_y=True,
+                     showgrid=False, visible=accuracy)
+    return fig
 
 
 # --- Scaling laws -----------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def synthetic_runs(store: Store, budgets=BUDGETS, d_m_values=D_M, seeds=(0, 1), 
             for seed in seeds:
                 bpc = 1.5 + 4 * cfg.n_neurons**-0.5 + 3 * cfg.k_e**-0.5 + rng.normal(0, 0.01)
                 run_id = f"t{budget}-{d_m}-{seed}"
-                curve = [CurvePoint(step=s, tokens=s * 800, wall_time_s=s * 0.05, train_loss=bpc + 2.0 / (1 + s / 20),
+                curve = [CurvePoint(step=s, tokens=s * 800, wall_time_s=s * 0.05,
+                                    train_loss=(bpc + 2.0 / (1 + s / 20)) * np.log(2),  # nats, as train() records
                                     valid_metric=bpc + 0.02 if s % 100 == 0 else None) for s in range(0, 401, 20)]
                 store.put(RunRecord(
                     run_id=run_id, sweep_id=f"iso-{budget}", task=task, dataset="text", status="done",

@@ -91,3 +91,11 @@ def test_seeds_collapse_only_within_one_protocol():
             for i, (seed, lr) in enumerate([(0, 0.003), (1, 0.003), (0, 0.01)])]
     points = data.fit_frame(data.prepare_runs(pl.DataFrame(rows)), "test_metric")
     assert sorted(points["n_seeds"].to_list()) == [1, 2]
+
+
+def test_selected_points_open_their_runs():
+    from app.ui import selected_run_ids
+
+    event = {"selection": {"points": [{"customdata": ["a,b", 10, 4]}, {"customdata": ["b,c"]}, {"x": 1}]}}
+    assert selected_run_ids(event) == ["a", "b", "c"]
+    assert selected_run_ids(None) == []

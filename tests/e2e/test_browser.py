@@ -88,12 +88,22 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     expect(page.get_by_role("heading", name="Optimum per budget")).to_be_visible()  # the sweep's fit
     expect(page.get_by_text("95% bootstrap interval").first).to_be_visible()
     shot(page, "04-explore-iso")
+    # Click a point: its runs open in Run detail with their learning curves.
+    page.locator(".js-plotly-plot .scatterlayer .trace .points path").first.click(force=True)
+    settle(page)
+    page.get_by_role("link", name=re.compile(r"Open the \d+ selected run")).click()
+    settle(page)
+    expect(page.get_by_role("heading", name="Run detail and compare")).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    assert "runs=" in page.url
+    shot(page, "05-run-detail")
+    nav(page, "Explore")
     page.get_by_role("radio", name="Pareto frontier").click()
     settle(page)
     page.get_by_text("log y", exact=True).click()
     settle(page)
     expect(page.locator(".js-plotly-plot .gtitle").first).to_contain_text("Pareto frontier")
-    shot(page, "05-explore-pareto")
+    shot(page, "06-explore-pareto")
     shared = page.url
     assert "view=" in shared and "logy=" in shared, shared
     assert shared in page.locator("[data-testid='stSidebar'] [data-testid='stCode']").inner_text().replace("\n", "")
@@ -106,7 +116,7 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     expect(other.get_by_label("log y", exact=True)).to_be_checked()
     expect(other.get_by_role("radio", name="Pareto frontier")).to_have_attribute("aria-checked", "true")
     expect(other.locator("[data-testid='stSidebar'] [data-testid='stCode']")).to_contain_text("view=")
-    shot(other, "06-shared-url")
+    shot(other, "07-shared-url")
     other.close()
 
     # The HTML report of this view.
@@ -120,7 +130,7 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     report = page.context.new_page()
     report.goto(path.as_uri())
     expect(report.locator(".js-plotly-plot").first).to_be_visible()
-    shot(report, "07-report")
+    shot(report, "08-report")
     report.close()
 
     # A long run, seen training (progress bar with step, loss, throughput, ETA), cancelled from Runs.
@@ -131,10 +141,10 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     nav(page, "Runs")
     expect(page.get_by_text(re.compile(r"step [\d,]+/20,000 · loss [\d.]+ · [\d,]+ tokens/s · ETA"))).to_be_visible(
         timeout=90_000)
-    shot(page, "08-runs-training")
+    shot(page, "09-runs-training")
     grid = page.get_by_test_id("stDataFrame").first.bounding_box()
     page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 18)  # the newest run's row: select it
     page.get_by_role("button", name="Cancel 1 run(s)").click()
     settle(page)
     expect(metric(page, "cancelled")).to_contain_text("1", timeout=60_000)
-    shot(page, "09-runs-cancelled")
+    shot(page, "10-runs-cancelled")
