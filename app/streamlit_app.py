@@ -11,11 +11,11 @@ st.set_page_config(page_title="ELM Lab", page_icon=":material/hub:", layout="wid
 
 read_only = actions.read_only()
 pages = [
-    st.Page("views/design.py", title="Design and queue", icon=":material/tune:", url_path="design",
-            default=not read_only),
+    # The default page is served at "/" and has no path of its own, so it is the same page in every
+    # mode: shared links such as /explore then work on a read-only dashboard too.
+    st.Page("views/design.py", title="Design and queue", icon=":material/tune:", url_path="design", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
-    st.Page("views/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore",
-            default=read_only),
+    st.Page("views/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
     st.Page("views/scaling.py", title="Scaling laws", icon=":material/trending_down:", url_path="scaling"),
     st.Page("views/run.py", title="Run detail and compare", icon=":material/description:", url_path="run"),
     st.Page("views/share.py", title="Share and export", icon=":material/share:", url_path="share"),

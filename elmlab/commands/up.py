@@ -89,6 +89,7 @@ def _children(args: argparse.Namespace, settings) -> list[Child]:
     children = [Child("dashboard", [
         sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port), "--server.address",
         args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
     ], dash_env, logs / "dashboard.log")]
     if not args.read_only:
         children.append(Child("recorder", [*elmlab, "recorder"], env, logs / "recorder.log"))
