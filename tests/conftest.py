@@ -21,3 +21,15 @@ def elmlab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("ELMLAB_STORE_DIR", "ELMLAB_DATA_DIR", "ELMLAB_BROKER_URL", "ELMLAB_RESULT_BACKEND"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's script runner (AppTest) installs the page script as `__main__` and leaves it there;
+    `multiprocessing`'s spawn would then re-run that script in every child. Put the real one back."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
