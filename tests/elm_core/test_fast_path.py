@@ -107,8 +107,8 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
     d1 = d_mlp if l_mlp else d_m
     tau = torch.tensor([0.5, 4.0], dtype=torch.float64).expand(n, d_m)
     k = fast._ScanCtx(
-        km=torch.exp(-1 / tau).unsqueeze(-1),
-        c=((1 - torch.exp(-5 / tau)) * fast.TANH_GAIN).unsqueeze(-1),
+        km=torch.exp(-1 / tau).unsqueeze(1),
+        c=((1 - torch.exp(-5 / tau)) * fast.TANH_GAIN).unsqueeze(1),
         kr=kr,
         relu=relu,
         in_loop=mode != "none" or kr is not None,
@@ -120,10 +120,10 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
         k.tokens = torch.randint(0, n_in, (steps, batch), generator=gen)
         table = rnd(n_in, n * d1)
     else:
-        P = rnd(steps, n * d1, batch)
+        P = rnd(steps, batch, n * d1)
     R = None
     if mode == "fused":
-        R = rnd(n * d1, n)
+        R = rnd(n, n * d1)  # M^T
     elif mode == "sparse":
         conn = torch.tensor([[3, 4, 5, 0], [1, 5, 5, 3], [4, 0, 2, 4]])  # d_s = 4, sources < 3 feed-forward
         layer = type("L", (), {})()
@@ -135,8 +135,8 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
     wb = []
     widths = [d1] + [d_mlp] * (l_mlp - 1) + [d_m] if l_mlp else []
     for i, o in zip(widths[:-1], widths[1:], strict=True):
-        wb += [rnd(n, o, i), rnd(n, o, 1)]
-    a0, m0, r0 = rnd(n, batch, scale=0.3), rnd(n, d_m, batch), rnd(n, batch)
+        wb += [rnd(n, o, i), rnd(n, 1, o)]
+    a0, m0, r0 = rnd(n, batch, scale=0.3), rnd(n, batch, d_m), rnd(n, batch)
     return k, (P, table, R, W0, rnd(n, d_m), rnd(n), a0, m0, r0, *wb)
 
 
