@@ -99,12 +99,17 @@ class RunSpec(BaseModel):
     test_samples: int | None = Field(default=None, gt=0)
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The broker queue the run goes to; None = "gpu" for device cuda, else "train". A named queue
+    # sends runs to the workers started with `elmlab worker --queues NAME` (a machine, a GPU type).
+    queue: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     checkpoint_dir: str | None = None
     checkpoint_every_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> RunSpec:
+        if self.queue == "results":
+            raise ValueError("queue: 'results' is the recorder's queue; runs go to train, gpu or a queue of your own")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         unknown = sorted(set(self.model) - set(MODEL_FIELDS))

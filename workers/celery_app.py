@@ -132,8 +132,10 @@ def make_app(settings: Settings | None = None, *, create_dirs: bool = False) -> 
     return app
 
 
-def route_for(spec_device: str) -> str:
-    """The queue a run goes to: `gpu` when the spec asks for CUDA, else `train`."""
+def route_for(spec_device: str, queue: str | None = None) -> str:
+    """The queue a run goes to: the spec's own `queue` when set, else `gpu` when it asks for CUDA, else `train`."""
+    if queue:
+        return queue
     return GPU_QUEUE if spec_device == "cuda" else TRAIN_QUEUE
 
 

@@ -116,7 +116,8 @@ def _publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt
             state.set_issued_attempt(app.backend, run_id, attempt, fast=True)
         app.send_task(
             TRAIN_TASK, kwargs={"spec": spec_json, "attempt": attempt, "created_at": created_at}, task_id=run_id,
-            queue=route_for(device), ignore_result=True, retry=True, retry_policy=state.FAST_RETRY,
+            queue=route_for(device, spec_json.get("queue")), ignore_result=True, retry=True,
+            retry_policy=state.FAST_RETRY,
         )
     except _transient() as exc:
         raise _unavailable(settings, exc) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -196,9 +197,10 @@ def _celery_argv(queues: str, concurrency: int, pool: str, hostname: str, loglev
 
 def cmd_worker(args: argparse.Namespace) -> int:
     queues = ",".join(q.strip() for q in args.queues.split(",") if q.strip())
-    unknown = sorted(set(queues.split(",")) - {"train", "gpu"})
-    if unknown:
-        raise UsageError(f"unknown queue(s) {', '.join(unknown)}: a worker takes train and/or gpu")
+    bad = sorted(q for q in queues.split(",") if q == "results" or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", q))
+    if bad or not queues:
+        raise UsageError(f"invalid queue name(s) {', '.join(bad) or '(none)'}: use train, gpu or names of "
+                         "lower-case letters, digits, - and _ (results is the recorder's)")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     if args.gpus is not None:

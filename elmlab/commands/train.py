@@ -24,6 +24,7 @@ SPEC_FLAGS = (
     ("d_brch", int), ("l_mlp", int), ("d_mlp", int), ("seed", int), ("steps", int), ("epochs", int),
     ("batch_size", int), ("seq_len", int), ("lr", float), ("device", str), ("precision", str),
     ("checkpoint_dir", str), ("run_id", str), ("sweep_id", str), ("eval_chars", int), ("test_chars", int),
+    ("queue", str),
 )
 
 

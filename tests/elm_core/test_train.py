@@ -104,6 +104,8 @@ def test_spike_task_reports_accuracy():
         ({"n_neurons": 4, "d_m": 3, "lr": 0}, "lr"),
         ({"n_neurons": 4, "d_m": 3, "model": {"p_rec": 2}, "steps": 1}, "p_rec"),
         ({"n_neurons": 4, "d_m": 3, "bogus": 1}, "bogus"),
+        ({"n_neurons": 4, "d_m": 3, "queue": "results"}, "queue"),
+        ({"n_neurons": 4, "d_m": 3, "queue": "Has Spaces"}, "queue"),
     ],
 )
 def test_invalid_specs_name_the_field(payload, field):

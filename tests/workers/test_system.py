@@ -164,3 +164,24 @@ def test_up_starts_and_stops_everything(lab: Lab):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.redis
+@pytest.mark.redis_db(9)
+def test_dashboard_submit_spreads_runs_over_two_workers_on_different_queues(redis_lab: Lab):
+    """The dashboard's submit path on the real Redis broker, two worker processes on two queues."""
+    from app import actions
+
+    redis_lab.recorder()
+    redis_lab.worker("--queues", "train", "--hostname", "w-train@%h")
+    redis_lab.worker("--queues", "cpu-big", "--hostname", "w-big@%h")
+    redis_lab.wait_ready(3)
+    specs = [tiny(seed=s) for s in range(2)] + [tiny(seed=s, queue="cpu-big") for s in range(2, 4)]
+    run_ids = actions.submit(specs)
+    records = [redis_lab.wait_status(r, "done", timeout=120) for r in run_ids]
+    workers = [rec.worker or "" for rec in records]
+    assert all(w.startswith("w-train@") for w in workers[:2]), workers
+    assert all(w.startswith("w-big@") for w in workers[2:]), workers
+    for run_id in run_ids:
+        _one_done(redis_lab, run_id)
+    assert redis_lab.store.runs()["run_id"].n_unique() == 4
