@@ -26,6 +26,8 @@ ui.show_flash()
 
 if state.runs().height == 0:
     ui.broker_banner(state.health())
+    if state.settings().flower_url:
+        st.link_button("Open Flower (task monitor)", state.settings().flower_url)
     ui.first_screen("runs")
 else:
     f1, f2, f3, f4 = st.columns([2, 1, 2, 1])

@@ -86,6 +86,12 @@ def _children(args: argparse.Namespace, settings) -> list[Child]:
     dash_env = dict(env)
     if args.read_only:
         dash_env["ELMLAB_READ_ONLY"] = "1"
+    flower = []
+    if args.flower is not None and not args.read_only:
+        flower_host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+        dash_env["ELMLAB_FLOWER_URL"] = f"http://{flower_host}:{args.flower}"
+        flower = [Child("flower", [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "flower",
+                                   f"--port={args.flower}", f"--address={args.host}"], env, logs / "flower.log")]
     children = [Child("dashboard", [
         sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port), "--server.address",
         args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
@@ -96,7 +102,7 @@ def _children(args: argparse.Namespace, settings) -> list[Child]:
         if not args.no_worker:
             children.append(Child("worker", [*elmlab, "worker", "--queues", args.queues, "--concurrency",
                                              str(args.concurrency)], env, logs / "worker.log"))
-    return children
+    return children + flower
 
 
 def stop_all(children: list[Child], grace: float = GRACE_S) -> None:
@@ -204,4 +210,6 @@ def register(sub) -> None:
     p.add_argument("--no-worker", action="store_true", help="start no training worker (workers run elsewhere)")
     p.add_argument("--queues", default="train", help="queues of the local worker (default train)")
     p.add_argument("--concurrency", type=int, default=1, help="runs the local worker trains at a time")
+    p.add_argument("--flower", type=int, nargs="?", const=5555, default=None, metavar="PORT",
+                   help="also start Flower (default port 5555); the Runs page links to it")
     p.set_defaults(func=run, _parser=p)

@@ -186,3 +186,11 @@ def test_runs_page_shows_live_progress(filled_store: Store, monkeypatch: pytest.
     bars = at.get("progress")
     assert len(bars) == 1 and bars[0].value == 25
     assert "step 5/20 · loss - · 812 tokens/s · ETA 30 s · w1" in bars[0].proto.text
+
+
+def test_runs_page_links_to_flower_when_it_runs(store: Store, monkeypatch: pytest.MonkeyPatch):
+    at = open_page("runs")
+    assert not at.get("link_button")
+    monkeypatch.setenv("ELMLAB_FLOWER_URL", "http://127.0.0.1:5555")
+    at = open_page("runs")
+    assert [b.proto.url for b in at.get("link_button")] == ["http://127.0.0.1:5555"]
