@@ -47,7 +47,7 @@ import numpy as np
 import polars as pl
 from scipy.optimize import least_squares, nnls
 
-from elm_core.analysis.frame import done_runs, hidden_overhead, resolve_maximize, seed_weights
+from elm_core.analysis.frame import hidden_overhead, loss_target, resolve_maximize, seed_weights
 
 PARAM_NAMES = ("E", "A", "gamma", "k_0", "N_0")
 _KE_GRID = np.logspace(0, 8, 801)
@@ -264,14 +264,7 @@ def fit_capacity_model(
 ) -> CapacityFit:
     """Fit the capacity model to the done runs (raw or seed-collapsed; module docstring)."""
     maximize = resolve_maximize(df, metric, maximize)
-    runs = done_runs(df, metric, ["n_neurons", "k_e", "k_c"])
-    y = runs[metric].cast(pl.Float64).to_numpy()
-    if maximize:
-        if np.any((y <= 0) | (y >= 1)):
-            raise ValueError(f"a maximised metric must lie in (0, 1) to be fitted as an error; {metric} does not")
-        y = 1.0 - y
-    if np.any(y <= 0):
-        raise ValueError(f"{metric} must be positive to be fitted in log space")
+    runs, y = loss_target(df, metric, maximize)
     if runs.height < len(PARAM_NAMES) + 1:
         raise ValueError(f"the capacity model needs at least {len(PARAM_NAMES) + 1} runs; got {runs.height}")
     n = runs["n_neurons"].cast(pl.Float64).to_numpy()

@@ -176,6 +176,20 @@ def done_runs(df: pl.DataFrame, metric: str | None = None, columns: Sequence[str
     return df
 
 
+def loss_target(df: pl.DataFrame, metric: str, maximize: bool) -> tuple[pl.DataFrame, np.ndarray]:
+    """The done runs with (n_neurons, k_e, k_c) and the positive loss a log-space fit targets: the metric
+    itself when minimised, the error 1 - metric when maximised (an accuracy in (0, 1))."""
+    runs = done_runs(df, metric, ["n_neurons", "k_e", "k_c"])
+    y = runs[metric].cast(pl.Float64).to_numpy()
+    if maximize:
+        if np.any((y <= 0) | (y >= 1)):
+            raise ValueError(f"a maximised metric must lie in (0, 1) to be fitted as an error; {metric} does not")
+        y = 1.0 - y
+    if np.any(y <= 0):
+        raise ValueError(f"{metric} must be positive to be fitted in log space")
+    return runs, y
+
+
 def resolve_maximize(df: pl.DataFrame, metric: str, maximize: bool | None = None) -> bool:
     """Metric direction: `maximize` when given; else from metric_name ('accuracy' is maximised, 'bpc'
     minimised); else True only when the metric's name contains 'acc'."""

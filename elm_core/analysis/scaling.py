@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 from scipy.optimize import least_squares, nnls
 
-from elm_core.analysis.frame import done_runs, hidden_overhead, resolve_maximize, seed_weights
+from elm_core.analysis.frame import hidden_overhead, loss_target, resolve_maximize, seed_weights
 
 _EXP_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
 _KE_GRID = np.logspace(0, 8, 801)  # candidate k_e for the optimum search
@@ -335,14 +335,7 @@ def fit_scaling_law(
 ) -> ScalingFit:
     """Fit L(N, k_e, k_c) to every done run (raw or seed-collapsed); see the module docstring."""
     maximize = resolve_maximize(df, metric, maximize)
-    runs = done_runs(df, metric, ["n_neurons", "k_e", "k_c"])
-    y = runs[metric].cast(pl.Float64).to_numpy()
-    if maximize:
-        if np.any((y <= 0) | (y >= 1)):
-            raise ValueError(f"a maximised metric must lie in (0, 1) to be fitted as an error; {metric} does not")
-        y = 1.0 - y
-    if np.any(y <= 0):
-        raise ValueError(f"{metric} must be positive to be fitted in log space")
+    runs, y = loss_target(df, metric, maximize)
     n_par = 5
     if runs.height < n_par + 1:
         raise ValueError(f"a scaling-law fit needs at least {n_par + 1} runs; got {runs.height}")
