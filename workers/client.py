@@ -207,10 +207,8 @@ def _started(meta: dict[str, Any] | None, attempt: int) -> bool:
         int(info.get("attempt", -1)) == attempt
 
 
-def cancel(run_id: str, *, settings: Settings | None = None) -> None:
-    """Cancel a queued or running run. A queued run not yet picked up is recorded `cancelled` at once
-    (and a worker that picks its message up later drops it); a running one stops at its next step
-    and records `cancelled` with its partial curve. ValueError for unknown, reference or finished runs."""
+def _own_run(run_id: str, settings: Settings | None, verb: str):
+    """(settings, store, latest record) of a run this ELM Lab may act on; ValueError otherwise."""
     settings = _settings(settings)
     _check_writable(settings)
     store = _store(settings)
@@ -218,7 +216,15 @@ def cancel(run_id: str, *, settings: Settings | None = None) -> None:
     if rec is None:
         raise ValueError(f"run_id: no run {run_id!r} in the store")
     if rec.source == "reference":
-        raise ValueError(f"run {run_id!r} is a reference (published) run; it cannot be cancelled")
+        raise ValueError(f"run {run_id!r} is a reference (published) run; it cannot be {verb}")
+    return settings, store, rec
+
+
+def cancel(run_id: str, *, settings: Settings | None = None) -> None:
+    """Cancel a queued or running run. A queued run not yet picked up is recorded `cancelled` at once
+    (and a worker that picks its message up later drops it); a running one stops at its next step
+    and records `cancelled` with its partial curve. ValueError for unknown, reference or finished runs."""
+    settings, store, rec = _own_run(run_id, settings, "cancelled")
     if rec.status in TERMINAL:
         raise ValueError(f"run {run_id!r} is already {rec.status}; nothing to cancel")
     app = _app(settings)
@@ -235,14 +241,7 @@ def cancel(run_id: str, *, settings: Settings | None = None) -> None:
 def retry(run_id: str, *, settings: Settings | None = None) -> str:
     """Queue a failed or cancelled run again: same spec and run id, attempt + 1. Returns the run id.
     ValueError for unknown, reference, queued, running or done runs."""
-    settings = _settings(settings)
-    _check_writable(settings)
-    store = _store(settings)
-    rec = store.run(run_id)
-    if rec is None:
-        raise ValueError(f"run_id: no run {run_id!r} in the store")
-    if rec.source == "reference":
-        raise ValueError(f"run {run_id!r} is a reference (published) run; it cannot be retried")
+    settings, store, rec = _own_run(run_id, settings, "retried")
     if rec.status in ("queued", "running"):
         raise ValueError(f"run {run_id!r} is {rec.status}; only failed or cancelled runs can be retried")
     if rec.status == "done":
