@@ -293,13 +293,20 @@ class _LayerScan(torch.autograd.Function):
         W0m = W0[:, :, d_tree:]
         Ws2 = [w * 2 for w in Ws]  # the 2 of d relu(z)^2 / dz = 2 relu(z)
         km, c, kr, tokens = k.km, k.c, k.kr, k.tokens
-        new = m_out.new_zeros
-        # weight gradients accumulate over the steps (per neuron, sums over b of outer products);
-        # bias-like ones accumulate per (neuron, b) and are summed over b at the end
+        new, ws = m_out.new_zeros, WORKSPACE.empty
+
+        # what can be computed for all steps at once
+        D = torch.mul(th_all, th_all, out=ws(th_all.shape, th_all)).neg_().add_(1).mul_(c)  # d m_t / d u
+        H = [torch.mul(z, z, out=ws(z.shape, z)) for z in Z]  # relu(z_j)^2, the inputs of the next layer
+        MD = ws(m_out.shape, m_out)  # the decayed memory km * m_{t-1}
+        torch.mul(m_out[:-1], km, out=MD[1:])
+        torch.mul(m0, km, out=MD[0])
+        DU = ws(m_out.shape, m_out)  # d loss / d u, kept for the last layer's bias
+        # weight gradients accumulate over the steps (per neuron, sums over b of outer products)
         g_W0 = new(W0.shape)
         g_W0m = g_W0[:, :, d_tree:]
         g_Ws = [new(w.shape) for w in Ws]
-        acc_bs = [new(n, batch, w.shape[1]) for w in Ws]
+        acc_bs = [new(n, batch, w.shape[1]) for w in Ws[:-1]]
         g_P = m_out.new_empty(steps, batch, n * d1) if has_P else None
         g_table = new(table_shape) if table_shape is not None else None
         gbuf = m_out.new_empty(batch, n * d1) if not has_P else None  # dz0 of one step, batch-major
@@ -308,68 +315,63 @@ class _LayerScan(torch.autograd.Function):
             g_R = new(R.shape)
         elif k.mode == "sparse":
             w_rec, w_rec_t = k.sparse.matrices(R)
-            dBR = WORKSPACE.empty((n * d_tree, steps, batch), m_out)  # for one sampled product after the loop
+            dBR = ws((n * d_tree, steps, batch), m_out)  # for one sampled product after the loop
         if k.in_loop:
+            # d loss / d pre-activation; the external gradient through the mask now, the recurrent one per step
             mask = (a_out > 0).to(m_out.dtype) if k.relu else None
+            DPRE = ws(a_out.shape, a_out)
+            if g_a is None:
+                DPRE.zero_()
+            elif mask is None:
+                DPRE.copy_(g_a)
+            else:
+                torch.mul(g_a, mask, out=DPRE)
+            DO = ws(a_out.shape, a_out) if kr is not None else DPRE  # d loss / d o
             wy3 = w_y.unsqueeze(1)  # (N, 1, d_m)
-            acc_wy = new(n, batch, d_m)
-            acc_b = new(n, batch)
-            dr = None
             if kr is not None:
                 dr = g_r.clone() if g_r is not None else new(n, batch)
         da = None
         dm = new(n, batch, d_m)
         rec = k.mode != "none"
         for t in range(steps - 1, -1, -1):
-            m_prev = m_out[t - 1] if t > 0 else m0
             if k.in_loop:
-                if da is None:
-                    da_t = g_a[t] if g_a is not None else new(n, batch)
-                else:
-                    da_t = da if g_a is None else da.add_(g_a[t])
-                dpre = da_t * mask[t] if mask is not None else da_t
-                acc_b.add_(dpre)
-                if kr is not None:
-                    dd = dr - dpre
-                    do = torch.add(dpre, dd, alpha=1 - kr)
-                    dr = dd.mul_(kr)
+                dpre = DPRE[t]
+                if da is not None:
+                    dpre.addcmul_(da, mask[t]) if mask is not None else dpre.add_(da)
+                if kr is not None:  # p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
+                    do = torch.lerp(dpre, dr, 1 - kr, out=DO[t])
+                    dr = dr - do
                 else:
                     do = dpre
-                do3 = do.unsqueeze(2)  # (N, B, 1)
-                acc_wy.addcmul_(m_out[t], do3)
-                dm = torch.addcmul(dm, wy3, do3)
+                dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
             if g_m is not None:
                 dm = dm + g_m[t]
-            th = th_all[t]
-            d_u = torch.addcmul(c, c * th, th, value=-1)  # d m_t / d u = c (1 - tanh^2), slope folded
             # dz0, written batch-major: straight into g_P[t], or into gbuf for the table and M
             out0 = (g_P[t] if has_P else gbuf).view(batch, n, d1).transpose(0, 1)
-            g = torch.mul(d_u, dm, out=out0) if n_hidden == 0 else d_u.mul_(dm)
+            g = torch.mul(D[t], dm, out=out0 if n_hidden == 0 else DU[t])
             for j in range(n_hidden, 0, -1):
-                h = Z[j - 1][t]  # relu(z_{j-1})
-                g_Ws[j - 1].baddbmm_(g.transpose(1, 2), h * h)
-                acc_bs[j - 1].add_(g)
-                dh = torch.bmm(g, Ws2[j - 1])
-                g = torch.mul(dh, h, out=out0) if j == 1 else dh.mul_(h)
+                g_Ws[j - 1].baddbmm_(g.transpose(1, 2), H[j - 1][t])
+                if j < n_hidden:
+                    acc_bs[j - 1].add_(g)
+                g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z[j - 1][t], out=out0 if j == 1 else None)
             # g: gradient of the first MLP layer's output z0 (N, B, d1), a view of the batch-major buffer
             g_flat = out0.transpose(0, 1).reshape(batch, n * d1)  # a view
             if g_table is not None:
                 g_table.index_add_(0, tokens[t], g_flat)
-            md = km * m_prev
             if rec:
                 a_prev = (a_out[t - 1] if t > 0 else a0) if a_out is not None else a0
                 if k.rec_mask is not None:
                     a_prev = a_prev * k.rec_mask
             if k.mode == "sparse":
                 br = (w_rec @ a_prev).view(n, d_tree, batch).transpose(1, 2)  # recomputed rather than kept
-                g_W0.baddbmm_(g.transpose(1, 2), torch.cat((br, md), 2))
+                g_W0.baddbmm_(g.transpose(1, 2), torch.cat((br, MD[t]), 2))
                 dh0 = torch.bmm(g, W0)  # (N, B, d_tree + d_m)
                 dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
                 dbr = dh0[:, :, :d_tree].transpose(1, 2).reshape(n * d_tree, batch)
                 dBR[:, t] = dbr
                 da = torch.mm(w_rec_t, dbr)
             else:
-                g_W0m.baddbmm_(g.transpose(1, 2), md)
+                g_W0m.baddbmm_(g.transpose(1, 2), MD[t])
                 dm = _mm(g, W0m, dm).mul_(km)
                 if k.mode == "fused":
                     g_R.addmm_(a_prev, g_flat)
@@ -383,11 +385,13 @@ class _LayerScan(torch.autograd.Function):
             a_src = a_src.transpose(0, 1).reshape(a0.shape[0], steps * batch)  # (N_src, T B)
             g_R = _sampled(k.sparse, dBR.view(n * d_tree, steps * batch), a_src)
         g_wb = []
-        for gw, gb in zip(g_Ws, acc_bs, strict=True):
-            g_wb += [gw, gb.sum(1, keepdim=True)]
+        for j, gw in enumerate(g_Ws):
+            gb = DU.sum((0, 2)) if j == n_hidden - 1 else acc_bs[j].sum(1)
+            g_wb += [gw, gb.unsqueeze(1)]
         g_wy = g_b = g_a0 = g_r0 = None
         if k.in_loop:
-            g_wy, g_b = acc_wy.sum(1), acc_b.sum(1)
+            g_wy = torch.mul(m_out, DO.unsqueeze(3), out=ws(m_out.shape, m_out)).sum((0, 2))
+            g_b = DPRE.sum((0, 2))
             g_r0 = dr if kr is not None else g_r  # without a high-pass r passes through unchanged
         if rec:
             g_a0 = da
