@@ -25,8 +25,10 @@ The tanh slope 2/3 is folded into the last MLP layer, the gain 1.7159 into c = (
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,12 +45,14 @@ TANH_GAIN, TANH_SLOPE = 1.7159, 2.0 / 3.0
 # The recurrent block M of F is kept dense while it has at most this many elements; larger layers
 # keep their recurrent synapses sparse.
 FUSED_MAX_ELEMENTS = 2**16
-# The time loops run their small per-step operations on this many threads (None: torch's setting)
-# while the per-step tensors have at most SCAN_SMALL elements: a second thread does not pay for
-# itself on tensors that small, and waiting on a busy second core at each of thousands of kernels
-# costs far more than it saves.
-SCAN_THREADS: int | None = 1
-SCAN_SMALL = 2**16
+# The time loops run their small per-step operations on one thread each: a second intra-op thread does
+# not pay for itself on tensors this small, and waiting on a busy second core at each of thousands of
+# kernels costs far more than it saves. With more threads allowed (torch.get_num_threads()), a batch of
+# at least SPLIT_MIN_BATCH samples is cut into that many parts (at most MAX_SPLIT) whose time loops run
+# side by side in Python threads (the kernels release the GIL); their weight gradients are summed in a
+# fixed order, so results stay deterministic for a given thread count.
+SPLIT_MIN_BATCH = 16
+MAX_SPLIT = 2
 
 
 # --- a pool for the sequence buffers (CPU) --------------------------------------------------------
@@ -62,6 +66,7 @@ class _Workspace:
 
     def __init__(self, max_bytes: int = 2**30, per_shape: int = 4) -> None:
         self.max_bytes, self.per_shape = max_bytes, per_shape
+        self.lock = threading.Lock()
         self.pool: dict[tuple, list] = {}
         self.bytes = 0
         self.enabled = hasattr(torch._C, "_storage_Use_Count")
@@ -70,20 +75,22 @@ class _Workspace:
         if not self.enabled or like.device.type != "cpu":
             return like.new_empty(shape)
         key = (shape, like.dtype)
-        entries = self.pool.setdefault(key, [])
-        for storage in entries:
-            if torch._C._storage_Use_Count(storage._cdata) == 1:  # only the pool holds it
-                return like.new_empty(0).set_(storage, 0, shape)
-        out = like.new_empty(shape)
-        nbytes = out.untyped_storage().nbytes()
-        if len(entries) < self.per_shape and self.bytes + nbytes <= self.max_bytes:
-            entries.append(out.untyped_storage())
-            self.bytes += nbytes
-        return out
+        with self.lock:
+            entries = self.pool.setdefault(key, [])
+            for storage in entries:
+                if torch._C._storage_Use_Count(storage._cdata) == 1:  # only the pool holds it
+                    return like.new_empty(0).set_(storage, 0, shape)
+            out = like.new_empty(shape)
+            nbytes = out.untyped_storage().nbytes()
+            if len(entries) < self.per_shape and self.bytes + nbytes <= self.max_bytes:
+                entries.append(out.untyped_storage())
+                self.bytes += nbytes
+            return out
 
     def clear(self) -> None:
-        self.pool.clear()
-        self.bytes = 0
+        with self.lock:
+            self.pool.clear()
+            self.bytes = 0
 
 
 WORKSPACE = _Workspace()
@@ -94,17 +101,43 @@ def clear_workspace() -> None:
     WORKSPACE.clear()
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
 @contextmanager
-def _scan_threads(elements: int) -> Iterator[None]:
+def _scan_threads() -> Iterator[int]:
+    """One intra-op thread inside; yields the number of threads allowed outside."""
     before = torch.get_num_threads()
-    if SCAN_THREADS is None or before <= SCAN_THREADS or elements > SCAN_SMALL:
-        yield
-        return
-    torch.set_num_threads(SCAN_THREADS)
+    if before > 1:
+        torch.set_num_threads(1)
     try:
-        yield
+        yield before
     finally:
-        torch.set_num_threads(before)
+        if before > 1:
+            torch.set_num_threads(before)
+
+
+def _chunks(batch: int, threads: int, device: torch.device) -> list[slice]:
+    parts = min(threads, MAX_SPLIT) if batch >= SPLIT_MIN_BATCH and device.type == "cpu" else 1
+    edges = [batch * i // parts for i in range(parts + 1)]
+    return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _no_grad_call(fn, arg):
+    with torch.no_grad():  # grad mode is per thread; the scans build no graph
+        return fn(arg)
+
+
+def _run_chunks(fn, chunks: list[slice]) -> list:
+    """fn(chunk) for each chunk, side by side in threads when there are several; results in order."""
+    global _POOL
+    if len(chunks) == 1:
+        return [fn(chunks[0])]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=MAX_SPLIT, thread_name_prefix="elm-scan")
+    futures = [_POOL.submit(_no_grad_call, fn, c) for c in chunks[1:]]
+    first = fn(chunks[0])
+    return [first] + [f.result() for f in futures]
 
 
 # --- recurrent synapses as a sparse matrix --------------------------------------------------------
@@ -213,19 +246,18 @@ class _LayerScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, k: _ScanCtx, P, *args):
-        n, batch, d = args[5].shape[0], args[5].shape[1], args[2].shape[1]
-        with _scan_threads(n * batch * d):
-            return _LayerScan._forward(ctx, k, P, *args)
+    def forward(ctx, *args):
+        with _scan_threads() as threads:
+            return _LayerScan._forward(ctx, threads, *args)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        with _scan_threads(ctx.elements):
-            return _LayerScan._backward(ctx, *grads)
+        with _scan_threads() as threads:
+            return _LayerScan._backward(ctx, threads, *grads)
 
     @staticmethod
-    def _forward(ctx, k: _ScanCtx, P, table, R, W0, w_y, b, a0, m0, r0, *wb):  # noqa: N803
+    def _forward(ctx, threads, k: _ScanCtx, P, table, R, W0, w_y, b, a0, m0, r0, *wb):  # noqa: N803
         steps, batch = (P.shape[0], P.shape[1]) if P is not None else k.tokens.shape
         n, d1, _ = W0.shape
         d_m = m0.shape[2]
@@ -238,46 +270,51 @@ class _LayerScan(torch.autograd.Function):
         a_out = WORKSPACE.empty((steps, n, batch), W0) if k.in_loop else None
         th_all = WORKSPACE.empty((steps, n, batch, d_m), W0) if keep else None
         Z = [WORKSPACE.empty((steps, n, batch, w.shape[1]), W0) if keep else None for w in WsT]
-        if k.mode == "sparse":
-            w_rec, _ = k.sparse.matrices(R)
+        w_rec = k.sparse.matrices(R)[0] if k.mode == "sparse" else None
         wy3, bcol = w_y.unsqueeze(1), b.unsqueeze(1)  # (N, 1, d_m), (N, 1)
         km, c, kr, tokens = k.km, k.c, k.kr, k.tokens
-        r, m = r0, m0
-        a_in = a0 if k.rec_mask is None else a0 * k.rec_mask
-        for t in range(steps):
-            md = km * m  # (N, B, d_m)
-            drive = P[t] if P is not None else table.index_select(0, tokens[t])  # (B, N d1)
-            if k.mode == "fused":
-                drive = torch.addmm(drive, a_in.t(), R)  # + a_{t-1} M^T
-            drive = drive.view(batch, n, d1).transpose(0, 1)  # (N, B, d1), rows contiguous
-            if k.mode == "sparse":
-                br = (w_rec @ a_in).view(n, d_tree, batch).transpose(1, 2)  # (N, B, d_tree)
-                z = torch.bmm(torch.cat((br, md), 2), W0T).add_(drive)
-            else:
-                z = _mm(md, W0mT, drive)
-            for j in range(n_hidden):
-                h = torch.clamp_min(z, 0, out=Z[j][t]) if keep else torch.relu(z)  # relu(z_j)
-                z = torch.bmm(h * h, WsT[j]).add_(bs[j])
-            th = torch.tanh(z, out=th_all[t]) if keep else torch.tanh(z)
-            m = torch.addcmul(md, c, th, out=m_out[t])  # (N, B, d_m)
-            if k.in_loop:
-                o = (m * wy3).sum(2)  # (N, B)
-                if kr is not None:
-                    r = torch.lerp(r, o, 1 - kr)
-                    o = o - r
-                pre = o.add_(bcol)
-                a = torch.clamp_min(pre, 0, out=a_out[t]) if k.relu else a_out[t].copy_(pre)
-                a_in = a if k.rec_mask is None else a * k.rec_mask
+
+        def loop(cb: slice) -> Tensor:  # the samples cb of the batch; returns their final r
+            nb = cb.stop - cb.start
+            r, m = r0[:, cb], m0[:, cb]
+            a_in = a0[:, cb] if k.rec_mask is None else a0[:, cb] * k.rec_mask[:, cb]
+            for t in range(steps):
+                md = km * m  # (N, b, d_m)
+                drive = P[t, cb] if P is not None else table.index_select(0, tokens[t, cb])  # (b, N d1)
+                if k.mode == "fused":
+                    drive = torch.addmm(drive, a_in.t(), R)  # + a_{t-1} M^T
+                drive = drive.view(nb, n, d1).transpose(0, 1)  # (N, b, d1), rows contiguous
+                if k.mode == "sparse":
+                    br = (w_rec @ a_in).view(n, d_tree, nb).transpose(1, 2)  # (N, b, d_tree)
+                    z = torch.bmm(torch.cat((br, md), 2), W0T).add_(drive)
+                else:
+                    z = _mm(md, W0mT, drive)
+                for j in range(n_hidden):
+                    h = torch.clamp_min(z, 0, out=Z[j][t, :, cb]) if keep else torch.relu(z)  # relu(z_j)
+                    z = torch.bmm(h * h, WsT[j]).add_(bs[j])
+                th = torch.tanh(z, out=th_all[t, :, cb]) if keep else torch.tanh(z)
+                m = torch.addcmul(md, c, th, out=m_out[t, :, cb])  # (N, b, d_m)
+                if k.in_loop:
+                    o = (m * wy3).sum(2)  # (N, b)
+                    if kr is not None:
+                        r = torch.lerp(r, o, 1 - kr)
+                        o = o - r
+                    pre = o.add_(bcol)
+                    a = torch.clamp_min(pre, 0, out=a_out[t, :, cb]) if k.relu else a_out[t, :, cb].copy_(pre)
+                    a_in = a if k.rec_mask is None else a * k.rec_mask[:, cb]
+            return r
+
+        r_parts = _run_chunks(loop, _chunks(batch, threads, W0.device))
         ctx.set_materialize_grads(False)
-        ctx.k, ctx.n_hidden, ctx.elements = k, n_hidden, n * batch * d1
+        ctx.k, ctx.n_hidden = k, n_hidden
         ctx.shapes = (P is not None, table.shape if table is not None else None)
         ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, th_all, a_out, *Z, *wb[0::2])
         if k.in_loop:
-            return a_out, m_out, r
+            return a_out, m_out, r_parts[0] if len(r_parts) == 1 else torch.cat(r_parts, 1)
         return (m_out,)
 
     @staticmethod
-    def _backward(ctx, *grads):
+    def _backward(ctx, threads, *grads):
         k: _ScanCtx = ctx.k
         n_hidden = ctx.n_hidden
         has_P, table_shape = ctx.shapes
@@ -294,6 +331,7 @@ class _LayerScan(torch.autograd.Function):
         Ws2 = [w * 2 for w in Ws]  # the 2 of d relu(z)^2 / dz = 2 relu(z)
         km, c, kr, tokens = k.km, k.c, k.kr, k.tokens
         new, ws = m_out.new_zeros, WORKSPACE.empty
+        rec = k.mode != "none"
 
         # what can be computed for all steps at once
         D = torch.mul(th_all, th_all, out=ws(th_all.shape, th_all)).neg_().add_(1).mul_(c)  # d m_t / d u
@@ -302,22 +340,12 @@ class _LayerScan(torch.autograd.Function):
         torch.mul(m_out[:-1], km, out=MD[1:])
         torch.mul(m0, km, out=MD[0])
         DU = ws(m_out.shape, m_out)  # d loss / d u, kept for the last layer's bias
-        # weight gradients accumulate over the steps (per neuron, sums over b of outer products)
-        g_W0 = new(W0.shape)
-        g_W0m = g_W0[:, :, d_tree:]
-        g_Ws = [new(w.shape) for w in Ws]
-        acc_bs = [new(n, batch, w.shape[1]) for w in Ws[:-1]]
         g_P = m_out.new_empty(steps, batch, n * d1) if has_P else None
-        g_table = new(table_shape) if table_shape is not None else None
-        gbuf = m_out.new_empty(batch, n * d1) if not has_P else None  # dz0 of one step, batch-major
-        g_R = None
-        if k.mode == "fused":
-            g_R = new(R.shape)
-        elif k.mode == "sparse":
-            w_rec, w_rec_t = k.sparse.matrices(R)
-            dBR = ws((n * d_tree, steps, batch), m_out)  # for one sampled product after the loop
+        w_rec, w_rec_t = k.sparse.matrices(R) if k.mode == "sparse" else (None, None)
+        dBR = ws((n * d_tree, steps, batch), m_out) if k.mode == "sparse" else None  # for one sampled product
+        mask = DPRE = DO = None
         if k.in_loop:
-            # d loss / d pre-activation; the external gradient through the mask now, the recurrent one per step
+            # d loss / d pre-activation: the external gradient through the mask now, the recurrent one per step
             mask = (a_out > 0).to(m_out.dtype) if k.relu else None
             DPRE = ws(a_out.shape, a_out)
             if g_a is None:
@@ -327,57 +355,85 @@ class _LayerScan(torch.autograd.Function):
             else:
                 torch.mul(g_a, mask, out=DPRE)
             DO = ws(a_out.shape, a_out) if kr is not None else DPRE  # d loss / d o
-            wy3 = w_y.unsqueeze(1)  # (N, 1, d_m)
+        wy3 = w_y.unsqueeze(1)  # (N, 1, d_m)
+
+        def loop(cb: slice) -> dict:  # the samples cb of the batch; returns their partial sums and state grads
+            nb = cb.stop - cb.start
+            # weight gradients accumulate over the steps (per neuron, sums over b of outer products)
+            acc = {"W0": new(W0.shape), "Ws": [new(w.shape) for w in Ws]}
+            acc["bs"] = [new(n, nb, w.shape[1]) for w in Ws[:-1]]
+            acc["table"] = new(table_shape) if table_shape is not None else None
+            acc["R"] = new(R.shape) if k.mode == "fused" else None
+            g_W0m = acc["W0"][:, :, d_tree:]
+            gbuf = m_out.new_empty(nb, n * d1) if not has_P else None  # dz0 of one step, batch-major
+            dr = None
             if kr is not None:
-                dr = g_r.clone() if g_r is not None else new(n, batch)
-        da = None
-        dm = new(n, batch, d_m)
-        rec = k.mode != "none"
-        for t in range(steps - 1, -1, -1):
-            if k.in_loop:
-                dpre = DPRE[t]
-                if da is not None:
-                    dpre.addcmul_(da, mask[t]) if mask is not None else dpre.add_(da)
-                if kr is not None:  # p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
-                    do = torch.lerp(dpre, dr, 1 - kr, out=DO[t])
-                    dr = dr - do
+                dr = g_r[:, cb].clone() if g_r is not None else new(n, nb)
+            da = None
+            dm = new(n, nb, d_m)
+            for t in range(steps - 1, -1, -1):
+                if k.in_loop:
+                    dpre = DPRE[t, :, cb]
+                    if da is not None:
+                        dpre.addcmul_(da, mask[t, :, cb]) if mask is not None else dpre.add_(da)
+                    if kr is not None:  # p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
+                        do = torch.lerp(dpre, dr, 1 - kr, out=DO[t, :, cb])
+                        dr = dr - do
+                    else:
+                        do = dpre
+                    dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
+                if g_m is not None:
+                    dm = dm + g_m[t, :, cb]
+                # dz0, written batch-major: straight into g_P[t], or into gbuf for the table and M
+                out0 = (g_P[t, cb] if has_P else gbuf).view(nb, n, d1).transpose(0, 1)
+                g = torch.mul(D[t, :, cb], dm, out=out0 if n_hidden == 0 else DU[t, :, cb])
+                for j in range(n_hidden, 0, -1):
+                    acc["Ws"][j - 1].baddbmm_(g.transpose(1, 2), H[j - 1][t, :, cb])
+                    if j < n_hidden:
+                        acc["bs"][j - 1].add_(g)
+                    g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z[j - 1][t, :, cb], out=out0 if j == 1 else None)
+                # g: gradient of the first MLP layer's output z0 (N, b, d1), a view of the batch-major buffer
+                g_flat = out0.transpose(0, 1).reshape(nb, n * d1)  # a view
+                if acc["table"] is not None:
+                    acc["table"].index_add_(0, tokens[t, cb], g_flat)
+                if rec:
+                    a_prev = a_out[t - 1, :, cb] if (t > 0 and a_out is not None) else a0[:, cb]
+                    if k.rec_mask is not None:
+                        a_prev = a_prev * k.rec_mask[:, cb]
+                if k.mode == "sparse":
+                    br = (w_rec @ a_prev).view(n, d_tree, nb).transpose(1, 2)  # recomputed rather than kept
+                    acc["W0"].baddbmm_(g.transpose(1, 2), torch.cat((br, MD[t, :, cb]), 2))
+                    dh0 = torch.bmm(g, W0)  # (N, b, d_tree + d_m)
+                    dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
+                    dbr = dh0[:, :, :d_tree].transpose(1, 2).reshape(n * d_tree, nb)
+                    dBR[:, t, cb] = dbr
+                    da = torch.mm(w_rec_t, dbr)
                 else:
-                    do = dpre
-                dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
-            if g_m is not None:
-                dm = dm + g_m[t]
-            # dz0, written batch-major: straight into g_P[t], or into gbuf for the table and M
-            out0 = (g_P[t] if has_P else gbuf).view(batch, n, d1).transpose(0, 1)
-            g = torch.mul(D[t], dm, out=out0 if n_hidden == 0 else DU[t])
-            for j in range(n_hidden, 0, -1):
-                g_Ws[j - 1].baddbmm_(g.transpose(1, 2), H[j - 1][t])
-                if j < n_hidden:
-                    acc_bs[j - 1].add_(g)
-                g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z[j - 1][t], out=out0 if j == 1 else None)
-            # g: gradient of the first MLP layer's output z0 (N, B, d1), a view of the batch-major buffer
-            g_flat = out0.transpose(0, 1).reshape(batch, n * d1)  # a view
-            if g_table is not None:
-                g_table.index_add_(0, tokens[t], g_flat)
-            if rec:
-                a_prev = (a_out[t - 1] if t > 0 else a0) if a_out is not None else a0
-                if k.rec_mask is not None:
-                    a_prev = a_prev * k.rec_mask
-            if k.mode == "sparse":
-                br = (w_rec @ a_prev).view(n, d_tree, batch).transpose(1, 2)  # recomputed rather than kept
-                g_W0.baddbmm_(g.transpose(1, 2), torch.cat((br, MD[t]), 2))
-                dh0 = torch.bmm(g, W0)  # (N, B, d_tree + d_m)
-                dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
-                dbr = dh0[:, :, :d_tree].transpose(1, 2).reshape(n * d_tree, batch)
-                dBR[:, t] = dbr
-                da = torch.mm(w_rec_t, dbr)
-            else:
-                g_W0m.baddbmm_(g.transpose(1, 2), MD[t])
-                dm = _mm(g, W0m, dm).mul_(km)
-                if k.mode == "fused":
-                    g_R.addmm_(a_prev, g_flat)
-                    da = torch.mm(R, g_flat.t())
-            if da is not None and k.rec_mask is not None:
-                da = da.mul_(k.rec_mask)
+                    g_W0m.baddbmm_(g.transpose(1, 2), MD[t, :, cb])
+                    dm = _mm(g, W0m, dm).mul_(km)
+                    if k.mode == "fused":
+                        acc["R"].addmm_(a_prev, g_flat)
+                        da = torch.mm(R, g_flat.t())
+                if da is not None and k.rec_mask is not None:
+                    da = da.mul_(k.rec_mask[:, cb])
+            acc["state"] = (da, dm, dr)
+            return acc
+
+        parts = _run_chunks(loop, _chunks(batch, threads, W0.device))
+
+        def total(get):  # partial sums added in a fixed order
+            out = get(parts[0])
+            for p in parts[1:]:
+                out = out + get(p) if out is not None else None
+            return out
+
+        def joined(i):  # per-sample state gradients, joined along the batch
+            xs = [p["state"][i] for p in parts]
+            return None if xs[0] is None else (xs[0] if len(xs) == 1 else torch.cat(xs, 1))
+
+        g_W0 = total(lambda p: p["W0"])
+        g_table = total(lambda p: p["table"])
+        g_R = total(lambda p: p["R"])
         if k.mode == "sparse":  # dW_rec[e] = sum over (t, b) of dbr[row e] a_prev[col e]
             a_src = torch.cat((a0.unsqueeze(0), a_out[:-1])) if a_out is not None else a0.expand(steps, -1, -1)
             if k.rec_mask is not None:
@@ -385,16 +441,20 @@ class _LayerScan(torch.autograd.Function):
             a_src = a_src.transpose(0, 1).reshape(a0.shape[0], steps * batch)  # (N_src, T B)
             g_R = _sampled(k.sparse, dBR.view(n * d_tree, steps * batch), a_src)
         g_wb = []
-        for j, gw in enumerate(g_Ws):
-            gb = DU.sum((0, 2)) if j == n_hidden - 1 else acc_bs[j].sum(1)
+        for j in range(n_hidden):
+            gw = total(lambda p, j=j: p["Ws"][j])
+            if j == n_hidden - 1:
+                gb = DU.sum((0, 2))
+            else:
+                gb = torch.cat([p["bs"][j] for p in parts], 1).sum(1)
             g_wb += [gw, gb.unsqueeze(1)]
-        g_wy = g_b = g_a0 = g_r0 = None
+        da, dm, dr = joined(0), joined(1), joined(2)
+        g_wy = g_b = g_r0 = None
         if k.in_loop:
             g_wy = torch.mul(m_out, DO.unsqueeze(3), out=ws(m_out.shape, m_out)).sum((0, 2))
             g_b = DPRE.sum((0, 2))
             g_r0 = dr if kr is not None else g_r  # without a high-pass r passes through unchanged
-        if rec:
-            g_a0 = da
+        g_a0 = da if rec else None
         return (None, g_P, g_table, g_R, g_W0, g_wy, g_b, g_a0, dm, g_r0, *g_wb)
 
 

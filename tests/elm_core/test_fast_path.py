@@ -38,6 +38,11 @@ def _two_chunks(model: ELMNetwork, x: torch.Tensor) -> tuple[torch.Tensor, list[
     return torch.cat([logits1, logits2], 1).detach(), [t.detach() for t in state.tensors()], grads
 
 
+def _split_in_two(batch, threads, device):
+    return [slice(0, batch // 2), slice(batch // 2, batch)]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize(
     ("changes", "batch", "tokens"),
@@ -53,8 +58,11 @@ def _two_chunks(model: ELMNetwork, x: torch.Tensor) -> tuple[torch.Tensor, list[
         ({"p_rec": 0.0}, 3, True),
     ],
 )
-def test_fast_path_equals_autograd_path(monkeypatch, mode, changes, batch, tokens):
+def test_fast_path_equals_autograd_path(monkeypatch, split, mode, changes, batch, tokens):
+    """Outputs, carried state and every parameter gradient; "split": the batch runs in two threads."""
     monkeypatch.setattr(fast, "FUSED_MAX_ELEMENTS", MODES[mode])
+    if split:
+        monkeypatch.setattr(fast, "_chunks", _split_in_two)
     cfg = ELMConfig(n_in=7, n_out=6, n_neurons=9, d_m=3, d_tree=3, d_brch=2, p_rec=0.5, seed=3).replace(**changes)
     ref, fst = _pair(cfg)
     gen = torch.Generator().manual_seed(0)
@@ -175,7 +183,10 @@ def test_a_retained_graph_gives_the_same_gradients_twice():
     assert all(torch.equal(a, p.grad) for a, p in zip(first, model.parameters(), strict=True))
 
 
-def test_training_is_deterministic_on_cpu():
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_training_is_deterministic_on_cpu(monkeypatch, split):
+    if split:
+        monkeypatch.setattr(fast, "_chunks", _split_in_two)
     cfg = ELMConfig(n_in=11, n_out=11, n_neurons=24, d_m=4, d_tree=4, d_brch=3, seed=2)
     tokens = torch.randint(0, 11, (4, 21), generator=torch.Generator().manual_seed(0))
 
