@@ -12,8 +12,9 @@ Same computation as `ELMLayer.step` (reference/FORMAT.md, "Exact per-step comput
    followed by the first layer's branch block ("sparse").
 2. `_LayerScan` runs one layer over all T steps without building an autograd graph. Its backward
    walks t = T-1..0 carrying only the state gradients (activity, memory, high-pass). Weight
-   gradients are sums over (t, b) of outer products: the per-neuron ones accumulate in the loop with
-   one batched product per step, the sparse W_rec one is a single sampled product after the loop.
+   gradients are sums over (t, b) of outer products: the per-neuron ones (and a dense M's) accumulate
+   in the loop with one batched product per step, the sparse W_rec one is a sampled product
+   (torch.sparse.sampled_addmm) over all steps after the loop.
 3. A layer without recurrent synapses and without a high-pass (the readout layer) carries only its
    memory through the loop; its readout o_t and activity are computed for all steps at once.
 
@@ -53,6 +54,9 @@ FUSED_MAX_ELEMENTS = 2**16
 # fixed order, so results stay deterministic for a given thread count.
 SPLIT_MIN_BATCH = 16
 MAX_SPLIT = 2
+# The gradient of the sparse W_rec is one sampled product over all steps after the loop while the
+# branch gradients of all steps fit in this many elements, else one such product per step.
+SAMPLED_MAX_ELEMENTS = 2**25
 
 
 # --- a pool for the sequence buffers (CPU) --------------------------------------------------------
@@ -102,6 +106,7 @@ def clear_workspace() -> None:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -133,8 +138,9 @@ def _run_chunks(fn, chunks: list[slice]) -> list:
     global _POOL
     if len(chunks) == 1:
         return [fn(chunks[0])]
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=MAX_SPLIT, thread_name_prefix="elm-scan")
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=MAX_SPLIT, thread_name_prefix="elm-scan")
     futures = [_POOL.submit(_no_grad_call, fn, c) for c in chunks[1:]]
     first = fn(chunks[0])
     return [first] + [f.result() for f in futures]
@@ -218,6 +224,7 @@ class _ScanCtx:
     rec_mask: Tensor | None  # (N_src, B) recurrent dropout mask, or None
     sparse: _SparseRec | None = None
     tokens: Tensor | None = None  # (T, B) token input: the drive of step t is table[tokens[t]]
+    keep: bool = True  # a backward may follow: keep what it needs
 
 
 def _mm(h: Tensor, wt: Tensor, z: Tensor | None = None) -> Tensor:
@@ -265,7 +272,7 @@ class _LayerScan(torch.autograd.Function):
         W0T, W0mT = W0.transpose(1, 2), W0[:, :, d_tree:].transpose(1, 2)  # (N, in, d1)
         WsT, bs = [w.transpose(1, 2) for w in wb[0::2]], wb[1::2]
         n_hidden = len(WsT)  # l_mlp
-        keep = any(ctx.needs_input_grad)  # the backward needs relu(z_j) and tanh(u) of every step
+        keep = k.keep  # the backward needs relu(z_j) and tanh(u) of every step
         m_out = WORKSPACE.empty((steps, n, batch, d_m), W0)
         a_out = WORKSPACE.empty((steps, n, batch), W0) if k.in_loop else None
         th_all = WORKSPACE.empty((steps, n, batch, d_m), W0) if keep else None
@@ -342,7 +349,10 @@ class _LayerScan(torch.autograd.Function):
         DU = ws(m_out.shape, m_out)  # d loss / d u, kept for the last layer's bias
         g_P = m_out.new_empty(steps, batch, n * d1) if has_P else None
         w_rec, w_rec_t = k.sparse.matrices(R) if k.mode == "sparse" else (None, None)
-        dBR = ws((n * d_tree, steps, batch), m_out) if k.mode == "sparse" else None  # for one sampled product
+        per_step = k.mode == "sparse" and n * d_tree * steps * batch > SAMPLED_MAX_ELEMENTS
+        dBR = None  # the branch gradients of all steps, for one sampled product after the loop
+        if k.mode == "sparse" and not per_step:
+            dBR = ws((n * d_tree, steps, batch), m_out)
         mask = DPRE = DO = None
         if k.in_loop:
             # d loss / d pre-activation: the external gradient through the mask now, the recurrent one per step
@@ -363,7 +373,7 @@ class _LayerScan(torch.autograd.Function):
             acc = {"W0": new(W0.shape), "Ws": [new(w.shape) for w in Ws]}
             acc["bs"] = [new(n, nb, w.shape[1]) for w in Ws[:-1]]
             acc["table"] = new(table_shape) if table_shape is not None else None
-            acc["R"] = new(R.shape) if k.mode == "fused" else None
+            acc["R"] = new(R.shape) if (k.mode == "fused" or per_step) else None
             g_W0m = acc["W0"][:, :, d_tree:]
             gbuf = m_out.new_empty(nb, n * d1) if not has_P else None  # dz0 of one step, batch-major
             dr = None
@@ -406,7 +416,10 @@ class _LayerScan(torch.autograd.Function):
                     dh0 = torch.bmm(g, W0)  # (N, b, d_tree + d_m)
                     dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
                     dbr = dh0[:, :, :d_tree].transpose(1, 2).reshape(n * d_tree, nb)
-                    dBR[:, t, cb] = dbr
+                    if per_step:
+                        acc["R"].add_(_sampled(k.sparse, dbr, a_prev))
+                    else:
+                        dBR[:, t, cb] = dbr
                     da = torch.mm(w_rec_t, dbr)
                 else:
                     g_W0m.baddbmm_(g.transpose(1, 2), MD[t, :, cb])
@@ -434,7 +447,7 @@ class _LayerScan(torch.autograd.Function):
         g_W0 = total(lambda p: p["W0"])
         g_table = total(lambda p: p["table"])
         g_R = total(lambda p: p["R"])
-        if k.mode == "sparse":  # dW_rec[e] = sum over (t, b) of dbr[row e] a_prev[col e]
+        if dBR is not None:  # dW_rec[e] = sum over (t, b) of dbr[row e] a_prev[col e]
             a_src = torch.cat((a0.unsqueeze(0), a_out[:-1])) if a_out is not None else a0.expand(steps, -1, -1)
             if k.rec_mask is not None:
                 a_src = a_src * k.rec_mask
@@ -560,7 +573,9 @@ def scan_layer(
     wb = []
     for w, b in zip(ws[1:], bs[1:], strict=True):
         wb += [w, b.unsqueeze(1)]
-    out = _LayerScan.apply(k, P, table, R, ws[0], layer.w_y, layer.b, a0, m0, r0, *wb)
+    args = (P, table, R, ws[0], layer.w_y, layer.b, a0, m0, r0, *wb)
+    k.keep = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    out = _LayerScan.apply(k, *args)
     if in_loop:
         return out
     (m_out,) = out

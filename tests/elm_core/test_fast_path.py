@@ -10,7 +10,7 @@ import elm_core.fast as fast
 from elm_core import ELMConfig, ELMNetwork
 from elm_core.interop import from_reference_npz
 
-MODES = {"fused": 2**62, "sparse": 0}  # FUSED_MAX_ELEMENTS that selects each recurrent mode
+MODES = {"fused": 2**62, "sparse": 0, "sparse-per-step": 0}  # FUSED_MAX_ELEMENTS that selects each mode
 
 
 def _pair(cfg: ELMConfig) -> tuple[ELMNetwork, ELMNetwork]:
@@ -42,25 +42,30 @@ def _split_in_two(batch, threads, device):
     return [slice(0, batch // 2), slice(batch // 2, batch)]
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
-@pytest.mark.parametrize("mode", list(MODES))
+CASES = [  # (changes, batch, token input)
+    ({"l_mlp": 0}, 3, True),
+    ({"l_mlp": 1}, 3, True),
+    ({"l_mlp": 1}, 3, False),
+    ({"l_mlp": 2, "d_mlp": 5}, 3, True),
+    ({"tau_r": None}, 3, True),
+    ({"input_dropout": 0.2, "recurrent_dropout": 0.3}, 3, True),
+    ({"input_dropout": 0.2, "recurrent_dropout": 0.3, "l_mlp": 2, "d_mlp": 6}, 2, False),
+    ({"d_m": 6, "d_tree": 5, "readout_d_m": 5}, 5, True),  # the bmm paths (contractions > 4)
+    ({"p_rec": 0.0}, 3, True),
+]
+SPLIT_CASES = [CASES[i] for i in (1, 2, 5, 7)]
+
+
 @pytest.mark.parametrize(
-    ("changes", "batch", "tokens"),
-    [
-        ({"l_mlp": 0}, 3, True),
-        ({"l_mlp": 1}, 3, True),
-        ({"l_mlp": 1}, 3, False),
-        ({"l_mlp": 2, "d_mlp": 5}, 3, True),
-        ({"tau_r": None}, 3, True),
-        ({"input_dropout": 0.2, "recurrent_dropout": 0.3}, 3, True),
-        ({"input_dropout": 0.2, "recurrent_dropout": 0.3, "l_mlp": 2, "d_mlp": 6}, 2, False),
-        ({"d_m": 6, "d_tree": 5, "readout_d_m": 5}, 17, True),  # bmm paths (contractions > 4, batch >= 16)
-        ({"p_rec": 0.0}, 3, True),
-    ],
+    ("split", "mode", "changes", "batch", "tokens"),
+    [(False, mode, *case) for mode in MODES for case in CASES]
+    + [(True, mode, *case) for mode in ("fused", "sparse") for case in SPLIT_CASES],
 )
 def test_fast_path_equals_autograd_path(monkeypatch, split, mode, changes, batch, tokens):
     """Outputs, carried state and every parameter gradient; "split": the batch runs in two threads."""
     monkeypatch.setattr(fast, "FUSED_MAX_ELEMENTS", MODES[mode])
+    if mode == "sparse-per-step":  # W_rec's gradient one step at a time
+        monkeypatch.setattr(fast, "SAMPLED_MAX_ELEMENTS", 0)
     if split:
         monkeypatch.setattr(fast, "_chunks", _split_in_two)
     cfg = ELMConfig(n_in=7, n_out=6, n_neurons=9, d_m=3, d_tree=3, d_brch=2, p_rec=0.5, seed=3).replace(**changes)
