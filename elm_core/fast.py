@@ -3,9 +3,9 @@
 Same computation as `ELMLayer.step` (reference/FORMAT.md, "Exact per-step computation"), reorganised:
 
 1. The synapses and the first MLP layer are linear in z_t = concat(u_t, a_{t-1}), so they fold into
-   one matrix F (N d1, I + N) = blockdiag(W_0[:, :, :d_tree]) @ W_syn, built once per forward from
-   w_s (W_syn[(i, k), c] = input_scale * the sum of w_s over the synapses of branch k of neuron i
-   that read source c; an index_add, so that its backward is a gather). Its feed-forward columns act
+   one matrix F (N d1, I + N) = blockdiag(W_0[:, :, :d_tree]) @ W_syn (W_syn[(i, k), c] = input_scale
+   * the sum of w_s over the synapses of branch k of neuron i that read source c), built once per
+   forward by one index_add over the synapses, so that its backward is a gather. Its feed-forward columns act
    on the whole sequence at once (one matrix product, or one row gather per step for token input);
    only the recurrent part runs inside the time loop: the dense block M = F[:, I:] ("fused"), or,
    when that block would be large, the recurrent synapses as a sparse CSR matrix W_rec (N d_tree, N)
@@ -480,15 +480,37 @@ def _layer_weights(layer: ELMLayer) -> tuple[list[Tensor], list[Tensor]]:
     return ws, bs
 
 
-def _syn_matrix(layer: ELMLayer, hi: int) -> Tensor:
-    """W_syn restricted to the sources below `hi`: (N, d_tree, hi), input_scale included."""
+@dataclass(eq=False)
+class _Synapses:
+    """The synapses of a layer that read sources in [lo, hi), as flat indices."""
+
+    lo: int
+    hi: int
+    syn: Tensor  # into w_s.view(-1)
+    branch: Tensor  # neuron i, branch k: i d_tree + k
+    row: Tensor  # (source - lo) N + i
+
+
+def _synapses(layer: ELMLayer, lo: int, hi: int) -> _Synapses:
+    s, conn = layer.spec, layer.connectome
+    syn = torch.nonzero(((conn >= lo) & (conn < hi)).reshape(-1)).reshape(-1)
+    neuron = syn // s.d_s
+    branch = _branch_rows(layer).reshape(-1)[syn]
+    return _Synapses(lo, hi, syn, branch, (conn.reshape(-1)[syn] - lo) * s.n_neurons + neuron)
+
+
+def _source_matrix(layer: ELMLayer, W0bT: Tensor, sy: _Synapses) -> Tensor:
+    """(hi - lo, N d1): row c - lo is what source c adds to the first MLP layer, F[:, c]^T.
+
+    F[(i, a), c] = input_scale * sum over the synapses j of neuron i that read c of W_0[i, a, k(j)] w_s[i, j];
+    built by one index_add over the synapses, so that its backward is a gather.
+    """
     s = layer.spec
-    conn = layer.connectome
-    sel = conn < hi
-    flat = (_branch_rows(layer) * hi + conn).masked_select(sel)
-    vals = (layer.w_s * s.input_scale).masked_select(sel)
-    w = vals.new_zeros(s.n_neurons * s.d_tree * hi).index_add(0, flat, vals)
-    return w.view(s.n_neurons, s.d_tree, hi)
+    d1 = W0bT.shape[1]
+    w = (layer.w_s.reshape(-1).index_select(0, sy.syn) * s.input_scale).unsqueeze(1)
+    vals = W0bT.index_select(0, sy.branch) * w  # (synapses, d1)
+    out = vals.new_zeros((sy.hi - sy.lo) * s.n_neurons, d1).index_add(0, sy.row, vals)
+    return out.view(sy.hi - sy.lo, s.n_neurons * d1)
 
 
 class _Plan:
@@ -506,6 +528,8 @@ class _Plan:
         else:
             self.mode = "sparse"
         self.sparse = _sparse_structure(layer) if self.mode == "sparse" else None
+        self.ff = _synapses(layer, 0, s.n_in)
+        self.rec = _synapses(layer, s.n_in, s.n_in + s.n_neurons) if self.mode == "fused" else None
 
 
 def _plan(layer: ELMLayer) -> _Plan:
@@ -539,24 +563,22 @@ def scan_layer(
     n, n_in = s.n_neurons, s.n_in
     ws, bs = _layer_weights(layer)
     d1 = ws[0].shape[1]
-    W0b = ws[0][:, :, : s.d_tree]
+    W0bT = ws[0][:, :, : s.d_tree].transpose(1, 2).reshape(n * s.d_tree, d1)  # row (i, k): W_0[i, :, k]
+    F_ffT = _source_matrix(layer, W0bT, plan.ff)  # (I, N d1)
     R = None
     if plan.mode == "fused":
-        Fm = torch.bmm(W0b, _syn_matrix(layer, n_in + n)).view(n * d1, n_in + n)
-        F_ff, R = Fm[:, :n_in], Fm[:, n_in:].t().contiguous()  # R = M^T (N, N d1)
-    else:
-        F_ff = torch.bmm(W0b, _syn_matrix(layer, n_in)).view(n * d1, n_in)
-        if plan.mode == "sparse":
-            sp = plan.sparse
-            w_rec = (layer.w_s * s.input_scale).reshape(-1)[sp.syn]
-            R = w_rec.new_zeros(sp.col.shape[0]).index_add(0, sp.slot, w_rec)
+        R = _source_matrix(layer, W0bT, plan.rec)  # M^T (N, N d1)
+    elif plan.mode == "sparse":
+        sp = plan.sparse
+        w_rec = (layer.w_s * s.input_scale).reshape(-1)[sp.syn]
+        R = w_rec.new_zeros(sp.col.shape[0]).index_add(0, sp.slot, w_rec)
     b0 = bs[0].reshape(n * d1)
     P = table = None
     if tokens is not None:
-        table = torch.add(b0, F_ff.t().contiguous(), alpha=token_scale)  # (I, N d1), rows contiguous
+        table = torch.add(b0, F_ffT, alpha=token_scale)  # (I, N d1)
     else:
         steps, batch = u.shape[0], u.shape[1]
-        P = torch.addmm(b0, u.reshape(steps * batch, n_in), F_ff.t()).view(steps, batch, n * d1)
+        P = torch.addmm(b0, u.reshape(steps * batch, n_in), F_ffT).view(steps, batch, n * d1)
     kappa_r = float(layer.kappa_r) if s.tau_r is not None else None
     in_loop = plan.has_rec or kappa_r is not None
     k = _ScanCtx(
