@@ -10,6 +10,9 @@ For each named configuration this measures, after warm-up, the median over sever
 - `peak_mem_mb`: on CPU the peak resident set size during the warm-up and timed steps minus the
   resident set size just before them (Linux VmHWM reset through /proc/self/clear_refs; falls back
   to the growth of getrusage's max RSS); on CUDA torch.cuda.max_memory_allocated over the steps.
+
+Denormal floats are flushed to zero (torch.set_flush_denormal), as in training. The threads are
+torch's setting (`elmlab bench --threads` changes it).
 """
 
 from __future__ import annotations
@@ -238,6 +241,7 @@ def run_bench(
         raise ValueError(f"invalid steps={steps} / warmup={warmup}: need steps >= 1 and warmup >= 0")
     device = torch.device(device)
     configs = resolve_configs(names)
+    torch.set_flush_denormal(True)  # as elm_core.train does: decaying memories otherwise produce slow denormals
     sgemm = sgemm_flops(device)
     results = {
         bc.name: bench_config(bc, device, steps=steps, warmup=warmup, sgemm=sgemm, model_kwargs=model_kwargs)

@@ -26,6 +26,7 @@ The tanh slope 2/3 is folded into the last MLP layer, the gain 1.7159 into c = (
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -46,14 +47,14 @@ TANH_GAIN, TANH_SLOPE = 1.7159, 2.0 / 3.0
 # The recurrent block M of F is kept dense while it has at most this many elements; larger layers
 # keep their recurrent synapses sparse.
 FUSED_MAX_ELEMENTS = 2**16
-# The time loops run their small per-step operations on one thread each: a second intra-op thread does
-# not pay for itself on tensors this small, and waiting on a busy second core at each of thousands of
-# kernels costs far more than it saves. With more threads allowed (torch.get_num_threads()), a batch of
-# at least SPLIT_MIN_BATCH samples is cut into that many parts (at most MAX_SPLIT) whose time loops run
-# side by side in Python threads (the kernels release the GIL); their weight gradients are summed in a
-# fixed order, so results stay deterministic for a given thread count.
+# The time loops run their small per-step operations on one intra-op thread: a second one does not
+# pay for itself on tensors this small, and waiting on a busy second core at each of thousands of
+# kernels costs far more than it saves. Instead a batch of at least SPLIT_MIN_BATCH samples is cut
+# into SPLIT_THREADS parts whose time loops run side by side in Python threads (the kernels release
+# the GIL; on a busy machine the parts merely take turns). Their weight gradients are summed in a
+# fixed order, so results stay deterministic for given settings.
 SPLIT_MIN_BATCH = 16
-MAX_SPLIT = 2
+SPLIT_THREADS = min(2, os.cpu_count() or 1)
 # The gradient of the sparse W_rec is one sampled product over all steps after the loop while the
 # branch gradients of all steps fit in this many elements, else one such product per step.
 SAMPLED_MAX_ELEMENTS = 2**25
@@ -110,20 +111,20 @@ _POOL_LOCK = threading.Lock()
 
 
 @contextmanager
-def _scan_threads() -> Iterator[int]:
-    """One intra-op thread inside; yields the number of threads allowed outside."""
+def _scan_threads() -> Iterator[None]:
+    """One intra-op thread inside."""
     before = torch.get_num_threads()
     if before > 1:
         torch.set_num_threads(1)
     try:
-        yield before
+        yield
     finally:
         if before > 1:
             torch.set_num_threads(before)
 
 
-def _chunks(batch: int, threads: int, device: torch.device) -> list[slice]:
-    parts = min(threads, MAX_SPLIT) if batch >= SPLIT_MIN_BATCH and device.type == "cpu" else 1
+def _chunks(batch: int, device: torch.device) -> list[slice]:
+    parts = SPLIT_THREADS if batch >= SPLIT_MIN_BATCH and device.type == "cpu" else 1
     edges = [batch * i // parts for i in range(parts + 1)]
     return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
@@ -140,7 +141,7 @@ def _run_chunks(fn, chunks: list[slice]) -> list:
         return [fn(chunks[0])]
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=MAX_SPLIT, thread_name_prefix="elm-scan")
+            _POOL = ThreadPoolExecutor(max_workers=max(SPLIT_THREADS - 1, 1), thread_name_prefix="elm-scan")
     futures = [_POOL.submit(_no_grad_call, fn, c) for c in chunks[1:]]
     first = fn(chunks[0])
     return [first] + [f.result() for f in futures]
@@ -254,17 +255,17 @@ class _LayerScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *args):
-        with _scan_threads() as threads:
-            return _LayerScan._forward(ctx, threads, *args)
+        with _scan_threads():
+            return _LayerScan._forward(ctx, *args)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        with _scan_threads() as threads:
-            return _LayerScan._backward(ctx, threads, *grads)
+        with _scan_threads():
+            return _LayerScan._backward(ctx, *grads)
 
     @staticmethod
-    def _forward(ctx, threads, k: _ScanCtx, P, table, R, W0, w_y, b, a0, m0, r0, *wb):  # noqa: N803
+    def _forward(ctx, k: _ScanCtx, P, table, R, W0, w_y, b, a0, m0, r0, *wb):  # noqa: N803
         steps, batch = (P.shape[0], P.shape[1]) if P is not None else k.tokens.shape
         n, d1, _ = W0.shape
         d_m = m0.shape[2]
@@ -311,7 +312,7 @@ class _LayerScan(torch.autograd.Function):
                     a_in = a if k.rec_mask is None else a * k.rec_mask[:, cb]
             return r
 
-        r_parts = _run_chunks(loop, _chunks(batch, threads, W0.device))
+        r_parts = _run_chunks(loop, _chunks(batch, W0.device))
         ctx.set_materialize_grads(False)
         ctx.k, ctx.n_hidden = k, n_hidden
         ctx.shapes = (P is not None, table.shape if table is not None else None)
@@ -321,7 +322,7 @@ class _LayerScan(torch.autograd.Function):
         return (m_out,)
 
     @staticmethod
-    def _backward(ctx, threads, *grads):
+    def _backward(ctx, *grads):
         k: _ScanCtx = ctx.k
         n_hidden = ctx.n_hidden
         has_P, table_shape = ctx.shapes
@@ -432,7 +433,7 @@ class _LayerScan(torch.autograd.Function):
             acc["state"] = (da, dm, dr)
             return acc
 
-        parts = _run_chunks(loop, _chunks(batch, threads, W0.device))
+        parts = _run_chunks(loop, _chunks(batch, W0.device))
 
         def total(get):  # partial sums added in a fixed order
             out = get(parts[0])

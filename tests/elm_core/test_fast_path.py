@@ -38,7 +38,7 @@ def _two_chunks(model: ELMNetwork, x: torch.Tensor) -> tuple[torch.Tensor, list[
     return torch.cat([logits1, logits2], 1).detach(), [t.detach() for t in state.tensors()], grads
 
 
-def _split_in_two(batch, threads, device):
+def _split_in_two(batch, device):
     return [slice(0, batch // 2), slice(batch // 2, batch)]
 
 
