@@ -26,7 +26,6 @@ The tanh slope 2/3 is folded into the last MLP layer, the gain 1.7159 into c = (
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -47,14 +46,17 @@ TANH_GAIN, TANH_SLOPE = 1.7159, 2.0 / 3.0
 # The recurrent block M of F is kept dense while it has at most this many elements; larger layers
 # keep their recurrent synapses sparse.
 FUSED_MAX_ELEMENTS = 2**16
-# The time loops run their small per-step operations on one intra-op thread: a second one does not
-# pay for itself on tensors this small, and waiting on a busy second core at each of thousands of
-# kernels costs far more than it saves. Instead a batch of at least SPLIT_MIN_BATCH samples is cut
-# into SPLIT_THREADS parts whose time loops run side by side in Python threads (the kernels release
-# the GIL; on a busy machine the parts merely take turns). Their weight gradients are summed in a
-# fixed order, so results stay deterministic for given settings.
+# Threads. The time loops follow torch's intra-op setting unless SCAN_THREADS caps it. Two threads
+# speed the loops up on an idle two-core machine (about 1.5x for B = 32); on a machine whose other
+# core is busy, every parallel kernel may wait for a descheduled thread, and one thread is several
+# times faster (torch.set_num_threads(1), `elmlab bench --threads 1`).
+# A batch of at least SPLIT_MIN_BATCH samples can also be cut into SPLIT_THREADS parts whose loops run
+# side by side in Python threads (the kernels release the GIL); their weight gradients are summed in
+# a fixed order, so results stay deterministic for given settings. Off by default: on the two-core
+# machines measured it gained at most 6%, and lost 18% when the other core was busy.
+SCAN_THREADS: int | None = None
 SPLIT_MIN_BATCH = 16
-SPLIT_THREADS = min(2, os.cpu_count() or 1)
+SPLIT_THREADS = 1
 # The gradient of the sparse W_rec is one sampled product over all steps after the loop while the
 # branch gradients of all steps fit in this many elements, else one such product per step.
 SAMPLED_MAX_ELEMENTS = 2**25
@@ -112,14 +114,15 @@ _POOL_LOCK = threading.Lock()
 
 @contextmanager
 def _scan_threads() -> Iterator[None]:
-    """One intra-op thread inside."""
+    """At most SCAN_THREADS intra-op threads inside."""
     before = torch.get_num_threads()
-    if before > 1:
-        torch.set_num_threads(1)
+    cap = SCAN_THREADS is not None and before > SCAN_THREADS
+    if cap:
+        torch.set_num_threads(SCAN_THREADS)
     try:
         yield
     finally:
-        if before > 1:
+        if cap:
             torch.set_num_threads(before)
 
 
