@@ -335,6 +335,10 @@ class _LayerScan(torch.autograd.Function):
             g_a, g_m, g_r = grads
         else:
             (g_m,), g_a, g_r = grads, None, None
+        # the gradients arrive in the layout of their consumers (often batch-major): read per step, they
+        # are better contiguous
+        g_a = g_a.contiguous() if g_a is not None else None
+        g_m = g_m.contiguous() if g_m is not None else None
         steps, n, batch, d_m = m_out.shape
         d1 = W0.shape[1]
         d_tree = W0.shape[2] - d_m
