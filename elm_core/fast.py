@@ -132,6 +132,15 @@ def _chunks(batch: int, device: torch.device) -> list[slice]:
     return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def _per_step(x: Tensor | None, cb: slice, batch_dim: int, full: bool, time_dim: int = 0) -> tuple | list:
+    """The per-step views of the samples cb of a sequence tensor (one unbind instead of T indexings)."""
+    if x is None:
+        return ()
+    if not full:
+        x = x.narrow(batch_dim, cb.start, cb.stop - cb.start)
+    return x.unbind(time_dim)
+
+
 def _no_grad_call(fn, arg):
     with torch.no_grad():  # grad mode is per thread; the scans build no graph
         return fn(arg)
@@ -285,34 +294,44 @@ class _LayerScan(torch.autograd.Function):
         wy3, bcol = w_y.unsqueeze(1), b.unsqueeze(1)  # (N, 1, d_m), (N, 1)
         km, c, kr, tokens = k.km, k.c, k.kr, k.tokens
 
+        mode, in_loop, relu, rec_mask = k.mode, k.in_loop, k.relu, k.rec_mask
+        sparse, fused = mode == "sparse", mode == "fused"
+
         def loop(cb: slice) -> Tensor:  # the samples cb of the batch; returns their final r
             nb = cb.stop - cb.start
+            full = nb == batch
             r, m = r0[:, cb], m0[:, cb]
-            a_in = a0[:, cb] if k.rec_mask is None else a0[:, cb] * k.rec_mask[:, cb]
+            mask = rec_mask[:, cb] if rec_mask is not None else None
+            a_in = a0[:, cb] if mask is None else a0[:, cb] * mask
+            drives = _per_step(P, cb, 1, full) if P is not None else _per_step(tokens, cb, 1, full)
+            m_t = _per_step(m_out, cb, 2, full)
+            th_t = _per_step(th_all, cb, 2, full) if keep else None
+            Z_t = [_per_step(z, cb, 2, full) for z in Z] if keep else None
+            a_t = _per_step(a_out, cb, 2, full) if in_loop else None
             for t in range(steps):
                 md = km * m  # (N, b, d_m)
-                drive = P[t, cb] if P is not None else table.index_select(0, tokens[t, cb])  # (b, N d1)
-                if k.mode == "fused":
+                drive = drives[t] if P is not None else table.index_select(0, drives[t])  # (b, N d1)
+                if fused:
                     drive = torch.addmm(drive, a_in.t(), R)  # + a_{t-1} M^T
                 drive = drive.view(nb, n, d1).transpose(0, 1)  # (N, b, d1), rows contiguous
-                if k.mode == "sparse":
+                if sparse:
                     br = (w_rec @ a_in).view(n, d_tree, nb).transpose(1, 2)  # (N, b, d_tree)
                     z = torch.bmm(torch.cat((br, md), 2), W0T).add_(drive)
                 else:
                     z = _mm(md, W0mT, drive)
                 for j in range(n_hidden):
-                    h = torch.clamp_min(z, 0, out=Z[j][t, :, cb]) if keep else torch.relu(z)  # relu(z_j)
+                    h = torch.clamp_min(z, 0, out=Z_t[j][t]) if keep else torch.relu(z)  # relu(z_j)
                     z = torch.bmm(h * h, WsT[j]).add_(bs[j])
-                th = torch.tanh(z, out=th_all[t, :, cb]) if keep else torch.tanh(z)
-                m = torch.addcmul(md, c, th, out=m_out[t, :, cb])  # (N, b, d_m)
-                if k.in_loop:
+                th = torch.tanh(z, out=th_t[t]) if keep else torch.tanh(z)
+                m = torch.addcmul(md, c, th, out=m_t[t])  # (N, b, d_m)
+                if in_loop:
                     o = (m * wy3).sum(2)  # (N, b)
                     if kr is not None:
                         r = torch.lerp(r, o, 1 - kr)
                         o = o - r
                     pre = o.add_(bcol)
-                    a = torch.clamp_min(pre, 0, out=a_out[t, :, cb]) if k.relu else a_out[t, :, cb].copy_(pre)
-                    a_in = a if k.rec_mask is None else a * k.rec_mask[:, cb]
+                    a = torch.clamp_min(pre, 0, out=a_t[t]) if relu else a_t[t].copy_(pre)
+                    a_in = a if mask is None else a * mask
             return r
 
         r_parts = _run_chunks(loop, _chunks(batch, W0.device))
@@ -375,68 +394,90 @@ class _LayerScan(torch.autograd.Function):
             DO = ws(a_out.shape, a_out) if kr is not None else DPRE  # d loss / d o
         wy3 = w_y.unsqueeze(1)  # (N, 1, d_m)
 
+        mode, in_loop, rec_mask = k.mode, k.in_loop, k.rec_mask
+        sparse, fused = mode == "sparse", mode == "fused"
+
         def loop(cb: slice) -> dict:  # the samples cb of the batch; returns their partial sums and state grads
             nb = cb.stop - cb.start
+            full = nb == batch
             # weight gradients accumulate over the steps (per neuron, sums over b of outer products)
             acc = {"W0": new(W0.shape), "Ws": [new(w.shape) for w in Ws]}
             acc["bs"] = [new(n, nb, w.shape[1]) for w in Ws[:-1]]
             acc["table"] = new(table_shape) if table_shape is not None else None
-            acc["R"] = new(R.shape) if (k.mode == "fused" or per_step) else None
-            g_W0m = acc["W0"][:, :, d_tree:]
+            acc["R"] = new(R.shape) if (fused or per_step) else None
+            acc_W0, acc_Ws, acc_bs, acc_table, acc_R = acc["W0"], acc["Ws"], acc["bs"], acc["table"], acc["R"]
+            g_W0m = acc_W0[:, :, d_tree:]
             gbuf = m_out.new_empty(nb, n * d1) if not has_P else None  # dz0 of one step, batch-major
+            out_gbuf = gbuf.view(nb, n, d1).transpose(0, 1) if gbuf is not None else None
             dr = None
             if kr is not None:
                 dr = g_r[:, cb].clone() if g_r is not None else new(n, nb)
+            mask_r = rec_mask[:, cb] if rec_mask is not None else None
             da = None
             dm = new(n, nb, d_m)
+            # per-step views
+            D_t, MD_t, DU_t = (_per_step(x, cb, 2, full) for x in (D, MD, DU))
+            H_t = [_per_step(x, cb, 2, full) for x in H]
+            Z_t = [_per_step(x, cb, 2, full) for x in Z]
+            g_m_t = _per_step(g_m, cb, 2, full) if g_m is not None else None
+            g_P_t = _per_step(g_P, cb, 1, full) if has_P else None
+            tok_t = _per_step(tokens, cb, 1, full) if acc_table is not None else None
+            if in_loop:
+                dpre_t = _per_step(DPRE, cb, 2, full)
+                do_t = _per_step(DO, cb, 2, full)
+                mask_t = _per_step(mask, cb, 2, full) if mask is not None else None
+            a_prev_t = None
+            if rec:
+                a_prev_t = ([a0[:, cb]] + list(_per_step(a_out[:-1], cb, 2, full))) if a_out is not None else None
+            dBR_t = _per_step(dBR, cb, 2, full, time_dim=1) if dBR is not None else None
             for t in range(steps - 1, -1, -1):
-                if k.in_loop:
-                    dpre = DPRE[t, :, cb]
+                if in_loop:
+                    dpre = dpre_t[t]
                     if da is not None:
-                        dpre.addcmul_(da, mask[t, :, cb]) if mask is not None else dpre.add_(da)
+                        dpre.addcmul_(da, mask_t[t]) if mask_t is not None else dpre.add_(da)
                     if kr is not None:  # p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
-                        do = torch.lerp(dpre, dr, 1 - kr, out=DO[t, :, cb])
+                        do = torch.lerp(dpre, dr, 1 - kr, out=do_t[t])
                         dr = dr - do
                     else:
                         do = dpre
                     dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
-                if g_m is not None:
-                    dm = dm + g_m[t, :, cb]
+                if g_m_t is not None:
+                    dm = dm + g_m_t[t]
                 # dz0, written batch-major: straight into g_P[t], or into gbuf for the table and M
-                out0 = (g_P[t, cb] if has_P else gbuf).view(nb, n, d1).transpose(0, 1)
-                g = torch.mul(D[t, :, cb], dm, out=out0 if n_hidden == 0 else DU[t, :, cb])
+                out0 = g_P_t[t].view(nb, n, d1).transpose(0, 1) if has_P else out_gbuf
+                g = torch.mul(D_t[t], dm, out=out0 if n_hidden == 0 else DU_t[t])
                 for j in range(n_hidden, 0, -1):
-                    acc["Ws"][j - 1].baddbmm_(g.transpose(1, 2), H[j - 1][t, :, cb])
+                    acc_Ws[j - 1].baddbmm_(g.transpose(1, 2), H_t[j - 1][t])
                     if j < n_hidden:
-                        acc["bs"][j - 1].add_(g)
-                    g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z[j - 1][t, :, cb], out=out0 if j == 1 else None)
+                        acc_bs[j - 1].add_(g)
+                    g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z_t[j - 1][t], out=out0 if j == 1 else None)
                 # g: gradient of the first MLP layer's output z0 (N, b, d1), a view of the batch-major buffer
                 g_flat = out0.transpose(0, 1).reshape(nb, n * d1)  # a view
-                if acc["table"] is not None:
-                    acc["table"].index_add_(0, tokens[t, cb], g_flat)
+                if acc_table is not None:
+                    acc_table.index_add_(0, tok_t[t], g_flat)
                 if rec:
-                    a_prev = a_out[t - 1, :, cb] if (t > 0 and a_out is not None) else a0[:, cb]
-                    if k.rec_mask is not None:
-                        a_prev = a_prev * k.rec_mask[:, cb]
-                if k.mode == "sparse":
+                    a_prev = a_prev_t[t] if a_prev_t is not None else a0[:, cb]
+                    if mask_r is not None:
+                        a_prev = a_prev * mask_r
+                if sparse:
                     br = (w_rec @ a_prev).view(n, d_tree, nb).transpose(1, 2)  # recomputed rather than kept
-                    acc["W0"].baddbmm_(g.transpose(1, 2), torch.cat((br, MD[t, :, cb]), 2))
+                    acc_W0.baddbmm_(g.transpose(1, 2), torch.cat((br, MD_t[t]), 2))
                     dh0 = torch.bmm(g, W0)  # (N, b, d_tree + d_m)
                     dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
                     dbr = dh0[:, :, :d_tree].transpose(1, 2).reshape(n * d_tree, nb)
                     if per_step:
-                        acc["R"].add_(_sampled(k.sparse, dbr, a_prev))
+                        acc_R.add_(_sampled(k.sparse, dbr, a_prev))
                     else:
-                        dBR[:, t, cb] = dbr
+                        dBR_t[t].copy_(dbr)
                     da = torch.mm(w_rec_t, dbr)
                 else:
-                    g_W0m.baddbmm_(g.transpose(1, 2), MD[t, :, cb])
+                    g_W0m.baddbmm_(g.transpose(1, 2), MD_t[t])
                     dm = _mm(g, W0m, dm).mul_(km)
-                    if k.mode == "fused":
-                        acc["R"].addmm_(a_prev, g_flat)
+                    if fused:
+                        acc_R.addmm_(a_prev, g_flat)
                         da = torch.mm(R, g_flat.t())
-                if da is not None and k.rec_mask is not None:
-                    da = da.mul_(k.rec_mask[:, cb])
+                if da is not None and mask_r is not None:
+                    da = da.mul_(mask_r)
             acc["state"] = (da, dm, dr)
             return acc
 
