@@ -282,8 +282,10 @@ class _LayerScan(torch.autograd.Function):
         n, d1, _ = W0.shape
         d_m = m0.shape[2]
         d_tree = W0.shape[2] - d_m
-        W0T, W0mT = W0.transpose(1, 2), W0[:, :, d_tree:].transpose(1, 2)  # (N, in, d1)
-        WsT, bs = [w.transpose(1, 2) for w in wb[0::2]], wb[1::2]
+        # (N, in, out) weights, contiguous: bmm runs about twice as fast with them than with transposed views
+        W0bT = W0[:, :, :d_tree].transpose(1, 2).contiguous()
+        W0mT = W0[:, :, d_tree:].transpose(1, 2).contiguous()
+        WsT, bs = [w.transpose(1, 2).contiguous() for w in wb[0::2]], wb[1::2]
         n_hidden = len(WsT)  # l_mlp
         keep = k.keep  # the backward needs relu(z_j) and tanh(u) of every step
         m_out = WORKSPACE.empty((steps, n, batch, d_m), W0)
@@ -315,8 +317,8 @@ class _LayerScan(torch.autograd.Function):
                     drive = torch.addmm(drive, a_in.t(), R)  # + a_{t-1} M^T
                 drive = drive.view(nb, n, d1).transpose(0, 1)  # (N, b, d1), rows contiguous
                 if sparse:
-                    br = (w_rec @ a_in).view(n, d_tree, nb).transpose(1, 2)  # (N, b, d_tree)
-                    z = torch.bmm(torch.cat((br, md), 2), W0T).add_(drive)
+                    br = (w_rec @ a_in).view(n, d_tree, nb).transpose(1, 2)  # (N, b, d_tree), a view
+                    z = torch.bmm(br, W0bT).baddbmm_(md, W0mT).add_(drive)
                 else:
                     z = _mm(md, W0mT, drive)
                 for j in range(n_hidden):
@@ -361,7 +363,7 @@ class _LayerScan(torch.autograd.Function):
         steps, n, batch, d_m = m_out.shape
         d1 = W0.shape[1]
         d_tree = W0.shape[2] - d_m
-        W0m = W0[:, :, d_tree:]
+        W0m = W0[:, :, d_tree:].contiguous()
         Ws2 = [w * 2 for w in Ws]  # the 2 of d relu(z)^2 / dz = 2 relu(z)
         km, c, kr, tokens = k.km, k.c, k.kr, k.tokens
         new, ws = m_out.new_zeros, WORKSPACE.empty
@@ -401,12 +403,12 @@ class _LayerScan(torch.autograd.Function):
             nb = cb.stop - cb.start
             full = nb == batch
             # weight gradients accumulate over the steps (per neuron, sums over b of outer products)
-            acc = {"W0": new(W0.shape), "Ws": [new(w.shape) for w in Ws]}
+            acc = {"W0b": new(n, d1, d_tree), "W0m": new(n, d1, d_m), "Ws": [new(w.shape) for w in Ws]}
             acc["bs"] = [new(n, nb, w.shape[1]) for w in Ws[:-1]]
             acc["table"] = new(table_shape) if table_shape is not None else None
             acc["R"] = new(R.shape) if (fused or per_step) else None
-            acc_W0, acc_Ws, acc_bs, acc_table, acc_R = acc["W0"], acc["Ws"], acc["bs"], acc["table"], acc["R"]
-            g_W0m = acc_W0[:, :, d_tree:]
+            g_W0b, g_W0m, acc_Ws, acc_bs = acc["W0b"], acc["W0m"], acc["Ws"], acc["bs"]
+            acc_table, acc_R = acc["table"], acc["R"]
             gbuf = m_out.new_empty(nb, n * d1) if not has_P else None  # dz0 of one step, batch-major
             out_gbuf = gbuf.view(nb, n, d1).transpose(0, 1) if gbuf is not None else None
             dr = None
@@ -461,7 +463,8 @@ class _LayerScan(torch.autograd.Function):
                         a_prev = a_prev * mask_r
                 if sparse:
                     br = (w_rec @ a_prev).view(n, d_tree, nb).transpose(1, 2)  # recomputed rather than kept
-                    acc_W0.baddbmm_(g.transpose(1, 2), torch.cat((br, MD_t[t]), 2))
+                    g_W0b.baddbmm_(g.transpose(1, 2), br)
+                    g_W0m.baddbmm_(g.transpose(1, 2), MD_t[t])
                     dh0 = torch.bmm(g, W0)  # (N, b, d_tree + d_m)
                     dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
                     dbr = dh0[:, :, :d_tree].transpose(1, 2).reshape(n * d_tree, nb)
@@ -493,7 +496,7 @@ class _LayerScan(torch.autograd.Function):
             xs = [p["state"][i] for p in parts]
             return None if xs[0] is None else (xs[0] if len(xs) == 1 else torch.cat(xs, 1))
 
-        g_W0 = total(lambda p: p["W0"])
+        g_W0 = torch.cat((total(lambda p: p["W0b"]), total(lambda p: p["W0m"])), 2)
         g_table = total(lambda p: p["table"])
         g_R = total(lambda p: p["R"])
         if dBR is not None:  # dW_rec[e] = sum over (t, b) of dbr[row e] a_prev[col e]
