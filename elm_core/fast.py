@@ -376,7 +376,8 @@ class _LayerScan(torch.autograd.Function):
         torch.mul(m_out[:-1], km, out=MD[1:])
         torch.mul(m0, km, out=MD[0])
         DU = ws(m_out.shape, m_out)  # d loss / d u, kept for the last layer's bias
-        g_P = m_out.new_empty(steps, batch, n * d1) if has_P else None
+        # d loss / d z0 of every step, batch-major: the gradient of P, or gathered into the table's after the loop
+        G = ws((steps, batch, n * d1), m_out)
         w_rec, w_rec_t = k.sparse.matrices(R) if k.mode == "sparse" else (None, None)
         per_step = k.mode == "sparse" and n * d_tree * steps * batch > SAMPLED_MAX_ELEMENTS
         dBR = None  # the branch gradients of all steps, for one sampled product after the loop
@@ -405,12 +406,9 @@ class _LayerScan(torch.autograd.Function):
             # weight gradients accumulate over the steps (per neuron, sums over b of outer products)
             acc = {"W0b": new(n, d1, d_tree), "W0m": new(n, d1, d_m), "Ws": [new(w.shape) for w in Ws]}
             acc["bs"] = [new(n, nb, w.shape[1]) for w in Ws[:-1]]
-            acc["table"] = new(table_shape) if table_shape is not None else None
             acc["R"] = new(R.shape) if (fused or per_step) else None
             g_W0b, g_W0m, acc_Ws, acc_bs = acc["W0b"], acc["W0m"], acc["Ws"], acc["bs"]
-            acc_table, acc_R = acc["table"], acc["R"]
-            gbuf = m_out.new_empty(nb, n * d1) if not has_P else None  # dz0 of one step, batch-major
-            out_gbuf = gbuf.view(nb, n, d1).transpose(0, 1) if gbuf is not None else None
+            acc_R = acc["R"]
             dr = None
             if kr is not None:
                 dr = g_r[:, cb].clone() if g_r is not None else new(n, nb)
@@ -422,8 +420,7 @@ class _LayerScan(torch.autograd.Function):
             H_t = [_per_step(x, cb, 2, full) for x in H]
             Z_t = [_per_step(x, cb, 2, full) for x in Z]
             g_m_t = _per_step(g_m, cb, 2, full) if g_m is not None else None
-            g_P_t = _per_step(g_P, cb, 1, full) if has_P else None
-            tok_t = _per_step(tokens, cb, 1, full) if acc_table is not None else None
+            G_t = _per_step(G, cb, 1, full)
             if in_loop:
                 dpre_t = _per_step(DPRE, cb, 2, full)
                 do_t = _per_step(DO, cb, 2, full)
@@ -445,8 +442,7 @@ class _LayerScan(torch.autograd.Function):
                     dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
                 if g_m_t is not None:
                     dm = dm + g_m_t[t]
-                # dz0, written batch-major: straight into g_P[t], or into gbuf for the table and M
-                out0 = g_P_t[t].view(nb, n, d1).transpose(0, 1) if has_P else out_gbuf
+                out0 = G_t[t].view(nb, n, d1).transpose(0, 1)  # dz0 is written batch-major, into G
                 g = torch.mul(D_t[t], dm, out=out0 if n_hidden == 0 else DU_t[t])
                 for j in range(n_hidden, 0, -1):
                     acc_Ws[j - 1].baddbmm_(g.transpose(1, 2), H_t[j - 1][t])
@@ -454,9 +450,7 @@ class _LayerScan(torch.autograd.Function):
                         acc_bs[j - 1].add_(g)
                     g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z_t[j - 1][t], out=out0 if j == 1 else None)
                 # g: gradient of the first MLP layer's output z0 (N, b, d1), a view of the batch-major buffer
-                g_flat = out0.transpose(0, 1).reshape(nb, n * d1)  # a view
-                if acc_table is not None:
-                    acc_table.index_add_(0, tok_t[t], g_flat)
+                g_flat = G_t[t]  # (b, N d1)
                 if rec:
                     a_prev = a_prev_t[t] if a_prev_t is not None else a0[:, cb]
                     if mask_r is not None:
@@ -497,7 +491,10 @@ class _LayerScan(torch.autograd.Function):
             return None if xs[0] is None else (xs[0] if len(xs) == 1 else torch.cat(xs, 1))
 
         g_W0 = torch.cat((total(lambda p: p["W0b"]), total(lambda p: p["W0m"])), 2)
-        g_table = total(lambda p: p["table"])
+        g_P = G if has_P else None
+        g_table = None
+        if table_shape is not None:  # the drive of (t, b) was row tokens[t, b] of the table
+            g_table = new(table_shape).index_add_(0, tokens.reshape(-1), G.view(steps * batch, n * d1))
         g_R = total(lambda p: p["R"])
         if dBR is not None:  # dW_rec[e] = sum over (t, b) of dbr[row e] a_prev[col e]
             a_src = torch.cat((a0.unsqueeze(0), a_out[:-1])) if a_out is not None else a0.expand(steps, -1, -1)
