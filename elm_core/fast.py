@@ -404,7 +404,12 @@ class _LayerScan(torch.autograd.Function):
             nb = cb.stop - cb.start
             full = nb == batch
             # weight gradients accumulate over the steps (per neuron, sums over b of outer products)
-            acc = {"W0b": new(n, d1, d_tree), "W0m": new(n, d1, d_m), "Ws": [new(w.shape) for w in Ws]}
+            # kept transposed, (N, in, out): h^T @ g runs faster than g^T @ h for these shapes
+            acc = {
+                "W0b": new(n, d_tree, d1),
+                "W0m": new(n, d_m, d1),
+                "Ws": [new(w.shape[0], w.shape[2], w.shape[1]) for w in Ws],
+            }
             acc["bs"] = [new(n, nb, w.shape[1]) for w in Ws[:-1]]
             acc["R"] = new(R.shape) if (fused or per_step) else None
             g_W0b, g_W0m, acc_Ws, acc_bs = acc["W0b"], acc["W0m"], acc["Ws"], acc["bs"]
@@ -445,7 +450,7 @@ class _LayerScan(torch.autograd.Function):
                 out0 = G_t[t].view(nb, n, d1).transpose(0, 1)  # dz0 is written batch-major, into G
                 g = torch.mul(D_t[t], dm, out=out0 if n_hidden == 0 else DU_t[t])
                 for j in range(n_hidden, 0, -1):
-                    acc_Ws[j - 1].baddbmm_(g.transpose(1, 2), H_t[j - 1][t])
+                    acc_Ws[j - 1].baddbmm_(H_t[j - 1][t].transpose(1, 2), g)
                     if j < n_hidden:
                         acc_bs[j - 1].add_(g)
                     g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z_t[j - 1][t], out=out0 if j == 1 else None)
@@ -457,8 +462,8 @@ class _LayerScan(torch.autograd.Function):
                         a_prev = a_prev * mask_r
                 if sparse:
                     br = (w_rec @ a_prev).view(n, d_tree, nb).transpose(1, 2)  # recomputed rather than kept
-                    g_W0b.baddbmm_(g.transpose(1, 2), br)
-                    g_W0m.baddbmm_(g.transpose(1, 2), MD_t[t])
+                    g_W0b.baddbmm_(br.transpose(1, 2), g)
+                    g_W0m.baddbmm_(MD_t[t].transpose(1, 2), g)
                     dh0 = torch.bmm(g, W0)  # (N, b, d_tree + d_m)
                     dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
                     dbr = dh0[:, :, :d_tree].transpose(1, 2).reshape(n * d_tree, nb)
@@ -468,7 +473,7 @@ class _LayerScan(torch.autograd.Function):
                         dBR_t[t].copy_(dbr)
                     da = torch.mm(w_rec_t, dbr)
                 else:
-                    g_W0m.baddbmm_(g.transpose(1, 2), MD_t[t])
+                    g_W0m.baddbmm_(MD_t[t].transpose(1, 2), g)
                     dm = _mm(g, W0m, dm).mul_(km)
                     if fused:
                         acc_R.addmm_(a_prev, g_flat)
@@ -490,7 +495,7 @@ class _LayerScan(torch.autograd.Function):
             xs = [p["state"][i] for p in parts]
             return None if xs[0] is None else (xs[0] if len(xs) == 1 else torch.cat(xs, 1))
 
-        g_W0 = torch.cat((total(lambda p: p["W0b"]), total(lambda p: p["W0m"])), 2)
+        g_W0 = torch.cat((total(lambda p: p["W0b"]), total(lambda p: p["W0m"])), 1).transpose(1, 2).contiguous()
         g_P = G if has_P else None
         g_table = None
         if table_shape is not None:  # the drive of (t, b) was row tokens[t, b] of the table
@@ -504,7 +509,7 @@ class _LayerScan(torch.autograd.Function):
             g_R = _sampled(k.sparse, dBR.view(n * d_tree, steps * batch), a_src)
         g_wb = []
         for j in range(n_hidden):
-            gw = total(lambda p, j=j: p["Ws"][j])
+            gw = total(lambda p, j=j: p["Ws"][j]).transpose(1, 2).contiguous()
             if j == n_hidden - 1:
                 gb = DU.sum((0, 2))
             else:
