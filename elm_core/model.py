@@ -162,6 +162,8 @@ class ELMNetwork(nn.Module):
 
     x is float (B, T, n_in), or integer tokens (B, T), which are one-hot encoded and scaled by 3.
     Running a sequence in two halves, passing the state along, equals running it whole.
+    impl="fast" (default) runs whole-sequence scans with a hand-written backward (elm_core.fast);
+    impl="autograd" runs `ELMLayer.step` once per time step under autograd (the reference path).
     """
 
     def __init__(
