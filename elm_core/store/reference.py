@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from elm_core.config import LayerSpec
 from elm_core.records import RunRecord
 
 REFERENCE_CSV = Path(__file__).resolve().parent.parent / "reference_data" / "paper_sweeps_enwik8.csv"
@@ -27,11 +28,9 @@ CSV_COLUMNS = ("task", *INT_COLUMNS, *FLOAT_COLUMNS)
 
 
 def hidden_neuron_params(d_m: int, l_mlp: int, d_mlp: int, d_tree: int, d_brch: int) -> int:
-    """P_h: trainable parameters of one hidden ELM neuron (module docstring)."""
-    d_s = d_tree * d_brch
-    if l_mlp == 0:
-        return d_s + d_m * (d_tree + d_m + 1) + d_m + 1
-    return d_s + d_mlp * (d_tree + d_m + 1) + (l_mlp - 1) * d_mlp * (d_mlp + 1) + d_m * (d_mlp + 1) + d_m + 1
+    """P_h: trainable parameters of one hidden ELM neuron (the closed form of elm_core.config.LayerSpec)."""
+    spec = LayerSpec(n_in=1, n_neurons=1, d_m=d_m, l_mlp=l_mlp, d_mlp=d_mlp, d_tree=d_tree, d_brch=d_brch, p_rec=0.0)
+    return spec.params_per_neuron()
 
 
 def _metric_name(task: str) -> str:
