@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
-LOWER_IS_BETTER = {"bpc": True, "accuracy": False}
 
 
 class CurvePoint(BaseModel):
