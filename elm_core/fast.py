@@ -31,7 +31,6 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -53,13 +52,7 @@ FUSED_MAX_ELEMENTS = 2**16
 # speed the loops up on an idle two-core machine (about 1.5x for B = 32); on a machine whose other
 # core is busy, every parallel kernel may wait for a descheduled thread, and one thread is several
 # times faster (torch.set_num_threads(1), `elmlab bench --threads 1`).
-# A batch of at least SPLIT_MIN_BATCH samples can also be cut into SPLIT_THREADS parts whose loops run
-# side by side in Python threads (the kernels release the GIL); their weight gradients are summed in
-# a fixed order, so results stay deterministic for given settings. Off by default: on the two-core
-# machines measured it gained at most 6%, and lost 18% when the other core was busy.
 SCAN_THREADS: int | None = None
-SPLIT_MIN_BATCH = 16
-SPLIT_THREADS = 1
 # The gradient of the sparse W_rec is one sampled product over all steps after the loop while the
 # branch gradients of all steps fit in this many elements, else one such product per step.
 SAMPLED_MAX_ELEMENTS = 2**25
@@ -111,10 +104,6 @@ def clear_workspace() -> None:
     WORKSPACE.clear()
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
 @contextmanager
 def _scan_threads() -> Iterator[None]:
     """At most SCAN_THREADS intra-op threads inside."""
@@ -127,39 +116,6 @@ def _scan_threads() -> Iterator[None]:
     finally:
         if cap:
             torch.set_num_threads(before)
-
-
-def _chunks(batch: int, device: torch.device) -> list[slice]:
-    parts = SPLIT_THREADS if batch >= SPLIT_MIN_BATCH and device.type == "cpu" else 1
-    edges = [batch * i // parts for i in range(parts + 1)]
-    return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-
-
-def _per_step(x: Tensor | None, cb: slice, batch_dim: int, full: bool, time_dim: int = 0) -> tuple | list:
-    """The per-step views of the samples cb of a sequence tensor (one unbind instead of T indexings)."""
-    if x is None:
-        return ()
-    if not full:
-        x = x.narrow(batch_dim, cb.start, cb.stop - cb.start)
-    return x.unbind(time_dim)
-
-
-def _no_grad_call(fn, arg):
-    with torch.no_grad():  # grad mode is per thread; the scans build no graph
-        return fn(arg)
-
-
-def _run_chunks(fn, chunks: list[slice]) -> list:
-    """fn(chunk) for each chunk, side by side in threads when there are several; results in order."""
-    global _POOL
-    if len(chunks) == 1:
-        return [fn(chunks[0])]
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(SPLIT_THREADS - 1, 1), thread_name_prefix="elm-scan")
-    futures = [_POOL.submit(_no_grad_call, fn, c) for c in chunks[1:]]
-    first = fn(chunks[0])
-    return [first] + [f.result() for f in futures]
 
 
 # --- recurrent synapses as a sparse matrix --------------------------------------------------------
@@ -268,7 +224,8 @@ class _LayerScan(torch.autograd.Function):
     a0 (N_src, B), m0 (N, B, d_m), r0 (N, B); then W_1, b_1, ..., W_L, b_L (b_j as (N, 1, out)), the
     last layer already scaled by SIGMOID_SCALE.
     Returns (a (T, N, B), m (T, N, B, d_m), r_T (N, B)) when o, r, a run in the loop, else (m,).
-    For the backward it keeps relu(z_j) of the hidden MLP layers, sigmoid(u), and the outputs.
+    For the backward it keeps, per step, the decayed memory km m_{t-1}, relu(z_j) and relu(z_j)^2 of
+    the hidden MLP layers, sigmoid(u), the outputs and, in "sparse" mode, the branch inputs W_rec a_{t-1}.
     """
 
     @staticmethod
@@ -293,71 +250,76 @@ class _LayerScan(torch.autograd.Function):
         W0mT = W0[:, :, d_tree:].transpose(1, 2).contiguous()
         WsT, bs = [w.transpose(1, 2).contiguous() for w in wb[0::2]], wb[1::2]
         n_hidden = len(WsT)  # l_mlp
-        keep = k.keep  # the backward needs relu(z_j) and sigmoid(u) of every step
-        m_out = WORKSPACE.empty((steps, n, batch, d_m), W0)
-        a_out = WORKSPACE.empty((steps, n, batch), W0) if k.in_loop else None
-        S = WORKSPACE.empty((steps, n, batch, d_m), W0) if keep else None
-        Z = [WORKSPACE.empty((steps, n, batch, w.shape[1]), W0) if keep else None for w in WsT]
-        w_rec = k.sparse.matrices(R)[0] if k.mode == "sparse" else None
-        wy3, bcol = w_y.unsqueeze(1), b.unsqueeze(1)  # (N, 1, d_m), (N, 1)
-        km, c, c2, kr, tokens = k.km, k.c, k.c2, k.kr, k.tokens
-
-        mode, in_loop, relu, rec_mask = k.mode, k.in_loop, k.relu, k.rec_mask
+        mode, in_loop, relu, rec_mask, kr, keep = k.mode, k.in_loop, k.relu, k.rec_mask, k.kr, k.keep
         sparse, fused = mode == "sparse", mode == "fused"
+        km, c, c2 = k.km, k.c, k.c2
 
-        def loop(cb: slice) -> Tensor:  # the samples cb of the batch; returns their final r
-            nb = cb.stop - cb.start
-            full = nb == batch
-            r, m = r0[:, cb], m0[:, cb]
-            mask = rec_mask[:, cb] if rec_mask is not None else None
-            a_in = a0[:, cb] if mask is None else a0[:, cb] * mask
-            drives = _per_step(P, cb, 1, full) if P is not None else _per_step(tokens, cb, 1, full)
-            m_t = _per_step(m_out, cb, 2, full)
-            S_t = _per_step(S, cb, 2, full) if keep else None
-            Z_t = [_per_step(z, cb, 2, full) for z in Z] if keep else None
-            a_t = _per_step(a_out, cb, 2, full) if in_loop else None
-            for t in range(steps):
-                md = km * m  # (N, b, d_m)
-                drive = drives[t] if P is not None else table.index_select(0, drives[t])  # (b, N d1)
-                if fused:
-                    drive = torch.addmm(drive, a_in.t(), R)  # + a_{t-1} M^T
-                drive = drive.view(nb, n, d1).transpose(0, 1)  # (N, b, d1), rows contiguous
-                if sparse:
-                    br = (w_rec @ a_in).view(n, d_tree, nb).transpose(1, 2)  # (N, b, d_tree), a view
-                    z = torch.bmm(br, W0bT).baddbmm_(md, W0mT).add_(drive)
+        def buf(*shape: int, per_step: bool = True) -> Tensor:
+            return WORKSPACE.empty((steps, *shape) if per_step else shape, W0)
+
+        m_out = buf(n, batch, d_m)
+        a_out = buf(n, batch) if in_loop else None
+        # what the backward needs (written through out=, so keeping it costs no extra operation)
+        MD = buf(n, batch, d_m) if keep else None  # km * m_{t-1}
+        S = buf(n, batch, d_m) if keep else None  # sigmoid(u)
+        Z = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)
+        H = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)^2
+        BR = buf(n * d_tree, batch, per_step=keep) if sparse else None  # W_rec a_{t-1}
+        w_rec = k.sparse.matrices(R)[0] if sparse else None
+        wy = w_y.unsqueeze(2)  # (N, d_m, 1)
+        bcol = b.view(n, 1, 1)
+        drives = P.unbind(0) if P is not None else k.tokens.unbind(0)
+        m_t, a_t = m_out.unbind(0), a_out.unbind(0) if in_loop else None
+        if keep:
+            MD_t, S_t, BR_t = MD.unbind(0), S.unbind(0), BR.unbind(0) if sparse else None
+            Z_t, H_t = [z.unbind(0) for z in Z], [h.unbind(0) for h in H]
+
+        r, m = r0, m0
+        a_in = a0 if rec_mask is None else a0 * rec_mask
+        for t in range(steps):
+            md = torch.mul(m, km, out=MD_t[t]) if keep else m * km  # (N, B, d_m)
+            drive = drives[t] if P is not None else table.index_select(0, drives[t])  # (B, N d1)
+            if fused:
+                drive = torch.addmm(drive, a_in.t(), R)  # + a_{t-1} M^T
+            drive = drive.view(batch, n, d1).transpose(0, 1)  # (N, B, d1), rows contiguous
+            if sparse:
+                br = BR_t[t] if keep else BR
+                torch.addmm(br, w_rec, a_in, beta=0, out=br)  # (N d_tree, B)
+                z = torch.baddbmm(drive, br.view(n, d_tree, batch).transpose(1, 2), W0bT).baddbmm_(md, W0mT)
+            else:
+                z = torch.baddbmm(drive, md, W0mT)
+            for j in range(n_hidden):
+                if keep:
+                    h = torch.clamp_min(z, 0, out=Z_t[j][t])
+                    hh = torch.mul(h, h, out=H_t[j][t])
                 else:
-                    z = _mm(md, W0mT, drive)
-                for j in range(n_hidden):
-                    h = torch.clamp_min(z, 0, out=Z_t[j][t]) if keep else torch.relu(z)  # relu(z_j)
-                    z = torch.bmm(h * h, WsT[j]).add_(bs[j])
-                sg = torch.sigmoid(z, out=S_t[t]) if keep else torch.sigmoid(z)
-                m = torch.addcmul(md, c2, sg, out=m_t[t]).sub_(c)  # (N, b, d_m)
-                if in_loop:
-                    o = (m * wy3).sum(2)  # (N, b)
-                    if kr is not None:
-                        r = torch.lerp(r, o, 1 - kr)
-                        o = o - r
-                    pre = o.add_(bcol)
-                    a = torch.clamp_min(pre, 0, out=a_t[t]) if relu else a_t[t].copy_(pre)
-                    a_in = a if mask is None else a * mask
-            return r
+                    hh = z.relu_().square_()
+                z = torch.baddbmm(bs[j], hh, WsT[j])
+            sg = torch.sigmoid(z, out=S_t[t]) if keep else z.sigmoid_()
+            m = torch.addcmul(md, c2, sg, out=m_t[t]).sub_(c)  # (N, B, d_m)
+            if in_loop:
+                if kr is not None:  # the high-pass acts on o without the bias
+                    o = torch.bmm(m, wy).view(n, batch)
+                    r = torch.lerp(r, o, 1 - kr)
+                    pre = o.sub_(r).add_(bcol.view(n, 1))
+                else:
+                    pre = torch.baddbmm(bcol, m, wy).view(n, batch)
+                a = torch.clamp_min(pre, 0, out=a_t[t]) if relu else a_t[t].copy_(pre)
+                a_in = a if rec_mask is None else a * rec_mask
 
-        r_parts = _run_chunks(loop, _chunks(batch, W0.device))
         ctx.set_materialize_grads(False)
         ctx.k, ctx.n_hidden = k, n_hidden
         ctx.shapes = (P is not None, table.shape if table is not None else None)
-        ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, S, a_out, *Z, *wb[0::2])
-        if k.in_loop:
-            return a_out, m_out, r_parts[0] if len(r_parts) == 1 else torch.cat(r_parts, 1)
-        return (m_out,)
+        ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, a_out, MD, S, BR, *Z, *H, *wb[0::2])
+        return (a_out, m_out, r) if in_loop else (m_out,)
 
     @staticmethod
     def _backward(ctx, *grads):
         k: _ScanCtx = ctx.k
         n_hidden = ctx.n_hidden
         has_P, table_shape = ctx.shapes
-        R, W0, w_y, a0, m0, m_out, S, a_out, *rest = ctx.saved_tensors
-        Z, Ws = rest[:n_hidden], rest[n_hidden:]
+        R, W0, w_y, a0, m0, m_out, a_out, MD, S, BR, *rest = ctx.saved_tensors
+        Z, H, Ws = rest[:n_hidden], rest[n_hidden : 2 * n_hidden], rest[2 * n_hidden :]
         if k.in_loop:
             g_a, g_m, g_r = grads
         else:
@@ -371,27 +333,21 @@ class _LayerScan(torch.autograd.Function):
         d_tree = W0.shape[2] - d_m
         W0m = W0[:, :, d_tree:].contiguous()
         Ws2 = [w * 2 for w in Ws]  # the 2 of d relu(z)^2 / dz = 2 relu(z)
-        km, kr, tokens = k.km, k.kr, k.tokens
+        mode, in_loop, rec_mask, km, kr = k.mode, k.in_loop, k.rec_mask, k.km, k.kr
+        sparse, fused, rec = mode == "sparse", mode == "fused", mode != "none"
         new, ws = m_out.new_zeros, WORKSPACE.empty
-        rec = k.mode != "none"
 
         # what can be computed for all steps at once
-        D = torch.mul(S, S, out=ws(S.shape, S))  # d m_t / d u = 2 c sigmoid'(u) = 2 c s (1 - s)
-        torch.sub(S, D, out=D).mul_(k.c2)
-        H = [torch.mul(z, z, out=ws(z.shape, z)) for z in Z]  # relu(z_j)^2, the inputs of the next layer
-        MD = ws(m_out.shape, m_out)  # the decayed memory km * m_{t-1}
-        torch.mul(m_out[:-1], km, out=MD[1:])
-        torch.mul(m0, km, out=MD[0])
+        D = torch.addcmul(S, S, S, value=-1, out=ws(S.shape, S)).mul_(k.c2)  # d m_t / d u = 2 c s (1 - s)
         DU = ws(m_out.shape, m_out)  # d loss / d u, kept for the last layer's bias
         # d loss / d z0 of every step, batch-major: the gradient of P, or gathered into the table's after the loop
         G = ws((steps, batch, n * d1), m_out)
-        w_rec, w_rec_t = k.sparse.matrices(R) if k.mode == "sparse" else (None, None)
-        per_step = k.mode == "sparse" and n * d_tree * steps * batch > SAMPLED_MAX_ELEMENTS
-        dBR = None  # the branch gradients of all steps, for one sampled product after the loop
-        if k.mode == "sparse" and not per_step:
-            dBR = ws((n * d_tree, steps, batch), m_out)
+        w_rec, w_rec_t = k.sparse.matrices(R) if sparse else (None, None)
+        # the branch gradients of all steps, for one sampled product after the loop (or one per step)
+        per_step = sparse and n * d_tree * steps * batch > SAMPLED_MAX_ELEMENTS
+        dBR = ws((steps, n * d_tree, batch) if not per_step else (1, n * d_tree, batch), m_out) if sparse else None
         mask = DPRE = DO = None
-        if k.in_loop:
+        if in_loop:
             # d loss / d pre-activation: the external gradient through the mask now, the recurrent one per step
             mask = (a_out > 0).to(m_out.dtype) if k.relu else None
             DPRE = ws(a_out.shape, a_out)
@@ -404,128 +360,92 @@ class _LayerScan(torch.autograd.Function):
             DO = ws(a_out.shape, a_out) if kr is not None else DPRE  # d loss / d o
         wy3 = w_y.unsqueeze(1)  # (N, 1, d_m)
 
-        mode, in_loop, rec_mask = k.mode, k.in_loop, k.rec_mask
-        sparse, fused = mode == "sparse", mode == "fused"
-
-        def loop(cb: slice) -> dict:  # the samples cb of the batch; returns their partial sums and state grads
-            nb = cb.stop - cb.start
-            full = nb == batch
-            # weight gradients accumulate over the steps (per neuron, sums over b of outer products)
-            # kept transposed, (N, in, out): h^T @ g runs faster than g^T @ h for these shapes
-            acc = {
-                "W0b": new(n, d_tree, d1),
-                "W0m": new(n, d_m, d1),
-                "Ws": [new(w.shape[0], w.shape[2], w.shape[1]) for w in Ws],
-            }
-            acc["bs"] = [new(n, nb, w.shape[1]) for w in Ws[:-1]]
-            acc["R"] = new(R.shape) if (fused or per_step) else None
-            g_W0b, g_W0m, acc_Ws, acc_bs = acc["W0b"], acc["W0m"], acc["Ws"], acc["bs"]
-            acc_R = acc["R"]
-            dr = None
-            if kr is not None:
-                dr = g_r[:, cb].clone() if g_r is not None else new(n, nb)
-            mask_r = rec_mask[:, cb] if rec_mask is not None else None
-            da = None
-            dm = new(n, nb, d_m)
-            # per-step views
-            D_t, MD_t, DU_t = (_per_step(x, cb, 2, full) for x in (D, MD, DU))
-            H_t = [_per_step(x, cb, 2, full) for x in H]
-            Z_t = [_per_step(x, cb, 2, full) for x in Z]
-            g_m_t = _per_step(g_m, cb, 2, full) if g_m is not None else None
-            G_t = _per_step(G, cb, 1, full)
+        # weight gradients accumulate over the steps (per neuron, sums over b of outer products),
+        # kept transposed, (N, in, out): h^T @ g runs faster than g^T @ h for these shapes
+        g_W0b, g_W0m = new(n, d_tree, d1), new(n, d_m, d1)
+        acc_Ws = [new(w.shape[0], w.shape[2], w.shape[1]) for w in Ws]
+        acc_bs = [new(n, batch, w.shape[1]) for w in Ws[:-1]]
+        acc_R = new(R.shape) if (fused or per_step) else None
+        acc_wy = new(n, 1, d_m) if in_loop else None
+        dr = None
+        if kr is not None:
+            dr = g_r.clone() if g_r is not None else new(n, batch)
+        da = None
+        dm = new(n, batch, d_m)
+        # per-step views
+        D_t, MD_t, DU_t, G_t, m_t = D.unbind(0), MD.unbind(0), DU.unbind(0), G.unbind(0), m_out.unbind(0)
+        H_t, Z_t = [x.unbind(0) for x in H], [x.unbind(0) for x in Z]
+        g_m_t = g_m.unbind(0) if g_m is not None else None
+        if in_loop:
+            dpre_t, do_t = DPRE.unbind(0), DO.unbind(0)
+            mask_t = mask.unbind(0) if mask is not None else None
+        a_prev_t = None
+        if fused or per_step:
+            a_prev_t = [a0, *a_out[:-1].unbind(0)] if a_out is not None else [a0] * steps
+        if sparse:
+            BR_t, dBR_t = BR.unbind(0), dBR.unbind(0)
+        for t in range(steps - 1, -1, -1):
             if in_loop:
-                dpre_t = _per_step(DPRE, cb, 2, full)
-                do_t = _per_step(DO, cb, 2, full)
-                mask_t = _per_step(mask, cb, 2, full) if mask is not None else None
-            a_prev_t = None
-            if rec:
-                a_prev_t = ([a0[:, cb]] + list(_per_step(a_out[:-1], cb, 2, full))) if a_out is not None else None
-            dBR_t = _per_step(dBR, cb, 2, full, time_dim=1) if dBR is not None else None
-            for t in range(steps - 1, -1, -1):
-                if in_loop:
-                    dpre = dpre_t[t]
-                    if da is not None:
-                        dpre.addcmul_(da, mask_t[t]) if mask_t is not None else dpre.add_(da)
-                    if kr is not None:  # p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
-                        do = torch.lerp(dpre, dr, 1 - kr, out=do_t[t])
-                        dr = dr - do
-                    else:
-                        do = dpre
-                    dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
-                if g_m_t is not None:
-                    dm = dm + g_m_t[t]
-                out0 = G_t[t].view(nb, n, d1).transpose(0, 1)  # dz0 is written batch-major, into G
-                g = torch.mul(D_t[t], dm, out=out0 if n_hidden == 0 else DU_t[t])
-                for j in range(n_hidden, 0, -1):
-                    acc_Ws[j - 1].baddbmm_(H_t[j - 1][t].transpose(1, 2), g)
-                    if j < n_hidden:
-                        acc_bs[j - 1].add_(g)
-                    g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z_t[j - 1][t], out=out0 if j == 1 else None)
-                # g: gradient of the first MLP layer's output z0 (N, b, d1), a view of the batch-major buffer
-                g_flat = G_t[t]  # (b, N d1)
-                if rec:
-                    a_prev = a_prev_t[t] if a_prev_t is not None else a0[:, cb]
-                    if mask_r is not None:
-                        a_prev = a_prev * mask_r
-                if sparse:
-                    br = (w_rec @ a_prev).view(n, d_tree, nb).transpose(1, 2)  # recomputed rather than kept
-                    g_W0b.baddbmm_(br.transpose(1, 2), g)
-                    g_W0m.baddbmm_(MD_t[t].transpose(1, 2), g)
-                    dh0 = torch.bmm(g, W0)  # (N, b, d_tree + d_m)
-                    dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
-                    dbr = dh0[:, :, :d_tree].transpose(1, 2).reshape(n * d_tree, nb)
-                    if per_step:
-                        acc_R.add_(_sampled(k.sparse, dbr, a_prev))
-                    else:
-                        dBR_t[t].copy_(dbr)
-                    da = torch.mm(w_rec_t, dbr)
+                dpre = dpre_t[t]
+                if da is not None:
+                    dpre.addcmul_(da, mask_t[t]) if mask_t is not None else dpre.add_(da)
+                if kr is not None:  # p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
+                    do = torch.lerp(dpre, dr, 1 - kr, out=do_t[t])
+                    dr = dr.sub_(do)
                 else:
-                    g_W0m.baddbmm_(MD_t[t].transpose(1, 2), g)
-                    dm = _mm(g, W0m, dm).mul_(km)
-                    if fused:
-                        acc_R.addmm_(a_prev, g_flat)
-                        da = torch.mm(R, g_flat.t())
-                if da is not None and mask_r is not None:
-                    da = da.mul_(mask_r)
-            acc["state"] = (da, dm, dr)
-            return acc
+                    do = dpre
+                dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
+                acc_wy.baddbmm_(do.unsqueeze(1), m_t[t])
+            if g_m_t is not None:
+                dm = dm + g_m_t[t]
+            out0 = G_t[t].view(batch, n, d1).transpose(0, 1)  # dz0 is written batch-major, into G
+            g = torch.mul(D_t[t], dm, out=out0 if n_hidden == 0 else DU_t[t])
+            for j in range(n_hidden, 0, -1):
+                acc_Ws[j - 1].baddbmm_(H_t[j - 1][t].transpose(1, 2), g)
+                if j < n_hidden:
+                    acc_bs[j - 1].add_(g)
+                g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z_t[j - 1][t], out=out0 if j == 1 else None)
+            # g: gradient of the first MLP layer's output z0 (N, B, d1), a view of the batch-major buffer
+            g_W0m.baddbmm_(MD_t[t].transpose(1, 2), g)
+            if sparse:
+                g_W0b.baddbmm_(BR_t[t].view(n, d_tree, batch), g)
+                dh0 = torch.bmm(g, W0)  # (N, B, d_tree + d_m)
+                dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
+                dbr = dBR_t[0 if per_step else t]
+                dbr.view(n, d_tree, batch).copy_(dh0[:, :, :d_tree].transpose(1, 2))  # (N d_tree, B)
+                if per_step:
+                    a_prev = a_prev_t[t] if rec_mask is None else a_prev_t[t] * rec_mask
+                    acc_R.add_(_sampled(k.sparse, dbr, a_prev))
+                da = torch.mm(w_rec_t, dbr)
+            else:
+                dm = torch.baddbmm(dm, g, W0m).mul_(km)
+                if fused:
+                    a_prev = a_prev_t[t] if rec_mask is None else a_prev_t[t] * rec_mask
+                    acc_R.addmm_(a_prev, G_t[t])
+                    da = torch.mm(R, G_t[t].t())
+            if da is not None and rec_mask is not None:
+                da = da.mul_(rec_mask)
 
-        parts = _run_chunks(loop, _chunks(batch, W0.device))
-
-        def total(get):  # partial sums added in a fixed order
-            out = get(parts[0])
-            for p in parts[1:]:
-                out = out + get(p) if out is not None else None
-            return out
-
-        def joined(i):  # per-sample state gradients, joined along the batch
-            xs = [p["state"][i] for p in parts]
-            return None if xs[0] is None else (xs[0] if len(xs) == 1 else torch.cat(xs, 1))
-
-        g_W0 = torch.cat((total(lambda p: p["W0b"]), total(lambda p: p["W0m"])), 1).transpose(1, 2).contiguous()
+        g_W0 = torch.cat((g_W0b, g_W0m), 1).transpose(1, 2).contiguous()
         g_P = G if has_P else None
         g_table = None
         if table_shape is not None:  # the drive of (t, b) was row tokens[t, b] of the table
-            g_table = new(table_shape).index_add_(0, tokens.reshape(-1), G.view(steps * batch, n * d1))
-        g_R = total(lambda p: p["R"])
-        if dBR is not None:  # dW_rec[e] = sum over (t, b) of dbr[row e] a_prev[col e]
+            g_table = new(table_shape).index_add_(0, k.tokens.reshape(-1), G.view(steps * batch, n * d1))
+        g_R = acc_R
+        if sparse and not per_step:  # dW_rec[e] = sum over (t, b) of dbr[row e] a_prev[col e]
             a_src = torch.cat((a0.unsqueeze(0), a_out[:-1])) if a_out is not None else a0.expand(steps, -1, -1)
-            if k.rec_mask is not None:
-                a_src = a_src * k.rec_mask
+            if rec_mask is not None:
+                a_src = a_src * rec_mask
             a_src = a_src.transpose(0, 1).reshape(a0.shape[0], steps * batch)  # (N_src, T B)
-            g_R = _sampled(k.sparse, dBR.view(n * d_tree, steps * batch), a_src)
+            g_R = _sampled(k.sparse, dBR.transpose(0, 1).reshape(n * d_tree, steps * batch), a_src)
         g_wb = []
         for j in range(n_hidden):
-            gw = total(lambda p, j=j: p["Ws"][j]).transpose(1, 2).contiguous()
-            if j == n_hidden - 1:
-                gb = DU.sum((0, 2))
-            else:
-                gb = torch.cat([p["bs"][j] for p in parts], 1).sum(1)
+            gw = acc_Ws[j].transpose(1, 2).contiguous()
+            gb = DU.sum((0, 2)) if j == n_hidden - 1 else acc_bs[j].sum(1)
             g_wb += [gw, gb.unsqueeze(1)]
-        da, dm, dr = joined(0), joined(1), joined(2)
         g_wy = g_b = g_r0 = None
-        if k.in_loop:
-            g_wy = torch.mul(m_out, DO.unsqueeze(3), out=ws(m_out.shape, m_out)).sum((0, 2))
+        if in_loop:
+            g_wy = acc_wy.squeeze(1)
             g_b = DPRE.sum((0, 2))
             g_r0 = dr if kr is not None else g_r  # without a high-pass r passes through unchanged
         g_a0 = da if rec else None
