@@ -67,7 +67,7 @@ class _Workspace:
     handed out again only when its storage is referenced by the pool alone.
     """
 
-    def __init__(self, max_bytes: int = 2**30, per_shape: int = 4) -> None:
+    def __init__(self, max_bytes: int = 2**31, per_shape: int = 8) -> None:
         self.max_bytes, self.per_shape = max_bytes, per_shape
         self.lock = threading.Lock()
         self.pool: dict[tuple, list] = {}
@@ -437,7 +437,8 @@ class _LayerScan(torch.autograd.Function):
             if rec_mask is not None:
                 a_src = a_src * rec_mask
             a_src = a_src.transpose(0, 1).reshape(a0.shape[0], steps * batch)  # (N_src, T B)
-            g_R = _sampled(k.sparse, dBR.transpose(0, 1).reshape(n * d_tree, steps * batch), a_src)
+            dbr_all = ws((n * d_tree, steps, batch), m_out).copy_(dBR.transpose(0, 1))  # pooled: no page faults
+            g_R = _sampled(k.sparse, dbr_all.view(n * d_tree, steps * batch), a_src)
         g_wb = []
         for j in range(n_hidden):
             gw = acc_Ws[j].transpose(1, 2).contiguous()
