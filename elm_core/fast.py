@@ -121,10 +121,15 @@ def _scan_threads() -> Iterator[None]:
 # --- recurrent synapses as a sparse matrix --------------------------------------------------------
 @dataclass(eq=False)
 class _SparseRec:
-    """CSR structure of W_rec (N d_tree, N_src) and of its transpose, built once per connectome."""
+    """CSR structure of W_rec (N d_tree, N_src) and of its transpose, built once per connectome.
+
+    The forward uses W_rec with d_m empty rows after each neuron's d_tree (`padded`), so that its
+    product lands in a buffer that also holds the neuron's decayed memory: [W_rec a; km m] per neuron.
+    """
 
     shape: tuple[int, int]
     crow: Tensor
+    crow_pad: Tensor  # row pointers of the padded W_rec (N (d_tree + d_m), N_src)
     col: Tensor
     crow_t: Tensor
     col_t: Tensor
@@ -140,6 +145,12 @@ class _SparseRec:
                 self.crow_t, self.col_t, values[self.perm_t], self.shape[::-1], check_invariants=False
             )
         return w, wt
+
+    def padded(self, values: Tensor) -> Tensor:
+        shape = (self.crow_pad.shape[0] - 1, self.shape[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.sparse_csr_tensor(self.crow_pad, self.col, values, shape, check_invariants=False)
 
 
 def _branch_rows(layer: ELMLayer) -> Tensor:
@@ -159,12 +170,17 @@ def _sparse_structure(layer: ELMLayer) -> _SparseRec:
     perm_t = torch.argsort(cols * n_rows + rows)
     crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=conn.device)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    n_pad = n * (s.d_tree + s.d_m)
+    rows_pad = rows // s.d_tree * (s.d_tree + s.d_m) + rows % s.d_tree
+    crow_pad = torch.zeros(n_pad + 1, dtype=torch.int64, device=conn.device)
+    crow_pad[1:] = torch.cumsum(torch.bincount(rows_pad, minlength=n_pad), 0)
     crow_t = torch.zeros(n + 1, dtype=torch.int64, device=conn.device)
     crow_t[1:] = torch.cumsum(torch.bincount(cols, minlength=n), 0)
     index = torch.int32 if uniq.numel() < 2**31 else torch.int64  # int32 spares a conversion per product
     return _SparseRec(
         shape=(n_rows, n),
         crow=crow.to(index),
+        crow_pad=crow_pad.to(index),
         col=cols.to(index),
         crow_t=crow_t.to(index),
         col_t=rows[perm_t].to(index),
@@ -246,8 +262,8 @@ class _LayerScan(torch.autograd.Function):
         d_m = m0.shape[2]
         d_tree = W0.shape[2] - d_m
         # (N, in, out) weights, contiguous: bmm runs about twice as fast with them than with transposed views
-        W0bT = W0[:, :, :d_tree].transpose(1, 2).contiguous()
-        W0mT = W0[:, :, d_tree:].transpose(1, 2).contiguous()
+        W0T = W0.transpose(1, 2).contiguous()
+        W0mT = W0T[:, d_tree:]
         WsT, bs = [w.transpose(1, 2).contiguous() for w in wb[0::2]], wb[1::2]
         n_hidden = len(WsT)  # l_mlp
         mode, in_loop, relu, rec_mask, kr, keep = k.mode, k.in_loop, k.relu, k.rec_mask, k.kr, k.keep
@@ -260,33 +276,40 @@ class _LayerScan(torch.autograd.Function):
         m_out = buf(n, batch, d_m)
         a_out = buf(n, batch) if in_loop else None
         # what the backward needs (written through out=, so keeping it costs no extra operation)
-        MD = buf(n, batch, d_m) if keep else None  # km * m_{t-1}
+        # "sparse": X_t = [W_rec a_{t-1}; (km m_{t-1})^T] per neuron (N (d_tree + d_m), B), the first MLP
+        # layer's whole input; other modes: MD_t = km m_{t-1} (N, B, d_m)
+        dx = d_tree + d_m
+        X = buf(n * dx, batch, per_step=keep) if sparse else None
+        MD = buf(n, batch, d_m) if keep and not sparse else None
         S = buf(n, batch, d_m) if keep else None  # sigmoid(u)
         Z = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)
         H = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)^2
-        BR = buf(n * d_tree, batch, per_step=keep) if sparse else None  # W_rec a_{t-1}
-        w_rec = k.sparse.matrices(R)[0] if sparse else None
+        w_pad = k.sparse.padded(R) if sparse else None
         wy = w_y.unsqueeze(2)  # (N, d_m, 1)
         bcol = b.view(n, 1, 1)
         drives = P.unbind(0) if P is not None else k.tokens.unbind(0)
         m_t, a_t = m_out.unbind(0), a_out.unbind(0) if in_loop else None
         if keep:
-            MD_t, S_t, BR_t = MD.unbind(0), S.unbind(0), BR.unbind(0) if sparse else None
+            S_t = S.unbind(0)
+            MD_t = MD.unbind(0) if MD is not None else None
+            X_t = X.unbind(0) if sparse else None
             Z_t, H_t = [z.unbind(0) for z in Z], [h.unbind(0) for h in H]
 
         r, m = r0, m0
         a_in = a0 if rec_mask is None else a0 * rec_mask
         for t in range(steps):
-            md = torch.mul(m, km, out=MD_t[t]) if keep else m * km  # (N, B, d_m)
             drive = drives[t] if P is not None else table.index_select(0, drives[t])  # (B, N d1)
             if fused:
                 drive = torch.addmm(drive, a_in.t(), R)  # + a_{t-1} M^T
             drive = drive.view(batch, n, d1).transpose(0, 1)  # (N, B, d1), rows contiguous
             if sparse:
-                br = BR_t[t] if keep else BR
-                torch.addmm(br, w_rec, a_in, beta=0, out=br)  # (N d_tree, B)
-                z = torch.baddbmm(drive, br.view(n, d_tree, batch).transpose(1, 2), W0bT).baddbmm_(md, W0mT)
+                x = X_t[t] if keep else X
+                torch.addmm(x, w_pad, a_in, beta=0, out=x)  # the branch rows; the memory rows get 0
+                xv = x.view(n, dx, batch)
+                md = torch.mul(m, km, out=xv[:, d_tree:].transpose(1, 2))  # (N, B, d_m), a view
+                z = torch.baddbmm(drive, xv.transpose(1, 2), W0T)
             else:
+                md = torch.mul(m, km, out=MD_t[t]) if keep else m * km  # (N, B, d_m)
                 z = torch.baddbmm(drive, md, W0mT)
             for j in range(n_hidden):
                 if keep:
@@ -310,7 +333,7 @@ class _LayerScan(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         ctx.k, ctx.n_hidden = k, n_hidden
         ctx.shapes = (P is not None, table.shape if table is not None else None)
-        ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, a_out, MD, S, BR, *Z, *H, *wb[0::2])
+        ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *Z, *H, *wb[0::2])
         return (a_out, m_out, r) if in_loop else (m_out,)
 
     @staticmethod
@@ -318,7 +341,7 @@ class _LayerScan(torch.autograd.Function):
         k: _ScanCtx = ctx.k
         n_hidden = ctx.n_hidden
         has_P, table_shape = ctx.shapes
-        R, W0, w_y, a0, m0, m_out, a_out, MD, S, BR, *rest = ctx.saved_tensors
+        R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *rest = ctx.saved_tensors
         Z, H, Ws = rest[:n_hidden], rest[n_hidden : 2 * n_hidden], rest[2 * n_hidden :]
         if k.in_loop:
             g_a, g_m, g_r = grads
@@ -362,7 +385,8 @@ class _LayerScan(torch.autograd.Function):
 
         # weight gradients accumulate over the steps (per neuron, sums over b of outer products),
         # kept transposed, (N, in, out): h^T @ g runs faster than g^T @ h for these shapes
-        g_W0b, g_W0m = new(n, d_tree, d1), new(n, d_m, d1)
+        g_W0T = new(n, d_tree + d_m, d1)  # the branch rows accumulate here in "sparse" mode only (else via F)
+        g_W0mT = g_W0T[:, d_tree:]
         acc_Ws = [new(w.shape[0], w.shape[2], w.shape[1]) for w in Ws]
         acc_bs = [new(n, batch, w.shape[1]) for w in Ws[:-1]]
         acc_R = new(R.shape) if (fused or per_step) else None
@@ -373,7 +397,8 @@ class _LayerScan(torch.autograd.Function):
         da = None
         dm = new(n, batch, d_m)
         # per-step views
-        D_t, MD_t, DU_t, G_t, m_t = D.unbind(0), MD.unbind(0), DU.unbind(0), G.unbind(0), m_out.unbind(0)
+        D_t, DU_t, G_t, m_t = D.unbind(0), DU.unbind(0), G.unbind(0), m_out.unbind(0)
+        MD_t = MD.unbind(0) if MD is not None else None
         H_t, Z_t = [x.unbind(0) for x in H], [x.unbind(0) for x in Z]
         g_m_t = g_m.unbind(0) if g_m is not None else None
         if in_loop:
@@ -383,7 +408,7 @@ class _LayerScan(torch.autograd.Function):
         if fused or per_step:
             a_prev_t = [a0, *a_out[:-1].unbind(0)] if a_out is not None else [a0] * steps
         if sparse:
-            BR_t, dBR_t = BR.unbind(0), dBR.unbind(0)
+            X_t, dBR_t = X.unbind(0), dBR.unbind(0)
         for t in range(steps - 1, -1, -1):
             if in_loop:
                 dpre = dpre_t[t]
@@ -406,9 +431,8 @@ class _LayerScan(torch.autograd.Function):
                     acc_bs[j - 1].add_(g)
                 g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z_t[j - 1][t], out=out0 if j == 1 else None)
             # g: gradient of the first MLP layer's output z0 (N, B, d1), a view of the batch-major buffer
-            g_W0m.baddbmm_(MD_t[t].transpose(1, 2), g)
             if sparse:
-                g_W0b.baddbmm_(BR_t[t].view(n, d_tree, batch), g)
+                g_W0T.baddbmm_(X_t[t].view(n, d_tree + d_m, batch), g)
                 dh0 = torch.bmm(g, W0)  # (N, B, d_tree + d_m)
                 dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
                 dbr = dBR_t[0 if per_step else t]
@@ -418,6 +442,7 @@ class _LayerScan(torch.autograd.Function):
                     acc_R.add_(_sampled(k.sparse, dbr, a_prev))
                 da = torch.mm(w_rec_t, dbr)
             else:
+                g_W0mT.baddbmm_(MD_t[t].transpose(1, 2), g)
                 dm = torch.baddbmm(dm, g, W0m).mul_(km)
                 if fused:
                     a_prev = a_prev_t[t] if rec_mask is None else a_prev_t[t] * rec_mask
@@ -426,7 +451,7 @@ class _LayerScan(torch.autograd.Function):
             if da is not None and rec_mask is not None:
                 da = da.mul_(rec_mask)
 
-        g_W0 = torch.cat((g_W0b, g_W0m), 1).transpose(1, 2).contiguous()
+        g_W0 = g_W0T.transpose(1, 2).contiguous()
         g_P = G if has_P else None
         g_table = None
         if table_shape is not None:  # the drive of (t, b) was row tokens[t, b] of the table

@@ -156,7 +156,7 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
     elif mode == "sparse":
         conn = torch.tensor([[3, 4, 5, 0], [1, 5, 5, 3], [4, 0, 2, 4]])  # d_s = 4, sources < 3 feed-forward
         layer = type("L", (), {})()
-        layer.spec = type("S", (), dict(n_neurons=n, n_in=n_in, d_tree=d_tree, d_s=4, d_brch=2))()
+        layer.spec = type("S", (), dict(n_neurons=n, n_in=n_in, d_tree=d_tree, d_m=d_m, d_s=4, d_brch=2))()
         layer.connectome = conn
         k.sparse = fast._sparse_structure(layer)
         R = rnd(k.sparse.col.shape[0])
