@@ -23,7 +23,9 @@ step t is (N, B, d_m), so that the per-neuron MLP is one `bmm` with the neurons 
 the batch-major drive (B, N d1) of a step is a view of it with contiguous rows.
 The nonlinearity runs as tanh(v) = 2 sigmoid(2 v) - 1 (sigmoid is several times faster than tanh on CPU):
 the slope 2/3 and the 2 are folded into the last MLP layer, so that u is 4/3 of its output and the memory
-update is m_t = km m_{t-1} + 2 c sigmoid(u) - c, with c = (1 - kappa_lam) 1.7159.
+update is m_t = km m_{t-1} + 2 c sigmoid(u) - c, with c = (1 - kappa_lam) 1.7159. The scan carries the
+shifted decayed memory md_t = km m_{t-1} - c, so that m_t = md_t + 2 c sigmoid(u) is one operation; the
+first MLP layer reads md_t, and its bias absorbs the shift (b_0 + W_0,memory c).
 """
 
 from __future__ import annotations
@@ -215,7 +217,7 @@ class _ScanCtx:
     keep: bool = True  # a backward may follow: keep what it needs
 
     def __post_init__(self) -> None:
-        self.c2 = 2 * self.c
+        self.c2, self.neg_c = 2 * self.c, -self.c
 
 
 def _mm(h: Tensor, wt: Tensor, z: Tensor | None = None) -> Tensor:
@@ -232,7 +234,7 @@ def _mm(h: Tensor, wt: Tensor, z: Tensor | None = None) -> Tensor:
 class _LayerScan(torch.autograd.Function):
     """One ELM layer over T steps. Inputs (neuron axis first, then batch, then features):
 
-    the feed-forward drive of the first MLP layer, its bias included, either P (T, B, N d1) or, for
+    the feed-forward drive of the first MLP layer, its bias (plus W_0,memory c) included, either P (T, B, N d1) or, for
     token input, a table (I, N d1) whose row tokens[t, b] is the drive of sample b at step t;
     R: "fused" M^T (N_src, N d1) | "sparse" the nonzero values of W_rec | "none" None;
     W0 (N, d1, d_tree + d_m), the first MLP layer (in "fused" and "none" mode only its memory block is
@@ -268,7 +270,7 @@ class _LayerScan(torch.autograd.Function):
         n_hidden = len(WsT)  # l_mlp
         mode, in_loop, relu, rec_mask, kr, keep = k.mode, k.in_loop, k.relu, k.rec_mask, k.kr, k.keep
         sparse, fused = mode == "sparse", mode == "fused"
-        km, c, c2 = k.km, k.c, k.c2
+        km, c2, neg_c = k.km, k.c2, k.neg_c
 
         def buf(*shape: int, per_step: bool = True) -> Tensor:
             return WORKSPACE.empty((steps, *shape) if per_step else shape, W0)
@@ -276,8 +278,8 @@ class _LayerScan(torch.autograd.Function):
         m_out = buf(n, batch, d_m)
         a_out = buf(n, batch) if in_loop else None
         # what the backward needs (written through out=, so keeping it costs no extra operation)
-        # "sparse": X_t = [W_rec a_{t-1}; (km m_{t-1})^T] per neuron (N (d_tree + d_m), B), the first MLP
-        # layer's whole input; other modes: MD_t = km m_{t-1} (N, B, d_m)
+        # "sparse": X_t = [W_rec a_{t-1}; (km m_{t-1} - c)^T] per neuron (N (d_tree + d_m), B), the first
+        # MLP layer's whole input; other modes: MD_t = km m_{t-1} - c (N, B, d_m)
         dx = d_tree + d_m
         X = buf(n * dx, batch, per_step=keep) if sparse else None
         MD = buf(n, batch, d_m) if keep and not sparse else None
@@ -306,10 +308,10 @@ class _LayerScan(torch.autograd.Function):
                 x = X_t[t] if keep else X
                 torch.addmm(x, w_pad, a_in, beta=0, out=x)  # the branch rows; the memory rows get 0
                 xv = x.view(n, dx, batch)
-                md = torch.mul(m, km, out=xv[:, d_tree:].transpose(1, 2))  # (N, B, d_m), a view
+                md = torch.addcmul(neg_c, m, km, out=xv[:, d_tree:].transpose(1, 2))  # (N, B, d_m), a view
                 z = torch.baddbmm(drive, xv.transpose(1, 2), W0T)
             else:
-                md = torch.mul(m, km, out=MD_t[t]) if keep else m * km  # (N, B, d_m)
+                md = torch.addcmul(neg_c, m, km, out=MD_t[t] if keep else None)  # (N, B, d_m)
                 z = torch.baddbmm(drive, md, W0mT)
             for j in range(n_hidden):
                 if keep:
@@ -319,15 +321,16 @@ class _LayerScan(torch.autograd.Function):
                     hh = z.relu_().square_()
                 z = torch.baddbmm(bs[j], hh, WsT[j])
             sg = torch.sigmoid(z, out=S_t[t]) if keep else z.sigmoid_()
-            m = torch.addcmul(md, c2, sg, out=m_t[t]).sub_(c)  # (N, B, d_m)
+            m = torch.addcmul(md, c2, sg, out=m_t[t])  # (N, B, d_m)
             if in_loop:
-                if kr is not None:  # the high-pass acts on o without the bias
-                    o = torch.bmm(m, wy).view(n, batch)
-                    r = torch.lerp(r, o, 1 - kr)
-                    pre = o.sub_(r).add_(bcol.view(n, 1))
+                if kr is not None:  # the high-pass acts on o without the bias: p = o - r_t = kr (o - r_{t-1})
+                    d = torch.baddbmm(r.unsqueeze(2), m, wy, beta=-1).view(n, batch)  # o - r_{t-1}
+                    r = torch.add(r, d, alpha=1 - kr)
+                    a = torch.add(bcol.view(n, 1), d, alpha=kr, out=a_t[t])
                 else:
-                    pre = torch.baddbmm(bcol, m, wy).view(n, batch)
-                a = torch.clamp_min(pre, 0, out=a_t[t]) if relu else a_t[t].copy_(pre)
+                    a = torch.baddbmm(bcol, m, wy, out=a_t[t].unsqueeze(2)).view(n, batch)
+                if relu:
+                    a.clamp_min_(0)
                 a_in = a if rec_mask is None else a * rec_mask
 
         ctx.set_materialize_grads(False)
@@ -354,7 +357,9 @@ class _LayerScan(torch.autograd.Function):
         steps, n, batch, d_m = m_out.shape
         d1 = W0.shape[1]
         d_tree = W0.shape[2] - d_m
-        W0m = W0[:, :, d_tree:].contiguous()
+        # W_0 with its memory columns scaled by km: d loss / d m_{t-1} = km (dm_t + g W_0,m) = km dm_t + g W0k_m
+        W0k = torch.cat((W0[:, :, :d_tree], W0[:, :, d_tree:] * k.km), 2)
+        W0km = W0k[:, :, d_tree:].contiguous()
         Ws2 = [w * 2 for w in Ws]  # the 2 of d relu(z)^2 / dz = 2 relu(z)
         mode, in_loop, rec_mask, km, kr = k.mode, k.in_loop, k.rec_mask, k.km, k.kr
         sparse, fused, rec = mode == "sparse", mode == "fused", mode != "none"
@@ -421,7 +426,7 @@ class _LayerScan(torch.autograd.Function):
                     do = dpre
                 dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
                 acc_wy.baddbmm_(do.unsqueeze(1), m_t[t])
-            if g_m_t is not None:
+            if g_m_t is not None and (sparse or t == steps - 1):  # else added with the product below
                 dm = dm + g_m_t[t]
             out0 = G_t[t].view(batch, n, d1).transpose(0, 1)  # dz0 is written batch-major, into G
             g = torch.mul(D_t[t], dm, out=out0 if n_hidden == 0 else DU_t[t])
@@ -433,8 +438,8 @@ class _LayerScan(torch.autograd.Function):
             # g: gradient of the first MLP layer's output z0 (N, B, d1), a view of the batch-major buffer
             if sparse:
                 g_W0T.baddbmm_(X_t[t].view(n, d_tree + d_m, batch), g)
-                dh0 = torch.bmm(g, W0)  # (N, B, d_tree + d_m)
-                dm = dh0[:, :, d_tree:].add_(dm).mul_(km)
+                dh0 = torch.bmm(g, W0k)  # (N, B, d_tree + d_m)
+                dm = dh0[:, :, d_tree:].addcmul_(dm, km)
                 dbr = dBR_t[0 if per_step else t]
                 dbr.view(n, d_tree, batch).copy_(dh0[:, :, :d_tree].transpose(1, 2))  # (N d_tree, B)
                 if per_step:
@@ -443,7 +448,9 @@ class _LayerScan(torch.autograd.Function):
                 da = torch.mm(w_rec_t, dbr)
             else:
                 g_W0mT.baddbmm_(MD_t[t].transpose(1, 2), g)
-                dm = torch.baddbmm(dm, g, W0m).mul_(km)
+                g_m_prev = g_m_t[t - 1] if g_m_t is not None and t > 0 else None
+                dm_g = torch.bmm(g, W0km) if g_m_prev is None else torch.baddbmm(g_m_prev, g, W0km)
+                dm = dm_g.addcmul_(dm, km)
                 if fused:
                     a_prev = a_prev_t[t] if rec_mask is None else a_prev_t[t] * rec_mask
                     acc_R.addmm_(a_prev, G_t[t])
@@ -579,7 +586,9 @@ def scan_layer(
         sp = plan.sparse
         w_rec = (layer.w_s * s.input_scale).reshape(-1)[sp.syn]
         R = w_rec.new_zeros(sp.col.shape[0]).index_add(0, sp.slot, w_rec)
-    b0 = bs[0].reshape(n * d1)
+    # the scan feeds the first layer km m - c instead of km m: its bias makes up for it
+    c = ((1 - layer.kappa_lam) * TANH_GAIN).unsqueeze(1)  # (N, 1, d_m)
+    b0 = torch.baddbmm(bs[0].unsqueeze(2), ws[0][:, :, s.d_tree :], c.transpose(1, 2)).reshape(n * d1)
     P = table = None
     if tokens is not None:
         table = torch.add(b0, F_ffT, alpha=token_scale)  # (I, N d1)
@@ -590,7 +599,7 @@ def scan_layer(
     in_loop = plan.has_rec or kappa_r is not None
     k = _ScanCtx(
         km=layer.kappa_m.unsqueeze(1),
-        c=((1 - layer.kappa_lam) * TANH_GAIN).unsqueeze(1),
+        c=c,
         kr=kappa_r,
         relu=s.activation == "relu",
         in_loop=in_loop,
