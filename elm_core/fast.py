@@ -388,11 +388,11 @@ class _LayerScan(torch.autograd.Function):
             DO = ws(a_out.shape, a_out) if kr is not None else DPRE  # d loss / d o
         wy3 = w_y.unsqueeze(1)  # (N, 1, d_m)
 
-        # weight gradients accumulate over the steps (per neuron, sums over b of outer products),
-        # kept transposed, (N, in, out): h^T @ g runs faster than g^T @ h for these shapes
+        # weight gradients accumulate over the steps (per neuron, sums over b of outer products), each in
+        # the orientation measured faster: W_0 transposed (N, in, out), h^T @ g; W_1.. as they are, g^T @ h
         g_W0T = new(n, d_tree + d_m, d1)  # the branch rows accumulate here in "sparse" mode only (else via F)
         g_W0mT = g_W0T[:, d_tree:]
-        acc_Ws = [new(w.shape[0], w.shape[2], w.shape[1]) for w in Ws]
+        acc_Ws = [new(w.shape) for w in Ws]
         acc_bs = [new(n, batch, w.shape[1]) for w in Ws[:-1]]
         acc_R = new(R.shape) if (fused or per_step) else None
         acc_wy = new(n, 1, d_m) if in_loop else None
@@ -431,7 +431,7 @@ class _LayerScan(torch.autograd.Function):
             out0 = G_t[t].view(batch, n, d1).transpose(0, 1)  # dz0 is written batch-major, into G
             g = torch.mul(D_t[t], dm, out=out0 if n_hidden == 0 else DU_t[t])
             for j in range(n_hidden, 0, -1):
-                acc_Ws[j - 1].baddbmm_(H_t[j - 1][t].transpose(1, 2), g)
+                acc_Ws[j - 1].baddbmm_(g.transpose(1, 2), H_t[j - 1][t])
                 if j < n_hidden:
                     acc_bs[j - 1].add_(g)
                 g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z_t[j - 1][t], out=out0 if j == 1 else None)
@@ -473,7 +473,7 @@ class _LayerScan(torch.autograd.Function):
             g_R = _sampled(k.sparse, dbr_all.view(n * d_tree, steps * batch), a_src)
         g_wb = []
         for j in range(n_hidden):
-            gw = acc_Ws[j].transpose(1, 2).contiguous()
+            gw = acc_Ws[j]
             gb = DU.sum((0, 2)) if j == n_hidden - 1 else acc_bs[j].sum(1)
             g_wb += [gw, gb.unsqueeze(1)]
         g_wy = g_b = g_r0 = None
