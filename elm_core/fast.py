@@ -289,29 +289,51 @@ class _LayerScan(torch.autograd.Function):
         w_pad = k.sparse.padded(R) if sparse else None
         wy = w_y.unsqueeze(2)  # (N, d_m, 1)
         bcol = b.view(n, 1, 1)
-        drives = P.unbind(0) if P is not None else k.tokens.unbind(0)
-        m_t, a_t = m_out.unbind(0), a_out.unbind(0) if in_loop else None
-        if keep:
-            S_t = S.unbind(0)
-            MD_t = MD.unbind(0) if MD is not None else None
-            X_t = X.unbind(0) if sparse else None
-            Z_t, H_t = [z.unbind(0) for z in Z], [h.unbind(0) for h in H]
 
-        r, m = r0, m0
+        # per-step views, made once (a view costs about a microsecond; the loop would make thousands)
+        def per_step(x: Tensor | None, *shape: int) -> list | tuple:
+            return [None] * steps if x is None else x.view(steps, *shape).unbind(0)
+
+        if P is not None:  # the drive of step t: flat (B, N d1) for "fused", else (N, B, d1)
+            flat_t = P.unbind(0)
+            drive_t = P.view(steps, batch, n, d1).transpose(1, 2).unbind(0)
+        else:
+            tok_t = k.tokens.unbind(0)
+            flat_t = [W0.new_empty(batch, n * d1)] * steps  # index_select writes the rows here
+            drive_t = [flat_t[0].view(batch, n, d1).transpose(0, 1)] * steps
+        if fused:  # the recurrent part is added into a buffer: the drive of a step is a view of it
+            fused_buf = W0.new_empty(batch, n * d1)
+            fused_drive = fused_buf.view(batch, n, d1).transpose(0, 1)
+        m_t, a_t = m_out.unbind(0), per_step(a_out, n, batch)
+        a3_t = per_step(a_out, n, batch, 1)
+        S_t = per_step(S, n, batch, d_m)
+        MD_t = per_step(MD, n, batch, d_m)
+        Z_t = [per_step(z, n, batch, w.shape[1]) for z, w in zip(Z, WsT, strict=True)]
+        H_t = [per_step(h, n, batch, w.shape[1]) for h, w in zip(H, WsT, strict=True)]
+        if sparse:  # X_t (N dx, B) for the sparse product, its (N, B, dx) view, and the memory part of that
+            X4 = X.view(-1, n, dx, batch)  # (T, ...) when kept, else (1, ...): one buffer for every step
+            X_t, XT_t = X.view(-1, n * dx, batch).unbind(0), X4.transpose(2, 3).unbind(0)
+            XM_t = X4[:, :, d_tree:].transpose(2, 3).unbind(0)
+            if not keep:
+                X_t, XT_t, XM_t = X_t * steps, XT_t * steps, XM_t * steps
+
+        r, m = r0.unsqueeze(2), m0  # r as (N, B, 1)
         a_in = a0 if rec_mask is None else a0 * rec_mask
         for t in range(steps):
-            drive = drives[t] if P is not None else table.index_select(0, drives[t])  # (B, N d1)
-            if fused:
-                drive = torch.addmm(drive, a_in.t(), R)  # + a_{t-1} M^T
-            drive = drive.view(batch, n, d1).transpose(0, 1)  # (N, B, d1), rows contiguous
-            if sparse:
-                x = X_t[t] if keep else X
-                torch.addmm(x, w_pad, a_in, beta=0, out=x)  # the branch rows; the memory rows get 0
-                xv = x.view(n, dx, batch)
-                md = torch.addcmul(neg_c, m, km, out=xv[:, d_tree:].transpose(1, 2))  # (N, B, d_m), a view
-                z = torch.baddbmm(drive, xv.transpose(1, 2), W0T)
+            if P is not None:
+                drive = drive_t[t]
             else:
-                md = torch.addcmul(neg_c, m, km, out=MD_t[t] if keep else None)  # (N, B, d_m)
+                torch.index_select(table, 0, tok_t[t], out=flat_t[t])
+                drive = drive_t[t]
+            if fused:
+                torch.addmm(flat_t[t], a_in.t(), R, out=fused_buf)  # + a_{t-1} M^T
+                drive = fused_drive
+            if sparse:
+                torch.addmm(X_t[t], w_pad, a_in, beta=0, out=X_t[t])  # the branch rows; the memory rows get 0
+                md = torch.addcmul(neg_c, m, km, out=XM_t[t])
+                z = torch.baddbmm(drive, XT_t[t], W0T)
+            else:
+                md = torch.addcmul(neg_c, m, km, out=MD_t[t])  # (N, B, d_m)
                 z = torch.baddbmm(drive, md, W0mT)
             for j in range(n_hidden):
                 if keep:
@@ -320,18 +342,18 @@ class _LayerScan(torch.autograd.Function):
                 else:
                     hh = z.relu_().square_()
                 z = torch.baddbmm(bs[j], hh, WsT[j])
-            sg = torch.sigmoid(z, out=S_t[t]) if keep else z.sigmoid_()
+            sg = torch.sigmoid(z, out=S_t[t])
             m = torch.addcmul(md, c2, sg, out=m_t[t])  # (N, B, d_m)
             if in_loop:
                 if kr is not None:  # the high-pass acts on o without the bias: p = o - r_t = kr (o - r_{t-1})
-                    d = torch.baddbmm(r.unsqueeze(2), m, wy, beta=-1).view(n, batch)  # o - r_{t-1}
+                    d = torch.baddbmm(r, m, wy, beta=-1)  # o - r_{t-1}
                     r = torch.add(r, d, alpha=1 - kr)
-                    a = torch.add(bcol.view(n, 1), d, alpha=kr, out=a_t[t])
+                    torch.add(bcol, d, alpha=kr, out=a3_t[t])
                 else:
-                    a = torch.baddbmm(bcol, m, wy, out=a_t[t].unsqueeze(2)).view(n, batch)
-                if relu:
-                    a.clamp_min_(0)
+                    torch.baddbmm(bcol, m, wy, out=a3_t[t])
+                a = a_t[t].clamp_min_(0) if relu else a_t[t]
                 a_in = a if rec_mask is None else a * rec_mask
+        r = r.view(n, batch)
 
         ctx.set_materialize_grads(False)
         ctx.k, ctx.n_hidden = k, n_hidden
@@ -401,19 +423,30 @@ class _LayerScan(torch.autograd.Function):
             dr = g_r.clone() if g_r is not None else new(n, batch)
         da = None
         dm = new(n, batch, d_m)
-        # per-step views
+        # per-step views, made once
         D_t, DU_t, G_t, m_t = D.unbind(0), DU.unbind(0), G.unbind(0), m_out.unbind(0)
+        DUT_t = DU.transpose(2, 3).unbind(0)
+        out0_t = G.view(steps, batch, n, d1).transpose(1, 2).unbind(0)  # dz0 (N, B, d1), written batch-major
         MD_t = MD.unbind(0) if MD is not None else None
         H_t, Z_t = [x.unbind(0) for x in H], [x.unbind(0) for x in Z]
         g_m_t = g_m.unbind(0) if g_m is not None else None
         if in_loop:
             dpre_t, do_t = DPRE.unbind(0), DO.unbind(0)
+            do_col_t, do_row_t = DO.view(steps, n, batch, 1).unbind(0), DO.view(steps, n, 1, batch).unbind(0)
             mask_t = mask.unbind(0) if mask is not None else None
         a_prev_t = None
         if fused or per_step:
             a_prev_t = [a0, *a_out[:-1].unbind(0)] if a_out is not None else [a0] * steps
         if sparse:
-            X_t, dBR_t = X.unbind(0), dBR.unbind(0)
+            X_t, dBR_t = X.view(steps, n, d_tree + d_m, batch).unbind(0), dBR.unbind(0)
+            dBRv_t = dBR.view(-1, n, d_tree, batch).unbind(0)
+            if per_step:
+                dBR_t, dBRv_t = dBR_t * steps, dBRv_t * steps
+            # d loss / d [branch input; memory] of a step, alternating between two buffers so that dm (a
+            # view of one) outlives the next step's product
+            dh0_buf = [m_out.new_empty(n, batch, d_tree + d_m) for _ in range(2)]
+            dh0_mem = [x[:, :, d_tree:] for x in dh0_buf]
+            dh0_brT = [x[:, :, :d_tree].transpose(1, 2) for x in dh0_buf]
         for t in range(steps - 1, -1, -1):
             if in_loop:
                 dpre = dpre_t[t]
@@ -424,24 +457,24 @@ class _LayerScan(torch.autograd.Function):
                     dr = dr.sub_(do)
                 else:
                     do = dpre
-                dm = torch.addcmul(dm, wy3, do.unsqueeze(2))
-                acc_wy.baddbmm_(do.unsqueeze(1), m_t[t])
+                dm = torch.addcmul(dm, wy3, do_col_t[t])
+                acc_wy.baddbmm_(do_row_t[t], m_t[t])
             if g_m_t is not None and (sparse or t == steps - 1):  # else added with the product below
                 dm = dm + g_m_t[t]
-            out0 = G_t[t].view(batch, n, d1).transpose(0, 1)  # dz0 is written batch-major, into G
+            out0 = out0_t[t]
             g = torch.mul(D_t[t], dm, out=out0 if n_hidden == 0 else DU_t[t])
             for j in range(n_hidden, 0, -1):
-                acc_Ws[j - 1].baddbmm_(g.transpose(1, 2), H_t[j - 1][t])
+                acc_Ws[j - 1].baddbmm_(DUT_t[t] if j == n_hidden else g.transpose(1, 2), H_t[j - 1][t])
                 if j < n_hidden:
                     acc_bs[j - 1].add_(g)
                 g = torch.mul(torch.bmm(g, Ws2[j - 1]), Z_t[j - 1][t], out=out0 if j == 1 else None)
             # g: gradient of the first MLP layer's output z0 (N, B, d1), a view of the batch-major buffer
             if sparse:
-                g_W0T.baddbmm_(X_t[t].view(n, d_tree + d_m, batch), g)
-                dh0 = torch.bmm(g, W0k)  # (N, B, d_tree + d_m)
-                dm = dh0[:, :, d_tree:].addcmul_(dm, km)
-                dbr = dBR_t[0 if per_step else t]
-                dbr.view(n, d_tree, batch).copy_(dh0[:, :, :d_tree].transpose(1, 2))  # (N d_tree, B)
+                g_W0T.baddbmm_(X_t[t], g)
+                torch.bmm(g, W0k, out=dh0_buf[t % 2])  # (N, B, d_tree + d_m)
+                dm = dh0_mem[t % 2].addcmul_(dm, km)
+                dbr = dBR_t[t]
+                dBRv_t[t].copy_(dh0_brT[t % 2])  # (N d_tree, B)
                 if per_step:
                     a_prev = a_prev_t[t] if rec_mask is None else a_prev_t[t] * rec_mask
                     acc_R.add_(_sampled(k.sparse, dbr, a_prev))

@@ -10,6 +10,9 @@ import elm_core.fast as fast
 from elm_core import ELMConfig, ELMNetwork
 from elm_core.interop import from_reference_npz
 
+# the scans write through out=: a wrongly shaped out tensor is resized with this warning; make it an error
+pytestmark = pytest.mark.filterwarnings("error:An output with one or more elements was resized")
+
 MODES = {"fused": 2**62, "sparse": 0, "sparse-per-step": 0}  # FUSED_MAX_ELEMENTS that selects each mode
 
 
