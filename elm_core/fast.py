@@ -15,8 +15,9 @@ Same computation as `ELMLayer.step` (reference/FORMAT.md, "Exact per-step comput
    gradients are sums over (t, b) of outer products: the per-neuron ones (and a dense M's) accumulate
    in the loop with one batched product per step, the sparse W_rec one is a sampled product
    (torch.sparse.sampled_addmm) over all steps after the loop.
-3. A layer without recurrent synapses and without a high-pass (the readout layer) carries only its
-   memory through the loop; its readout o_t and activity are computed for all steps at once.
+3. Every step's readout o_t = w_y . m_t and activity are computed inside the loop, also for a layer
+   without recurrence (the readout layer): one batched product a step costs less than the whole-sequence
+   products and their gradients outside it (measured).
 
 Layout inside the scan: the neuron axis first, then the batch, then the features: the memory of
 step t is (N, B, d_m), so that the per-neuron MLP is one `bmm` with the neurons as its batch, and
@@ -209,7 +210,6 @@ class _ScanCtx:
     c: Tensor  # (N, 1, d_m) (1 - kappa_lam) * TANH_GAIN
     kr: float | None  # kappa_r, None = no high-pass
     relu: bool
-    in_loop: bool  # compute o, r, a inside the loop (recurrent synapses or high-pass)
     mode: str  # "fused" (dense M), "sparse" (CSR W_rec, then W_0's branch block), "none" (no recurrence)
     rec_mask: Tensor | None  # (N_src, B) recurrent dropout mask, or None
     sparse: _SparseRec | None = None
@@ -241,7 +241,7 @@ class _LayerScan(torch.autograd.Function):
     used here, its branch block being folded into the drive and M); w_y (N, d_m); b (N,);
     a0 (N_src, B), m0 (N, B, d_m), r0 (N, B); then W_1, b_1, ..., W_L, b_L (b_j as (N, 1, out)), the
     last layer already scaled by SIGMOID_SCALE.
-    Returns (a (T, N, B), m (T, N, B, d_m), r_T (N, B)) when o, r, a run in the loop, else (m,).
+    Returns a (T, N, B), m (T, N, B, d_m) and r_T (N, B).
     For the backward it keeps, per step, the decayed memory km m_{t-1}, relu(z_j) and relu(z_j)^2 of
     the hidden MLP layers, sigmoid(u), the outputs and, in "sparse" mode, the branch inputs W_rec a_{t-1}.
     """
@@ -268,7 +268,7 @@ class _LayerScan(torch.autograd.Function):
         W0mT = W0T[:, d_tree:]
         WsT, bs = [w.transpose(1, 2).contiguous() for w in wb[0::2]], wb[1::2]
         n_hidden = len(WsT)  # l_mlp
-        mode, in_loop, relu, rec_mask, kr, keep = k.mode, k.in_loop, k.relu, k.rec_mask, k.kr, k.keep
+        mode, relu, rec_mask, kr, keep = k.mode, k.relu, k.rec_mask, k.kr, k.keep
         sparse, fused = mode == "sparse", mode == "fused"
         km, c2, neg_c = k.km, k.c2, k.neg_c
 
@@ -276,7 +276,7 @@ class _LayerScan(torch.autograd.Function):
             return WORKSPACE.empty((steps, *shape) if per_step else shape, W0)
 
         m_out = buf(n, batch, d_m)
-        a_out = buf(n, batch) if in_loop else None
+        a_out = buf(n, batch)
         # what the backward needs (written through out=, so keeping it costs no extra operation)
         # "sparse": X_t = [W_rec a_{t-1}; (km m_{t-1} - c)^T] per neuron (N (d_tree + d_m), B), the first
         # MLP layer's whole input; other modes: MD_t = km m_{t-1} - c (N, B, d_m)
@@ -344,22 +344,21 @@ class _LayerScan(torch.autograd.Function):
                 z = torch.baddbmm(bs[j], hh, WsT[j])
             sg = torch.sigmoid(z, out=S_t[t])
             m = torch.addcmul(md, c2, sg, out=m_t[t])  # (N, B, d_m)
-            if in_loop:
-                if kr is not None:  # the high-pass acts on o without the bias: p = o - r_t = kr (o - r_{t-1})
-                    d = torch.baddbmm(r, m, wy, beta=-1)  # o - r_{t-1}
-                    r = torch.add(r, d, alpha=1 - kr)
-                    torch.add(bcol, d, alpha=kr, out=a3_t[t])
-                else:
-                    torch.baddbmm(bcol, m, wy, out=a3_t[t])
-                a = a_t[t].clamp_min_(0) if relu else a_t[t]
-                a_in = a if rec_mask is None else a * rec_mask
+            if kr is not None:  # the high-pass acts on o without the bias: p = o - r_t = kr (o - r_{t-1})
+                d = torch.baddbmm(r, m, wy, beta=-1)  # o - r_{t-1}
+                r = torch.add(r, d, alpha=1 - kr)
+                torch.add(bcol, d, alpha=kr, out=a3_t[t])
+            else:
+                torch.baddbmm(bcol, m, wy, out=a3_t[t])
+            a = a_t[t].clamp_min_(0) if relu else a_t[t]
+            a_in = a if rec_mask is None else a * rec_mask
         r = r.view(n, batch)
 
         ctx.set_materialize_grads(False)
         ctx.k, ctx.n_hidden = k, n_hidden
         ctx.shapes = (P is not None, table.shape if table is not None else None)
         ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *Z, *H, *wb[0::2])
-        return (a_out, m_out, r) if in_loop else (m_out,)
+        return a_out, m_out, r
 
     @staticmethod
     def _backward(ctx, *grads):
@@ -368,10 +367,7 @@ class _LayerScan(torch.autograd.Function):
         has_P, table_shape = ctx.shapes
         R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *rest = ctx.saved_tensors
         Z, H, Ws = rest[:n_hidden], rest[n_hidden : 2 * n_hidden], rest[2 * n_hidden :]
-        if k.in_loop:
-            g_a, g_m, g_r = grads
-        else:
-            (g_m,), g_a, g_r = grads, None, None
+        g_a, g_m, g_r = grads
         # the gradients arrive in the layout of their consumers (often batch-major): read per step, they
         # are better contiguous
         g_a = g_a.contiguous() if g_a is not None else None
@@ -383,7 +379,7 @@ class _LayerScan(torch.autograd.Function):
         W0k = torch.cat((W0[:, :, :d_tree], W0[:, :, d_tree:] * k.km), 2)
         W0km = W0k[:, :, d_tree:].contiguous()
         Ws2 = [w * 2 for w in Ws]  # the 2 of d relu(z)^2 / dz = 2 relu(z)
-        mode, in_loop, rec_mask, km, kr = k.mode, k.in_loop, k.rec_mask, k.km, k.kr
+        mode, rec_mask, km, kr = k.mode, k.rec_mask, k.km, k.kr
         sparse, fused, rec = mode == "sparse", mode == "fused", mode != "none"
         new, ws = m_out.new_zeros, WORKSPACE.empty
 
@@ -396,18 +392,16 @@ class _LayerScan(torch.autograd.Function):
         # the branch gradients of all steps, for one sampled product after the loop (or one per step)
         per_step = sparse and n * d_tree * steps * batch > SAMPLED_MAX_ELEMENTS
         dBR = ws((steps, n * d_tree, batch) if not per_step else (1, n * d_tree, batch), m_out) if sparse else None
-        mask = DPRE = DO = None
-        if in_loop:
-            # d loss / d pre-activation: the external gradient through the mask now, the recurrent one per step
-            mask = (a_out > 0).to(m_out.dtype) if k.relu else None
-            DPRE = ws(a_out.shape, a_out)
-            if g_a is None:
-                DPRE.zero_()
-            elif mask is None:
-                DPRE.copy_(g_a)
-            else:
-                torch.mul(g_a, mask, out=DPRE)
-            DO = ws(a_out.shape, a_out) if kr is not None else DPRE  # d loss / d o
+        # d loss / d pre-activation: the external gradient through the mask now, the recurrent one per step
+        mask = (a_out > 0).to(m_out.dtype) if k.relu else None
+        DPRE = ws(a_out.shape, a_out)
+        if g_a is None:
+            DPRE.zero_()
+        elif mask is None:
+            DPRE.copy_(g_a)
+        else:
+            torch.mul(g_a, mask, out=DPRE)
+        DO = ws(a_out.shape, a_out) if kr is not None else DPRE  # d loss / d o
         wy3 = w_y.unsqueeze(1)  # (N, 1, d_m)
 
         # weight gradients accumulate over the steps (per neuron, sums over b of outer products), each in
@@ -417,7 +411,7 @@ class _LayerScan(torch.autograd.Function):
         acc_Ws = [new(w.shape) for w in Ws]
         acc_bs = [new(n, batch, w.shape[1]) for w in Ws[:-1]]
         acc_R = new(R.shape) if (fused or per_step) else None
-        acc_wy = new(n, 1, d_m) if in_loop else None
+        acc_wy = new(n, 1, d_m)
         dr = None
         if kr is not None:
             dr = g_r.clone() if g_r is not None else new(n, batch)
@@ -430,10 +424,9 @@ class _LayerScan(torch.autograd.Function):
         MD_t = MD.unbind(0) if MD is not None else None
         H_t, Z_t = [x.unbind(0) for x in H], [x.unbind(0) for x in Z]
         g_m_t = g_m.unbind(0) if g_m is not None else None
-        if in_loop:
-            dpre_t, do_t = DPRE.unbind(0), DO.unbind(0)
-            do_col_t, do_row_t = DO.view(steps, n, batch, 1).unbind(0), DO.view(steps, n, 1, batch).unbind(0)
-            mask_t = mask.unbind(0) if mask is not None else None
+        dpre_t, do_t = DPRE.unbind(0), DO.unbind(0)
+        do_col_t, do_row_t = DO.view(steps, n, batch, 1).unbind(0), DO.view(steps, n, 1, batch).unbind(0)
+        mask_t = mask.unbind(0) if mask is not None else None
         a_prev_t = None
         if fused or per_step:
             a_prev_t = [a0, *a_out[:-1].unbind(0)] if a_out is not None else [a0] * steps
@@ -448,17 +441,14 @@ class _LayerScan(torch.autograd.Function):
             dh0_mem = [x[:, :, d_tree:] for x in dh0_buf]
             dh0_brT = [x[:, :, :d_tree].transpose(1, 2) for x in dh0_buf]
         for t in range(steps - 1, -1, -1):
-            if in_loop:
-                dpre = dpre_t[t]
-                if da is not None:
-                    dpre.addcmul_(da, mask_t[t]) if mask_t is not None else dpre.add_(da)
-                if kr is not None:  # p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
-                    do = torch.lerp(dpre, dr, 1 - kr, out=do_t[t])
-                    dr = dr.sub_(do)
-                else:
-                    do = dpre
-                dm = torch.addcmul(dm, wy3, do_col_t[t])
-                acc_wy.baddbmm_(do_row_t[t], m_t[t])
+            dpre = dpre_t[t]
+            if da is not None:
+                dpre.addcmul_(da, mask_t[t]) if mask_t is not None else dpre.add_(da)
+            if kr is not None:  # p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
+                do = torch.lerp(dpre, dr, 1 - kr, out=do_t[t])
+                dr = dr.sub_(do)
+            dm = torch.addcmul(dm, wy3, do_col_t[t])
+            acc_wy.baddbmm_(do_row_t[t], m_t[t])
             if g_m_t is not None and (sparse or t == steps - 1):  # else added with the product below
                 dm = dm + g_m_t[t]
             out0 = out0_t[t]
@@ -509,11 +499,8 @@ class _LayerScan(torch.autograd.Function):
             gw = acc_Ws[j]
             gb = DU.sum((0, 2)) if j == n_hidden - 1 else acc_bs[j].sum(1)
             g_wb += [gw, gb.unsqueeze(1)]
-        g_wy = g_b = g_r0 = None
-        if in_loop:
-            g_wy = acc_wy.squeeze(1)
-            g_b = DPRE.sum((0, 2))
-            g_r0 = dr if kr is not None else g_r  # without a high-pass r passes through unchanged
+        g_wy, g_b = acc_wy.squeeze(1), DPRE.sum((0, 2))
+        g_r0 = dr if kr is not None else g_r  # without a high-pass r passes through unchanged
         g_a0 = da if rec else None
         return (None, g_P, g_table, g_R, g_W0, g_wy, g_b, g_a0, dm, g_r0, *g_wb)
 
@@ -629,13 +616,11 @@ def scan_layer(
         steps, batch = u.shape[0], u.shape[1]
         P = torch.addmm(b0, u.reshape(steps * batch, n_in), F_ffT).view(steps, batch, n * d1)
     kappa_r = float(layer.kappa_r) if s.tau_r is not None else None
-    in_loop = plan.has_rec or kappa_r is not None
     k = _ScanCtx(
         km=layer.kappa_m.unsqueeze(1),
         c=c,
         kr=kappa_r,
         relu=s.activation == "relu",
-        in_loop=in_loop,
         mode=plan.mode,
         rec_mask=rec_mask if plan.has_rec else None,
         sparse=plan.sparse,
@@ -646,13 +631,7 @@ def scan_layer(
         wb += [w, b.unsqueeze(1)]
     args = (P, table, R, ws[0], layer.w_y, layer.b, a0, m0, r0, *wb)
     k.keep = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
-    out = _LayerScan.apply(k, *args)
-    if in_loop:
-        return out
-    (m_out,) = out
-    pre = (m_out * layer.w_y.unsqueeze(1)).sum(3) + layer.b.unsqueeze(1)  # (T, N, B)
-    a_out = torch.relu(pre) if s.activation == "relu" else pre
-    return a_out, m_out, r0
+    return _LayerScan.apply(k, *args)
 
 
 def fast_run(model: ELMNetwork, x: Tensor, state: ELMState, masks: tuple[Tensor | None, ...]) -> dict:

@@ -143,7 +143,6 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
         c=((1 - torch.exp(-5 / tau)) * fast.TANH_GAIN).unsqueeze(1),
         kr=kr,
         relu=relu,
-        in_loop=mode != "none" or kr is not None,
         mode=mode,
         rec_mask=None,
     )
