@@ -220,30 +220,21 @@ class _ScanCtx:
         self.c2, self.neg_c = 2 * self.c, -self.c
 
 
-def _mm(h: Tensor, wt: Tensor, z: Tensor | None = None) -> Tensor:
-    """z + h @ wt for stacks of small matrices, h (N, B, i), wt (N, i, o) -> (N, B, o)."""
-    if h.shape[2] <= 4:  # a tiny contraction (the readout's memory): a few element-wise multiply-adds
-        out = h[:, :, :1] * wt[:, :1] if z is None else torch.addcmul(z, h[:, :, :1], wt[:, :1])
-        for q in range(1, h.shape[2]):
-            out.addcmul_(h[:, :, q : q + 1], wt[:, q : q + 1])
-        return out
-    out = torch.bmm(h, wt)
-    return out if z is None else out.add_(z)
-
-
 class _LayerScan(torch.autograd.Function):
     """One ELM layer over T steps. Inputs (neuron axis first, then batch, then features):
 
-    the feed-forward drive of the first MLP layer, its bias (plus W_0,memory c) included, either P (T, B, N d1) or, for
-    token input, a table (I, N d1) whose row tokens[t, b] is the drive of sample b at step t;
+    the feed-forward drive of the first MLP layer, its bias (plus W_0,memory c) included, either
+    P (T, B, N d1) or, for token input, a table (I, N d1) whose row tokens[t, b] is the drive of
+    sample b at step t;
     R: "fused" M^T (N_src, N d1) | "sparse" the nonzero values of W_rec | "none" None;
     W0 (N, d1, d_tree + d_m), the first MLP layer (in "fused" and "none" mode only its memory block is
     used here, its branch block being folded into the drive and M); w_y (N, d_m); b (N,);
     a0 (N_src, B), m0 (N, B, d_m), r0 (N, B); then W_1, b_1, ..., W_L, b_L (b_j as (N, 1, out)), the
     last layer already scaled by SIGMOID_SCALE.
     Returns a (T, N, B), m (T, N, B, d_m) and r_T (N, B).
-    For the backward it keeps, per step, the decayed memory km m_{t-1}, relu(z_j) and relu(z_j)^2 of
-    the hidden MLP layers, sigmoid(u), the outputs and, in "sparse" mode, the branch inputs W_rec a_{t-1}.
+    For the backward it keeps, per step, the shifted decayed memory km m_{t-1} - c (in "sparse" mode
+    together with the branch inputs W_rec a_{t-1}), relu(z_j) and relu(z_j)^2 of the hidden MLP layers,
+    sigmoid(u) and the outputs.
     """
 
     @staticmethod
