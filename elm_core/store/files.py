@@ -258,10 +258,9 @@ def check_file(f: StoreFile) -> tuple[Checked, pa.Table | None]:
 
 def normalise(table: pa.Table, path: str) -> pa.Table:
     """`table` with exactly SCHEMA's columns (cast; a missing one all null) plus `_file` = path."""
+    present = set(table.column_names)  # a list built anew on every access: once, not once per field
     arrays = [
-        table.column(field.name).cast(field.type)
-        if field.name in table.column_names
-        else pa.nulls(len(table), field.type)
+        table.column(field.name).cast(field.type) if field.name in present else pa.nulls(len(table), field.type)
         for field in SCHEMA
     ]
     return pa.Table.from_arrays([*arrays, pa.array([path] * len(table), pa.string())], schema=SMALL_SCHEMA)
