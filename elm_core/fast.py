@@ -140,20 +140,23 @@ class _SparseRec:
     slot: Tensor  # (n_rec_synapses,) position of each recurrent synapse among the nonzeros
     syn: Tensor  # (n_rec_synapses,) flat index into w_s of each recurrent synapse
 
-    def matrices(self, values: Tensor) -> tuple[Tensor, Tensor]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            w = torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
-            wt = torch.sparse_csr_tensor(
-                self.crow_t, self.col_t, values[self.perm_t], self.shape[::-1], check_invariants=False
-            )
-        return w, wt
+    def matrix(self, values: Tensor) -> Tensor:
+        """W_rec (N d_tree, N_src) with these nonzero values."""
+        return _csr(self.crow, self.col, values, self.shape)
+
+    def transposed(self, values: Tensor) -> Tensor:
+        """W_rec^T (N_src, N d_tree)."""
+        return _csr(self.crow_t, self.col_t, values[self.perm_t], self.shape[::-1])
 
     def padded(self, values: Tensor) -> Tensor:
-        shape = (self.crow_pad.shape[0] - 1, self.shape[1])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.sparse_csr_tensor(self.crow_pad, self.col, values, shape, check_invariants=False)
+        """W_rec with d_m empty rows after each neuron's d_tree (N (d_tree + d_m), N_src)."""
+        return _csr(self.crow_pad, self.col, values, (self.crow_pad.shape[0] - 1, self.shape[1]))
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 def _branch_rows(layer: ELMLayer) -> Tensor:
@@ -195,7 +198,7 @@ def _sparse_structure(layer: ELMLayer) -> _SparseRec:
 
 def _sampled(sp: _SparseRec, x: Tensor, y: Tensor) -> Tensor:
     """out[e] = x[row e] . y[col e] for each nonzero e of W_rec (the gradient of its values)."""
-    template, _ = sp.matrices(x.new_zeros(sp.col.shape[0]))
+    template = sp.matrix(x.new_zeros(sp.col.shape[0]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.sparse.sampled_addmm(template, x, y.t(), beta=0.0).values()
@@ -311,11 +314,9 @@ class _LayerScan(torch.autograd.Function):
         r, m = r0.unsqueeze(2), m0  # r as (N, B, 1)
         a_in = a0 if rec_mask is None else a0 * rec_mask
         for t in range(steps):
-            if P is not None:
-                drive = drive_t[t]
-            else:
+            if P is None:
                 torch.index_select(table, 0, tok_t[t], out=flat_t[t])
-                drive = drive_t[t]
+            drive = drive_t[t]
             if fused:
                 torch.addmm(flat_t[t], a_in.t(), R, out=fused_buf)  # + a_{t-1} M^T
                 drive = fused_drive
@@ -379,7 +380,7 @@ class _LayerScan(torch.autograd.Function):
         DU = ws(m_out.shape, m_out)  # d loss / d u, kept for the last layer's bias
         # d loss / d z0 of every step, batch-major: the gradient of P, or gathered into the table's after the loop
         G = ws((steps, batch, n * d1), m_out)
-        w_rec, w_rec_t = k.sparse.matrices(R) if sparse else (None, None)
+        w_rec_t = k.sparse.transposed(R) if sparse else None
         # the branch gradients of all steps, for one sampled product after the loop (or one per step)
         per_step = sparse and n * d_tree * steps * batch > SAMPLED_MAX_ELEMENTS
         dBR = ws((steps, n * d_tree, batch) if not per_step else (1, n * d_tree, batch), m_out) if sparse else None
@@ -420,7 +421,7 @@ class _LayerScan(torch.autograd.Function):
         mask_t = mask.unbind(0) if mask is not None else None
         a_prev_t = None
         if fused or per_step:
-            a_prev_t = [a0, *a_out[:-1].unbind(0)] if a_out is not None else [a0] * steps
+            a_prev_t = [a0, *a_out[:-1].unbind(0)]
         if sparse:
             X_t, dBR_t = X.view(steps, n, d_tree + d_m, batch).unbind(0), dBR.unbind(0)
             dBRv_t = dBR.view(-1, n, d_tree, batch).unbind(0)
@@ -479,7 +480,7 @@ class _LayerScan(torch.autograd.Function):
             g_table = new(table_shape).index_add_(0, k.tokens.reshape(-1), G.view(steps * batch, n * d1))
         g_R = acc_R
         if sparse and not per_step:  # dW_rec[e] = sum over (t, b) of dbr[row e] a_prev[col e]
-            a_src = torch.cat((a0.unsqueeze(0), a_out[:-1])) if a_out is not None else a0.expand(steps, -1, -1)
+            a_src = torch.cat((a0.unsqueeze(0), a_out[:-1]))
             if rec_mask is not None:
                 a_src = a_src * rec_mask
             a_src = a_src.transpose(0, 1).reshape(a0.shape[0], steps * batch)  # (N_src, T B)
