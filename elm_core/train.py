@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from elm_core.budget import count_params, flops_per_step
 from elm_core.config import ELMConfig
 from elm_core.data import get_task
+from elm_core.fast import clear_workspace
 from elm_core.model import ELMNetwork, ELMState
 from elm_core.records import CurvePoint, RunRecord
 from elm_core.spec import RunSpec
@@ -278,6 +279,8 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
         record.status, record.reason = stop.status, stop.reason
     except (RuntimeError, FloatingPointError) as exc:  # e.g. out of memory: the run fails, the caller lives
         record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        clear_workspace()  # a worker outlives its runs: give back the scans' pooled buffers
     tail = train_losses[-50:]
     record.train_metric = float(np.mean(tail)) if tail else None
     record.steps = step if record.status == "done" else len(train_losses) + start_step

@@ -33,6 +33,16 @@ def test_loss_falls_on_the_bundled_corpus():
     assert record.versions["torch"] and record.host and record.device.startswith("cpu")
 
 
+def test_a_finished_run_gives_back_the_pooled_scan_buffers():
+    from elm_core import fast
+
+    fast.WORKSPACE.empty((64, 64), fast.torch.empty(0))  # something pooled before the run
+    assert fast.WORKSPACE.pool
+    record = train(RunSpec(**TINY, steps=3))
+    assert record.status == "done", record.reason
+    assert fast.WORKSPACE.pool == {} and fast.WORKSPACE.bytes == 0
+
+
 def test_budget_and_allocation_resolve_to_the_largest_fit():
     spec = RunSpec(task="text", preset="small", budget=60_000, d_m=8)
     record = train(spec.model_copy(update=dict(steps=2, eval_chars=100, test_chars=100)))
