@@ -1,4 +1,4 @@
-"""Exact parameter budget, allocation along iso-budget curves, and FLOPs (SCIENCE.md section 3).
+"""Exact parameter budget, allocation along iso-budget curves, and FLOPs (docs/science.md section 3).
 
 Hidden neuron   P_h = d_s + d_mlp (d_tree + d_m + 1) + (l_mlp - 1) d_mlp (d_mlp + 1) + d_m (d_mlp + 1) + d_m + 1
                 (l_mlp = 0: P_h = d_s + d_m (d_tree + d_m + 1) + d_m + 1)

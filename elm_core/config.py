@@ -1,4 +1,4 @@
-"""The ELM Network's configuration (SCIENCE.md section 2) and its per-layer geometry.
+"""The ELM Network's configuration (docs/science.md section 2) and its per-layer geometry.
 
 `ELMConfig` is what a user chooses: task sizes, N, per-neuron complexity and connectivity.
 `LayerSpec` is one layer fully resolved (the hidden layer and the readout layer differ in d_m,
@@ -67,7 +67,7 @@ class LayerSpec:
 class ELMConfig:
     """A two-layer ELM Network: N hidden ELM neurons, n_out readout ELM neurons, a dense output.
 
-    Defaults are the reference's enwik8 layer settings (SCIENCE.md section 4) with its
+    Defaults are the reference's enwik8 layer settings (docs/science.md section 4) with its
     204-symbol vocabulary, so that `allocate(budget, d_m=...)` reproduces the published sweep.
     """
 

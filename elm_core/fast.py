@@ -1,6 +1,6 @@
 """The ELM Network's fast path: whole-sequence layer scans with a hand-written backward through time.
 
-Same computation as `ELMLayer.step` (reference/FORMAT.md, "Exact per-step computation"), reorganised:
+Same computation as `ELMLayer.step` (elm_core/reference_data/FORMAT.md, "Exact per-step computation"), reorganised:
 
 1. The synapses and the first MLP layer are linear in z_t = concat(u_t, a_{t-1}), so they fold into
    one matrix F (N d1, I + N) = blockdiag(W_0[:, :, :d_tree]) @ W_syn (W_syn[(i, k), c] = input_scale

@@ -1,4 +1,4 @@
-"""Load the reference implementation's test vectors (reference/FORMAT.md) into an ELMNetwork.
+"""Load the reference implementation's test vectors (elm_core/reference_data/FORMAT.md) into an ELMNetwork.
 
 A port cannot reproduce JAX's random streams, so every array is loaded: connectome, w_s, MLP,
 w_y, b, tau_m and the output Linear. The layer geometry comes from the file's `resolved_layers`.

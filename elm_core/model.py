@@ -1,4 +1,6 @@
-"""The ELM Network in PyTorch (SCIENCE.md section 2; order of operations pinned by reference/FORMAT.md).
+"""The ELM Network in PyTorch (docs/science.md section 2).
+
+The order of operations is pinned by the reference test vectors (elm_core/reference_data/FORMAT.md).
 
 A hidden layer of N ELM neurons (recurrent, high-pass, ReLU), a readout layer of n_out ELM neurons
 (d_m = readout_d_m, l_mlp = 0, identity, fed by the hidden activity of the same step), then a dense

@@ -1,4 +1,4 @@
-"""The result record: what one run leaves behind (DESIGN.md, "What a result record holds").
+"""The result record: what one run leaves behind (docs/design.md, "What a result record holds").
 
 `RunRecord` is the one shape that travels everywhere: `elm_core.train` returns it, the `record_run`
 task receives it as JSON, `elm_core.store` writes it as one Parquet row, and `elm_core.analysis`

@@ -1,4 +1,4 @@
-"""One typed settings object, read from ELMLAB_* environment variables (DESIGN.md decision 7).
+"""One typed settings object, read from ELMLAB_* environment variables (docs/design.md decision 7).
 
     ELMLAB_HOME            folder for the store, the embedded broker and logs (default ~/.elmlab)
     ELMLAB_STORE_DIR       results store (default $ELMLAB_HOME/store)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from elm_core.budget import allocate
 from elm_core.config import ELMConfig
 
-# Per preset: training protocol and layer settings (SCIENCE.md section 4).
+# Per preset: training protocol and layer settings (docs/science.md section 4).
 PRESETS: dict[str, dict[str, Any]] = {
     "enwik8-paper": dict(
         optimizer="adam", lr=5e-4, warmup_steps=100, schedule_steps=300_000, steps=300_000, clip=1.0,

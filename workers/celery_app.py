@@ -1,4 +1,4 @@
-"""The Celery app, configured from `elm_core.settings` (DESIGN.md decisions 3, 4 and 7).
+"""The Celery app, configured from `elm_core.settings` (docs/design.md decisions 3, 4 and 7).
 
     celery -A workers.celery_app:app worker -Q train      # what `elmlab worker` runs
     celery -A workers.celery_app:app flower               # monitoring

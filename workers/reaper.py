@@ -1,4 +1,4 @@
-"""The reaper: re-queues runs whose worker went silent (DESIGN.md decision 4). Runs in the recorder.
+"""The reaper: re-queues runs whose worker went silent (docs/design.md decision 4). Runs in the recorder.
 
 Every few seconds, for each run whose latest record is `queued` or `running`:
   - its Celery state (result backend) is read. A worker training attempt n writes PROGRESS with a

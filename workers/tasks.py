@@ -1,4 +1,4 @@
-"""The two Celery tasks; thin wrappers around elm_core (DESIGN.md decision 1).
+"""The two Celery tasks; thin wrappers around elm_core (docs/design.md decision 1).
 
 train_run (queue `train`, or `gpu` for CUDA specs), on a worker that never opens the store:
     1. drop the message if a newer attempt was issued or the run was cancelled (workers/state.py);

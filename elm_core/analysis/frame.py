@@ -5,7 +5,7 @@ columns of `elm_core.records` (n_neurons, d_m, l_mlp, d_mlp, d_tree, d_brch, k_e
 metric_name, test_metric, status, seed, ...). `normalize_frame` brings other shapes (the published
 sweep's CSV, with `N_rec`) to that form and adds the derived allocation columns.
 
-Per hidden neuron (SCIENCE.md section 3), with d_s = d_tree * d_brch:
+Per hidden neuron (docs/science.md section 3), with d_s = d_tree * d_brch:
     P_h = d_s + d_mlp (d_tree + d_m + 1) + (l_mlp - 1) d_mlp (d_mlp + 1) + d_m (d_mlp + 1) + d_m + 1   (l_mlp >= 1)
     P_h = d_s + d_m (d_tree + d_m + 1) + d_m + 1                                                       (l_mlp = 0)
     k_c = d_s,   k_e = P_h - k_c,   k_e_frac = k_e / (k_e + k_c)

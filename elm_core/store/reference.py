@@ -2,7 +2,7 @@
 
 Each row becomes a `done` record with source="reference", a run id derived from the row's values
 (`ref-<task>-<hash>`, so importing the same file again changes nothing) and sweep id
-`reference-<task>`. Per hidden neuron (FORMAT.md; the same closed form as elm_core.budget):
+`reference-<task>`. Per hidden neuron (elm_core/reference_data/FORMAT.md; the same closed form as elm_core.budget):
 
     P_h = d_s + d_mlp (d_tree + d_m + 1) + (l_mlp - 1) d_mlp (d_mlp + 1) + d_m (d_mlp + 1) + d_m + 1
           (l_mlp = 0:  P_h = d_s + d_m (d_tree + d_m + 1) + d_m + 1)

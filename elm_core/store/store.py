@@ -1,4 +1,4 @@
-"""`Store`: the results store (DESIGN.md decision 2), a folder of immutable Parquet run files.
+"""`Store`: the results store (docs/design.md decision 2), a folder of immutable Parquet run files.
 
 Writers add files (one record each, written atomically, named by run id, attempt and status);
 readers open their own in-memory DuckDB connection over the current file list; nothing is ever

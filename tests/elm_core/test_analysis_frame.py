@@ -35,7 +35,7 @@ def test_counts_reproduce_every_published_parameter_count():
 
 
 def test_science_md_example_neuron():
-    # SCIENCE.md: d_m 15, d_tree 50, d_brch 15, N 1024, N_out 204 -> P = 3,516,748
+    # docs/science.md: d_m 15, d_tree 50, d_brch 15, N 1024, N_out 204 -> P = 3,516,748
     k_e, k_c = neuron_counts(15, 1, 30, 50, 15)
     assert 1024 * (k_e + k_c) + readout_params(204, 50, 15) == 3_516_748
 

@@ -60,7 +60,7 @@ def test_missing_reference_file_is_a_clear_error(tmp_path):
 
 
 def oracle(model: ELMNetwork, x: np.ndarray) -> np.ndarray:
-    """Logits by a literal reading of SCIENCE.md section 2: loops over samples, steps and neurons."""
+    """Logits by a literal reading of docs/science.md section 2: loops over samples, steps and neurons."""
 
     def layer_params(layer):
         s = layer.spec
