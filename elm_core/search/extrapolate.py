@@ -6,7 +6,7 @@ Model, for a curve (s_i, y_i) of a loss-like metric against steps:
 
 fitted by variable projection: for each alpha on a log grid the model is linear in (L_inf, A) and
 solved by least squares; the alpha (80 points, log-spaced) with the least residual sum of squares
-wins. Interval: a residual bootstrap (refit on
+wins, refined by a parabola in log alpha through it and its neighbours. Interval: a residual bootstrap (refit on
 y*_i = fitted_i + r_j, r resampled with replacement); the (alpha/2, 1 - alpha/2) percentiles of the
 replicates' L_inf and of their prediction at the final step. A power law needs some curvature to
 tell L_inf from A: with fewer than `MIN_POINTS` points, or points at fewer than 4 distinct steps,
@@ -43,20 +43,30 @@ class CurveFit:
     rmse: float = float("nan")
 
 
+def _linear(x: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(L_inf, A, rss) of y = L_inf + A x with A >= 0, for every pair of rows of x (.., n), ys (.., n)."""
+    xm, ym = x.mean(axis=-1, keepdims=True), ys.mean(axis=-1, keepdims=True)
+    xc, yc = x - xm, ys - ym
+    a = np.maximum(np.sum(xc * yc, axis=-1) / np.sum(xc * xc, axis=-1), 0.0)
+    c = ym[..., 0] - a * xm[..., 0]
+    rss = np.sum((ys - c[..., None] - a[..., None] * x) ** 2, axis=-1)
+    return c, a, rss
+
+
 def _fit_all(s: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best (L_inf, A, alpha) for every row of ys (k, n) over the alpha grid, A >= 0."""
+    """Best (L_inf, A, alpha) for every row of ys (k, n): the alpha grid, then a parabola in log alpha
+    through the best grid point and its neighbours."""
     x = s[None, :] ** -ALPHAS[:, None]  # (m, n)
-    xm = x.mean(axis=1, keepdims=True)
-    xc = x - xm
-    sxx = np.sum(xc**2, axis=1)  # (m,)
-    ym = ys.mean(axis=1)  # (k,)
-    yc = ys - ym[:, None]
-    a = np.maximum((yc @ xc.T) / sxx[None, :], 0.0)  # (k, m)
-    c = ym[:, None] - a * xm[:, 0][None, :]
-    rss = np.sum((ys[:, None, :] - c[:, :, None] - a[:, :, None] * x[None, :, :]) ** 2, axis=2)  # (k, m)
-    j = np.argmin(rss, axis=1)
+    _, _, rss = _linear(x[None, :, :], ys[:, None, :])  # (k, m)
+    j = np.clip(np.argmin(rss, axis=1), 1, ALPHAS.size - 2)
     rows = np.arange(ys.shape[0])
-    return c[rows, j], a[rows, j], ALPHAS[j]
+    r0, r1, r2 = rss[rows, j - 1], rss[rows, j], rss[rows, j + 1]
+    h = np.log(ALPHAS[1] / ALPHAS[0])
+    denom = r0 - 2 * r1 + r2
+    shift = np.where(denom > 0, 0.5 * (r0 - r2) / np.where(denom > 0, denom, 1.0), 0.0)
+    alpha = ALPHAS[j] * np.exp(np.clip(shift, -1.0, 1.0) * h)
+    c, a, _ = _linear(s[None, :] ** -alpha[:, None], ys)
+    return c, a, alpha
 
 
 def fit_curve(
