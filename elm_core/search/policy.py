@@ -4,11 +4,12 @@ A full grid trains every allocation (arm, e.g. d_m) of a budget to the end. The 
 arm too, but stops the ones that are visibly out of the race at rungs, ASHA-style (Li et al. 2020,
 arXiv 1810.05934), and spends what it saves on more seeds of the arms near the optimum.
 
-Rungs (`rung_schedule`): r_k = T / eta^k for k = 1, 2, ... down to the minimum rung (default
-T / eta^2), each rounded down to a step where the signal exists (a multiple of `every`). Earlier
-rungs rank arms by how fast they start, not where they end: on the demo set a rung at T / 27 (14
-steps, inside the preset's 20-step warm-up) ranks d_m = 64 first at 200k parameters, the worst arm
-at the end. The signal
+Rungs (`rung_schedule`): r_k = T / eta^k for k = 1, 2, ... down to the minimum rung, each rounded
+down to a step where the signal exists (a multiple of `every`). The default minimum rung is T / eta
+(one rung): early rungs rank arms by how fast they start, not where they end. On the demo set
+(400 steps) the training loss at T / 9 = 44 steps ranks d_m = 16 first at 50k and 200k parameters,
+where it ends 4th; by T / 3 the order is the final one; a 4-worker replay with a rung at 44 stopped
+d_m = 4, the optimum's arm at 200k. Longer presets can afford lower rungs (`min_rung`). The signal
 is the validation metric when its steps carry every rung, else the training loss (`choose_signal`).
 
 The value of a run at rung r: a straight line fitted to its signal points in the window
@@ -23,9 +24,10 @@ noise estimate an arm's interval is unknown and it is never stopped (nothing say
 The stopping rule, asynchronous as in ASHA: an arm with a running run is judged at the highest rung
 any of its runs has reached, against the arms that have reached that rung so far (nobody waits for the slower ones). Its
 arm is stopped when (a) it ranks outside the best ceil(n / eta) of the n arms there, (b) its interval
-v +- z se lies wholly on the worse side of the best arm's, and (c) it is not one of the three
+v +- z se lies wholly on the worse side of the best arm's, (c) it is not one of the three
 allocations around the best there (the best and its neighbours on the allocation axis; the iso fit
-needs a bracket). A stopped arm's runs are cancelled with the reason "pruned at step k ..." and it
+needs a bracket), (d) at least three arms have reached the rung and at least three arms would be
+left unstopped. A stopped arm's runs are cancelled with the reason "pruned at step k ..." and it
 gets no further seeds.
 
 Seeds: every arm starts with its first seed, whatever the limit (the grid's cover). An arm gets its
@@ -58,16 +60,17 @@ Signal = Literal["valid", "train"]
 PRUNED = "pruned at step"
 ACTIVE = frozenset({"queued", "running"})
 TERMINAL = frozenset({"done", "failed", "cancelled"})
+MIN_ARMS = 3  # an iso fit needs three allocations; a rung with fewer arms stops nobody
 
 
 def rung_schedule(total_steps: int, every: int, eta: int = 3, min_rung: int | None = None) -> tuple[int, ...]:
-    """Rungs r_k = total / eta^k (k >= 1) down to `min_rung` (default total / eta^2), rounded down to
+    """Rungs r_k = total / eta^k (k >= 1) down to `min_rung` (default total / eta), rounded down to
     multiples of `every`; distinct, ascending, 0 < r < total."""
     if eta < 2:
         raise ValueError(f"eta must be at least 2, not {eta}")
     if total_steps < 1 or every < 1:
         raise ValueError(f"total steps and the signal's spacing must be positive ({total_steps}, {every})")
-    floor = max(1.0, total_steps / eta**2 if min_rung is None else float(min_rung))
+    floor = max(1.0, total_steps / eta if min_rung is None else float(min_rung))
     rungs: set[int] = set()
     k = 1
     while total_steps / eta**k >= floor:
@@ -298,6 +301,8 @@ def judge(
 ) -> str | None:
     """Why `arm` should stop at `rung` (module docstring), or None when it stays."""
     order = sorted(values, key=lambda a: values[a][0])
+    if len(order) < MIN_ARMS:
+        return None
     keep = math.ceil(len(order) / policy.eta)
     rank = order.index(arm)
     best = order[0]
@@ -333,10 +338,11 @@ def _decide_group(g: GroupState, policy: Policy) -> list[Action]:
     values = {r: arm_values(g, r, policy.eta) for r in g.rungs}
     pruned_arms = {r.arm for r in g.runs if r.pruned}
     why: dict[float, str] = {}
-    for arm in {r.arm for r in g.runs if r.status == "running"} - pruned_arms:
+    alive = len(set(g.arms) - pruned_arms)
+    for arm in sorted({r.arm for r in g.runs if r.status == "running"} - pruned_arms):
         rung = _rung_of(g, max(r.step for r in g.runs if r.arm == arm))
         reason = judge(g, arm, rung, values[rung], policy) if rung is not None else None
-        if reason:
+        if reason and alive - len(why) > MIN_ARMS:
             why[arm] = reason
     actions: list[Action] = []
     for run in g.runs:

@@ -21,7 +21,7 @@ def add_replay(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("replay", help="replay the multi-fidelity search on a fully trained grid (no queueing)")
     p.add_argument("--input", metavar="FILE", required=True, help="runs with learning curves (Parquet, CSV)")
     p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta at a rung (default 3)")
-    p.add_argument("--min-rung", type=int, help="lowest rung in steps (default total / eta^2)")
+    p.add_argument("--min-rung", type=int, help="lowest rung in steps (default total / eta)")
     p.add_argument("--z", type=float, default=1.96, help="interval half-width in standard errors (default 1.96)")
     p.add_argument("--limit", type=float, help="compute limit per budget, as a fraction of its grid's steps")
     p.add_argument("--max-seeds", type=int, help="seeds per allocation (default: all recorded)")

@@ -70,17 +70,18 @@ def planted_runs(budgets=(50_000,), seeds=(0, 1), seed: int = 0) -> pl.DataFrame
 
 
 def test_rungs_are_geometric_in_eta_and_on_steps_where_the_signal_exists():
-    assert rung_schedule(400, 2, eta=3) == (44, 132)
+    assert rung_schedule(400, 2, eta=3) == (132,)
     assert rung_schedule(400, 2, eta=3, min_rung=10) == (14, 44, 132)
     assert rung_schedule(400, 200, eta=3) == ()  # nothing below 133 is a multiple of 200
-    assert rung_schedule(8000, 100, eta=2) == (2000, 4000)
+    assert rung_schedule(8000, 100, eta=2, min_rung=1000) == (1000, 2000, 4000)
     with pytest.raises(ValueError):
         rung_schedule(400, 2, eta=1)
 
 
 def test_sparse_validation_falls_back_to_the_training_curve():
-    assert choose_signal(400, 200, 2) == ("train", (44, 132))
-    assert choose_signal(900, 100, 1) == ("valid", (100, 300))
+    assert choose_signal(400, 200, 2) == ("train", (132,))
+    assert choose_signal(900, 100, 1, min_rung=100) == ("valid", (100, 300))
+    assert choose_signal(900, 200, 1, min_rung=100) == ("train", (100, 300))  # 200 carries only 200
     assert choose_signal(900, None, 1)[0] == "train"
 
 
@@ -121,6 +122,14 @@ def test_an_arm_within_the_best_ones_interval_is_kept():
     runs = [_run(d, 0, 132, 2.0 + (0.001 * d if d < 64 else 0.5), noise=0.05) for d in ARMS]
     stopped = {a.run_id for a in decide(SearchState((_group(runs),))) if isinstance(a, Stop)}
     assert stopped == {"a64s0"}  # 16 and 32 rank outside the best third but cannot be told from the best
+
+
+def test_nobody_is_stopped_at_a_rung_with_fewer_than_three_arms_or_to_below_three_arms():
+    two = [_run(2, 0, 132, 2.0), _run(64, 0, 132, 3.5)]
+    assert not [a for a in decide(SearchState((_group(two),))) if isinstance(a, Stop)]
+    pruned = RunState("a2s0", 2.0, 0, "cancelled", 132, (), 0.0, f"{PRUNED} 132: rank 4 of 4")
+    runs = [pruned, _run(4, 0, 132, 2.0), _run(8, 0, 132, 2.01), _run(16, 0, 132, 3.5)]
+    assert not [a for a in decide(SearchState((_group(runs, arms=(2, 4, 8, 16)),))) if isinstance(a, Stop)]
 
 
 def test_decide_is_pure_and_idempotent():
@@ -237,7 +246,7 @@ def test_a_policy_that_stops_the_best_arm_fails_the_check(monkeypatch):
         return "broken" if arm == min(values, key=lambda a: values[a][0]) and len(values) > 1 else None
 
     monkeypatch.setattr(policy_module, "judge", prune_the_best)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="the optimum's arm was stopped"):
         check_search_finds_the_planted_optimum(planted_runs())
 
 
