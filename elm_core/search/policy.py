@@ -22,13 +22,13 @@ s_seed^2 the seed-to-seed variance pooled over the arms that have two or more ru
 noise estimate an arm's interval is unknown and it is never stopped (nothing says it is worse).
 
 The stopping rule, asynchronous as in ASHA: an arm with a running run is judged at the highest rung
-any of its runs has reached, against the arms that have reached that rung so far (nobody waits for the slower ones). Its
-arm is stopped when (a) it ranks outside the best ceil(n / eta) of the n arms there, (b) its interval
-v +- z se lies wholly on the worse side of the best arm's, (c) it is not one of the three
-allocations around the best there (the best and its neighbours on the allocation axis; the iso fit
-needs a bracket), (d) at least three arms have reached the rung and at least three arms would be
-left unstopped. A stopped arm's runs are cancelled with the reason "pruned at step k ..." and it
-gets no further seeds.
+any of its runs has reached, against the arms that have reached that rung so far (nobody waits for
+the slower ones). It is stopped when (a) it ranks outside the best ceil(n / eta) of the n arms
+there, (b) its interval v +- z se lies wholly on the worse side of the best arm's, (c) it is not one
+of the three allocations around the best there (the best and its neighbours on the allocation axis:
+the iso fit needs a bracket), and (d) at least three arms have reached the rung and at least three
+arms stay unstopped. A stopped arm's runs are cancelled with the reason "pruned at step k: ..." and
+it gets no further seeds.
 
 Seeds: every arm starts with its first seed, whatever the limit (the grid's cover). An arm gets its
 next seed when all its runs are done or past the top rung and it ranks in the best ceil(n / eta)
@@ -334,39 +334,44 @@ def _cost(run: RunState, total: int, unit: str, rate: float) -> float:
     return (run.wall_time_s + (total - run.step) * rate) / 3600.0
 
 
-def _decide_group(g: GroupState, policy: Policy) -> list[Action]:
-    values = {r: arm_values(g, r, policy.eta) for r in g.rungs}
-    pruned_arms = {r.arm for r in g.runs if r.pruned}
+RungValues = dict[int, dict[float, tuple[float, float]]]  # rung -> arm -> (value, se)
+
+
+def _stops(g: GroupState, policy: Policy, values: RungValues) -> list[Stop]:
+    """Stop every active run of an arm that `judge` stops now or that was stopped before."""
+    pruned = {r.arm for r in g.runs if r.pruned}
     why: dict[float, str] = {}
-    alive = len(set(g.arms) - pruned_arms)
-    for arm in sorted({r.arm for r in g.runs if r.status == "running"} - pruned_arms):
+    alive = len(set(g.arms) - pruned)
+    for arm in sorted({r.arm for r in g.runs if r.status == "running"} - pruned):
         rung = _rung_of(g, max(r.step for r in g.runs if r.arm == arm))
         reason = judge(g, arm, rung, values[rung], policy) if rung is not None else None
         if reason and alive - len(why) > MIN_ARMS:
             why[arm] = reason
-    actions: list[Action] = []
-    for run in g.runs:
-        if run.status in ACTIVE and (run.arm in pruned_arms or run.arm in why):
-            reason = why.get(run.arm, "its allocation was stopped")
-            actions.append(Stop(g.budget, run.run_id, run.step, f"{PRUNED} {run.step}: {reason}"))
-    out = pruned_arms | set(why)
+    return [
+        Stop(g.budget, r.run_id, r.step, f"{PRUNED} {r.step}: {why.get(r.arm, 'its allocation was stopped')}")
+        for r in g.runs
+        if r.status in ACTIVE and (r.arm in pruned or r.arm in why)
+    ]
 
+
+def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]) -> list[Start]:
+    """The first seed of every arm without a run; the next seed of the promoted arms, best first,
+    while the compute limit allows."""
+    actions = [Start(g.budget, arm, g.seeds[0]) for arm in g.arms if arm not in {r.arm for r in g.runs}]
+    stopping = {s.run_id for s in stops}
+    out = {r.arm for r in g.runs if r.pruned or r.run_id in stopping}
     rates = [r.wall_time_s / r.step for r in g.runs if r.step > 0 and r.wall_time_s > 0]
     rate = float(np.median(rates)) if rates else 0.0
-    stopping = {a.run_id for a in actions if isinstance(a, Stop)}
+    unit = policy.limit_unit
     committed = sum(
-        _cost(replace(r, status="cancelled") if r.run_id in stopping else r, g.total_steps, policy.limit_unit, rate)
-        for r in g.runs
+        _cost(replace(r, status="cancelled") if r.run_id in stopping else r, g.total_steps, unit, rate) for r in g.runs
     )
-    per_run = float(g.total_steps) if policy.limit_unit == "steps" else g.total_steps * rate / 3600.0
+    per_run = float(g.total_steps) if unit == "steps" else g.total_steps * rate / 3600.0
     max_seeds = min(policy.max_seeds or len(g.seeds), len(g.seeds))
     top = g.rungs[-1] if g.rungs else g.total_steps
     top_values = values.get(top) or arm_values(g, top, policy.eta)
-    top_order = sorted(top_values, key=lambda a: top_values[a][0])
-    promoted = top_order[: math.ceil(len(top_order) / policy.eta)]
-    have = {r.arm for r in g.runs}
-    actions += [Start(g.budget, arm, g.seeds[0]) for arm in g.arms if arm not in have]
-    for arm in promoted:  # best first
+    order = sorted(top_values, key=lambda a: top_values[a][0])
+    for arm in order[: math.ceil(len(order) / policy.eta)]:
         runs = [r for r in g.runs if r.arm == arm]
         if (
             arm in out
@@ -381,6 +386,12 @@ def _decide_group(g: GroupState, policy: Policy) -> list[Action]:
         actions.append(Start(g.budget, arm, next(s for s in g.seeds if s not in used)))
         committed += per_run
     return actions
+
+
+def _decide_group(g: GroupState, policy: Policy) -> list[Action]:
+    values = {r: arm_values(g, r, policy.eta) for r in g.rungs}
+    stops = _stops(g, policy, values)
+    return [*stops, *_starts(g, policy, values, stops)]
 
 
 def decide(state: SearchState, events: Iterable[Progress] = ()) -> list[Action]:

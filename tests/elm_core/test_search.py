@@ -188,6 +188,19 @@ def test_the_compute_limit_bounds_new_seeds_but_every_arm_starts():
     assert seeds == [Start(50_000.0, 8.0, 1)]  # the best first, and only as many as fit
 
 
+def test_a_limit_in_cpu_hours_counts_the_recorded_wall_time():
+    from dataclasses import replace
+
+    runs = [replace(_run(d, 0, TOTAL, planted_final(d), status="done"), wall_time_s=360.0) for d in ARMS]
+    group = _group(runs)  # 0.6 CPU-hours spent; another run costs 400 steps x 0.9 s = 0.1 h
+    starts = [
+        [a for a in decide(SearchState((group,), Policy(compute_limit=lim, limit_unit="cpu_hours")))
+         if isinstance(a, Start)]
+        for lim in (0.65, 0.75)
+    ]
+    assert starts == [[], [Start(50_000.0, 8.0, 1)]]
+
+
 # --------------------------------------------------------------------------------------------------
 # Learning-curve extrapolation
 
