@@ -58,12 +58,12 @@ class _Recorded:
     signal: np.ndarray  # the signal at `steps` (nan where absent)
     total_steps: int
     wall_time_s: float
-    created_at: float
 
 
 @dataclass(frozen=True)
 class GroupReplay:
     budget: float
+    task: str | None
     signal: str
     signal_note: str
     rungs: tuple[int, ...]
@@ -87,6 +87,7 @@ class GroupReplay:
 
         return {
             "budget": num(self.budget),
+            "task": self.task,
             "signal": self.signal,
             "signal_note": self.signal_note,
             "rungs": list(self.rungs),
@@ -135,7 +136,6 @@ def _recorded(group: pl.DataFrame, x: str, signal: str) -> list[_Recorded]:
                 signal=np.array([np.nan if p.get(key) is None else p[key] for p in pts], dtype=float),
                 total_steps=int(row["steps"]),
                 wall_time_s=float(row["wall_time_s"] or (pts[-1]["wall_time_s"] if pts else 0.0)),
-                created_at=float(row.get("created_at") or 0.0),
             )
         )
     return out
@@ -280,7 +280,8 @@ def replay(
     maximize = resolve_maximize(df, metric, maximize)
     runs = iso_budget_groups(done_runs(df, metric, [x, "steps"]), tol).filter(pl.col("iso_budget").is_not_null())
     out = []
-    for _, group in runs.sort("iso_budget").group_by("iso_budget", maintain_order=True):
+    keys = ["task", "iso_budget"] if "task" in runs.columns else ["iso_budget"]
+    for _, group in runs.sort(keys).group_by(keys, maintain_order=True):
         if group[x].n_unique() < 3:
             continue
         pol = policy
@@ -340,6 +341,7 @@ def _replay_group(
     s_opt = search.optimum if search else float("nan")
     return GroupReplay(
         budget=budget,
+        task=str(group["task"][0]) if "task" in group.columns else None,
         signal=signal,
         signal_note=note,
         rungs=rungs,

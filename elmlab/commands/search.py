@@ -80,7 +80,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(obj, allow_nan=False))
         return 0
-    print(f"search replay (eta {args.eta}, {workers} worker(s), limit {_fmt(args.limit)} of the grid's steps)")
+    limit = f"compute limit {args.limit:g} of the grid's steps" if args.limit else "no compute limit"
+    print(f"search replay (eta {args.eta}, {workers} worker(s), {limit})")
     head = f"{'budget':>10} {'compute':>8} {'wall':>6} {'search opt':>11} {'grid opt':>9} {'grid 95% ci':>16}"
     print(head + "  inside  runs")
     for g in obj["groups"]:
