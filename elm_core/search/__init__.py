@@ -1,7 +1,7 @@
 """Multi-fidelity search over iso-budget allocations: the pure decision logic (`policy`), learning-curve
-extrapolation (`extrapolate`) and the replay of a search on a fully trained grid (`replay`).
+extrapolation (`extrapolate`) and the replay of a search on a fully trained grid (`grid_replay`).
 
-    rungs = rung_schedule(total_steps=400, every=2, eta=3)          # (14, 44, 132)
+    rungs = rung_schedule(total_steps=400, every=2, eta=3)          # (132,): one rung at T / eta
     actions = decide(state, events)                                 # [Stop(...), Start(...)]
     state = apply_actions(state, actions)
     fit_curve(steps, values, final_step=400)                        # CurveFit: l_inf, l_inf_ci, final
@@ -9,6 +9,7 @@ extrapolation (`extrapolate`) and the replay of a search on a fully trained grid
 """
 
 from elm_core.search.extrapolate import CurveFit, fit_curve
+from elm_core.search.grid_replay import GroupReplay, replay
 from elm_core.search.policy import (
     PRUNED,
     GroupState,
@@ -27,7 +28,6 @@ from elm_core.search.policy import (
     rung_schedule,
     rung_value,
 )
-from elm_core.search.replay import GroupReplay, replay
 
 __all__ = [
     "PRUNED",

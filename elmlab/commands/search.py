@@ -5,7 +5,7 @@
 RUNS_WITH_CURVES: an export of the store with learning curves (`elmlab export`, Parquet or CSV),
 e.g. elm_core/demo_data/demo_runs.parquet. Per budget: the fraction of the grid's training steps and
 wall time the search spends, its optimum and the full grid's (the iso-budget fit of `elmlab fit
-iso`), and whether the search's optimum lies in the grid's 95% interval (elm_core.search.replay).
+iso`), and whether the search's optimum lies in the grid's 95% interval (elm_core.search.grid_replay).
 """
 
 from __future__ import annotations
