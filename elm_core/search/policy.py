@@ -13,7 +13,8 @@ d_m = 4, the optimum's arm at 200k. Longer presets can afford lower rungs (`min_
 is the validation metric when its steps carry every rung, else the training loss (`choose_signal`).
 
 The value of a run at rung r: a straight line fitted to its signal points in the window
-r (1 - 1/eta) < s <= r, read at r, with the standard error of that prediction,
+r (1 - 1/eta) < s <= r (and at least its last 3 points at or before r), read at r, with the
+standard error of that prediction,
     se_run^2 = s_res^2 (1/n + (r - s_mean)^2 / S_ss);
 with fewer than 3 points the last point at or before r, measurement error unknown.
 The value of an arm at r: the mean over its runs that reached r, with
@@ -253,7 +254,7 @@ def rung_value(curve: Sequence[tuple[int, float]], rung: int, eta: int = 3) -> t
     if steps.size == 0:
         return None
     vals = np.array([p[1] for p in curve if p[0] <= rung], dtype=float)
-    window = steps > rung * (1.0 - 1.0 / eta)
+    window = (steps > rung * (1.0 - 1.0 / eta)) | (np.arange(steps.size) >= steps.size - 3)
     s, y = steps[window], vals[window]
     if s.size < 3 or np.ptp(s) == 0:
         return float(vals[-1]), float("nan")

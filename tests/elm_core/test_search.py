@@ -36,26 +36,28 @@ def planted_final(d_m: float) -> float:
     return 2.0 + 0.15 * (np.log2(d_m) - np.log2(OPTIMUM)) ** 2
 
 
-def planted_curve(d_m: float, seed: int, rng: np.random.Generator, total: int = TOTAL) -> list[dict]:
-    """Train loss L(s) = final + 3 s^-0.5 + noise every 2 steps; validation every 200 steps."""
+def planted_curve(
+    d_m: float, seed: int, rng: np.random.Generator, total: int = TOTAL, eval_every: int = 200
+) -> list[dict]:
+    """Train loss L(s) = final + 3 s^-0.5 + noise every 2 steps; validation every `eval_every` steps."""
     steps = [1, *range(2, total + 1, 2)]
     sec_per_step = 0.05 * (1 + 64 / d_m)  # small memories, many neurons: slower
     out = []
     for s in steps:
         loss = planted_final(d_m) + 3.0 * s**-0.5 + rng.normal(0, 0.02)
-        valid = loss + 0.9 if s % 200 == 0 and s < total else None
+        valid = loss + 0.9 if s % eval_every == 0 and s < total else None
         out.append(dict(step=s, tokens=800 * s, wall_time_s=round(sec_per_step * s, 3), train_loss=loss,
                         valid_metric=valid))
     return out
 
 
-def planted_runs(budgets=(50_000,), seeds=(0, 1), seed: int = 0) -> pl.DataFrame:
+def planted_runs(budgets=(50_000,), seeds=(0, 1), seed: int = 0, eval_every: int = 200) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
     for b in budgets:
         for s in seeds:
             for d in ARMS:
-                curve = planted_curve(d, s, rng)
+                curve = planted_curve(d, s, rng, eval_every=eval_every)
                 rows.append(dict(
                     run_id=f"r{b}-{d}-{s}", status="done", task="text", metric_name="bpc", budget=b, params=b,
                     d_m=d, n_neurons=max(1, b // (40 * d)), seed=s, steps=TOTAL,
@@ -252,6 +254,14 @@ def check_search_finds_the_planted_optimum(df: pl.DataFrame) -> None:
 
 def test_the_replay_finds_the_planted_optimum_for_less_compute():
     check_search_finds_the_planted_optimum(planted_runs())
+
+
+def test_dense_validation_is_the_signal_and_still_finds_the_optimum():
+    df = planted_runs(eval_every=20)
+    (g,) = replay(df, Policy(), n_boot=50)
+    assert g.signal == "valid" and g.rungs == (120,)
+    assert g.stopped  # the validation curve, not only the training loss, can stop an arm
+    check_search_finds_the_planted_optimum(df)
 
 
 def test_a_policy_that_stops_the_best_arm_fails_the_check(monkeypatch):
