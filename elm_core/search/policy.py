@@ -45,7 +45,10 @@ counts as stopped. Call `decide(state, events)`: it folds the progress events in
 input. Carry out the actions (cooperative cancel for `Stop`, a queued run for `Start`) and record
 them with `apply_actions`. `decide` on the updated state, or on one rebuilt from the store after a
 restart, repeats none of them: a stopped run (status "stopping" or pruned) is not stopped again and
-an (arm, seed) that has a run is not started again.
+an (arm, seed) that has a run is not started again. A run whose cancel is requested but not yet
+recorded (the store still says running) should be rebuilt as "stopping"; rebuilt as "running" it is
+asked to stop once more, which a cooperative cancel absorbs. The store's recorded reason must keep
+the "pruned at step k: ..." prefix for a restarted controller to know the arm was stopped.
 """
 
 from __future__ import annotations
