@@ -303,6 +303,9 @@ def register(sub) -> None:
             k.add_argument("--d-m", type=int)
             k.add_argument("--n-neurons", type=int)
         k.set_defaults(func=cmd_sweep, _parser=k)
+    from elmlab.commands.search import add_replay
+
+    add_replay(kinds)  # `sweep replay`: elmlab/commands/search.py
 
     p = sub.add_parser("status", help="runs in the store, with live progress when the broker answers")
     p.add_argument("--json", action="store_true", help="a JSON list of runs")

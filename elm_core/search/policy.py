@@ -1,0 +1,405 @@
+"""Multi-fidelity search over the allocations of an iso-budget grid: the decision logic, pure.
+
+A full grid trains every allocation (arm, e.g. d_m) of a budget to the end. The search starts every
+arm too, but stops the ones that are visibly out of the race at rungs, ASHA-style (Li et al. 2020,
+arXiv 1810.05934), and spends what it saves on more seeds of the arms near the optimum.
+
+Rungs (`rung_schedule`): r_k = T / eta^k for k = 1, 2, ... down to the minimum rung, each rounded
+down to a step where the signal exists (a multiple of `every`). The default minimum rung is T / eta
+(one rung): early rungs rank arms by how fast they start, not where they end. On the demo set
+(400 steps) the training loss at T / 9 = 44 steps ranks d_m = 16 first at 50k and 200k parameters,
+where it ends 4th; by T / 3 the order is the final one; a 4-worker replay with a rung at 44 stopped
+d_m = 4, the optimum's arm at 200k. Longer presets can afford lower rungs (`min_rung`). The signal
+is the validation metric when its steps carry every rung, else the training loss (`choose_signal`).
+
+The value of a run at rung r: a straight line fitted to its signal points in the window
+r (1 - 1/eta) < s <= r (and at least its last 3 points at or before r), read at r, with the
+standard error of that prediction,
+    se_run^2 = s_res^2 (1/n + (r - s_mean)^2 / S_ss);
+with fewer than 3 points the last point at or before r, measurement error unknown.
+The value of an arm at r: the mean over its runs that reached r, with
+    se_arm^2 = mean(se_run^2) / n_a + s_seed^2 / n_a,
+s_seed^2 the seed-to-seed variance pooled over the arms that have two or more runs at r. Without any
+noise estimate an arm's interval is unknown and it is never stopped (nothing says it is worse).
+
+The stopping rule, asynchronous as in ASHA: an arm with a running run is judged at the highest rung
+any of its runs has reached, against the arms that have reached that rung so far (nobody waits for
+the slower ones). It is stopped when (a) it ranks outside the best ceil(n / eta) of the n arms
+there, (b) its interval v +- z se lies wholly on the worse side of the best arm's, (c) it is not one
+of the three allocations around the best there (the best and its neighbours on the allocation axis:
+the iso fit needs a bracket), and (d) at least three arms have reached the rung and at least three
+arms stay unstopped. A stopped arm's runs are cancelled with the reason "pruned at step k: ..." and
+it gets no further seeds.
+
+Seeds: every arm starts with its first seed, whatever the limit (the grid's cover). An arm gets its
+next seed when all its runs are done or past the top rung and it ranks in the best ceil(n / eta)
+there, best first, up to `max_seeds`, while the compute limit allows: the steps (or CPU-hours) spent
+plus what the active runs still need, counting each as running to the end, plus the new run must fit
+under the limit. Without a limit every promoted arm gets all its seeds. The limit is per budget
+group; budget groups are independent.
+
+Contract for a controller. Rebuild a `SearchState` from the store at any time: per run its arm,
+seed, status, step and signal curve; a cancelled run whose reason starts with "pruned at step"
+counts as stopped. Call `decide(state, events)`: it folds the progress events into the state
+(`apply_events`) and returns the actions for the result, in a fixed order; it never mutates its
+input. Carry out the actions (cooperative cancel for `Stop`, a queued run for `Start`) and record
+them with `apply_actions`. `decide` on the updated state, or on one rebuilt from the store after a
+restart, repeats none of them: a stopped run (status "stopping" or pruned) is not stopped again and
+an (arm, seed) that has a run is not started again. A run whose cancel is requested but not yet
+recorded (the store still says running) should be rebuilt as "stopping"; rebuilt as "running" it is
+asked to stop once more, which a cooperative cancel absorbs. The store's recorded reason must keep
+the "pruned at step k: ..." prefix for a restarted controller to know the arm was stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+Signal = Literal["valid", "train"]
+PRUNED = "pruned at step"
+ACTIVE = frozenset({"queued", "running"})
+TERMINAL = frozenset({"done", "failed", "cancelled"})
+MIN_ARMS = 3  # an iso fit needs three allocations; a rung with fewer arms stops nobody
+
+
+def rung_schedule(total_steps: int, every: int, eta: int = 3, min_rung: int | None = None) -> tuple[int, ...]:
+    """Rungs r_k = total / eta^k (k >= 1) down to `min_rung` (default total / eta), rounded down to
+    multiples of `every`; distinct, ascending, 0 < r < total."""
+    if eta < 2:
+        raise ValueError(f"eta must be at least 2, not {eta}")
+    if total_steps < 1 or every < 1:
+        raise ValueError(f"total steps and the signal's spacing must be positive ({total_steps}, {every})")
+    floor = max(1.0, total_steps / eta if min_rung is None else float(min_rung))
+    rungs: set[int] = set()
+    k = 1
+    while total_steps / eta**k >= floor:
+        r = int(total_steps / eta**k // every) * every
+        if 0 < r < total_steps:
+            rungs.add(r)
+        k += 1
+    return tuple(sorted(rungs))
+
+
+def choose_signal(
+    total_steps: int, eval_every: int | None, curve_every: int, eta: int = 3, min_rung: int | None = None
+) -> tuple[Signal, tuple[int, ...]]:
+    """('valid', rungs) when validation every `eval_every` steps carries as many rungs as the training
+    curve (every `curve_every` steps) does, else ('train', the training curve's rungs)."""
+    train = rung_schedule(total_steps, curve_every, eta, min_rung)
+    if eval_every:
+        valid = rung_schedule(total_steps, eval_every, eta, min_rung)
+        if valid and len(valid) == len(train):
+            return "valid", valid
+    return "train", train
+
+
+# --------------------------------------------------------------------------------------------------
+# State, events, actions
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One run of a search. `curve`: (step, signal value) points, ascending in step."""
+
+    run_id: str
+    arm: float
+    seed: int
+    status: str = "queued"  # queued, running, stopping, done, failed, cancelled
+    step: int = 0
+    curve: tuple[tuple[int, float], ...] = ()
+    wall_time_s: float = 0.0
+    reason: str | None = None
+
+    @property
+    def pruned(self) -> bool:
+        return self.status == "stopping" or (self.status == "cancelled" and (self.reason or "").startswith(PRUNED))
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """One budget: its arms (every allocation of the grid, ascending), the seeds an arm may get (in
+    order), the preset's length, the rungs, the signal and the runs so far."""
+
+    budget: float
+    arms: tuple[float, ...]
+    seeds: tuple[int, ...]
+    total_steps: int
+    rungs: tuple[int, ...]
+    signal: Signal = "train"
+    maximize: bool = False
+    runs: tuple[RunState, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """eta: keep the best 1/eta at a rung; z: interval half-width in standard errors; max_seeds:
+    seeds per arm (None: all of the group's); compute_limit: per budget group, in `limit_unit`."""
+
+    eta: int = 3
+    z: float = 1.96
+    max_seeds: int | None = None
+    compute_limit: float | None = None
+    limit_unit: Literal["steps", "cpu_hours"] = "steps"
+    protect_bracket: bool = True
+
+
+@dataclass(frozen=True)
+class SearchState:
+    groups: tuple[GroupState, ...]
+    policy: Policy = Policy()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a controller learned about a run: its step, status, new curve points (merged by step)."""
+
+    run_id: str
+    step: int
+    status: str = "running"
+    curve: tuple[tuple[int, float], ...] = ()
+    wall_time_s: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    budget: float
+    run_id: str
+    step: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Start:
+    budget: float
+    arm: float
+    seed: int
+
+
+Action = Stop | Start
+
+
+def _merge(run: RunState, ev: Progress) -> RunState:
+    if run.status in TERMINAL:
+        return run
+    status = ev.status if ev.status in TERMINAL or run.status != "stopping" else run.status
+    points = dict(run.curve)
+    points.update(ev.curve)
+    return replace(
+        run,
+        status=status,
+        step=max(run.step, ev.step),
+        curve=tuple(sorted(points.items())),
+        wall_time_s=max(run.wall_time_s, ev.wall_time_s or 0.0),
+        reason=ev.reason if ev.reason is not None else run.reason,
+    )
+
+
+def apply_events(state: SearchState, events: Iterable[Progress]) -> SearchState:
+    """The state with the progress folded in; terminal runs stay as they are; unknown ids are ignored."""
+    by_id: dict[str, list[Progress]] = {}
+    for ev in events:
+        by_id.setdefault(ev.run_id, []).append(ev)
+    if not by_id:
+        return state
+    groups = []
+    for g in state.groups:
+        runs = []
+        for run in g.runs:
+            for ev in by_id.get(run.run_id, ()):
+                run = _merge(run, ev)
+            runs.append(run)
+        groups.append(replace(g, runs=tuple(runs)))
+    return replace(state, groups=tuple(groups))
+
+
+def start_id(action: Start) -> str:
+    """The run id `apply_actions` gives a started run unless told another."""
+    return f"b{action.budget:g}-a{action.arm:g}-s{action.seed}"
+
+
+def apply_actions(
+    state: SearchState, actions: Sequence[Action], ids: Mapping[Start, str] | None = None
+) -> SearchState:
+    """The state after the actions were carried out: a stopped running run is 'stopping' (a queued
+    one 'cancelled'), a started one is queued under `ids[action]` (default `start_id`)."""
+    groups = []
+    for g in state.groups:
+        stops = {a.run_id: a for a in actions if isinstance(a, Stop) and a.budget == g.budget}
+        runs = [
+            replace(r, status="stopping" if r.status == "running" else "cancelled", reason=stops[r.run_id].reason)
+            if r.run_id in stops and r.status in ACTIVE
+            else r
+            for r in g.runs
+        ]
+        have = {(r.arm, r.seed) for r in runs}
+        for a in actions:
+            if isinstance(a, Start) and a.budget == g.budget and (a.arm, a.seed) not in have:
+                runs.append(RunState(run_id=(ids or {}).get(a, start_id(a)), arm=a.arm, seed=a.seed))
+                have.add((a.arm, a.seed))
+        groups.append(replace(g, runs=tuple(runs)))
+    return replace(state, groups=tuple(groups))
+
+
+# --------------------------------------------------------------------------------------------------
+# Rung values and the decision
+
+
+def rung_value(curve: Sequence[tuple[int, float]], rung: int, eta: int = 3) -> tuple[float, float] | None:
+    """(value, standard error) of a curve at `rung` (module docstring); None when it has no point at
+    or before the rung; the error is nan with fewer than 3 points in the window."""
+    steps = np.array([p[0] for p in curve if p[0] <= rung], dtype=float)
+    if steps.size == 0:
+        return None
+    vals = np.array([p[1] for p in curve if p[0] <= rung], dtype=float)
+    window = (steps > rung * (1.0 - 1.0 / eta)) | (np.arange(steps.size) >= steps.size - 3)
+    s, y = steps[window], vals[window]
+    if s.size < 3 or np.ptp(s) == 0:
+        return float(vals[-1]), float("nan")
+    slope, icpt = np.polyfit(s, y, 1)
+    resid = y - (icpt + slope * s)
+    s_res2 = float(resid @ resid) / (s.size - 2)
+    sxx = float(np.sum((s - s.mean()) ** 2))
+    se = math.sqrt(s_res2 * (1.0 / s.size + (rung - s.mean()) ** 2 / sxx))
+    return float(icpt + slope * rung), se
+
+
+def arm_values(group: GroupState, rung: int, eta: int = 3) -> dict[float, tuple[float, float]]:
+    """arm -> (value, se) at `rung` in loss orientation (negated when the signal is maximised), over
+    the runs that reached the rung, whatever their status now."""
+    per_arm: dict[float, list[tuple[float, float]]] = {}
+    for run in group.runs:
+        if run.step >= rung:
+            rv = rung_value(run.curve, rung, eta)
+            if rv is not None:
+                per_arm.setdefault(run.arm, []).append(rv)
+    sign = -1.0 if group.maximize else 1.0
+    ss, dof = 0.0, 0
+    for vs in per_arm.values():
+        if len(vs) >= 2:
+            v = np.array([x[0] for x in vs])
+            ss, dof = ss + float(np.sum((v - v.mean()) ** 2)), dof + v.size - 1
+    seed_var = ss / dof if dof else float("nan")
+    out = {}
+    for arm, vs in per_arm.items():
+        n = len(vs)
+        meas = [x[1] ** 2 for x in vs if np.isfinite(x[1])]
+        parts = ([sum(meas) / len(meas) / n] if meas else []) + ([seed_var / n] if dof else [])
+        out[arm] = (sign * float(np.mean([x[0] for x in vs])), math.sqrt(sum(parts)) if parts else float("nan"))
+    return out
+
+
+def _bracket(arms: Sequence[float], best: float) -> set[float]:
+    i = list(arms).index(best)
+    lo = min(max(i - 1, 0), max(len(arms) - 3, 0))
+    return set(arms[lo : lo + 3])
+
+
+def judge(
+    group: GroupState, arm: float, rung: int, values: Mapping[float, tuple[float, float]], policy: Policy
+) -> str | None:
+    """Why `arm` should stop at `rung` (module docstring), or None when it stays."""
+    order = sorted(values, key=lambda a: values[a][0])
+    if len(order) < MIN_ARMS:
+        return None
+    keep = math.ceil(len(order) / policy.eta)
+    rank = order.index(arm)
+    best = order[0]
+    if rank < keep or (policy.protect_bracket and arm in _bracket(group.arms, best)):
+        return None
+    (v, se), (vb, seb) = values[arm], values[best]
+    if not (np.isfinite(se) and np.isfinite(seb)):
+        return None
+    if v - policy.z * se <= vb + policy.z * seb:
+        return None
+    sign = -1.0 if group.maximize else 1.0
+    return (
+        f"rank {rank + 1} of {len(order)} at rung {rung} ({group.signal} {sign * v:.4g} +- {policy.z * se:.2g}, "
+        f"best {best:g} at {sign * vb:.4g} +- {policy.z * seb:.2g})"
+    )
+
+
+def _rung_of(group: GroupState, step: int) -> int | None:
+    reached = [r for r in group.rungs if r <= step]
+    return reached[-1] if reached else None
+
+
+def _cost(run: RunState, total: int, unit: str, rate: float) -> float:
+    """Spent plus still needed if the run goes to the end (steps, or CPU-hours at `rate` s/step)."""
+    if unit == "steps":
+        return float(total if run.status in ACTIVE or run.status == "stopping" else run.step)
+    if run.status in TERMINAL:
+        return run.wall_time_s / 3600.0
+    return (run.wall_time_s + (total - run.step) * rate) / 3600.0
+
+
+RungValues = dict[int, dict[float, tuple[float, float]]]  # rung -> arm -> (value, se)
+
+
+def _stops(g: GroupState, policy: Policy, values: RungValues) -> list[Stop]:
+    """Stop every active run of an arm that `judge` stops now or that was stopped before."""
+    pruned = {r.arm for r in g.runs if r.pruned}
+    why: dict[float, str] = {}
+    alive = len(set(g.arms) - pruned)
+    for arm in sorted({r.arm for r in g.runs if r.status == "running"} - pruned):
+        rung = _rung_of(g, max(r.step for r in g.runs if r.arm == arm))
+        reason = judge(g, arm, rung, values[rung], policy) if rung is not None else None
+        if reason and alive - len(why) > MIN_ARMS:
+            why[arm] = reason
+    return [
+        Stop(g.budget, r.run_id, r.step, f"{PRUNED} {r.step}: {why.get(r.arm, 'its allocation was stopped')}")
+        for r in g.runs
+        if r.status in ACTIVE and (r.arm in pruned or r.arm in why)
+    ]
+
+
+def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]) -> list[Start]:
+    """The first seed of every arm without a run; the next seed of the promoted arms, best first,
+    while the compute limit allows."""
+    actions = [Start(g.budget, arm, g.seeds[0]) for arm in g.arms if arm not in {r.arm for r in g.runs}]
+    stopping = {s.run_id for s in stops}
+    out = {r.arm for r in g.runs if r.pruned or r.run_id in stopping}
+    rates = [r.wall_time_s / r.step for r in g.runs if r.step > 0 and r.wall_time_s > 0]
+    rate = float(np.median(rates)) if rates else 0.0
+    unit = policy.limit_unit
+    committed = sum(
+        _cost(replace(r, status="cancelled") if r.run_id in stopping else r, g.total_steps, unit, rate) for r in g.runs
+    )
+    per_run = float(g.total_steps) if unit == "steps" else g.total_steps * rate / 3600.0
+    max_seeds = min(policy.max_seeds or len(g.seeds), len(g.seeds))
+    top = g.rungs[-1] if g.rungs else g.total_steps
+    top_values = values.get(top) or arm_values(g, top, policy.eta)
+    order = sorted(top_values, key=lambda a: top_values[a][0])
+    for arm in order[: math.ceil(len(order) / policy.eta)]:
+        runs = [r for r in g.runs if r.arm == arm]
+        if (
+            arm in out
+            or len(runs) >= max_seeds
+            or any(r.status in ACTIVE and r.step < top for r in runs)
+            or all(r.status == "failed" for r in runs)
+        ):
+            continue
+        if policy.compute_limit is not None and committed + per_run > policy.compute_limit:
+            break
+        used = {r.seed for r in runs}
+        actions.append(Start(g.budget, arm, next(s for s in g.seeds if s not in used)))
+        committed += per_run
+    return actions
+
+
+def _decide_group(g: GroupState, policy: Policy) -> list[Action]:
+    values = {r: arm_values(g, r, policy.eta) for r in g.rungs}
+    stops = _stops(g, policy, values)
+    return [*stops, *_starts(g, policy, values, stops)]
+
+
+def decide(state: SearchState, events: Iterable[Progress] = ()) -> list[Action]:
+    """The actions for `state` with `events` folded in: stops first, then starts, per budget group
+    in order (module docstring). Pure: the same input gives the same actions."""
+    state = apply_events(state, events)
+    return [a for g in state.groups for a in _decide_group(g, state.policy)]

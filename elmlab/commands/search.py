@@ -1,0 +1,96 @@
+"""`elmlab sweep replay`: what the multi-fidelity search would have cost, and found, on a full grid.
+
+    elmlab sweep replay --input RUNS_WITH_CURVES [--eta 3] [--limit 0.4] [--workers 1] [--json]
+
+RUNS_WITH_CURVES: an export of the store with learning curves (`elmlab export`, Parquet or CSV),
+e.g. elm_core/demo_data/demo_runs.parquet. Per budget: the fraction of the grid's training steps and
+wall time the search spends, its optimum and the full grid's (the iso-budget fit of `elmlab fit
+iso`), and whether the search's optimum lies in the grid's 95% interval (elm_core.search.grid_replay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+
+def add_replay(kinds: argparse._SubParsersAction) -> None:
+    """The `replay` sub-command of `elmlab sweep`."""
+    p = kinds.add_parser("replay", help="replay the multi-fidelity search on a fully trained grid (no queueing)")
+    p.add_argument("--input", metavar="FILE", required=True, help="runs with learning curves (Parquet, CSV)")
+    p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta at a rung (default 3)")
+    p.add_argument("--min-rung", type=int, help="lowest rung in steps (default total / eta)")
+    p.add_argument("--z", type=float, default=1.96, help="interval half-width in standard errors (default 1.96)")
+    p.add_argument("--limit", type=float, help="compute limit per budget, as a fraction of its grid's steps")
+    p.add_argument("--max-seeds", type=int, help="seeds per allocation (default: all recorded)")
+    p.add_argument("--workers", type=int, help="parallel workers (default: the distinct workers in the input)")
+    p.add_argument("--extrapolate", action="store_true", help="stopped runs enter the fit at their extrapolated metric")
+    p.add_argument("--x", default="d_m", help="allocation axis (default d_m)")
+    p.add_argument("--metric", default="test_metric", help="metric of the iso fit (default test_metric)")
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates of the iso fit (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with a `groups` list")
+    p.set_defaults(func=cmd_replay, _parser=p)
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from elm_core.analysis import read_runs
+    from elm_core.search import Policy, replay
+    from elmlab.cli import UsageError
+
+    if args.eta < 2:
+        raise UsageError("--eta must be at least 2")
+    if args.max_seeds is not None and args.max_seeds < 1:
+        raise UsageError("--max-seeds must be at least 1")
+    import polars as pl
+
+    try:
+        df = read_runs(args.input)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UsageError(f"cannot read {args.input}: {str(exc).splitlines()[0]}") from None
+    workers = args.workers
+    if workers is None:
+        workers = max(1, df["worker"].drop_nulls().n_unique()) if "worker" in df.columns else 1
+    policy = Policy(eta=args.eta, z=args.z, max_seeds=args.max_seeds)
+    groups = replay(
+        df,
+        policy,
+        x=args.x,
+        metric=args.metric,
+        workers=workers,
+        limit_fraction=args.limit,
+        extrapolate=args.extrapolate,
+        min_rung=args.min_rung,
+        n_boot=args.n_boot,
+        seed=args.seed,
+    )
+    obj = {
+        "eta": args.eta,
+        "workers": workers,
+        "limit": args.limit,
+        "extrapolate": args.extrapolate,
+        "groups": [g.to_dict() for g in groups],
+    }
+    if args.json:
+        print(json.dumps(obj, allow_nan=False))
+        return 0
+    limit = f"compute limit {args.limit:g} of the grid's steps" if args.limit else "no compute limit"
+    print(f"search replay (eta {args.eta}, {workers} worker(s), {limit})")
+    head = f"{'budget':>10} {'compute':>8} {'wall':>6} {'search opt':>11} {'grid opt':>9} {'grid 95% ci':>16}"
+    print(head + "  inside  runs")
+    for g in obj["groups"]:
+        ci = f"[{_fmt(g['grid_ci'][0])}, {_fmt(g['grid_ci'][1])}]"
+        print(
+            f"{g['budget']:>10,.0f} {_fmt(g['compute_fraction']):>8} {_fmt(g['wall_fraction']):>6} "
+            f"{_fmt(g['search_optimum']):>11} {_fmt(g['grid_optimum']):>9} {ci:>16}  {str(g['inside']):<6}  "
+            f"{len(g['finished'])} of {g['n_runs']} finished"
+        )
+    signals = sorted({g["signal_note"] for g in obj["groups"]})
+    print("rungs on the " + "; ".join(signals) + f": steps {obj['groups'][0]['rungs']}")
+    return 0

@@ -1,0 +1,309 @@
+"""The multi-fidelity search: rungs, decide(), curve extrapolation and the replay, on planted curves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from elm_core.search import (
+    PRUNED,
+    GroupState,
+    Policy,
+    Progress,
+    RunState,
+    SearchState,
+    Start,
+    Stop,
+    apply_actions,
+    choose_signal,
+    decide,
+    fit_curve,
+    replay,
+    rung_schedule,
+    rung_value,
+)
+from elm_core.search import policy as policy_module
+
+ARMS = (2, 4, 8, 16, 32, 64)
+OPTIMUM = 8.0  # planted: the final metric is a parabola in log2 d_m with its minimum here
+TOTAL = 400
+
+
+def planted_final(d_m: float) -> float:
+    return 2.0 + 0.15 * (np.log2(d_m) - np.log2(OPTIMUM)) ** 2
+
+
+def planted_curve(
+    d_m: float, seed: int, rng: np.random.Generator, total: int = TOTAL, eval_every: int = 200
+) -> list[dict]:
+    """Train loss L(s) = final + 3 s^-0.5 + noise every 2 steps; validation every `eval_every` steps."""
+    steps = [1, *range(2, total + 1, 2)]
+    sec_per_step = 0.05 * (1 + 64 / d_m)  # small memories, many neurons: slower
+    out = []
+    for s in steps:
+        loss = planted_final(d_m) + 3.0 * s**-0.5 + rng.normal(0, 0.02)
+        valid = loss + 0.9 if s % eval_every == 0 and s < total else None
+        out.append(dict(step=s, tokens=800 * s, wall_time_s=round(sec_per_step * s, 3), train_loss=loss,
+                        valid_metric=valid))
+    return out
+
+
+def planted_runs(budgets=(50_000,), seeds=(0, 1), seed: int = 0, eval_every: int = 200) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in budgets:
+        for s in seeds:
+            for d in ARMS:
+                curve = planted_curve(d, s, rng, eval_every=eval_every)
+                rows.append(dict(
+                    run_id=f"r{b}-{d}-{s}", status="done", task="text", metric_name="bpc", budget=b, params=b,
+                    d_m=d, n_neurons=max(1, b // (40 * d)), seed=s, steps=TOTAL,
+                    wall_time_s=curve[-1]["wall_time_s"] + 1.0, created_at=float(len(rows)), worker="w1",
+                    test_metric=planted_final(d) + 1.0 + rng.normal(0, 0.01), curve=json.dumps(curve),
+                ))
+    return pl.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rungs and the signal
+
+
+def test_rungs_are_geometric_in_eta_and_on_steps_where_the_signal_exists():
+    assert rung_schedule(400, 2, eta=3) == (132,)
+    assert rung_schedule(400, 2, eta=3, min_rung=10) == (14, 44, 132)
+    assert rung_schedule(400, 200, eta=3) == ()  # nothing below 133 is a multiple of 200
+    assert rung_schedule(8000, 100, eta=2, min_rung=1000) == (1000, 2000, 4000)
+    with pytest.raises(ValueError):
+        rung_schedule(400, 2, eta=1)
+
+
+def test_sparse_validation_falls_back_to_the_training_curve():
+    assert choose_signal(400, 200, 2) == ("train", (132,))
+    assert choose_signal(900, 100, 1, min_rung=100) == ("valid", (100, 300))
+    assert choose_signal(900, 200, 1, min_rung=100) == ("train", (100, 300))  # 200 carries only 200
+    assert choose_signal(900, None, 1)[0] == "train"
+
+
+def test_rung_value_reads_the_local_trend_at_the_rung_with_its_error():
+    rng = np.random.default_rng(1)
+    steps = np.arange(2, 134, 2)
+    curve = list(zip(steps.tolist(), (5.0 - 0.01 * steps + rng.normal(0, 0.05, steps.size)).tolist(), strict=True))
+    value, se = rung_value(curve, 132)
+    assert abs(value - (5.0 - 1.32)) < 3 * se
+    assert 0 < se < 0.05
+    assert rung_value(curve, 1) is None
+    assert np.isnan(rung_value([(200, 3.1)], 200)[1])  # one point: no measurement error
+
+
+# --------------------------------------------------------------------------------------------------
+# decide()
+
+
+def _run(arm: float, seed: int, step: int, final: float, status: str = "running", noise: float = 0.0) -> RunState:
+    rng = np.random.default_rng(int(arm * 10 + seed))
+    pts = tuple((s, float(final + 3.0 * s**-0.5 + rng.normal(0, noise or 0.02))) for s in range(2, step + 1, 2))
+    return RunState(run_id=f"a{arm:g}s{seed}", arm=float(arm), seed=seed, status=status, step=step, curve=pts)
+
+
+def _group(runs, arms=ARMS, seeds=(0, 1)) -> GroupState:
+    return GroupState(50_000.0, tuple(float(a) for a in arms), seeds, TOTAL, (44, 132), "train", False, tuple(runs))
+
+
+def test_decide_stops_the_clearly_worse_arms_and_never_the_best_or_its_neighbours():
+    runs = [_run(d, 0, 132, planted_final(d)) for d in ARMS]
+    actions = decide(SearchState((_group(runs),)))
+    stopped = {a.run_id for a in actions if isinstance(a, Stop)}
+    assert stopped == {"a2s0", "a32s0", "a64s0"}  # 16 is clearly worse too, but it neighbours the best (8)
+    assert all(a.reason.startswith(f"{PRUNED} 132: rank") for a in actions if isinstance(a, Stop))
+
+
+def test_an_arm_within_the_best_ones_interval_is_kept():
+    runs = [_run(d, 0, 132, 2.0 + (0.001 * d if d < 64 else 0.5), noise=0.05) for d in ARMS]
+    stopped = {a.run_id for a in decide(SearchState((_group(runs),))) if isinstance(a, Stop)}
+    assert stopped == {"a64s0"}  # 16 and 32 rank outside the best third but cannot be told from the best
+
+
+def test_nobody_is_stopped_at_a_rung_with_fewer_than_three_arms_or_to_below_three_arms():
+    two = [_run(2, 0, 132, 2.0), _run(64, 0, 132, 3.5)]
+    assert not [a for a in decide(SearchState((_group(two),))) if isinstance(a, Stop)]
+    pruned = RunState("a2s0", 2.0, 0, "cancelled", 132, (), 0.0, f"{PRUNED} 132: rank 4 of 4")
+    runs = [pruned, _run(4, 0, 132, 2.0), _run(8, 0, 132, 2.01), _run(16, 0, 132, 3.5)]
+    assert not [a for a in decide(SearchState((_group(runs, arms=(2, 4, 8, 16)),))) if isinstance(a, Stop)]
+
+
+def test_decide_is_pure_and_idempotent():
+    runs = [_run(d, 0, 132, planted_final(d)) for d in ARMS]
+    state = SearchState((_group(runs),), Policy(max_seeds=2))
+    first = decide(state)
+    assert first == decide(state)  # same input, same actions; the state is untouched
+    assert any(isinstance(a, Stop) for a in first) and any(isinstance(a, Start) for a in first)
+    after = apply_actions(state, first)
+    again = decide(after)
+    assert not {a.run_id for a in again if isinstance(a, Stop)} & {a.run_id for a in first if isinstance(a, Stop)}
+    assert not {(a.arm, a.seed) for a in again if isinstance(a, Start)} & {
+        (a.arm, a.seed) for a in first if isinstance(a, Start)
+    }
+    # A controller restarted later rebuilds the state from the store: the stopped runs are cancelled
+    # with their reason, the started ones queued. Nothing is done twice.
+    rebuilt = SearchState(
+        tuple(
+            GroupState(g.budget, g.arms, g.seeds, g.total_steps, g.rungs, g.signal, g.maximize, tuple(
+                RunState(r.run_id, r.arm, r.seed, "cancelled" if r.status == "stopping" else r.status, r.step,
+                         r.curve, r.wall_time_s, r.reason) for r in g.runs))
+            for g in after.groups
+        ),
+        state.policy,
+    )
+    assert decide(rebuilt) == again
+
+
+def test_a_rung_decision_does_not_wait_for_slower_arms():
+    runs = [_run(d, 0, 44, planted_final(d), noise=0.005) for d in (2, 4, 8, 16)]
+    runs += [_run(64, 0, 50, planted_final(64) + 1.0, noise=0.005), _run(32, 0, 6, planted_final(32))]
+    actions = decide(SearchState((_group(runs),)))
+    stopped = {a.run_id for a in actions if isinstance(a, Stop)}
+    assert stopped == {"a2s0", "a64s0"}  # judged at rung 44 while d_m 32 is still at step 6
+    assert "a32s0" not in stopped
+
+
+def test_events_are_folded_in_and_a_finished_run_stays_finished():
+    runs = [_run(d, 0, 132, planted_final(d)) for d in ARMS]
+    state = SearchState((_group(runs),))
+    done = Progress("a8s0", TOTAL, "done")
+    late = Progress("a8s0", 200, "running")
+    actions = decide(state, [done, late])
+    starts = [a for a in actions if isinstance(a, Start)]
+    assert Start(50_000.0, 8.0, 1) in starts  # the finished best arm gets its next seed
+
+
+def test_the_compute_limit_bounds_new_seeds_but_every_arm_starts():
+    state = SearchState((_group([]),), Policy(compute_limit=TOTAL * 2))
+    first = decide(state)
+    assert sorted(a.arm for a in first if isinstance(a, Start)) == [float(a) for a in ARMS]
+    runs = [_run(d, 0, TOTAL, planted_final(d), status="done") for d in ARMS]
+    assert not [a for a in decide(SearchState((_group(runs),), Policy(compute_limit=6.5 * TOTAL)))
+                if isinstance(a, Start)]
+    seeds = [a for a in decide(SearchState((_group(runs),), Policy(compute_limit=7 * TOTAL))) if isinstance(a, Start)]
+    assert seeds == [Start(50_000.0, 8.0, 1)]  # the best first, and only as many as fit
+
+
+def test_a_limit_in_cpu_hours_counts_the_recorded_wall_time():
+    from dataclasses import replace
+
+    runs = [replace(_run(d, 0, TOTAL, planted_final(d), status="done"), wall_time_s=360.0) for d in ARMS]
+    group = _group(runs)  # 0.6 CPU-hours spent; another run costs 400 steps x 0.9 s = 0.1 h
+    starts = [
+        [a for a in decide(SearchState((group,), Policy(compute_limit=lim, limit_unit="cpu_hours")))
+         if isinstance(a, Start)]
+        for lim in (0.65, 0.75)
+    ]
+    assert starts == [[], [Start(50_000.0, 8.0, 1)]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Learning-curve extrapolation
+
+
+@pytest.mark.parametrize("l_inf,amp,alpha", [(1.5, 2.0, 0.5), (2.2, 4.0, 0.8), (0.9, 1.0, 0.3)])
+def test_the_power_law_floor_is_recovered_within_its_interval(l_inf, amp, alpha):
+    rng = np.random.default_rng(7)
+    s = np.arange(10, 2001, 10, dtype=float)
+    y = l_inf + amp * s**-alpha + rng.normal(0, 0.01, s.size)
+    fit = fit_curve(s, y, final_step=4000)
+    assert fit.ok
+    lo, hi = fit.l_inf_ci
+    assert lo <= l_inf <= hi
+    assert hi - lo < 0.5
+    truth = l_inf + amp * 4000**-alpha
+    assert fit.final_ci[0] <= truth <= fit.final_ci[1]
+
+
+def test_a_maximised_curve_is_flipped_and_back():
+    s = np.arange(5, 505, 5, dtype=float)
+    acc = 0.9 - 0.5 * s**-0.6 + np.random.default_rng(3).normal(0, 0.005, s.size)
+    fit = fit_curve(s, acc, 1000, maximize=True)
+    assert fit.ok and fit.l_inf_ci[0] <= 0.9 <= fit.l_inf_ci[1]
+    assert fit.final < fit.l_inf  # an accuracy still rising towards its ceiling
+
+
+def test_a_short_curve_says_too_few_points():
+    fit = fit_curve([10, 20, 30], [3.0, 2.8, 2.7], 400)
+    assert not fit.ok and "too few points" in fit.note
+
+
+# --------------------------------------------------------------------------------------------------
+# Replay
+
+
+def _nearest_arm(x: float) -> float:
+    return min(ARMS, key=lambda a: abs(np.log(a) - np.log(x)))
+
+
+def check_search_finds_the_planted_optimum(df: pl.DataFrame) -> None:
+    """The search must finish the planted optimum's arm, land inside the grid's interval and save compute."""
+    (g,) = replay(df, Policy(), n_boot=100)
+    finished_arms = {float(r.split("-")[1]) for r in g.finished}
+    assert OPTIMUM in finished_arms, f"the optimum's arm was stopped: {g.stopped}"
+    assert g.inside, (g.search_optimum, g.grid_ci)
+    assert _nearest_arm(g.search_optimum) == OPTIMUM
+    assert g.compute_fraction < 0.8
+
+
+def test_the_replay_finds_the_planted_optimum_for_less_compute():
+    check_search_finds_the_planted_optimum(planted_runs())
+
+
+def test_dense_validation_is_the_signal_and_still_finds_the_optimum():
+    df = planted_runs(eval_every=20)
+    (g,) = replay(df, Policy(), n_boot=50)
+    assert g.signal == "valid" and g.rungs == (120,)
+    assert g.stopped  # the validation curve, not only the training loss, can stop an arm
+    check_search_finds_the_planted_optimum(df)
+
+
+def test_a_policy_that_stops_the_best_arm_fails_the_check(monkeypatch):
+    def prune_the_best(group, arm, rung, values, policy):
+        return "broken" if arm == min(values, key=lambda a: values[a][0]) and len(values) > 1 else None
+
+    monkeypatch.setattr(policy_module, "judge", prune_the_best)
+    with pytest.raises(AssertionError, match="the optimum's arm was stopped"):
+        check_search_finds_the_planted_optimum(planted_runs())
+
+
+def test_replay_reports_every_field_per_budget_group():
+    groups = replay(planted_runs(budgets=(50_000, 200_000)), Policy(), n_boot=50, limit_fraction=0.4)
+    assert [g.budget for g in groups] == [50_000.0, 200_000.0]
+    for g in groups:
+        d = g.to_dict()
+        for key in ("budget", "compute_fraction", "wall_fraction", "search_optimum", "grid_optimum", "grid_ci",
+                    "inside", "signal", "rungs", "finished", "stopped"):
+            assert key in d
+        assert 0 < d["compute_fraction"] <= 0.4 + 1e-9
+        assert 0 < d["wall_fraction"] < 1
+        assert d["signal"] == "train" and "too sparse" in d["signal_note"]
+        assert all(reason.startswith(PRUNED) for reason in d["stopped"].values())
+
+
+def test_the_cli_prints_one_json_object_with_the_groups(tmp_path, capsys):
+    from elmlab.cli import main
+
+    path = tmp_path / "runs.parquet"
+    planted_runs().write_parquet(path)
+    assert main(["sweep", "replay", "--input", str(path), "--eta", "3", "--json", "--n-boot", "50"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (g,) = out["groups"]
+    assert g["budget"] == 50_000 and g["inside"] is True
+    assert {"compute_fraction", "wall_fraction", "search_optimum", "grid_optimum", "grid_ci"} <= set(g)
+
+
+def test_the_cli_says_in_one_line_when_the_runs_have_no_curves(tmp_path, capsys):
+    from elmlab.cli import main
+
+    path = tmp_path / "runs.csv"
+    planted_runs().drop("curve").write_csv(path)
+    assert main(["sweep", "replay", "--input", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "no curve column" in err and "Traceback" not in err
