@@ -8,7 +8,7 @@ import json
 import polars as pl
 import streamlit as st
 
-from app import data, figures, state, ui
+from app import current, figures, frames, state, ui
 from elm_core.records import RunRecord
 from elm_core.spec import DEFAULT_PRESET, RunSpec
 
@@ -67,7 +67,7 @@ if runs.height == 0:
 else:
     known = set(runs["run_id"].to_list())
     wanted = [r for r in st.query_params.get_all("runs") if r in known]
-    options = list(dict.fromkeys(wanted + data.latest_ids(runs, 300)))
+    options = list(dict.fromkeys(wanted + frames.latest_ids(runs, 300)))
     info = {r["run_id"]: r for r in runs.filter(pl.col("run_id").is_in(options)).select(
         "run_id", "task", "status", "d_m", "n_neurons", "test_metric").iter_rows(named=True)}
 
@@ -98,7 +98,7 @@ else:
         fig = figures.curves_figure(curve_frame(records), x=cx, metric_name=records[0].metric_name, log_x=log_x,
                                     log_y=log_y)
         st.plotly_chart(fig, key="run_curves")
-        state.add_figure("Learning curves", fig)
+        current.add_figure("Learning curves", fig)
         config = side_by_side(records, CONFIG_FIELDS)
         proto = side_by_side(records, PROTOCOL_FIELDS, source="spec")
         provenance = side_by_side(records, PROVENANCE_FIELDS)
@@ -111,8 +111,8 @@ else:
         right.dataframe(provenance, hide_index=True, key="run_provenance", height=36 * (provenance.height + 1) + 3)
         for caption, table in (("Configuration and results", config), ("Training protocol", proto),
                                ("Provenance", provenance)):
-            state.add_table(caption, table)
-        state.add_settings(runs=", ".join(picked), curve_x=cx)
+            current.add_table(caption, table)
+        current.add_settings(runs=", ".join(picked), curve_x=cx)
         for r in records:
             with st.expander(f"{r.run_id}: full configuration, spec, versions and history"):
                 st.json({"config": r.config, "spec": r.spec, "versions": r.versions}, expanded=False)
