@@ -5,7 +5,8 @@ The runs frame is cached on the store path and its state token (`Store.state_tok
 sizes and mtimes, a few milliseconds to read), so it is reused until the store changes and never
 outlives it: a page always shows the store as it is. The fits are cached on the seed-collapsed frame
 they fit, so they survive store changes that do not touch finished runs (a queued or running record
-changes the token, not the fits). Broker health changes without the store: it lives 3 s (ttl).
+changes the token, not the fits). Broker health and the data folder change without the store: they
+live 3 s and a minute (ttl).
 Every fit answers with its result or an `app.fits.NoFit` saying why there is none.
 """
 
@@ -144,9 +145,10 @@ def health() -> dict[str, Any]:
     return _health(str(s.home), s.broker_url or "")
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32, ttl=60)
 def task_info(name: str, data_dir: str, options: str = "{}") -> data.TaskInfo:
-    """Sizes of a task (n_in, n_out, kind, metric); fallback sizes when its files are absent."""
+    """Sizes of a task (n_in, n_out, kind, metric); fallback sizes when its files are absent. Lives a
+    minute (ttl): a data set fetched while the server runs becomes queueable without a restart."""
     from elm_core.data import get_task, task_availability
 
     why = task_availability(data_dir).get(name)
