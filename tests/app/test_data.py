@@ -69,6 +69,10 @@ def test_parse_ints():
         text.parse_ints("2, x", "d_m")
     with pytest.raises(ValueError, match="at least one"):
         text.parse_ints(" ", "d_m")
+    with pytest.raises(ValueError, match="budgets: 'inf' is not a finite number"):
+        text.parse_ints("60k, inf", "budgets")
+    assert text.parse_ints(", ".join(text.human(b) for b in (15_000, 60_000, 1_500_000)), "budgets") == [
+        15_000, 60_000, 1_500_000]  # the ladder's default text reads back as the budgets it shows
 
 
 def test_runs_table_merges_live_progress(filled_store):
