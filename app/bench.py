@@ -100,6 +100,7 @@ def run_dashboard_bench(n: int = 100_000, n_small: int = 1_000, repeats: int = 5
         write_s = time.perf_counter() - t0
         pages = _pages(str(path))
         st.cache_data.clear()
+        st.cache_resource.clear()
         FileCache.reset()
         cold = {name: round(_time(fn)[0], 3) for name, fn in pages.items()}
         cached = {name: round(statistics.median(_time(fn)[0] for _ in range(repeats)), 4)
