@@ -11,7 +11,7 @@
     fits.py            pure fits on seed-collapsed runs; each gives its result or NoFit(reason)
     data.py            pure design arithmetic (a task, budget and allocation -> the exact configuration)
     figures.py         pure Plotly builders: frame in, figure out
-    text.py            numbers to text and back (human, duration, parse_ints), column names and labels
+    text.py            values to text and back (human, duration, plain, parse_ints), column labels
     current.py         the current view (title, figures, tables, settings) for the link and the report
     actions.py         every mutating action (queue, cancel, retry, import) behind one read-only guard
     report.py          self-contained interactive HTML report

@@ -6,6 +6,7 @@ default typed by the dashboard round-trips through the parser.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 METRICS: dict[str, str] = {
@@ -61,6 +62,22 @@ def duration(seconds: float | None) -> str:
     if s < 2 * 86400:
         return f"{s / 3600:.1f} h"
     return f"{s / 86400:.1f} days"
+
+
+def plain(value: object) -> str:
+    """A table cell as text: floats to 6 significant digits, lists joined by commas, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def timestamp(seconds: float) -> str:
+    """Seconds since the epoch as '2026-12-01 09:30:00 UTC'."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def label(column: str, metric_name: str | None = None) -> str:

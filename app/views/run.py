@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import polars as pl
 import streamlit as st
 
-from app import current, figures, frames, state, ui
+from app import current, figures, frames, state, text, ui
 from elm_core.records import RunRecord
 from elm_core.spec import DEFAULT_PRESET, RunSpec
 
@@ -19,14 +18,6 @@ PROTOCOL_FIELDS = ("preset", "steps", "batch_size", "seq_len", "lr", "optimizer"
                    "epochs", "batches_per_epoch", "device", "precision")
 PROVENANCE_FIELDS = ("dataset", "dataset_hash", "device", "host", "worker", "attempt", "code_version", "created_at",
                      "updated_at")
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def protocol(record: RunRecord) -> dict:
@@ -47,8 +38,8 @@ def side_by_side(records: list[RunRecord], fields: tuple[str, ...], source: str 
         for f in fields:
             v = values.get(f)
             if f in ("created_at", "updated_at") and isinstance(v, (int, float)) and v > 1e8:
-                v = dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            out.append(_fmt(v))
+                v = text.timestamp(v)
+            out.append(text.plain(v))
         cols[r.run_id] = out
     return pl.DataFrame(cols)
 
