@@ -5,9 +5,14 @@
     views/             one short script per page: design, runs, explore, scaling, run, share (not
                        "pages/": Streamlit takes that folder for its older multipage layout and
                        bypasses st.navigation)
-    data.py            pure data work on run frames (selection, seeds, fits, design arithmetic)
+    state.py           the one cached data layer (st.cache_data): runs, fits, records, task sizes,
+                       broker health; the runs keyed on Store.state_token(), the fits on what they fit
+    frames.py          pure work on the runs frame (selection, counts, the Runs table)
+    fits.py            pure fits on seed-collapsed runs; each gives its result or NoFit(reason)
+    data.py            pure design arithmetic (a task, budget and allocation -> the exact configuration)
     figures.py         pure Plotly builders: frame in, figure out
-    state.py           cached data access keyed on Store.state_token(), settings, the current view
+    text.py            values to text and back (human, duration, plain, parse_ints), column labels
+    current.py         the current view (title, figures, tables, settings) for the link and the report
     actions.py         every mutating action (queue, cancel, retry, import) behind one read-only guard
     report.py          self-contained interactive HTML report
     ui.py              widgets shared by several pages (first screen, broker banner, task picker)

@@ -101,24 +101,7 @@ def progress(run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {}
 
 
-# --- sweeps ---------------------------------------------------------------------------------------
-
-
-def iso_sweep(task: str, budget: int, d_m_values: Sequence[int], seeds: Sequence[int], **fields: Any) -> list[RunSpec]:
-    """One RunSpec per (d_m, seed) at `budget` (the budget decides N); elm_core.sweeps.iso_sweep."""
-    from elm_core.sweeps import iso_sweep as build
-
-    return build(task, int(budget), [int(d) for d in d_m_values], [int(s) for s in seeds], **fields)
-
-
-def ladder_sweep(
-    task: str, budgets: Sequence[int], d_m_values: Sequence[int], seeds: Sequence[int], **fields: Any
-) -> list[RunSpec]:
-    """The iso-budget sweep at each budget (the same d_m values), one sweep id for the ladder."""
-    from elm_core.sweeps import ladder_sweep as build
-
-    return build(task, [int(b) for b in budgets], d_m_values=[int(d) for d in d_m_values],
-                 seeds=[int(s) for s in seeds], **fields)
+# --- the first sweep ------------------------------------------------------------------------------
 
 
 FIRST_SWEEP = {"task": "text", "preset": "small", "budget": 60_000, "d_m": (2, 4, 8, 16, 32), "seeds": (0,)}
@@ -127,6 +110,8 @@ FIRST_SWEEP = {"task": "text", "preset": "small", "budget": 60_000, "d_m": (2, 4
 @mutating
 def queue_first_sweep() -> list[str]:
     """The first screen's button: an iso-budget sweep on the bundled corpus with the small preset."""
+    from elm_core.sweeps import iso_sweep
+
     f = FIRST_SWEEP
     return submit(iso_sweep(f["task"], f["budget"], f["d_m"], f["seeds"], preset=f["preset"]))
 

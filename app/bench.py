@@ -13,9 +13,8 @@ through app.state, so with st.cache_data keyed on the store's state token, pickl
 
 `cold`: first view after the caches are emptied (a fresh server); `cached`: the same view again (every
 later rerun while the store is unchanged), the median of `repeats`; `after_a_new_record`: the first
-view after one run is queued (the last frame is shown while a background thread reads the store
-again, `background_refresh`); `after_the_refresh`: the view once the new frame has landed (the fits,
-keyed on the finished runs they fit, stay cached).
+view after one run is queued (the runs frame is read again; the fits, keyed on the finished runs
+they fit, stay cached).
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ METRIC = "test_metric"
 def _pages(path: str) -> dict[str, Callable[[], Any]]:
     import polars as pl
 
-    from app import data, figures, state
+    from app import data, figures, fits, frames, state
 
     store = Store(path)
 
@@ -49,32 +48,32 @@ def _pages(path: str) -> dict[str, Callable[[], Any]]:
         return store.state_token()
 
     def runs() -> Any:
-        frame = state.runs_view(path)[2]
-        counts = data.status_counts(frame)
+        frame = state.runs(path)
+        counts = frames.status_counts(frame)
         running = frame.filter(pl.col("status") == "running")["run_id"].head(50).to_list()
-        return counts, data.runs_table(frame, {r: {"step": 1, "total_steps": 2} for r in running})
+        return counts, frames.runs_table(frame, {r: {"step": 1, "total_steps": 2} for r in running})
 
     def explore() -> Any:
-        points = state._fit_frame(path, state.runs_view(path)[1], TASK, METRIC)
-        fits = state._iso_fits(points, METRIC, "d_m")
-        result = state._pareto(points, METRIC, "params")
-        return figures.iso_figure(points, fits, x="d_m", metric=METRIC), figures.pareto_figure(result)
+        points = state.fit_frame(TASK, METRIC, path)
+        iso = state.iso_fits(TASK, METRIC, "d_m", path)
+        result = state.pareto(TASK, METRIC, "params", path)
+        return figures.iso_figure(points, iso, x="d_m", metric=METRIC), figures.pareto_figure(result)
 
     def scaling() -> Any:
-        points = state._fit_frame(path, state.runs_view(path)[1], TASK, METRIC)
-        fit = state._scaling(points, METRIC)
-        cap = state._capacity(points, METRIC)
-        sugg = state._suggestions(points, METRIC, 5)
+        points = state.fit_frame(TASK, METRIC, path)
+        fit = state.scaling(TASK, METRIC, path)
+        cap = state.capacity(TASK, METRIC, path)
+        sugg = state.suggestions(TASK, METRIC, 5, path)
         budgets = sorted(points["iso_budget"].drop_nulls().unique().to_list())
-        fig = figures.surface_figure(fit, points, metric=METRIC, budgets=budgets) if not isinstance(fit, str) else None
+        fig = None if isinstance(fit, fits.NoFit) else figures.surface_figure(fit, points, metric=METRIC,
+                                                                               budgets=budgets)
         return fig, cap, sugg
 
     def design() -> Any:
-        t = state.runs_view(path)[1]
         info = data.TaskInfo(TASK, 204, 204, "char", "bpc")
         d = data.make_design(info, budget=1_000_000, mode="neurons", d_m=20, n_neurons=1, d_tree=50, d_brch=15)
-        return data.estimate_seconds(state._runs(path, t), d), data.predicted_metric(
-            state._iso_fits(state._fit_frame(path, t, TASK, METRIC), METRIC, "d_m"), d)
+        return data.estimate_seconds(state.runs(path), d), data.predicted_metric(
+            state.iso_fits(TASK, METRIC, "d_m", path), d)
 
     return {"token": token, "runs": runs, "explore": explore, "scaling": scaling, "design": design}
 
@@ -92,7 +91,6 @@ def run_dashboard_bench(n: int = 100_000, n_small: int = 1_000, repeats: int = 5
     from streamlit.logger import set_log_level
 
     set_log_level("error")  # bare mode (no server): no "No runtime found" noise
-    from app import state
 
     with tempfile.TemporaryDirectory(dir=tmpdir) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -102,6 +100,7 @@ def run_dashboard_bench(n: int = 100_000, n_small: int = 1_000, repeats: int = 5
         write_s = time.perf_counter() - t0
         pages = _pages(str(path))
         st.cache_data.clear()
+        st.cache_resource.clear()
         FileCache.reset()
         cold = {name: round(_time(fn)[0], 3) for name, fn in pages.items()}
         cached = {name: round(statistics.median(_time(fn)[0] for _ in range(repeats)), 4)
@@ -111,12 +110,7 @@ def run_dashboard_bench(n: int = 100_000, n_small: int = 1_000, repeats: int = 5
 
         Store(path).put(RunRecord(run_id="bench-new", task=TASK, n_in=204, n_out=204, n_neurons=500, d_m=10,
                                   l_mlp=1, d_mlp=20, d_tree=50, d_brch=15, k_e=1441, k_c=750, params=1_000_000))
-        t0 = time.perf_counter()
         after_write = {name: round(_time(fn)[0], 3) for name, fn in pages.items()}
-        while state.runs_view(str(path))[1] != Store(path).state_token():  # the background read lands
-            time.sleep(0.01)
-        refresh_s = time.perf_counter() - t0
-        after_refresh = {name: round(_time(fn)[0], 3) for name, fn in pages.items()}
         frame = pages["runs"]()[1]
         return {
             "runs": n,
@@ -126,8 +120,6 @@ def run_dashboard_bench(n: int = 100_000, n_small: int = 1_000, repeats: int = 5
             "cold_s": cold,
             "cached_s": cached,
             "after_a_new_record_s": after_write,
-            "background_refresh_s": round(refresh_s, 3),
-            "after_the_refresh_s": after_refresh,
             "table_rows_shown": frame.height,
         }
 

@@ -1,4 +1,5 @@
-"""Plotly figure builders: pure functions, frame (or fit) in, figure out. No Streamlit here.
+"""Plotly figure builders: pure functions, frame (or fit) in, figure out. No Streamlit here; labels and
+numbers are written by app.text.
 
 Conventions: every point carries `customdata` whose first entry is its run ids joined by commas (the
 Explore page opens them on click); seeds show as error bars (standard deviation over seeds, from the
@@ -17,38 +18,14 @@ import polars as pl
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from elm_core.analysis import IsoFit, ParetoResult
+from app.fits import NoFit
+from app.text import human, label
+from elm_core.analysis import CapacityFit, IsoFit, ParetoResult, ScalingFit
 
 PALETTE = qualitative.D3
 REFERENCE_STYLE = dict(symbol="diamond-open", size=10, color="#555555", line=dict(width=2))
-LABELS = {
-    "d_m": "d_m (memory units per neuron)",
-    "k_e": "k_e (per-neuron complexity)",
-    "k_c": "k_c (per-neuron connectivity)",
-    "n_neurons": "N (neurons)",
-    "k_e_frac": "k_e / (k_e + k_c)",
-    "params": "parameters",
-    "flops_per_step": "FLOPs per step",
-    "wall_time_s": "wall time (s)",
-    "budget": "budget (parameters)",
-}
 HOVER_COLUMNS = ("n_neurons", "d_m", "k_e", "k_c", "params", "n_seeds")
 MAX_SVG_POINTS = 2000  # above this, WebGL traces
-
-
-def label(column: str, metric_name: str | None = None) -> str:
-    if column.endswith("_metric"):
-        split = column.removesuffix("_metric").replace("_", " ")
-        unit = {"bpc": "BPC", "accuracy": "accuracy"}.get(metric_name or "", "metric")
-        return f"{split} {unit}"
-    return LABELS.get(column, column)
-
-
-def human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.3g}"
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, log_x: bool, log_y: bool) -> go.Figure:
@@ -111,7 +88,7 @@ def _reference_trace(reference: pl.DataFrame | None, x: str, y: str) -> go.Scatt
 
 def iso_figure(
     points: pl.DataFrame,
-    fits: Sequence[IsoFit] = (),
+    fits: Sequence[IsoFit] | NoFit = (),
     *,
     x: str = "d_m",
     metric: str = "test_metric",
@@ -124,8 +101,9 @@ def iso_figure(
 ) -> go.Figure:
     """U-shaped iso-budget curves: `metric` against the allocation axis `x`, one line per budget
     (column `iso_budget`), seeds as error bars, each fit dashed with its band and its optimum with the
-    bootstrap interval as a horizontal bar."""
+    bootstrap interval as a horizontal bar (no fits drawn for a NoFit)."""
     fig = go.Figure()
+    fits = () if isinstance(fits, NoFit) else fits
     data = points.filter(pl.col(x).is_not_null() & pl.col(metric).is_not_null()) if points.height else points
     all_budgets = sorted({float(b) for b in data["iso_budget"].drop_nulls().to_list()}) if data.height else []
     if budgets is not None:
@@ -182,7 +160,7 @@ def _add_fit(fig: go.Figure, fit: IsoFit, color: str, group: str, x: str, metric
 
 
 def pareto_figure(
-    result: ParetoResult | None,
+    result: ParetoResult | NoFit,
     *,
     metric_name: str | None = "bpc",
     log_x: bool = True,
@@ -190,9 +168,9 @@ def pareto_figure(
     reference: pl.DataFrame | None = None,
 ) -> go.Figure:
     """The metric against a cost (parameters, FLOPs, time): frontier runs solid and joined by a step
-    line, dominated runs faded."""
+    line, dominated runs faded; for a NoFit, an explanation instead of a blank chart."""
     fig = go.Figure()
-    if result is None or result.frame.height == 0:
+    if isinstance(result, NoFit) or result.frame.height == 0:
         _empty(fig, "No finished runs with this metric and cost yet.")
         return _layout(fig, "Pareto frontier", "cost", "metric", log_x, log_y)
     x, metric = result.x, result.metric
@@ -392,7 +370,7 @@ def curves_figure(
 # --- Scaling laws -----------------------------------------------------------------------------------
 
 
-def surface_figure(fit: Any, points: pl.DataFrame, *, metric: str, metric_name: str | None = "bpc",
+def surface_figure(fit: ScalingFit, points: pl.DataFrame, *, metric: str, metric_name: str | None = "bpc",
                    budgets: Sequence[float] = ()) -> go.Figure:
     """The fitted loss surface over (k_e, N) at the runs' k_c as a contour, the runs on top, iso-budget
     lines for `budgets` and the fitted optimum path."""
@@ -476,7 +454,7 @@ def optimum_figure(series: dict[str, pl.DataFrame], points: dict[str, pl.DataFra
     return fig
 
 
-def capacity_figure(fit: Any, points: pl.DataFrame, *, metric: str, metric_name: str | None = "bpc",
+def capacity_figure(fit: CapacityFit, points: pl.DataFrame, *, metric: str, metric_name: str | None = "bpc",
                     max_budgets: int = 6) -> go.Figure:
     """The capacity model beside the data: per iso-budget group, the runs against k_e and the model's
     predicted U (dashed)."""

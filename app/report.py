@@ -15,6 +15,8 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
+from app.text import plain
+
 MAX_TABLE_ROWS = 1000
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -38,14 +40,8 @@ def versions() -> dict[str, str]:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        text = f"{value:.6g}"
-    elif isinstance(value, (list, tuple)):
-        text = ", ".join(map(str, value))
-    else:
-        text = "" if value is None else str(value)
     cls = "" if isinstance(value, (int, float)) and not isinstance(value, bool) else ' class="text"'
-    return f"<td{cls}>{html.escape(text)}</td>"
+    return f"<td{cls}>{html.escape(plain(value))}</td>"
 
 
 def table_html(frame: pl.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:

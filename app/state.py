@@ -1,26 +1,25 @@
-"""Cached data access for the pages, the settings, and the current view (for the link and the report).
+"""The dashboard's one cached data layer: every page reads the runs, fits, records, task sizes and
+broker health through here, and nothing else in app/ caches.
 
-The runs frame is cached on the store path and its state token (`Store.state_token()`: file names,
-sizes and mtimes), so it is reused until the store changes and never outlives it; the fits are
-cached on the frame they fit, so they survive store changes that do not touch finished runs.
-The current view is what the page on screen registers (title, figures, tables, settings), read by
-the sidebar's link and HTML report.
+The runs frame is cached (st.cache_resource) on the store path and its state token
+(`Store.state_token()`: file names, sizes and mtimes, a few milliseconds to read), so it is reused
+until the store changes and never outlives it: a page always shows the store as it is. The fits are
+cached (st.cache_data) on the seed-collapsed frame they fit, so they survive store changes that do
+not touch finished runs (a queued or running record changes the token, not the fits). Broker health
+and the data folder change without the store: they live 3 s and a minute (ttl).
+Every fit answers with its result or an `app.fits.NoFit` saying why there is none.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 from typing import Any
-from urllib.parse import urlencode
 
-import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from app import actions, data
+from app import actions, data, fits, frames
+from elm_core.analysis import CapacityFit, IsoFit, ParetoResult, ScalingFit
 from elm_core.records import RunRecord
 from elm_core.settings import Settings, get_settings
 from elm_core.store import Store
@@ -30,151 +29,43 @@ def settings() -> Settings:
     return get_settings()
 
 
-def store() -> Store:
-    return Store(get_settings().store_path)
+def store(path: str | None = None) -> Store:
+    """The store at `path`, by default the settings' store."""
+    return Store(path) if path else Store(get_settings().store_path)
 
 
 def token(path: str | None = None) -> tuple[str, str]:
-    """(store path, state token): the key of the cached runs frame."""
-    s = Store(path) if path else store()
+    """(store path, state token): the key of everything cached on the store."""
+    s = store(path)
     return str(s.path), s.state_token()
 
 
-# --- cached data ----------------------------------------------------------------------------------
+# --- the runs ---------------------------------------------------------------------------------------
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+# The frames are cache_resource: one shared frame handed out as is (pages never change a frame in
+# place; polars operations make new ones), not a pickled copy per call as cache_data gives, which at
+# 20,000 runs costs about 20 ms on each of the several reads of a rerun.
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _runs(path: str, state: str) -> pl.DataFrame:
-    return data.prepare_runs(Store(path).runs())
+    return frames.prepare_runs(Store(path).runs())
 
 
-# Stale-while-revalidate over `_runs`: when the store has changed since the last frame was read, the
-# pages get that last frame at once while a background thread reads the new one (a large store takes
-# a second or more), and the next rerun (the Runs page reruns every 2 s) shows it. A session that has
-# just changed the store itself (queue, import) waits for the fresh frame instead.
-_latest: dict[str, tuple[int, str, pl.DataFrame]] = {}  # path -> (sequence, state token, frame)
-_refreshing: dict[tuple[str, str], int] = {}
-_sequence = itertools.count()
-_lock = threading.Lock()
-
-
-def _read(path: str, state: str, seq: int) -> tuple[str, pl.DataFrame]:
-    try:
-        frame = _runs(path, state)
-        with _lock:
-            if seq >= _latest.get(path, (-1, "", None))[0]:  # never replace a newer read by an older one
-                _latest[path] = (seq, state, frame)
-        return state, frame
-    finally:
-        with _lock:
-            _refreshing.pop((path, state), None)
-
-
-def want_fresh() -> None:
-    """The next read in this session waits for the store's current state (after this session wrote)."""
-    st.session_state["_fresh_runs"] = True
-
-
-def runs_view(path: str | None = None) -> tuple[str, str, pl.DataFrame]:
-    """(store path, the state token the frame was read at, the runs frame); `path` defaults to the
-    settings' store."""
-    path, state = token(path)
-    fresh = bool(get_script_run_ctx(suppress_warning=True) and st.session_state.pop("_fresh_runs", False))
-    with _lock:
-        have = _latest.get(path)
-        if have is not None and have[1] == state:
-            return path, state, have[2]
-        start = (path, state) not in _refreshing
-        seq = next(_sequence)
-        if start:
-            _refreshing[(path, state)] = seq
-    if have is None or fresh:
-        return (path, *_read(path, state, seq))
-    if start:
-        threading.Thread(target=_read, args=(path, state, seq), daemon=True, name="elmlab-runs-refresh").start()
-    return path, have[1], have[2]
-
-
-def runs() -> pl.DataFrame:
+def runs(path: str | None = None) -> pl.DataFrame:
     """Every run, its latest record, with the analysis columns (no learning curves)."""
-    return runs_view()[2]
+    return _runs(*token(path))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def _fit_frame(path: str, state: str, task: str, metric: str) -> pl.DataFrame:
-    return data.fit_frame(data.select(_runs(path, state), task=task), metric)
+    return fits.fit_frame(frames.select(_runs(path, state), task=task), metric)
 
 
-def fit_frame(task: str, metric: str) -> pl.DataFrame:
-    """Done runs of `task`, seeds collapsed, grouped by budget (from the frame the pages show)."""
-    path, state, _ = runs_view()
-    return _fit_frame(path, state, task, metric)
-
-
-# The fits are keyed on the fitted frame itself (seed-collapsed done runs; small), not on the store
-# token: a new queued or running record changes the token but not the fits, which stay cached.
-
-
-@st.cache_data(show_spinner="Fitting the iso-budget curves...", max_entries=32)
-def _iso_fits(points: pl.DataFrame, metric: str, x: str) -> list:
-    return data.iso_fits(points, x, metric)
-
-
-def iso_fits(task: str, metric: str, x: str) -> list:
-    return _iso_fits(fit_frame(task, metric), metric, x)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _pareto(points: pl.DataFrame, metric: str, cost: str):
-    return data.pareto(points, cost, metric)
-
-
-def pareto(task: str, metric: str, cost: str):
-    return _pareto(fit_frame(task, metric), metric, cost)
-
-
-@st.cache_data(show_spinner="Fitting the scaling law...", max_entries=16)
-def _scaling(points: pl.DataFrame, metric: str):
-    from elm_core.analysis import fit_scaling_law
-
-    try:
-        return fit_scaling_law(points, metric=metric)
-    except ValueError as exc:
-        return str(exc)
-
-
-def scaling(task: str, metric: str):
-    """A ScalingFit, or the reason there is none (a string)."""
-    return _scaling(fit_frame(task, metric), metric)
-
-
-@st.cache_data(show_spinner="Fitting the capacity model...", max_entries=16)
-def _capacity(points: pl.DataFrame, metric: str):
-    from elm_core.analysis import fit_capacity_model
-
-    try:
-        return fit_capacity_model(points, metric=metric)
-    except ValueError as exc:
-        return str(exc)
-
-
-def capacity(task: str, metric: str):
-    """A CapacityFit, or the reason there is none (a string)."""
-    return _capacity(fit_frame(task, metric), metric)
-
-
-@st.cache_data(show_spinner="Ranking the next runs...", max_entries=16)
-def _suggestions(points: pl.DataFrame, metric: str, n: int) -> pl.DataFrame | str:
-    from elm_core.analysis import suggest_next_runs
-
-    try:
-        return suggest_next_runs(points, x="d_m", metric=metric, n=n)
-    except ValueError as exc:
-        return str(exc)
-
-
-def suggestions(task: str, metric: str, n: int = 5) -> pl.DataFrame | str:
-    return _suggestions(fit_frame(task, metric), metric, n)
+def fit_frame(task: str, metric: str, path: str | None = None) -> pl.DataFrame:
+    """Done runs of `task`, seeds collapsed, grouped by budget."""
+    return _fit_frame(*token(path), task, metric)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -193,7 +84,59 @@ def _history(path: str, state: str, run_id: str) -> pl.DataFrame:
 
 
 def history(run_id: str) -> pl.DataFrame:
+    """Every record of one run (its status changes), oldest first."""
     return _history(*token(), run_id)
+
+
+# --- the fits, keyed on the frame they fit ----------------------------------------------------------
+
+
+@st.cache_data(show_spinner="Fitting the iso-budget curves...", max_entries=32)
+def _iso_fits(points: pl.DataFrame, metric: str, x: str) -> list[IsoFit] | fits.NoFit:
+    return fits.iso_fits(points, x, metric)
+
+
+def iso_fits(task: str, metric: str, x: str, path: str | None = None) -> list[IsoFit] | fits.NoFit:
+    return _iso_fits(fit_frame(task, metric, path), metric, x)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _pareto(points: pl.DataFrame, metric: str, cost: str) -> ParetoResult | fits.NoFit:
+    return fits.pareto(points, cost, metric)
+
+
+def pareto(task: str, metric: str, cost: str, path: str | None = None) -> ParetoResult | fits.NoFit:
+    return _pareto(fit_frame(task, metric, path), metric, cost)
+
+
+@st.cache_data(show_spinner="Fitting the scaling law...", max_entries=16)
+def _scaling(points: pl.DataFrame, metric: str) -> ScalingFit | fits.NoFit:
+    return fits.scaling(points, metric)
+
+
+def scaling(task: str, metric: str, path: str | None = None) -> ScalingFit | fits.NoFit:
+    return _scaling(fit_frame(task, metric, path), metric)
+
+
+@st.cache_data(show_spinner="Fitting the capacity model...", max_entries=16)
+def _capacity(points: pl.DataFrame, metric: str) -> CapacityFit | fits.NoFit:
+    return fits.capacity(points, metric)
+
+
+def capacity(task: str, metric: str, path: str | None = None) -> CapacityFit | fits.NoFit:
+    return _capacity(fit_frame(task, metric, path), metric)
+
+
+@st.cache_data(show_spinner="Ranking the next runs...", max_entries=16)
+def _suggestions(points: pl.DataFrame, metric: str, n: int) -> pl.DataFrame | fits.NoFit:
+    return fits.suggestions(points, metric, n)
+
+
+def suggestions(task: str, metric: str, n: int = 5, path: str | None = None) -> pl.DataFrame | fits.NoFit:
+    return _suggestions(fit_frame(task, metric, path), metric, n)
+
+
+# --- outside the store ------------------------------------------------------------------------------
 
 
 @st.cache_data(show_spinner=False, ttl=3)
@@ -207,9 +150,10 @@ def health() -> dict[str, Any]:
     return _health(str(s.home), s.broker_url or "")
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32, ttl=60)
 def task_info(name: str, data_dir: str, options: str = "{}") -> data.TaskInfo:
-    """Sizes of a task (n_in, n_out, kind, metric); fallback sizes when its files are absent."""
+    """Sizes of a task (n_in, n_out, kind, metric); fallback sizes when its files are absent. Lives a
+    minute (ttl): a data set fetched while the server runs becomes queueable without a restart."""
     from elm_core.data import get_task, task_availability
 
     why = task_availability(data_dir).get(name)
@@ -223,45 +167,3 @@ def task_info(name: str, data_dir: str, options: str = "{}") -> data.TaskInfo:
     kind = "spike" if "shd" in name or "adding" in name else "char"
     return data.TaskInfo(name, n_in, n_out, kind, "accuracy" if kind == "spike" else "bpc",
                          1000 if "adding" in name else (500 if kind == "spike" else None), False, why)
-
-
-# --- the current view: what the sidebar's link and report show ------------------------------------
-
-
-def begin_view(title: str, page: str) -> None:
-    st.session_state["_view"] = {"title": title, "page": page, "figures": [], "tables": [], "settings": {}}
-
-
-def view() -> dict[str, Any]:
-    if "_view" not in st.session_state:
-        begin_view("ELM Lab", "")
-    return st.session_state["_view"]
-
-
-def _put(items: list, caption: str, value: object) -> None:
-    """Add (caption, value), replacing an entry with the same caption (fragments rerun)."""
-    for i, (c, _) in enumerate(items):
-        if c == caption:
-            items[i] = (caption, value)
-            return
-    items.append((caption, value))
-
-
-def add_figure(caption: str, fig: go.Figure) -> None:
-    _put(view()["figures"], caption, fig)
-
-
-def add_table(caption: str, frame: pl.DataFrame) -> None:
-    _put(view()["tables"], caption, frame)
-
-
-def add_settings(**values: Any) -> None:
-    view()["settings"].update(values)
-
-
-def share_url() -> str:
-    """The URL of this view: the page's address and its query parameters (the bound widgets)."""
-    base = (st.context.url or "").split("?")[0]
-    params = st.query_params
-    query = urlencode([(k, v) for k in params for v in params.get_all(k)])
-    return f"{base}?{query}" if query else base

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, data, report, state
+from app import actions, current, frames, report, state
 
 st.set_page_config(page_title="ELM Lab", page_icon=":material/hub:", layout="wide")
 
@@ -31,21 +31,21 @@ with st.sidebar:
 
     @st.fragment(run_every=5)
     def store_status() -> None:
-        counts = data.status_counts(state.runs())
+        counts = frames.status_counts(state.runs())
         st.caption("Store: " + (" · ".join(f"{n} {s}" for s, n in counts.items() if n) or "empty"))
 
     store_status()
 
-state.begin_view(page.title, page.url_path)
+current.begin(page.title, page.url_path)
 page.run()
 
 with st.sidebar:
     st.divider()
     st.markdown("**Share this view**")
-    url = state.share_url()
+    url = current.share_url()
     st.code(url or "(the address of this page)", language=None, wrap_lines=True)
     st.caption("The link reproduces this page with its settings.")
-    view = state.view()
+    view = current.get()
     if view["figures"] or view["tables"]:
         stamp = state.token()[1]
 

@@ -10,7 +10,7 @@ import polars as pl
 import streamlit as st
 from pydantic import ValidationError
 
-from app import actions, data, state
+from app import actions, frames, state, text
 
 NOTE = {"delta_color": "off", "delta_arrow": "off"}  # st.metric's delta used as a plain note
 RUN_PAGE = "views/run.py"
@@ -29,7 +29,6 @@ def run_action(what: str, fn: Callable[[], Any]) -> Any:
     """Run a mutating action and keep its outcome for the next rerun (flash); None on failure."""
     try:
         out = fn()
-        state.want_fresh()
     except actions.ReadOnlyError as exc:
         flash("error", str(exc))
     except ValueError as exc:
@@ -42,16 +41,16 @@ def run_action(what: str, fn: Callable[[], Any]) -> Any:
     return None
 
 
-def flash(kind: str, text: str, run_ids: Sequence[str] = ()) -> None:
-    st.session_state["_flash"] = (kind, text, list(run_ids))
+def flash(kind: str, message: str, run_ids: Sequence[str] = ()) -> None:
+    st.session_state["_flash"] = (kind, message, list(run_ids))
 
 
 def show_flash() -> None:
     item = st.session_state.pop("_flash", None)
     if not item:
         return
-    kind, text, run_ids = item
-    getattr(st, kind)(text)
+    kind, message, run_ids = item
+    getattr(st, kind)(message)
     if run_ids:
         st.page_link(RUNS_PAGE, label=f"Watch {len(run_ids)} run(s) on the Runs page", icon=":material/monitoring:")
 
@@ -73,7 +72,7 @@ def first_screen(where: str) -> None:
     f = actions.FIRST_SWEEP
     label = "Queue a first iso-budget sweep (small preset, bundled corpus)"
     if cols[1].button(label, key=f"{where}_first_sweep",
-                      help=f"{len(f['d_m'])} runs at {data.human(f['budget'])} parameters, d_m in {list(f['d_m'])}, "
+                      help=f"{len(f['d_m'])} runs at {text.human(f['budget'])} parameters, d_m in {list(f['d_m'])}, "
                            "about a minute each on a laptop CPU."):
         ids = run_action("Queue", actions.queue_first_sweep)
         if ids:
@@ -100,20 +99,15 @@ def broker_banner(health: dict[str, Any]) -> None:
 
 def task_picker(frame: pl.DataFrame, key: str = "task") -> str | None:
     """The tasks present in the store, the one with most finished runs first (bound to the URL)."""
-    tasks = data.tasks_by_done(frame)
+    tasks = frames.tasks_by_done(frame)
     if not tasks:
         return None
     return st.selectbox("Task", tasks, key=key, bind="query-params")
 
 
 def metric_picker(key: str = "metric") -> str:
-    return st.selectbox("Metric", list(data.METRICS), key=key, format_func=lambda m: data.METRICS[m],
+    return st.selectbox("Metric", list(text.METRICS), key=key, format_func=lambda m: text.METRICS[m],
                         bind="query-params")
-
-
-def metric_name(frame: pl.DataFrame, task: str | None) -> str:
-    names = frame.filter(pl.col("task") == task)["metric_name"].drop_nulls().unique().to_list() if task else []
-    return names[0] if names else "bpc"
 
 
 def open_runs(run_ids: Sequence[str], label: str | None = None) -> None:

@@ -8,10 +8,10 @@ import json
 import polars as pl
 import streamlit as st
 
-from app import actions, data, figures, state, ui
+from app import actions, current, data, figures, fits, state, text, ui
 from elm_core.data import TASKS
 from elm_core.spec import PRESETS, RunSpec
-from elm_core.sweeps import new_sweep_id
+from elm_core.sweeps import iso_sweep, ladder_sweep, new_sweep_id
 
 PRESET_BUDGET = {"small": 60_000, "enwik8-paper": 3_500_000, "adding-small": 40_000, "shd-adding-paper": 77_000}
 BUDGET_STEPS = sorted({int(m * 10**e) for e in range(3, 9) for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)})
@@ -95,7 +95,7 @@ budget = c_number.number_input("Budget (parameters)", min_value=1_000, max_value
                                value=default_budget(task, preset), key="budget", bind="query-params",
                                on_change=on_budget_number)
 c_slider.select_slider("Budget (log scale)", options=BUDGET_STEPS, value=nearest_step(budget), key="budget_slider",
-                       format_func=data.human, on_change=on_budget_slider)
+                       format_func=text.human, on_change=on_budget_slider)
 
 # --- allocation -------------------------------------------------------------------------------------
 mode = st.segmented_control(
@@ -147,21 +147,22 @@ def show_design(design: data.Design) -> float:
     m[2].metric("d_m", cfg.d_m)
     m[3].metric("k_e (complexity)", f"{design.k_e:,}")
     m[4].metric("k_c (connectivity)", f"{design.k_c:,}", f"{cfg.d_tree} x {cfg.d_brch}", **ui.NOTE)
-    m[5].metric("FLOPs per step", data.human(design.flops), "forward, per sample", **ui.NOTE)
+    m[5].metric("FLOPs per step", text.human(design.flops), "forward, per sample", **ui.NOTE)
     seconds, basis = data.estimate_seconds(runs, design)
-    fits = state.iso_fits(task, "test_metric", "d_m") if runs.height and task in runs["task"].to_list() else []
-    prediction = data.predicted_metric(fits, design)
+    iso = (state.iso_fits(task, "test_metric", "d_m") if runs.height and task in runs["task"].to_list()
+           else fits.NoFit("no runs of this task"))
+    prediction = data.predicted_metric(iso, design)
     e = st.columns(3)
-    e[0].metric("Estimated run time", data.duration(seconds), basis, **ui.NOTE)
-    e[1].metric("Training tokens", data.human(design.train_tokens),
+    e[0].metric("Estimated run time", text.duration(seconds), basis, **ui.NOTE)
+    e[1].metric("Training tokens", text.human(design.train_tokens),
                 f"{design.protocol.get('steps') or design.protocol.get('epochs')} "
                 f"{'steps' if info.kind == 'char' else 'epochs'}", **ui.NOTE)
-    law = state.scaling(task, "test_metric") if prediction is None and fits else None
+    law = state.scaling(task, "test_metric") if prediction is None and not isinstance(iso, fits.NoFit) else None
     if prediction is not None:
         value, fit = prediction
         e[2].metric(f"Predicted test {info.metric_name}", f"{value:.3f}",
-                    f"iso-budget fit of {fit.n_points} runs at {data.human(fit.budget)}", **ui.NOTE)
-    elif law is not None and not isinstance(law, str):
+                    f"iso-budget fit of {fit.n_points} runs at {text.human(fit.budget)}", **ui.NOTE)
+    elif law is not None and not isinstance(law, fits.NoFit):
         value = float(law.predict(cfg.n_neurons, design.k_e, design.k_c))
         e[2].metric(f"Predicted test {info.metric_name}", f"{value:.3f}", f"scaling-law fit of {law.n_runs} runs",
                     **ui.NOTE)
@@ -181,9 +182,9 @@ def show_design(design: data.Design) -> float:
     right.caption(f"Per hidden neuron: k_c = d_tree x d_brch = {design.k_c:,} synapse weights; k_e = {design.k_e:,} "
                   f"(MLP {cfg.d_tree + cfg.d_m} -> {cfg.d_mlp_eff} -> {cfg.d_m}, memory readout). "
                   f"Readout: {info.n_out} ELM neurons and a dense {info.n_out} x {info.n_out} layer.")
-    state.add_figure("Iso-budget position", alloc_fig)
-    state.add_figure("Parameter breakdown", parts_fig)
-    state.add_settings(task=task, preset=preset, budget=int(budget), mode=mode, **cfg.to_dict())
+    current.add_figure("Iso-budget position", alloc_fig)
+    current.add_figure("Parameter breakdown", parts_fig)
+    current.add_settings(task=task, preset=preset, budget=int(budget), mode=mode, **cfg.to_dict())
     return seconds
 
 
@@ -224,7 +225,7 @@ def show_queue(design: data.Design, seconds: float) -> None:
     q1, q2, q3 = st.columns(3)
     with q1:
         st.markdown("**This run**")
-        st.caption(f"{len(seeds)} seed(s), about {data.duration(seconds * len(seeds))} of compute.")
+        st.caption(f"{len(seeds)} seed(s), about {text.duration(seconds * len(seeds))} of compute.")
         if st.button("Queue this run", key="queue_run", type="primary", icon=":material/play_arrow:"):
             sweep = new_sweep_id("run")
             queue("Queue this run",
@@ -233,23 +234,23 @@ def show_queue(design: data.Design, seconds: float) -> None:
         st.markdown("**Iso-budget sweep** (this budget, several d_m; N follows)")
         dm_text = st.text_input("d_m values", "1, 2, 4, 8, 16, 32", key="sweep_dm", bind="query-params")
         if st.button("Queue an iso-budget sweep", key="queue_sweep", icon=":material/stacked_line_chart:"):
-            queue("Iso-budget sweep", lambda: actions.iso_sweep(
-                task, int(budget), data.parse_ints(dm_text, "d_m values"), seeds, **fields))
+            queue("Iso-budget sweep", lambda: iso_sweep(
+                task, int(budget), text.parse_ints(dm_text, "d_m values"), seeds, **fields))
     with q3:
         st.markdown("**Budget ladder** (the iso-budget sweep at several budgets)")
-        default_ladder = ", ".join(data.human(budget * f) for f in (0.25, 0.5, 1, 2, 4))
+        default_ladder = ", ".join(text.human(budget * f) for f in (0.25, 0.5, 1, 2, 4))
         ladder_text = st.text_input("budgets", default_ladder, key="ladder", bind="query-params")
         if st.button("Queue a budget ladder", key="queue_ladder", icon=":material/stairs:"):
-            queue("Budget ladder", lambda: actions.ladder_sweep(
-                task, data.parse_ints(ladder_text, "budgets"), data.parse_ints(dm_text, "d_m values"), seeds,
-                **fields))
+            queue("Budget ladder", lambda: ladder_sweep(
+                task, text.parse_ints(ladder_text, "budgets"), d_m_values=text.parse_ints(dm_text, "d_m values"),
+                seeds=seeds, **fields))
 
 
 try:
-    current = data.make_design(info, budget=int(budget), mode=mode, d_m=int(d_m or 1), n_neurons=int(n_neurons or 1),
-                               d_tree=int(d_tree), d_brch=int(d_brch), preset=preset, l_mlp=int(l_mlp),
-                               overrides=overrides)
+    chosen = data.make_design(info, budget=int(budget), mode=mode, d_m=int(d_m or 1), n_neurons=int(n_neurons or 1),
+                              d_tree=int(d_tree), d_brch=int(d_brch), preset=preset, l_mlp=int(l_mlp),
+                              overrides=overrides)
 except ValueError as exc:
     st.error(f"**This design is not possible:** {ui.explain(exc)}", icon=":material/block:")
 else:
-    show_queue(current, show_design(current))
+    show_queue(chosen, show_design(chosen))

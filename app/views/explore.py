@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import data, figures, state, ui
+from app import current, figures, fits, frames, state, text, ui
 
 VIEWS = {"iso": "Iso-budget curves", "pareto": "Pareto frontier", "axis": "One-axis scaling", "free": "Free axes"}
 
 st.title("Explore the tradeoff")
 ui.show_flash()
 runs = state.runs()
-if runs.height == 0 or data.tasks_by_done(runs) == []:
+if runs.height == 0 or frames.tasks_by_done(runs) == []:
     ui.first_screen("explore")
 else:
     c = st.columns([1, 1, 3])
@@ -22,7 +22,7 @@ else:
         metric = ui.metric_picker()
     view = c[2].segmented_control("View", list(VIEWS), key="view", default="iso", required=True,
                                   format_func=VIEWS.get, bind="query-params") or "iso"
-    mname = ui.metric_name(runs, task)
+    mname = frames.metric_name(runs, task)
     points = state.fit_frame(task, metric)
     o = st.columns(6)
     log_x = o[4].toggle("log x", value=True, key="logx", bind="query-params")
@@ -31,40 +31,40 @@ else:
     reference = None
     if show_ref and o[3].toggle("published sweep", value=task == "enwik8", key="ref", bind="query-params",
                                 help="Overlay the published enwik8 sweep (3.5M parameters, one seed each)."):
-        reference = data.reference_overlay(runs, task)
+        reference = fits.reference_overlay(runs, task)
     settings = {"task": task, "metric": metric, "view": view, "log_x": log_x, "log_y": log_y}
-    fits: list = []
+    iso: list | fits.NoFit = fits.NoFit("not the iso-budget view")
     if view == "iso":
-        x = o[0].selectbox("Allocation axis", list(data.ALLOCATION_LABELS), key="x", bind="query-params",
-                           help=", ".join(data.ALLOCATION_LABELS.values()))
+        x = o[0].selectbox("Allocation axis", list(text.ALLOCATION_LABELS), key="x", bind="query-params",
+                           help=", ".join(text.ALLOCATION_LABELS.values()))
         budgets_all = sorted({int(round(b)) for b in points["iso_budget"].drop_nulls().to_list()})
         budgets = o[1].multiselect("Budgets (empty = all)", budgets_all, key="budgets", bind="query-params",
-                                   format_func=data.human)
+                                   format_func=text.human)
         show_fit = o[2].toggle("fit and optimum", value=True, key="fit", bind="query-params")
-        fits = state.iso_fits(task, metric, x)
+        iso = state.iso_fits(task, metric, x)
         wanted = [b for b in points["iso_budget"].drop_nulls().unique().to_list()
                   if not budgets or int(round(b)) in budgets]
-        fig = figures.iso_figure(points, fits, x=x, metric=metric, metric_name=mname, log_x=log_x, log_y=log_y,
+        fig = figures.iso_figure(points, iso, x=x, metric=metric, metric_name=mname, log_x=log_x, log_y=log_y,
                                  budgets=wanted, reference=reference, show_fit=show_fit)
         settings.update(x=x, budgets=budgets or "all", fit=show_fit)
     elif view == "pareto":
-        cost = o[0].selectbox("Cost", list(data.COST_AXES), key="cost", bind="query-params",
-                              help=", ".join(f"{k}: {v}" for k, v in data.COST_AXES.items()))
+        cost = o[0].selectbox("Cost", list(text.COST_AXES), key="cost", bind="query-params",
+                              help=", ".join(f"{k}: {v}" for k, v in text.COST_AXES.items()))
         result = state.pareto(task, metric, cost)
         fig = figures.pareto_figure(result, metric_name=mname, log_x=log_x, log_y=log_y, reference=reference)
         settings.update(cost=cost)
-        if result is not None:
-            state.add_table("Frontier runs", result.frontier.select(
+        if not isinstance(result, fits.NoFit):
+            current.add_table("Frontier runs", result.frontier.select(
                 [c for c in ("params", "flops_per_step", "wall_time_s", "n_neurons", "d_m", "k_e", "k_c", metric,
                              f"{metric}_std", "n_seeds") if c in result.frontier.columns]))
     elif view == "axis":
-        axis = o[0].selectbox("Axis", list(data.SCALING_AXES), key="axis", bind="query-params",
+        axis = o[0].selectbox("Axis", list(text.SCALING_AXES), key="axis", bind="query-params",
                               help="N, k_e or k_c, with the other two held fixed (claim 1)")
-        fig = figures.axis_figure(points, axis=axis, fixed=data.SCALING_AXES[axis], metric=metric, metric_name=mname,
+        fig = figures.axis_figure(points, axis=axis, fixed=text.SCALING_AXES[axis], metric=metric, metric_name=mname,
                                   log_x=log_x, log_y=log_y)
         settings.update(axis=axis)
     else:
-        numeric = data.numeric_columns(points) or ["params"]
+        numeric = frames.numeric_columns(points) or ["params"]
         fx = o[0].selectbox("x", numeric, key="fx", bind="query-params",
                             index=numeric.index("params") if "params" in numeric else 0)
         fy = o[1].selectbox("y", numeric, key="fy", bind="query-params",
@@ -75,8 +75,8 @@ else:
         settings.update(x=fx, y=fy, colour=color)
 
     event = st.plotly_chart(fig, key="explore_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
-    state.add_figure(VIEWS[view], fig)
-    state.add_settings(**settings)
+    current.add_figure(VIEWS[view], fig)
+    current.add_settings(**settings)
     picked = ui.selected_run_ids(event)
     if picked:
         ui.open_runs(picked, f"Open the {len(picked)} selected run(s)")
@@ -84,26 +84,26 @@ else:
         st.caption("Click a point, or drag a box or lasso, to open its runs. Error bars: standard deviation over "
                    "seeds. Hover for the run's details.")
 
-    if view == "iso" and fits:
+    if view == "iso" and not isinstance(iso, fits.NoFit):
         st.subheader("Optimum per budget")
-        table = data.optima_table(fits)
+        table = fits.optima_table(iso)
         lines = []
         for row in table.iter_rows(named=True):
             ci = (f"{row['ci_low']:.3g} to {row['ci_high']:.3g} (95% bootstrap interval)"
                   if row["ci_low"] == row["ci_low"] else "no interval (too few runs)")
             edge = "" if row["bracketed"] else " **at the edge of the sampled range: not bracketed, extend the sweep**"
-            lines.append(f"- P ≈ **{data.human(row['budget'])}**: optimal {x} ≈ **{row['optimum']:.3g}**, {ci}; "
-                         f"{data.METRICS[metric]} {mname} there ≈ {row['metric_at_optimum']:.4f} "
+            lines.append(f"- P ≈ **{text.human(row['budget'])}**: optimal {x} ≈ **{row['optimum']:.3g}**, {ci}; "
+                         f"{text.METRICS[metric]} {mname} there ≈ {row['metric_at_optimum']:.4f} "
                          f"({row['runs']} configurations){edge}")
         st.markdown("\n".join(lines))
         st.dataframe(table, hide_index=True, key="optima_table")
-        state.add_table(f"Optimum of {x} per budget", table)
+        current.add_table(f"Optimum of {x} per budget", table)
     elif view == "iso" and points.height:
         st.caption("A fit needs at least three distinct allocations at one budget: queue an iso-budget sweep.")
     if points.height:
         shown = points.drop([c for c in ("run_ids", "seeds", "config") if c in points.columns])
-        state.add_table("Configurations (seeds collapsed)", shown.head(2000))
+        current.add_table("Configurations (seeds collapsed)", shown.head(2000))
         with st.expander(f"Data: {points.height:,} configurations (seeds collapsed)"):
             st.dataframe(shown.head(2000), hide_index=True)
     else:
-        st.info(f"No finished runs with the {data.METRICS[metric]} metric for {task} yet.")
+        st.info(f"No finished runs with the {text.METRICS[metric]} metric for {task} yet.")

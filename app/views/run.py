@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import polars as pl
 import streamlit as st
 
-from app import data, figures, state, ui
+from app import current, figures, frames, state, text, ui
 from elm_core.records import RunRecord
 from elm_core.spec import DEFAULT_PRESET, RunSpec
 
@@ -19,14 +18,6 @@ PROTOCOL_FIELDS = ("preset", "steps", "batch_size", "seq_len", "lr", "optimizer"
                    "epochs", "batches_per_epoch", "device", "precision")
 PROVENANCE_FIELDS = ("dataset", "dataset_hash", "device", "host", "worker", "attempt", "code_version", "created_at",
                      "updated_at")
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def protocol(record: RunRecord) -> dict:
@@ -47,8 +38,8 @@ def side_by_side(records: list[RunRecord], fields: tuple[str, ...], source: str 
         for f in fields:
             v = values.get(f)
             if f in ("created_at", "updated_at") and isinstance(v, (int, float)) and v > 1e8:
-                v = dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            out.append(_fmt(v))
+                v = text.timestamp(v)
+            out.append(text.plain(v))
         cols[r.run_id] = out
     return pl.DataFrame(cols)
 
@@ -67,7 +58,7 @@ if runs.height == 0:
 else:
     known = set(runs["run_id"].to_list())
     wanted = [r for r in st.query_params.get_all("runs") if r in known]
-    options = list(dict.fromkeys(wanted + data.latest_ids(runs, 300)))
+    options = list(dict.fromkeys(wanted + frames.latest_ids(runs, 300)))
     info = {r["run_id"]: r for r in runs.filter(pl.col("run_id").is_in(options)).select(
         "run_id", "task", "status", "d_m", "n_neurons", "test_metric").iter_rows(named=True)}
 
@@ -98,7 +89,7 @@ else:
         fig = figures.curves_figure(curve_frame(records), x=cx, metric_name=records[0].metric_name, log_x=log_x,
                                     log_y=log_y)
         st.plotly_chart(fig, key="run_curves")
-        state.add_figure("Learning curves", fig)
+        current.add_figure("Learning curves", fig)
         config = side_by_side(records, CONFIG_FIELDS)
         proto = side_by_side(records, PROTOCOL_FIELDS, source="spec")
         provenance = side_by_side(records, PROVENANCE_FIELDS)
@@ -111,8 +102,8 @@ else:
         right.dataframe(provenance, hide_index=True, key="run_provenance", height=36 * (provenance.height + 1) + 3)
         for caption, table in (("Configuration and results", config), ("Training protocol", proto),
                                ("Provenance", provenance)):
-            state.add_table(caption, table)
-        state.add_settings(runs=", ".join(picked), curve_x=cx)
+            current.add_table(caption, table)
+        current.add_settings(runs=", ".join(picked), curve_x=cx)
         for r in records:
             with st.expander(f"{r.run_id}: full configuration, spec, versions and history"):
                 st.json({"config": r.config, "spec": r.spec, "versions": r.versions}, expanded=False)

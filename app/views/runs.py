@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import actions, data, state, ui
+from app import actions, current, frames, state, text, ui
 
 COLUMNS = {
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
@@ -39,15 +39,15 @@ else:
                        .unique(maintain_order=True).head(200).to_list()]]
     sweep = f3.selectbox("Sweep", sweeps, key="filter_sweep", bind="query-params")
     live = f4.toggle("Live refresh", value=True, key="live", help="Refresh every 2 s without reloading the page.")
-    state.add_settings(status=status, task=task, sweep=sweep)
+    current.add_settings(status=status, task=task, sweep=sweep)
 
     @st.fragment(run_every=2 if live else None)
     def live_runs() -> None:
         health = state.health()
         ui.broker_banner(health)
-        frame = data.select(state.runs(), task=None if task == "all" else task, status=status or None,
+        frame = frames.select(state.runs(), task=None if task == "all" else task, status=status or None,
                             sweep=None if sweep == "all" else sweep)
-        counts = data.status_counts(frame)
+        counts = frames.status_counts(frame)
         cols = st.columns(8)
         for col, (name, n) in zip(cols, counts.items(), strict=False):
             col.metric(name, n)
@@ -67,17 +67,17 @@ else:
             p = progress.get(run_id) or {}
             total, step = p.get("total_steps") or 0, p.get("step") or 0
             loss = "-" if p.get("loss") is None else f"{p['loss']:.3f}"
-            text = (f"{run_id}: step {step:,}/{total:,} · loss {loss} · {p.get('tokens_per_s') or 0:,.0f} tokens/s · "
-                    f"ETA {data.duration(p.get('eta_s'))}" + (f" · {p['worker']}" if p.get("worker") else "")
+            line = (f"{run_id}: step {step:,}/{total:,} · loss {loss} · {p.get('tokens_per_s') or 0:,.0f} tokens/s · "
+                    f"ETA {text.duration(p.get('eta_s'))}" + (f" · {p['worker']}" if p.get("worker") else "")
                     ) if total else f"{run_id}: starting"
-            st.progress(min(1.0, step / total) if total else 0.0, text=text)
+            st.progress(min(1.0, step / total) if total else 0.0, text=line)
 
-        table = data.runs_table(frame, progress)
+        table = frames.runs_table(frame, progress)
         st.caption(f"{frame.height:,} run(s) match; the newest {table.height:,} are listed. "
                    "Select rows to act on them.")
         event = st.dataframe(table, key="runs_table", on_select="rerun", selection_mode="multi-row",
                              hide_index=True, column_config=COLUMNS, height=420)
-        state.add_table("Runs", table)
+        current.add_table("Runs", table)
         rows = event.selection.rows if event is not None else []
         chosen = table[rows] if rows else table.clear()
         if chosen.height == 0:

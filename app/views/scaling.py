@@ -7,7 +7,8 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
-from app import actions, data, figures, state, ui
+from app import actions, current, figures, fits, frames, state, text, ui
+from elm_core.analysis import IsoFit
 from elm_core.spec import RunSpec
 from elm_core.sweeps import new_sweep_id
 
@@ -16,10 +17,9 @@ ui.show_flash()
 runs = state.runs()
 
 
-def optima_points(fits: list) -> pl.DataFrame:
-    return pl.DataFrame({"budget": [f.budget for f in fits], "value": [f.optimum for f in fits],
-                         "lo": [f.ci[0] for f in fits], "hi": [f.ci[1] for f in fits]},
-                        schema={"budget": pl.Float64, "value": pl.Float64, "lo": pl.Float64, "hi": pl.Float64})
+def optima_points(iso: list[IsoFit] | fits.NoFit) -> pl.DataFrame:
+    """The iso-budget optima from the data as the optimum figure's markers (no rows without a fit)."""
+    return fits.optima_table(iso).select("budget", value="optimum", lo="ci_low", hi="ci_high")
 
 
 def params_table(fit) -> pl.DataFrame:
@@ -40,13 +40,13 @@ def spec_fields(task: str) -> dict:
 
 
 def show(task: str, metric: str) -> None:
-    mname = ui.metric_name(runs, task)
+    mname = frames.metric_name(runs, task)
     points = state.fit_frame(task, metric)
     budgets = sorted({float(b) for b in points["iso_budget"].drop_nulls().to_list()}) if points.height else []
     fit = state.scaling(task, metric)
     cap = state.capacity(task, metric)
-    if isinstance(fit, str):
-        st.info(f"No scaling-law fit for {task} yet ({fit}). It needs finished runs at several allocations, "
+    if isinstance(fit, fits.NoFit):
+        st.info(f"No scaling-law fit for {task} yet ({fit.reason}). It needs finished runs at several allocations, "
                 "best at several budgets: queue a budget ladder on the Design page.")
     else:
         st.subheader("The fitted surface")
@@ -59,18 +59,18 @@ def show(task: str, metric: str) -> None:
         right.dataframe(table, hide_index=True, key="scaling_params")
         right.caption(f"{fit.n_runs} configurations; RMSE {fit.rmse:.4f}; residual sd of log L {fit.sigma_log:.3f}. "
                       "95% intervals from a pairs bootstrap. Details: docs/analysis.md.")
-        state.add_figure("Fitted surface", surface)
-        state.add_table("Scaling-law parameters", table)
+        current.add_figure("Fitted surface", surface)
+        current.add_table("Scaling-law parameters", table)
 
         lo, hi = (min(budgets), max(budgets)) if budgets else fit.budget_range
         grid = np.geomspace(max(lo / 3, 1.5 * fit.overhead), hi * 30, 24)
         series = {"scaling law": fit.optimal_allocation(grid)}
-        if not isinstance(cap, str):
+        if not isinstance(cap, fits.NoFit):
             series["capacity model"] = cap.optimal_allocation(grid)
         opt_fig = figures.optimum_figure(series, {"n_neurons": optima_points(state.iso_fits(task, metric, "n_neurons")),
                                                   "k_e": optima_points(state.iso_fits(task, metric, "k_e"))})
         st.plotly_chart(opt_fig, key="scaling_optimum")
-        state.add_figure("Optimal allocation against budget", opt_fig)
+        current.add_figure("Optimal allocation against budget", opt_fig)
         laws = fit.power_laws(grid)
         st.caption("Power laws of the optimum: " + "; ".join(
             f"{r['quantity']}* ∝ P^{r['exponent']:.2f} [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]"
@@ -81,7 +81,7 @@ def show(task: str, metric: str) -> None:
                             value=int(hi * 2), step=1_000, key="predict", bind="query-params")
         row = fit.predict_budget(float(p)).row(0, named=True)
         c = st.columns(4)
-        c[0].metric(f"Predicted {data.METRICS[metric]} {mname}", f"{row['metric']:.4f}",
+        c[0].metric(f"Predicted {text.METRICS[metric]} {mname}", f"{row['metric']:.4f}",
                     f"95% CI {row['ci_lo']:.4f} to {row['ci_hi']:.4f}", **ui.NOTE)
         c[1].metric("One new run would land in", f"{row['pi_lo']:.3f} to {row['pi_hi']:.3f}", "95% prediction interval",
                     **ui.NOTE)
@@ -91,11 +91,11 @@ def show(task: str, metric: str) -> None:
                     **ui.NOTE)
         if not budgets or p > 10 * max(budgets) or p < min(budgets) / 10:
             st.caption("This budget lies far outside the runs: the prediction is an extrapolation.")
-        state.add_settings(task=task, metric=metric, predict_budget=int(p))
+        current.add_settings(task=task, metric=metric, predict_budget=int(p))
 
     st.subheader("Capacity model beside the data")
-    if isinstance(cap, str):
-        st.info(f"No capacity-model fit yet ({cap}).")
+    if isinstance(cap, fits.NoFit):
+        st.info(f"No capacity-model fit yet ({cap.reason}).")
     else:
         st.caption("Our closed-form model (not the paper's): per-neuron SNR saturating in k_e and k_c, effective "
                    "neurons N_0 ln(1 + N / N_0), loss a power law of the capacity.")
@@ -107,17 +107,17 @@ def show(task: str, metric: str) -> None:
             "abs_residual", descending=True).head(3)
         misses = ", ".join(f"N={r['n_neurons']}, k_e={r['k_e']} ({r['residual']:+.3f})"
                            for r in worst.iter_rows(named=True))
-        versus = f" (scaling law: {fit.rmse:.4f})" if not isinstance(fit, str) else ""
+        versus = f" (scaling law: {fit.rmse:.4f})" if not isinstance(fit, fits.NoFit) else ""
         right.caption(f"RMSE {cap.rmse:.4f}{versus}. Largest misses: {misses}.")
-        state.add_figure("Capacity model beside the data", cap_fig)
+        current.add_figure("Capacity model beside the data", cap_fig)
 
     st.subheader("Suggested next runs")
     sugg = state.suggestions(task, metric)
-    if isinstance(sugg, str) or sugg.height == 0:
+    if isinstance(sugg, fits.NoFit):
         st.info("No suggestions yet: they need an iso-budget group with at least three allocations.")
         return
     st.dataframe(sugg, hide_index=True, key="suggestions_table")
-    state.add_table("Suggested next runs", sugg)
+    current.add_table("Suggested next runs", sugg)
     if actions.read_only():
         return
     seeds = st.number_input("Seeds per suggestion", 1, 10, 1, key="suggest_seeds")
@@ -136,7 +136,7 @@ def show(task: str, metric: str) -> None:
         st.rerun()
 
 
-if runs.height == 0 or not data.tasks_by_done(runs):
+if runs.height == 0 or not frames.tasks_by_done(runs):
     ui.first_screen("scaling")
 else:
     c = st.columns([1, 1, 2])

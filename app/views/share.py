@@ -8,7 +8,7 @@ import io
 import polars as pl
 import streamlit as st
 
-from app import data, figures, report, state, ui
+from app import current, figures, fits, frames, report, state, text, ui
 
 st.title("Share and export")
 st.markdown(
@@ -21,29 +21,29 @@ if runs.height == 0:
     ui.first_screen("share")
 else:
     st.subheader("A report of one task")
-    tasks = data.tasks_by_done(runs)
+    tasks = frames.tasks_by_done(runs)
     c = st.columns(3)
     task = c[0].selectbox("Task", tasks, key="task", bind="query-params")
-    metric = c[1].selectbox("Metric", list(data.METRICS), key="metric", format_func=data.METRICS.get,
+    metric = c[1].selectbox("Metric", list(text.METRICS), key="metric", format_func=text.METRICS.get,
                             bind="query-params")
-    x = c[2].selectbox("Allocation axis", list(data.ALLOCATION_LABELS), key="x", bind="query-params")
-    mname = ui.metric_name(runs, task)
-    url = state.share_url()
+    x = c[2].selectbox("Allocation axis", list(text.ALLOCATION_LABELS), key="x", bind="query-params")
+    mname = frames.metric_name(runs, task)
+    url = current.share_url()
 
     points = state.fit_frame(task, metric)
-    fits = state.iso_fits(task, metric, x)
-    figs = [("Iso-budget curves", figures.iso_figure(points, fits, x=x, metric=metric, metric_name=mname)),
+    iso = state.iso_fits(task, metric, x)
+    figs = [("Iso-budget curves", figures.iso_figure(points, iso, x=x, metric=metric, metric_name=mname)),
             ("Pareto frontier", figures.pareto_figure(state.pareto(task, metric, "params"), metric_name=mname))]
     fit = state.scaling(task, metric)
-    if not isinstance(fit, str):
+    if not isinstance(fit, fits.NoFit):
         budgets = sorted({float(b) for b in points["iso_budget"].drop_nulls().to_list()})
         figs.append(("Fitted scaling-law surface", figures.surface_figure(fit, points, metric=metric,
                                                                           metric_name=mname, budgets=budgets)))
-    task_runs = data.select(runs, task=task)
+    task_runs = frames.select(runs, task=task)
     cols = [c for c in ("run_id", "status", "sweep_id", "params", "n_neurons", "d_m", "k_e", "k_c", "d_tree",
                         "d_brch", "seed", "test_metric", "valid_metric", "steps", "wall_time_s", "device", "host",
                         "code_version") if c in task_runs.columns]
-    tables = [("Optimum per budget", data.optima_table(fits)),
+    tables = [("Optimum per budget", fits.optima_table(iso)),
               ("Runs: configuration and provenance", task_runs.select(cols))]
     provenance = {"runs of this task": task_runs.height, "store state": state.token()[1]}
 
@@ -65,7 +65,7 @@ else:
                               key="data_status", bind="query-params")
     fmt = d[3].segmented_control("Format", ["csv", "parquet"], default="csv", required=True, key="fmt",
                                  bind="query-params") or "csv"
-    chosen = data.select(runs, task=None if dtask == "all" else dtask, sweep=None if sweep == "all" else sweep,
+    chosen = frames.select(runs, task=None if dtask == "all" else dtask, sweep=None if sweep == "all" else sweep,
                          status=status or None)
     with_curve = st.toggle("Include learning curves (JSON column)", value=False, key="with_curve")
 
@@ -83,7 +83,7 @@ else:
                        file_name=f"elmlab-runs.{fmt}", icon=":material/table:",
                        mime="text/csv" if fmt == "csv" else "application/vnd.apache.parquet")
     st.dataframe(chosen.head(200), hide_index=True, height=260)
-    state.add_table("Selected runs", chosen.head(1000))
+    current.add_table("Selected runs", chosen.head(1000))
 
 st.subheader("Publish a read-only dashboard")
 st.markdown(

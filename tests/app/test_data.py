@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from app import data
+from app import data, fits, frames, text
 from elm_core.budget import count_params
 
 TEXT = data.TaskInfo("text", 83, 83, "char", "bpc")
@@ -63,24 +63,28 @@ def test_estimate_uses_finished_runs_of_similar_flops():
 
 
 def test_parse_ints():
-    assert data.parse_ints("2, 4 8,4", "d_m") == [2, 4, 8]
-    assert data.parse_ints("15k, 1.5M", "budgets") == [15_000, 1_500_000]
+    assert text.parse_ints("2, 4 8,4", "d_m") == [2, 4, 8]
+    assert text.parse_ints("15k, 1.5M", "budgets") == [15_000, 1_500_000]
     with pytest.raises(ValueError, match="d_m: 'x'"):
-        data.parse_ints("2, x", "d_m")
+        text.parse_ints("2, x", "d_m")
     with pytest.raises(ValueError, match="at least one"):
-        data.parse_ints(" ", "d_m")
+        text.parse_ints(" ", "d_m")
+    with pytest.raises(ValueError, match="budgets: 'inf' is not a finite number"):
+        text.parse_ints("60k, inf", "budgets")
+    assert text.parse_ints(", ".join(text.human(b) for b in (15_000, 60_000, 1_500_000)), "budgets") == [
+        15_000, 60_000, 1_500_000]  # the ladder's default text reads back as the budgets it shows
 
 
 def test_runs_table_merges_live_progress(filled_store):
-    frame = data.prepare_runs(filled_store.runs())
-    table = data.runs_table(frame, {"live-running": {"step": 5, "total_steps": 20, "loss": 3.1, "tokens_per_s": 900.0,
+    frame = frames.prepare_runs(filled_store.runs())
+    table = frames.runs_table(frame, {"live-running": {"step": 5, "total_steps": 20, "loss": 3.1, "tokens_per_s": 900.0,
                                                      "eta_s": 12.0}})
     row = table.filter(pl.col("run_id") == "live-running").row(0, named=True)
     assert (row["progress"], row["loss"], row["eta_s"]) == (0.25, 3.1, 12.0)
     assert table.filter(pl.col("status") == "done")["progress"].to_list()[0] == 1.0
     assert table.columns[:3] == ["run_id", "status", "progress"]
-    assert data.status_counts(frame) == {"queued": 1, "running": 1, "done": 50, "failed": 1, "cancelled": 0}
-    assert data.tasks_by_done(frame) == ["text", "enwik8"]  # most finished runs first
+    assert frames.status_counts(frame) == {"queued": 1, "running": 1, "done": 50, "failed": 1, "cancelled": 0}
+    assert frames.tasks_by_done(frame) == ["text", "enwik8"]  # most finished runs first
 
 
 def test_seeds_collapse_only_within_one_protocol():
@@ -89,7 +93,7 @@ def test_seeds_collapse_only_within_one_protocol():
     rows = [{**base, "run_id": f"r{i}", "seed": seed, "test_metric": 2.0 + 0.01 * i,
              "config": f'{{"d_m": 4, "seed": {seed}}}', "spec": f'{{"lr": {lr}, "run_id": "r{i}", "seed": {seed}}}'}
             for i, (seed, lr) in enumerate([(0, 0.003), (1, 0.003), (0, 0.01)])]
-    points = data.fit_frame(data.prepare_runs(pl.DataFrame(rows)), "test_metric")
+    points = fits.fit_frame(frames.prepare_runs(pl.DataFrame(rows)), "test_metric")
     assert sorted(points["n_seeds"].to_list()) == [1, 2]
 
 

@@ -7,19 +7,19 @@ import plotly.graph_objects as go
 import polars as pl
 import pytest
 
-from app import data, figures
+from app import data, figures, fits, frames
 from elm_core.analysis import fit_capacity_model, fit_scaling_law, load_reference_sweep
 from elm_core.store import Store
 
 
 @pytest.fixture
 def runs(filled_store: Store) -> pl.DataFrame:
-    return data.select(data.prepare_runs(filled_store.runs()), task="text")
+    return frames.select(frames.prepare_runs(filled_store.runs()), task="text")
 
 
 @pytest.fixture
 def points(runs: pl.DataFrame) -> pl.DataFrame:
-    return data.fit_frame(runs, "test_metric")
+    return fits.fit_frame(runs, "test_metric")
 
 
 def names(fig: go.Figure) -> list[str]:
@@ -36,18 +36,18 @@ def test_seeds_collapse_into_error_bars(points: pl.DataFrame):
 
 
 def test_iso_figure_draws_fits_and_optima_with_intervals(points: pl.DataFrame):
-    fits = data.iso_fits(points, "d_m", "test_metric", n_boot=50)
-    assert len(fits) == 3
-    fig = figures.iso_figure(points, fits, x="d_m", metric="test_metric", budgets=[60_000.0])
+    iso = fits.iso_fits(points, "d_m", "test_metric", n_boot=50)
+    assert len(iso) == 3
+    fig = figures.iso_figure(points, iso, x="d_m", metric="test_metric", budgets=[60_000.0])
     fit_lines = [t for t in fig.data if (t.name or "").startswith("fit,")]
     assert len(fit_lines) == 1 and fit_lines[0].line.dash == "dash"
     optimum = [t for t in fig.data if (t.name or "").startswith("optimum")]
     assert len(optimum) == 1 and optimum[0].marker.symbol == "star"
     assert optimum[0].error_x.array[0] >= 0 and optimum[0].error_x.arrayminus[0] >= 0
-    table = data.optima_table(fits)
+    table = fits.optima_table(iso)
     assert table.height == 3 and (table["ci_low"] <= table["optimum"]).all()
     assert table["optimum"].is_sorted()  # the planted surface moves the optimum to larger d_m with budget
-    no_fit = figures.iso_figure(points, fits, x="d_m", metric="test_metric", show_fit=False)
+    no_fit = figures.iso_figure(points, iso, x="d_m", metric="test_metric", show_fit=False)
     assert not [n for n in names(no_fit) if n.startswith("fit")]
 
 
@@ -58,13 +58,13 @@ def test_reference_overlay(points: pl.DataFrame):
 
 
 def test_pareto_figure_has_frontier_line_and_faded_dominated_runs(points: pl.DataFrame):
-    result = data.pareto(points, "params", "test_metric")
+    result = fits.pareto(points, "params", "test_metric")
     fig = figures.pareto_figure(result)
     by_name = {t.name: t for t in fig.data}
     assert by_name["frontier"].line.shape == "hv"
     assert by_name["dominated"].marker.opacity < by_name["on the frontier"].marker.opacity
     assert len(by_name["on the frontier"].x) == result.n_frontier
-    assert figures.pareto_figure(None).layout.annotations  # an explanation, not a blank chart
+    assert figures.pareto_figure(fits.NoFit("no runs")).layout.annotations  # an explanation, not a blank chart
 
 
 def test_axis_figure_groups_by_the_fixed_axes(points: pl.DataFrame):

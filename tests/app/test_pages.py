@@ -21,8 +21,10 @@ FIRST_SCREEN_KEYS = ("import_reference", "first_sweep")
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     st.cache_data.clear()
+    st.cache_resource.clear()
     yield
     st.cache_data.clear()
+    st.cache_resource.clear()
 
 
 def open_page(page: str, query: dict | None = None) -> AppTest:

@@ -1,9 +1,8 @@
-"""The cached runs frame: read once per store state, served stale while a background read catches up."""
+"""The cached runs frame: read once per store state, and a changed store is on the next view."""
 
 from __future__ import annotations
 
-import time
-
+import pytest
 import streamlit as st
 
 from app import state
@@ -17,20 +16,16 @@ def record(run_id: str) -> RunRecord:
                      d_tree=16, d_brch=8, k_e=300, k_c=128, params=20_000)
 
 
-def test_stale_while_revalidate(store: Store):
+def test_runs_frame_is_read_once_per_store_state(store: Store, monkeypatch: pytest.MonkeyPatch):
     st.cache_data.clear()
+    reads = []
+    read = Store.runs
+    monkeypatch.setattr(Store, "runs", lambda self, *a, **k: reads.append(1) or read(self, *a, **k))
     store.put(record("a"))
-    path, first, frame = state.runs_view(str(store.path))
-    assert frame["run_id"].to_list() == ["a"] and first == store.state_token()
-    assert state.runs_view(str(store.path))[1] == first  # unchanged store: the same frame
+    assert state.runs(str(store.path))["run_id"].to_list() == ["a"]
+    assert state.runs(str(store.path))["run_id"].to_list() == ["a"] and len(reads) == 1  # unchanged: cached
     store.put(record("b"))
-    _, token, frame = state.runs_view(str(store.path))
-    assert token == first and frame.height == 1  # served at once from the last read
-    deadline = time.monotonic() + 20
-    while state.runs_view(str(store.path))[1] != store.state_token():
-        assert time.monotonic() < deadline, "the background read never landed"
-        time.sleep(0.02)
-    assert state.runs_view(str(store.path))[2]["run_id"].to_list() == ["a", "b"]
+    assert state.runs(str(store.path))["run_id"].to_list() == ["a", "b"] and len(reads) == 2  # changed: read again
 
 
 def test_dashboard_bench_runs_small(tmp_path):

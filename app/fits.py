@@ -1,0 +1,125 @@
+"""The fits the pages show, on seed-collapsed runs: iso-budget curves, the Pareto frontier, the scaling
+law, the capacity model and the suggested next runs (no Streamlit here; state.py caches them).
+
+Each fit gives back its result or a `NoFit` carrying the reason there is none (too few runs, too few
+allocations, a metric that cannot be fitted), so every page says "no fit" the same way and can show why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from elm_core.analysis import (
+    CapacityFit,
+    IsoFit,
+    ParetoResult,
+    ScalingFit,
+    collapse_seeds,
+    done_runs,
+    fit_capacity_model,
+    fit_iso_budgets,
+    fit_scaling_law,
+    iso_budget_groups,
+    load_reference_sweep,
+    pareto_frontier,
+    suggest_next_runs,
+)
+
+
+@dataclass(frozen=True)
+class NoFit:
+    """No fit, and why (one line, shown to the user)."""
+
+    reason: str
+
+
+NO_RUNS = "no finished runs with this metric"
+
+
+def fit_frame(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """Done runs with `metric`, seeds collapsed (mean, <metric>_std, n_seeds, run_ids), grouped into
+    iso-budget groups (`iso_budget`)."""
+    runs = done_runs(frame, metric) if metric in frame.columns else frame.clear()
+    if runs.height == 0:
+        return runs.with_columns(pl.lit(None, dtype=pl.Float64).alias("iso_budget"),
+                                 pl.lit(None, dtype=pl.UInt32).alias("n_seeds"))
+    if "config_key" in runs.columns:
+        # collapse_seeds groups by the `config` column besides the architecture columns; the seedless
+        # digest of config and spec stands in for the JSON (so runs of different protocols stay apart).
+        runs = runs.drop([c for c in ("config",) if c in runs.columns]).rename({"config_key": "config"})
+    return iso_budget_groups(collapse_seeds(runs))
+
+
+def iso_fits(collapsed: pl.DataFrame, x: str, metric: str, n_boot: int = 200) -> list[IsoFit] | NoFit:
+    """One U-curve fit per iso-budget group with three or more distinct values of `x`."""
+    if collapsed.height == 0 or x not in collapsed.columns:
+        return NoFit(NO_RUNS if collapsed.height == 0 else f"no column {x!r} in the runs")
+    try:
+        fits = fit_iso_budgets(collapsed, x=x, metric=metric, n_boot=n_boot)
+    except ValueError as exc:
+        return NoFit(str(exc))
+    return fits or NoFit(f"an iso-budget fit needs at least three distinct allocations ({x}) at one budget")
+
+
+def pareto(collapsed: pl.DataFrame, cost: str, metric: str) -> ParetoResult | NoFit:
+    """The frontier of `metric` against `cost` (parameters, FLOPs per step or wall time)."""
+    if collapsed.height == 0 or cost not in collapsed.columns:
+        return NoFit(NO_RUNS if collapsed.height == 0 else f"no column {cost!r} in the runs")
+    try:
+        return pareto_frontier(collapsed, x=cost, metric=metric)
+    except ValueError as exc:
+        return NoFit(str(exc))
+
+
+def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
+    """The surface L(N, k_e, k_c) = E + A N^-alpha + B k_e^-beta (+ C k_c^-gamma) over all budgets."""
+    try:
+        return fit_scaling_law(collapsed, metric=metric)
+    except ValueError as exc:
+        return NoFit(str(exc))
+
+
+def capacity(collapsed: pl.DataFrame, metric: str) -> CapacityFit | NoFit:
+    """The closed-form capacity model (per-neuron SNR saturating in k_e and k_c)."""
+    try:
+        return fit_capacity_model(collapsed, metric=metric)
+    except ValueError as exc:
+        return NoFit(str(exc))
+
+
+def suggestions(collapsed: pl.DataFrame, metric: str, n: int = 5) -> pl.DataFrame | NoFit:
+    """The `n` runs (budget, d_m) that would narrow the optimum's interval most, best first."""
+    try:
+        ranked = suggest_next_runs(collapsed, x="d_m", metric=metric, n=n)
+    except ValueError as exc:
+        return NoFit(str(exc))
+    return ranked if ranked.height else NoFit("no iso-budget group with at least three allocations")
+
+
+def optima_table(fits: list[IsoFit] | NoFit) -> pl.DataFrame:
+    """One row per iso-budget fit: the optimum with its interval (no rows without a fit)."""
+    rows = [
+        {
+            "budget": f.budget,
+            "optimum": f.optimum,
+            "ci_low": f.ci[0],
+            "ci_high": f.ci[1],
+            "metric_at_optimum": f.optimum_metric,
+            "bracketed": f.interior,
+            "runs": f.n_points,
+            "note": f.note,
+        }
+        for f in ([] if isinstance(fits, NoFit) else fits)
+    ]
+    schema = {"budget": pl.Float64, "optimum": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+              "metric_at_optimum": pl.Float64, "bracketed": pl.Boolean, "runs": pl.Int64, "note": pl.String}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def reference_overlay(frame: pl.DataFrame, task: str) -> pl.DataFrame:
+    """The published enwik8 sweep for overlay: nothing when it is already in the data shown."""
+    if task == "enwik8" and frame.filter((pl.col("source") == "reference") & (pl.col("task") == task)).height:
+        return pl.DataFrame()
+    return load_reference_sweep()
