@@ -9,9 +9,12 @@ Canonical columns (the store's schema; analysis functions rely on these names):
     n_in, n_out, n_neurons, d_m, l_mlp, d_mlp, d_tree, d_brch, readout_d_m, k_e, k_c,
     params, budget, flops_per_step, seed, metric_name,
     train_metric, valid_metric, test_metric, best_valid_metric,
-    steps, tokens_seen, wall_time_s, device, host, versions, code_version,
-    config, spec, curve, created_at, updated_at, worker, attempt
-`config`, `spec`, `versions` and `curve` are JSON strings in the store.
+    steps, tokens_seen, wall_time_s, test_items, converged, tail_improvement, final_slope, budget_used,
+    baselines, device, host, versions, code_version, config, spec, curve, created_at, updated_at, worker, attempt
+`config`, `spec`, `versions`, `baselines` and `curve` are JSON strings in the store.
+Diagnostics (elm_core.diagnostics): `converged` (None = unknown), `tail_improvement` and `final_slope` from
+the validation curve, `budget_used` = params / budget, `test_items` = targets (characters or samples) the
+test pass saw, `baselines` = the data set's n-gram test BPC by order ("0"-"4"; character tasks only).
 Metrics: `metric_name` is "bpc" (lower is better) or "accuracy" (higher is better).
 """
 
@@ -80,6 +83,12 @@ class RunRecord(BaseModel):
     steps: int = 0
     tokens_seen: int = 0
     wall_time_s: float = 0.0
+    test_items: int | None = None
+    converged: bool | None = None
+    tail_improvement: float | None = None
+    final_slope: float | None = None
+    budget_used: float | None = None
+    baselines: dict[str, float] = Field(default_factory=dict)
 
     # Provenance.
     device: str = ""
@@ -97,7 +106,7 @@ class RunRecord(BaseModel):
     def to_row(self) -> dict[str, Any]:
         """A flat dict for the store: nested fields become JSON strings."""
         row = self.model_dump()
-        for key in ("versions", "config", "spec"):
+        for key in ("versions", "config", "spec", "baselines"):
             row[key] = json.dumps(row[key], sort_keys=True)
         row["curve"] = json.dumps(row["curve"])
         return row
@@ -106,7 +115,7 @@ class RunRecord(BaseModel):
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
         """Inverse of `to_row` (extra store-only columns are ignored)."""
         data = {k: v for k, v in row.items() if k in cls.model_fields}
-        for key in ("versions", "config", "spec", "curve"):
+        for key in ("versions", "config", "spec", "baselines", "curve"):
             if isinstance(data.get(key), str):
                 data[key] = json.loads(data[key])
         return cls.model_validate(data)

@@ -9,6 +9,12 @@ Each returns a list of `RunSpec` (one per value and seed, seeds innermost), ever
 sweep has one, its `budget`. Other RunSpec fields (preset, steps, d_tree, device, ...) pass through
 `spec_fields`. Invalid fields raise ValueError naming the field (as `parse_spec` does); whether a
 configuration fits its budget is checked when the runs are submitted.
+
+`screen(specs, n_in=..., n_out=...)` drops the configurations a sweep should not contain, with the reason:
+fewer than N_MIN hidden neurons, or more than MAX_UNDER_BUDGET of the budget left unspent (whole neurons
+of a large d_m cannot spend a small budget: d_m 64 at 50k parameters buys one neuron and leaves 16% of
+the budget unused). Both would enter an iso-budget fit as a point at the wrong budget or from a
+different regime; `elm_core.analysis` leaves such runs out of fits unless asked (`valid_design`).
 """
 
 from __future__ import annotations
@@ -17,10 +23,44 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from elm_core.budget import count_params
 from elm_core.spec import RunSpec, parse_spec
 
 Axis = Literal["n_neurons", "d_m", "d_brch", "d_tree"]
 AXES: tuple[str, ...] = ("n_neurons", "d_m", "d_brch", "d_tree")
+
+
+# A hidden layer of fewer than 8 neurons is a different kind of model from the rest of an iso-budget curve:
+# each neuron is an eighth or more of the network and the result rests on one connectome draw.
+N_MIN = 8
+MAX_UNDER_BUDGET = 0.05  # a design must spend at least 95% of its budget
+
+
+def design_problem(n_neurons: int, params: int, budget: int | float | None) -> str | None:
+    """Why a configuration does not belong on an iso-budget curve, or None when it does."""
+    if n_neurons < N_MIN:
+        return f"N = {n_neurons} hidden neurons is below the floor of {N_MIN}"
+    if budget and params < (1.0 - MAX_UNDER_BUDGET) * budget:
+        return f"uses {params:,} of {int(budget):,} parameters ({params / budget:.0%}; at least 95% required)"
+    return None
+
+
+def screen(specs: Sequence[RunSpec], *, n_in: int, n_out: int, kind: str = "char"
+           ) -> tuple[list[RunSpec], list[tuple[RunSpec, str]]]:
+    """(kept, skipped with the reason) for a sweep's specs; a spec that cannot be resolved is skipped too."""
+    kept, skipped = [], []
+    for spec in specs:
+        try:
+            cfg = spec.resolve_config(n_in=n_in, n_out=n_out, kind=kind)
+        except ValueError as exc:
+            skipped.append((spec, str(exc)))
+            continue
+        problem = design_problem(cfg.n_neurons, count_params(cfg), spec.budget)
+        if problem is None:
+            kept.append(spec)
+        else:
+            skipped.append((spec, f"d_m {cfg.d_m}, N {cfg.n_neurons}: {problem}"))
+    return kept, skipped
 
 
 def new_sweep_id(kind: str) -> str:

@@ -34,6 +34,8 @@ from torch.nn import functional as F
 from elm_core.budget import count_params, flops_per_step
 from elm_core.config import ELMConfig
 from elm_core.data import get_task
+from elm_core.data.ngram import ngram_baselines
+from elm_core.diagnostics import budget_used, convergence
 from elm_core.fast import clear_workspace
 from elm_core.model import ELMNetwork, ELMState
 from elm_core.records import CurvePoint, RunRecord
@@ -83,8 +85,8 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate_chars(model: ELMNetwork, task, split: str, *, batch_size: int, seq_len: int,
-                   max_chars: int | None, device: torch.device) -> float:
-    """BPC over (the first `max_chars` targets of) a split, the state carried through each stream."""
+                   max_chars: int | None, device: torch.device) -> tuple[float, int]:
+    """(BPC, targets seen) over (the first `max_chars` targets of) a split, the state carried through each stream."""
     was_training = model.training
     model.eval()
     state, total, count = None, 0.0, 0
@@ -96,13 +98,13 @@ def evaluate_chars(model: ELMNetwork, task, split: str, *, batch_size: int, seq_
         if max_chars is not None and count >= max_chars:
             break
     model.train(was_training)
-    return total / max(count, 1) / LN2
+    return total / max(count, 1) / LN2, count
 
 
 @torch.no_grad()
 def evaluate_spikes(model: ELMNetwork, task, split: str, *, batch_size: int, max_samples: int | None,
-                    device: torch.device) -> float:
-    """Accuracy of the last step's prediction over (the first `max_samples` samples of) a split."""
+                    device: torch.device) -> tuple[float, int]:
+    """(accuracy, samples seen) of the last step's prediction over (the first `max_samples` samples of) a split."""
     was_training = model.training
     model.eval()
     correct = count = 0
@@ -113,7 +115,7 @@ def evaluate_spikes(model: ELMNetwork, task, split: str, *, batch_size: int, max
         if max_samples is not None and count >= max_samples:
             break
     model.train(was_training)
-    return correct / max(count, 1)
+    return correct / max(count, 1), count
 
 
 @functools.cache
@@ -259,7 +261,7 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
             now = time.perf_counter()
             valid = None
             if proto["eval_every"] and (step + 1) % proto["eval_every"] == 0 and step + 1 < total_steps:
-                valid = evaluate("valid")
+                valid, _ = evaluate("valid")
                 best_valid = _better(best_valid, valid, task.metric_name)
             if valid is not None or (step + 1) % curve_every == 0 or step == start_step:
                 curve.append(CurvePoint(step=step + 1, tokens=tokens, wall_time_s=round(now - t0, 3),
@@ -271,9 +273,10 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
                 last_ckpt = now
                 _save_checkpoint(ckpt, model, opt, sched, step + 1, state, curve, tokens)
         step = total_steps
-        record.valid_metric = evaluate("valid")
-        record.test_metric = evaluate("test")
+        record.valid_metric, _ = evaluate("valid")
+        record.test_metric, record.test_items = evaluate("test")
         record.best_valid_metric = _better(best_valid, record.valid_metric, task.metric_name)
+        _add_final_point(curve, total_steps, tokens, time.perf_counter() - t0, train_losses, record.valid_metric)
         record.status, record.reason = "done", None
     except _Stop as stop:
         record.status, record.reason = stop.status, stop.reason
@@ -287,6 +290,7 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
     record.tokens_seen = tokens
     record.wall_time_s = round(time.perf_counter() - t0, 3)
     record.curve = curve
+    _diagnose(record, total_steps, task)
     record.updated_at = time.time()
     if on_progress is not None:
         on_progress(_progress(record.steps, total_steps, tokens, curve[-1].train_loss if curve else float("nan"),
@@ -296,14 +300,39 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
     return record
 
 
+def _add_final_point(curve: list[CurvePoint], step: int, tokens: int, wall: float, train_losses: list[float],
+                     valid: float) -> None:
+    """The final evaluation joins the learning curve (a run shorter than eval_every still has one)."""
+    if curve and curve[-1].step == step:
+        curve[-1].valid_metric = valid
+        return
+    loss = curve[-1].train_loss if curve else float("nan")
+    curve.append(CurvePoint(step=step, tokens=tokens, wall_time_s=round(wall, 3), train_loss=loss, valid_metric=valid))
+
+
+def _diagnose(record: RunRecord, total_steps: int, task) -> None:
+    """Convergence from the run's own validation curve, the budget actually used, the data set's baselines."""
+    points = [(c.step, c.valid_metric) for c in record.curve if c.valid_metric is not None]
+    if record.status == "done" and points:
+        conv = convergence([p[0] for p in points], [p[1] for p in points], total_steps, task.metric_name)
+        record.converged, record.tail_improvement, record.final_slope = (
+            conv.converged, conv.tail_improvement, conv.final_slope)
+    record.budget_used = budget_used(record.params, record.budget)
+    if task.kind == "char":
+        try:
+            record.baselines = ngram_baselines(task, ("test",))["test"]
+        except OSError:  # no writable cache folder: the run is still good, only the reference lines are missing
+            record.baselines = {}
+
+
 def _better(best: float | None, value: float, metric: str) -> float:
     if best is None:
         return value
     return min(best, value) if metric == "bpc" else max(best, value)
 
 
-def _evaluator(model, task, proto, device) -> Callable[[str], float]:
-    def evaluate(split: str) -> float:
+def _evaluator(model, task, proto, device) -> Callable[[str], tuple[float, int]]:
+    def evaluate(split: str) -> tuple[float, int]:
         if task.kind == "char":
             limit = proto["eval_chars"] if split == "valid" else proto["test_chars"]
             batch = proto["batch_size"] if split == "valid" else 1  # test: one stream, state carried throughout

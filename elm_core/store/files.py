@@ -50,9 +50,11 @@ class StoreWarning(UserWarning):
 
 
 def _arrow_type(annotation: Any) -> pa.DataType:
-    """int -> int64, float -> float64, anything else (str, Literal, JSON-encoded dict/list) -> string."""
+    """int -> int64, float -> float64, bool -> bool, anything else (str, Literal, JSON dict/list) -> string."""
     args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     args = tuple(a for a in args if a is not type(None))
+    if args == (bool,):
+        return pa.bool_()
     if args == (int,):
         return pa.int64()
     if args == (float,):
@@ -65,7 +67,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 SCHEMA = pa.schema([pa.field(name, ARROW_TYPES[name]) for name in COLUMNS] + [pa.field(DIGEST, pa.string())])
 SMALL_SCHEMA = SCHEMA.append(pa.field("_file", pa.string()))  # rows kept in memory, with their file
-SQL_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR"}
+SQL_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR", pa.bool_(): "BOOLEAN"}
 
 
 def _default_value(name: str) -> Any:
@@ -201,6 +203,8 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
         return pa.types.is_string(actual) or pa.types.is_large_string(actual) or pa.types.is_string_view(actual)
     if expected == pa.int64():
         return pa.types.is_integer(actual)
+    if expected == pa.bool_():
+        return pa.types.is_boolean(actual)
     return pa.types.is_floating(actual) or pa.types.is_integer(actual)
 
 

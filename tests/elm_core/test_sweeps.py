@@ -53,3 +53,21 @@ def test_invalid_sweeps_name_the_field():
         iso_sweep("text", 6e4, [2], n_neurons=5)
     with pytest.raises(ValueError, match="steps"):
         iso_sweep("text", 6e4, [2], steps=0)
+
+
+def test_screen_skips_designs_off_the_curve_with_the_reason():
+    from elm_core.sweeps import N_MIN, screen
+
+    specs = iso_sweep("text", 50_000, [2, 8, 64], preset="small")
+    kept, skipped = screen(specs, n_in=83, n_out=83)
+    assert [s.d_m for s in kept] == [2, 8]
+    ((spec, why),) = skipped
+    assert spec.d_m == 64 and "N 1" in why and f"floor of {N_MIN}" in why
+
+
+def test_screen_skips_a_design_that_leaves_the_budget_unspent():
+    from elm_core.sweeps import design_problem
+
+    assert design_problem(20, 84_000, 100_000) is not None and "84%" in design_problem(20, 84_000, 100_000)
+    assert design_problem(20, 96_000, 100_000) is None
+    assert design_problem(20, 50_000, None) is None  # no budget: nothing to spend

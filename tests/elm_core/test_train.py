@@ -33,6 +33,22 @@ def test_loss_falls_on_the_bundled_corpus():
     assert record.versions["torch"] and record.host and record.device.startswith("cpu")
 
 
+def test_a_run_records_its_diagnostics_and_its_final_validation_point():
+    record = train(RunSpec(**TINY, steps=40, eval_every=1000, budget=None))  # shorter than eval_every
+    assert record.status == "done", record.reason
+    last = record.curve[-1]
+    assert last.step == 40 and last.valid_metric == pytest.approx(record.valid_metric)
+    assert 400 <= record.test_items < 400 + 250  # test_chars (in whole chunks of 250): what the test pass saw
+    assert record.converged is None  # one validation point cannot say whether the curve is flat
+    assert record.budget_used is None  # no budget given
+    assert set(record.baselines) == {"0", "1", "2", "3", "4"}
+    assert record.baselines["0"] == pytest.approx(math.log2(record.n_out), abs=1e-3)
+
+    periodic = train(RunSpec(**TINY, steps=40, eval_every=5))
+    assert periodic.converged is not None and periodic.tail_improvement is not None
+    assert periodic.final_slope is not None
+
+
 def test_a_finished_run_gives_back_the_pooled_scan_buffers():
     from elm_core import fast
 
