@@ -11,7 +11,7 @@ import polars as pl
 
 from elm_core.analysis import normalize_frame
 
-JSON_COLUMNS = ("config", "spec", "versions", "curve")
+JSON_COLUMNS = ("config", "spec", "versions", "curve", "baselines")
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 
