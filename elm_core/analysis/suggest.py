@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from elm_core.analysis.frame import done_runs, neurons_for_budget, resolve_maximize
+from elm_core.analysis.frame import done_runs, resolve_maximize
 from elm_core.analysis.iso import (
     DEFAULT_SMOOTHING,
     _argmin_refined,
@@ -39,6 +39,7 @@ from elm_core.analysis.iso import (
     iso_ensemble,
 )
 from elm_core.analysis.scaling import ScalingFit, _log_surface, fit_scaling_law
+from elm_core.budget import neurons_for_budget
 
 _GEOMETRY = ("l_mlp", "d_mlp", "d_tree", "d_brch")
 _COLUMNS = {
