@@ -50,13 +50,9 @@ def test_interval_widens_when_points_are_removed(ref, ref_fit):
     assert fewer.ci_width_log > full
 
 
-def test_fit_is_reproducible_and_fast(ref, ref_fit):
-    import time
-
-    start = time.perf_counter()
+def test_fit_is_reproducible(ref, ref_fit):
     again = fit_iso(ref, x="d_m", metric="test_metric")
-    assert time.perf_counter() - start < 1.0
-    assert again.ci == ref_fit.ci
+    assert again.ci == ref_fit.ci and again.optimum == ref_fit.optimum
     assert fit_iso(ref, seed=1).ci != ref_fit.ci
 
 
