@@ -179,10 +179,17 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     ]
     for f in fits:
         ci = f"[{_fmt(f.ci[0])}, {_fmt(f.ci[1])}]"
+        note = "not bracketed" if f.extend_toward else f.note
         lines.append(
             f"{(f.task or '-'):<10} {_fmt(f.budget):>12} {f.n_points:>5} {_fmt(f.optimum):>9} "
-            f"{ci:>20} {_fmt(f.optimum_metric):>13}  {f.note}"
+            f"{ci:>20} {_fmt(f.optimum_metric):>13}  {note}"
         )
+    for f in fits:
+        if f.extend_toward:
+            lines.append(
+                f"{f.task or '-'} at {_fmt(f.budget)}: the optimum or its interval reaches the edge of the sampled "
+                f"{args.x}; extend the sweep to {f.extend_toward} {args.x}"
+            )
     return obj, lines
 
 

@@ -83,7 +83,7 @@ def test_monotone_data_flag_an_edge_optimum():
     xs = np.geomspace(4, 120, 8)
     df = pl.DataFrame({"d_m": xs, "test_metric": 1.5 + 0.2 / xs})
     fit = fit_iso(df)
-    assert not fit.interior
+    assert not fit.interior and fit.extend_toward == "larger"
     assert fit.optimum == pytest.approx(120.0)
     assert "bracket" in fit.note
 
@@ -123,3 +123,41 @@ def test_fits_each_budget_and_skips_small_groups():
     assert fits[0].optimum < fits[1].optimum
     d = fits[0].to_dict(curve=True)
     assert set(d) >= {"budget", "optimum", "ci", "n_points", "curve"} and len(d["curve"]["x"]) == len(fits[0].curve_x)
+
+
+def test_noise_free_points_give_a_residual_noise_not_the_curvature():
+    # exact points on the U: neighbouring differences read its curvature as noise (sigma ~0.009 on six)
+    fit = fit_iso(planted(0, np.geomspace(4, 120, 7), noise=0.0))
+    assert fit.sigma_source == "residual" and fit.sigma < 0.003
+    assert fit.ci[0] <= 25.0 <= fit.ci[1]
+    six = fit_iso(planted(0, np.geomspace(4, 120, 6), noise=0.0))  # under one residual dof: no noise level
+    assert six.sigma_source == "none" and np.isnan(six.ci[0]) and "no interval" in six.note
+
+
+def _collapsed(std: np.ndarray, xs: np.ndarray) -> pl.DataFrame:
+    means = planted(0, xs, noise=0.0)["test_metric"]
+    return pl.DataFrame(
+        {"d_m": xs, "test_metric": means, "test_metric_std": std, "n_seeds": np.full(xs.size, 3), "params": 1e6}
+    )
+
+
+def test_seed_noise_is_per_configuration():
+    xs = np.geomspace(4, 120, 10)
+    unstable = np.full(xs.size, 0.002)
+    unstable[-1] = 0.05  # one erratic arm, far from the optimum
+    pooled = np.full(xs.size, float(np.sqrt(np.mean(unstable**2))))
+    own, spread = fit_iso(_collapsed(unstable, xs)), fit_iso(_collapsed(pooled, xs))
+    assert own.sigma_source == spread.sigma_source == "repeated seeds"
+    assert own.sigma == pytest.approx(spread.sigma)  # the same pooled level ...
+    assert own.ci_width_log < 0.5 * spread.ci_width_log  # ... but only the erratic arm is uncertain
+    assert own.ci[0] <= 25.0 <= own.ci[1]
+
+
+def test_an_interval_reaching_the_edge_is_not_bracketed():
+    fit = fit_iso(planted(0, np.geomspace(4, 120, 8), x_star=5.0, noise=0.01))
+    assert fit.ci[0] == pytest.approx(4.0)  # the interval runs into the smallest d_m sampled
+    assert not fit.bracketed and not fit.interior and fit.extend_toward == "smaller"
+    d = fit.to_dict()
+    assert d["bracketed"] is False and d["extend_toward"] == "smaller"
+    assert "extend the sweep to smaller d_m" in fit.note
+    assert fit_iso(planted(0, np.geomspace(4, 120, 12))).to_dict()["bracketed"] is True
