@@ -35,7 +35,8 @@ refines it; pairs bootstrap for intervals (the skeleton shared with the scaling 
 elm_core.analysis.parametric). When the runs leave k_0 or N_0 unidentified (one budget, one k_c:
 in the low-SNR limit c ~ SNR / (2 ln 2) and only A k_0^gamma is fixed), a weak ridge
 10^-3 (log k_0 - log median k_c) and 10^-3 (log N_0 - log median N), added to the log residuals,
-keeps them finite; where the data do pin them it moves nothing.
+keeps them finite; where the data do pin them it moves nothing. A fit that degenerates all the same
+(elm_core.analysis.parametric.degenerate) has status "failed" and a reason.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import numpy as np
 import polars as pl
 
 from elm_core.analysis.frame import hidden_overhead, loss_target, resolve_maximize, seed_weights
-from elm_core.analysis.parametric import bootstrap, fit_quality, interval, nnls_start, refine
+from elm_core.analysis.parametric import bootstrap, degenerate, fit_quality, interval, nnls_start, refine
 
 PARAM_NAMES = ("E", "A", "gamma", "k_0", "N_0")
 _KE_GRID = np.logspace(0, 8, 801)
@@ -111,7 +112,8 @@ class CapacityFit:
 
     model: the point fit; boot: (n_boot, 5) replicate log-parameters; k_c: the median k_c of the
     runs (the default for allocations); overhead: parameters outside the hidden layer;
-    points: the runs with `fitted` and `residual` columns.
+    points: the runs with `fitted` and `residual` columns; status: "ok", or "failed" with the
+    `reason` (parametric.degenerate): then the model and its optima are not to be trusted.
     """
 
     metric: str
@@ -125,6 +127,12 @@ class CapacityFit:
     n_runs: int
     ci_level: float
     points: pl.DataFrame = field(repr=False)
+    status: str = "ok"  # "failed" when the fit degenerated; `reason` says how
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
     def _metric(self, loss: np.ndarray) -> np.ndarray:
         return 1.0 - loss if self.maximize else loss
@@ -184,6 +192,8 @@ class CapacityFit:
             "n_runs": self.n_runs,
             "rmse": self.rmse,
             "sigma_log": self.sigma_log,
+            "status": self.status,
+            "reason": self.reason,
         }
 
 
@@ -270,6 +280,8 @@ def fit_capacity_model(
         return _refine(theta, n[idx], k_e[idx], k_c[idx], ly[idx], sw[idx], ref, max_nfev=30)
 
     boot = bootstrap(refit, runs.height, len(PARAM_NAMES), n_boot, seed)
+    jacobian = sw[:, None] * _log_loss_and_jac(theta, n, k_e, k_c, jac=True)[1]
+    reason = degenerate(PARAM_NAMES, theta, jacobian, n_boot, boot.shape[0])
     sign_pred = 1.0 - pred if maximize else pred
     points = runs.with_columns(
         pl.Series("fitted", sign_pred), pl.Series("residual", runs[metric].cast(pl.Float64).to_numpy() - sign_pred)
@@ -286,4 +298,6 @@ def fit_capacity_model(
         n_runs=runs.height,
         ci_level=ci_level,
         points=points,
+        status="ok" if reason is None else "failed",
+        reason=reason,
     )

@@ -16,6 +16,10 @@ in four steps, each a function here:
   resamples with too few distinct runs (by default fewer than parameters) are skipped and replicates
   with a log-parameter beyond +-MAX_LOG_PARAM have diverged and are dropped.
 - `fit_quality` and `interval`: the residual scale of log L, the RMSE of L, and bootstrap quantiles.
+- `degenerate`: why a fit failed, if it did: a log-parameter at +-MAX_LOG_PARAM (the fit ran to a
+  bound: the runs do not pin it), a Jacobian at the estimate with condition number above
+  MAX_CONDITION (a singular system: some direction of the parameters is not determined), or fewer
+  than MIN_BOOT_FRACTION of the bootstrap replicates surviving (the estimate is not stable).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 MAX_LOG_PARAM = 50.0  # a replicate with a parameter beyond e^+-50 has diverged
+MAX_CONDITION = 1e8  # beyond this the Jacobian's condition number marks a singular system
+MIN_BOOT_FRACTION = 0.5  # a fit whose bootstrap keeps fewer replicates than this has failed
 
 # log_model(theta, jac=False) -> log L (n,); log_model(theta, jac=True) -> (log L (n,), d log L / d theta (n, p))
 LogModel = Callable[..., Any]
@@ -128,3 +134,23 @@ def interval(values: np.ndarray, ci_level: float) -> tuple[np.ndarray, np.ndarra
     a = 1.0 - ci_level
     lo, hi = np.nanquantile(values, [a / 2, 1 - a / 2], axis=0)
     return lo, hi
+
+
+def degenerate(
+    names: tuple[str, ...], theta: np.ndarray, jacobian: np.ndarray, n_boot: int, n_survived: int
+) -> str | None:
+    """The reason the fit at `theta` (log-parameters named `names`) failed, or None (module docstring);
+    `jacobian` is d log L / d theta at the runs."""
+    with np.errstate(all="ignore"):
+        values = np.exp(theta)
+    at_bound = [f"{n} = {v:.3g}" for n, t, v in zip(names, theta, values, strict=True) if not abs(t) < MAX_LOG_PARAM]
+    if at_bound:
+        return f"parameters ran to their bounds ({', '.join(at_bound)}): the runs do not pin them"
+    if not np.all(np.isfinite(jacobian)):
+        return "singular system: the model is not differentiable at the estimate"
+    cond = float(np.linalg.cond(jacobian))
+    if not cond <= MAX_CONDITION:
+        return f"singular system: the runs do not determine every parameter (condition number {cond:.2g})"
+    if n_boot > 0 and n_survived < MIN_BOOT_FRACTION * n_boot:
+        return f"only {n_survived} of {n_boot} bootstrap replicates converged: the estimate is not stable"
+    return None

@@ -23,6 +23,7 @@ N (k_e + k_c), the readout, taken as the runs' median) and N = H / (k_e + k_c),
 on a log grid (k_c within its observed range). When k_e >> k_c the optimum is a power law:
     N* ~ P^(beta / (alpha + beta)),    k_e* ~ P^(alpha / (alpha + beta))      (asymptotic exponents)
 `power_laws` fits N* = G_N P^a and k_e* = G_e P^b over a range of budgets, per bootstrap replicate.
+A fit that degenerates (elm_core.analysis.parametric.degenerate) has status "failed" and a reason.
 """
 
 from __future__ import annotations
@@ -35,10 +36,19 @@ import numpy as np
 import polars as pl
 
 from elm_core.analysis.frame import hidden_overhead, loss_target, resolve_maximize, seed_weights
-from elm_core.analysis.parametric import bootstrap, fit_quality, interval, logsumexp, nnls_start, refine
+from elm_core.analysis.parametric import (
+    bootstrap,
+    degenerate,
+    fit_quality,
+    interval,
+    logsumexp,
+    nnls_start,
+    refine,
+)
 
 _EXP_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
 _KE_GRID = np.logspace(0, 8, 801)  # candidate k_e for the optimum search
+FEW_NEURONS = 8  # default prediction budgets leave the hidden layer at least this many neurons
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +59,9 @@ class ScalingFit:
     boot: (n_boot, n_params) replicate parameters in log form; k_c: the fixed k_c (None when it
     varies; then k_c_range bounds the search); overhead: parameters outside the hidden layer;
     sigma_log: residual standard deviation of log L; rmse: of the metric itself; budget_range:
-    the smallest and largest parameter count among the runs.
+    the smallest and largest parameter count among the runs; status: "ok", or "failed" with the
+    `reason` (parametric.degenerate): then the parameters and everything derived from them are
+    not to be trusted.
     """
 
     metric: str
@@ -66,11 +78,19 @@ class ScalingFit:
     ci_level: float
     seed: int
     budget_range: tuple[float, float] = (1.0, 1.0)
+    smallest_neuron: float = 1.0  # the runs' smallest k_e + k_c
+    status: str = "ok"  # "failed" when the fit degenerated; `reason` says how
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
     # ---- parameters -------------------------------------------------------------------------------
     @property
     def params(self) -> dict[str, float]:
-        return dict(zip(self.names, np.exp(self.theta).tolist(), strict=True))
+        with np.errstate(over="ignore"):  # a failed fit may hold a parameter beyond float range
+            return dict(zip(self.names, np.exp(self.theta).tolist(), strict=True))
 
     @property
     def param_ci(self) -> dict[str, tuple[float, float]]:
@@ -216,8 +236,12 @@ class ScalingFit:
         )
 
     def _default_budgets(self) -> np.ndarray:
+        """9 budgets from a third of the smallest run's (but no lower than the readout's fixed cost
+        plus FEW_NEURONS of the smallest neurons run, below which there is no hidden layer to split)
+        to 30x the largest."""
         lo, hi = self.budget_range
-        return np.geomspace(lo / 3, hi * 30, 9)
+        lo = max(lo / 3, self.overhead + FEW_NEURONS * self.smallest_neuron)
+        return np.geomspace(lo, max(hi * 30, 2 * lo), 9)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -232,6 +256,8 @@ class ScalingFit:
             "rmse": self.rmse,
             "sigma_log": self.sigma_log,
             "asymptotic_exponents": self.asymptotic_exponents(),
+            "status": self.status,
+            "reason": self.reason,
         }
 
 
@@ -307,6 +333,8 @@ def fit_scaling_law(
     n = runs.height
     boot_arr = bootstrap(refit, n, theta.size, n_boot, seed, min_distinct=n_par)
     names = ("E", "A", "alpha", "B", "beta") + (("C", "gamma") if with_kc else ())
+    jacobian = sw[:, None] * _log_surface(theta, ln, lke, lkc, jac=True)[1]
+    reason = degenerate(names, theta, jacobian, n_boot, boot_arr.shape[0])
     params = (
         runs["params"].cast(pl.Float64).drop_nulls() if "params" in runs.columns else pl.Series([], dtype=pl.Float64)
     )
@@ -330,4 +358,7 @@ def fit_scaling_law(
         ci_level=ci_level,
         seed=seed,
         budget_range=budget_range,
+        smallest_neuron=float(np.min(np.exp(lke) + kcv)),
+        status="ok" if reason is None else "failed",
+        reason=reason,
     )

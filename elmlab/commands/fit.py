@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -219,13 +220,14 @@ def _scaling(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str
     from elm_core.analysis import fit_scaling_law
 
     fit = fit_scaling_law(df, args.metric, args.maximize, n_boot=args.n_boot, seed=args.seed)
+    obj = fit.to_dict()
+    lines = [f"scaling law: {obj['form']}  ({fit.n_runs} runs, rmse {_fmt(fit.rmse)})"]
+    lines += _param_lines(obj)
+    if not fit.ok:
+        return {**obj, "optimal_allocation": [], "power_laws": []}, [*lines, _failed_line(fit.reason)]
     alloc = fit.optimal_allocation(_budgets(args, df))
     laws = fit.power_laws()
-    obj = {**fit.to_dict(), "optimal_allocation": _frame_records(alloc), "power_laws": _frame_records(laws)}
-    d = obj
-    lines = [f"scaling law: {d['form']}  ({fit.n_runs} runs, rmse {_fmt(fit.rmse)})"]
-    for k, v in d["params"].items():
-        lines.append(f"  {k:<6} = {_fmt(v['value']):>10}   [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]")
+    obj = {**obj, "optimal_allocation": _frame_records(alloc), "power_laws": _frame_records(laws)}
     lines.append("optimal allocation (95% intervals; metric with a prediction interval for one run):")
     for r in alloc.iter_rows(named=True):
         lines.append(
@@ -242,15 +244,25 @@ def _scaling(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str
     return obj, lines
 
 
+def _param_lines(obj: dict[str, Any]) -> list[str]:
+    params = obj["params"].items()
+    return [f"  {k:<6} = {_fmt(v['value']):>10}   [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]" for k, v in params]
+
+
+def _failed_line(reason: str | None) -> str:
+    return f"fit FAILED: {reason}; no optimal allocation from it (add runs at other budgets and allocations)"
+
+
 def _capacity(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     from elm_core.analysis import fit_capacity_model
 
     fit = fit_capacity_model(df, args.metric, args.maximize, n_boot=args.n_boot, seed=args.seed)
+    obj = fit.to_dict()
+    lines = [f"capacity model (ours): {obj['form']}  ({fit.n_runs} runs, rmse {_fmt(fit.rmse)})", *_param_lines(obj)]
+    if not fit.ok:
+        return {**obj, "optimal_allocation": []}, [*lines, _failed_line(fit.reason)]
     alloc = fit.optimal_allocation(_budgets(args, df))
-    obj = {**fit.to_dict(), "optimal_allocation": _frame_records(alloc)}
-    lines = [f"capacity model (ours): {obj['form']}  ({fit.n_runs} runs, rmse {_fmt(fit.rmse)})"]
-    for k, v in obj["params"].items():
-        lines.append(f"  {k:<6} = {_fmt(v['value']):>10}   [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]")
+    obj = {**obj, "optimal_allocation": _frame_records(alloc)}
     lines.append(f"optimal allocation at k_c = {_fmt(fit.k_c)}:")
     for r in alloc.iter_rows(named=True):
         lines.append(
@@ -291,6 +303,17 @@ _HANDLERS = {"iso": _iso, "pareto": _pareto, "scaling": _scaling, "capacity": _c
 
 def _run(args: argparse.Namespace) -> int:
     df = _load(args)
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # a fit that fails says so in words
+        warnings.simplefilter("ignore", RuntimeWarning)
+        obj, lines = _fit_all(args, df)
+    if args.json:
+        _print_json(obj)
+    else:
+        print("\n".join(lines).rstrip())
+    return 0
+
+
+def _fit_all(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     if args.fit_command:
         obj, lines = _HANDLERS[args.fit_command](args, df)
     else:
@@ -302,8 +325,4 @@ def _run(args: argparse.Namespace) -> int:
                 part, part_lines = {"error": str(exc)}, [f"{name}: not fitted: {exc}"]
             obj[name] = part
             lines += [*part_lines, ""]
-    if args.json:
-        _print_json(obj)
-    else:
-        print("\n".join(lines).rstrip())
-    return 0
+    return obj, lines

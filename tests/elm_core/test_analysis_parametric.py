@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from elm_core.analysis.parametric import bootstrap, interval, logsumexp, nnls_start, refine
+from elm_core.analysis.parametric import bootstrap, degenerate, interval, logsumexp, nnls_start, refine
 
 X = np.geomspace(1, 1000, 30)
 
@@ -59,3 +59,15 @@ def test_interval_and_logsumexp():
     assert lo.shape == (3,) and np.all(np.isnan(lo) & np.isnan(hi))
     t = np.array([[1000.0, -5.0], [1000.0, -7.0]])
     np.testing.assert_allclose(logsumexp(t), [1000.0 + np.log(2.0), np.log(np.exp(-5.0) + np.exp(-7.0))])
+
+
+def test_degenerate_names_each_failure():
+    names = ("E", "A", "alpha")
+    theta = np.log([0.5, 3.0, 0.4])
+    _, jac = power_law(theta, jac=True)
+    assert degenerate(names, theta, jac, n_boot=100, n_survived=90) is None
+    assert "A = " in degenerate(names, np.array([0.0, -60.0, 0.0]), jac, 100, 90)
+    collinear = np.column_stack([jac[:, 0], jac[:, 0], jac[:, 2]])  # E and A move log L alike
+    assert "singular" in degenerate(names, theta, collinear, 100, 90)
+    assert "only 10 of 100 bootstrap replicates" in degenerate(names, theta, jac, 100, 10)
+    assert degenerate(names, theta, jac, n_boot=0, n_survived=0) is None  # no bootstrap asked for
