@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from elm_core.analysis.frame import hidden_overhead, loss_target, resolve_maximize, seed_weights
+from elm_core.analysis.frame import fit_metric, hidden_overhead, loss_target, resolve_maximize, seed_weights
 from elm_core.analysis.parametric import bootstrap, degenerate, fit_quality, interval, nnls_start, refine
 
 PARAM_NAMES = ("E", "A", "gamma", "k_0", "N_0")
@@ -129,6 +129,7 @@ class CapacityFit:
     points: pl.DataFrame = field(repr=False)
     status: str = "ok"  # "failed" when the fit degenerated; `reason` says how
     reason: str | None = None
+    test_model: CapacityModel | None = None  # the model through test_metric, when `metric` is another
 
     @property
     def ok(self) -> bool:
@@ -165,7 +166,7 @@ class CapacityFit:
 
     def optimal_allocation(self, budget: Any, k_c: float | None = None) -> pl.DataFrame:
         """Per total budget P: the model's optimum n_neurons, k_e (with bootstrap intervals *_lo,
-        *_hi) and the metric there."""
+        *_hi) and the metric there; with a `test_model`, test_metric: its value at that optimum."""
         k_c = self.k_c if k_c is None else k_c
         budgets = np.atleast_1d(np.asarray(budget, float))
         hidden = np.maximum(budgets - self.overhead, 1.0)
@@ -179,6 +180,8 @@ class CapacityFit:
         if self.maximize:
             lo, hi = hi, lo
         cols["metric"], cols["metric_lo"], cols["metric_hi"] = self._metric(loss), self._metric(lo), self._metric(hi)
+        if self.test_model is not None:
+            cols["test_metric"] = self._metric(self.test_model.loss(n, ke, k_c))
         return pl.DataFrame(cols)
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,14 +255,18 @@ def _refine(theta0, n, k_e, k_c, ly, sw, ref: np.ndarray, max_nfev: int = 100) -
 
 def fit_capacity_model(
     df: pl.DataFrame,
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     n_boot: int = 200,
     seed: int = 0,
     ci_level: float = 0.95,
 ) -> CapacityFit:
-    """Fit the capacity model to the done runs (raw or seed-collapsed; module docstring)."""
+    """Fit the capacity model to the done runs (raw or seed-collapsed; module docstring).
+
+    `metric` defaults to valid_metric (test_metric where the runs have none; frame.fit_metric); fitting
+    another metric also fits test_metric (no bootstrap) as `test_model`, to report it at the optimum."""
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs, y = loss_target(df, metric, maximize)
     if runs.height < len(PARAM_NAMES) + 1:
@@ -300,4 +307,15 @@ def fit_capacity_model(
         points=points,
         status="ok" if reason is None else "failed",
         reason=reason,
+        test_model=_test_model(df, metric, maximize, seed),
     )
+
+
+def _test_model(df: pl.DataFrame, metric: str, maximize: bool, seed: int) -> CapacityModel | None:
+    """The model through test_metric when `metric` is another one (None when it cannot be fitted)."""
+    if metric == "test_metric" or "test_metric" not in df.columns:
+        return None
+    try:
+        return fit_capacity_model(df, "test_metric", maximize, n_boot=0, seed=seed).model
+    except ValueError:
+        return None

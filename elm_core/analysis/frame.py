@@ -145,6 +145,22 @@ def done_runs(df: pl.DataFrame, metric: str | None = None, columns: Sequence[str
     return df
 
 
+def fit_metric(df: pl.DataFrame, metric: str | None = None) -> str:
+    """The metric a fit locates its optimum on: `metric` when given; else valid_metric when every done
+    run with a test_metric also has one (choosing an allocation on the test set would make the test
+    number reported there optimistic), else test_metric (a source without validation numbers)."""
+    if metric is not None:
+        return metric
+    if "valid_metric" not in df.columns:
+        return "test_metric"
+    runs = done_runs(df)
+    tested = runs.filter(pl.col("test_metric").is_not_null()) if "test_metric" in runs.columns else runs
+    valid = tested["valid_metric"].cast(pl.Float64)
+    if tested.height and valid.is_not_null().all() and valid.is_finite().all():
+        return "valid_metric"
+    return "test_metric"
+
+
 def loss_target(df: pl.DataFrame, metric: str, maximize: bool) -> tuple[pl.DataFrame, np.ndarray]:
     """The done runs with (n_neurons, k_e, k_c) and the positive loss a log-space fit targets: the metric
     itself when minimised, the error 1 - metric when maximised (an accuracy in (0, 1))."""

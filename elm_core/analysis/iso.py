@@ -51,7 +51,7 @@ import numpy as np
 import polars as pl
 from scipy.interpolate import BSpline
 
-from elm_core.analysis.frame import done_runs, resolve_maximize, seed_weights
+from elm_core.analysis.frame import done_runs, fit_metric, resolve_maximize, seed_weights
 from elm_core.analysis.seeds import pure_error
 
 DEFAULT_SMOOTHING = 1.0
@@ -99,6 +99,7 @@ class IsoFit:
     task: str | None = None
     note: str = ""
     extend_toward: str = ""  # 'smaller', 'larger', 'smaller and larger' x; '' when bracketed
+    test_at_optimum: float = float("nan")  # the smoothed test_metric at the optimum
 
     @property
     def bracketed(self) -> bool:
@@ -127,6 +128,7 @@ class IsoFit:
             "ci": [_num(self.ci[0]), _num(self.ci[1])],
             "ci_level": self.ci_level,
             "optimum_metric": _num(self.optimum_metric),
+            "test_metric_at_optimum": _num(self.test_at_optimum),
             "interior": self.interior,
             "bracketed": self.bracketed,
             "extend_toward": self.extend_toward or None,
@@ -312,7 +314,7 @@ def iso_budget_groups(df: pl.DataFrame, tol: float = 0.05) -> pl.DataFrame:
 def fit_iso(
     df: pl.DataFrame,
     x: str = "d_m",
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     budget: float | None = None,
@@ -326,7 +328,10 @@ def fit_iso(
 
     Raw or seed-collapsed rows; only done runs with finite `x` and `metric` enter. Needs at least
     three distinct allocations. `budget` defaults to the median of `iso_budget`, `budget` or `params`.
+    `metric` defaults to valid_metric (test_metric where the runs have none; frame.fit_metric); the
+    test metric at the optimum is `test_at_optimum` (the same smoother through the test numbers).
     """
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs = done_runs(df, metric, [x])
     xv = runs[x].cast(pl.Float64).to_numpy()
@@ -376,6 +381,7 @@ def fit_iso(
     if maximize:
         band_lo, band_hi = band_hi, band_lo
     opt_metric = float(sign * np.interp(u_opt, grid, ens.fitted))
+    test_at_optimum = opt_metric if metric == "test_metric" else _smoothed_at(runs, x, tr, smoothing, u_opt, maximize)
     points = runs.with_columns(
         pl.Series("fitted", sign * ens.fitted_points), pl.Series("residual", yv - sign * ens.fitted_points)
     )
@@ -411,7 +417,22 @@ def fit_iso(
         task=task,
         note=note,
         extend_toward=extend_toward,
+        test_at_optimum=test_at_optimum,
     )
+
+
+def _smoothed_at(runs: pl.DataFrame, x: str, tr: str, lam: float, u_opt: float, maximize: bool) -> float:
+    """The P-spline through the runs' test_metric, at u_opt (nan without three distinct tested x)."""
+    if "test_metric" not in runs.columns:
+        return float("nan")
+    tested = done_runs(runs, "test_metric")
+    xv = tested[x].cast(pl.Float64).to_numpy()
+    if np.unique(xv).size < 3:
+        return float("nan")
+    sign = -1.0 if maximize else 1.0
+    y = sign * tested["test_metric"].cast(pl.Float64).to_numpy()
+    ens = _ensemble(forward(xv, tr), y, seed_weights(tested), lam=lam, n_boot=0, seed=0, noise=(np.zeros(0), 0.0, 0))
+    return float(sign * np.interp(u_opt, ens.grid_u, ens.fitted))
 
 
 def _direction(low: bool, high: bool) -> str:
@@ -422,7 +443,7 @@ def _direction(low: bool, high: bool) -> str:
 def fit_iso_budgets(
     df: pl.DataFrame,
     x: str = "d_m",
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     tol: float = 0.05,
@@ -433,7 +454,8 @@ def fit_iso_budgets(
     transform: str = "auto",
 ) -> list[IsoFit]:
     """`fit_iso` for every iso-budget group (per task) with at least 3 distinct allocations,
-    ordered by task and budget."""
+    ordered by task and budget; `metric` as in `fit_iso`."""
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs = iso_budget_groups(done_runs(df, metric, [x]), tol).filter(pl.col("iso_budget").is_not_null())
     keys = ["task", "iso_budget"] if "task" in runs.columns else ["iso_budget"]

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from elm_core.analysis.frame import hidden_overhead, loss_target, resolve_maximize, seed_weights
+from elm_core.analysis.frame import fit_metric, hidden_overhead, loss_target, resolve_maximize, seed_weights
 from elm_core.analysis.parametric import (
     bootstrap,
     degenerate,
@@ -81,6 +81,7 @@ class ScalingFit:
     smallest_neuron: float = 1.0  # the runs' smallest k_e + k_c
     status: str = "ok"  # "failed" when the fit degenerated; `reason` says how
     reason: str | None = None
+    test_fit: ScalingFit | None = field(default=None, repr=False)  # the surface through test_metric
 
     @property
     def ok(self) -> bool:
@@ -177,7 +178,8 @@ class ScalingFit:
 
     def optimal_allocation(self, budget: Any) -> pl.DataFrame:
         """Per budget: n_neurons, k_e, k_c at the fitted optimum with bootstrap intervals
-        (<col>_lo, <col>_hi), and the metric there with ci_lo/ci_hi and pi_lo/pi_hi."""
+        (<col>_lo, <col>_hi), and the metric there with ci_lo/ci_hi and pi_lo/pi_hi; with a
+        `test_fit`, test_metric: the test surface at that optimum."""
         budgets = np.atleast_1d(np.asarray(budget, float))
         n, ke, kc, loss = (a[0] for a in self._optimum(self.theta[None, :], budgets))
         boot = self._optimum(self.boot, budgets)  # each (n_boot, budgets)
@@ -185,6 +187,8 @@ class ScalingFit:
         for name, value, b in (("n_neurons", n, boot[0]), ("k_e", ke, boot[1]), ("k_c", kc, boot[2])):
             cols[name] = value
             cols[f"{name}_lo"], cols[f"{name}_hi"] = self._quantiles(b)
+        if self.test_fit is not None:
+            cols["test_metric"] = self.test_fit.predict(n, ke, kc)
         rng = np.random.default_rng(self.seed)
         noisy = boot[3] * np.exp(self.sigma_log * rng.standard_normal(boot[3].shape))
         ci_lo, ci_hi = self._quantiles(boot[3])
@@ -302,14 +306,18 @@ def _refine(theta0, ln, lke, lkc, ly, sw, max_nfev: int = 100) -> np.ndarray:
 
 def fit_scaling_law(
     df: pl.DataFrame,
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     n_boot: int = 200,
     seed: int = 0,
     ci_level: float = 0.95,
 ) -> ScalingFit:
-    """Fit L(N, k_e, k_c) to every done run (raw or seed-collapsed); see the module docstring."""
+    """Fit L(N, k_e, k_c) to every done run (raw or seed-collapsed); see the module docstring.
+
+    `metric` defaults to valid_metric (test_metric where the runs have none; frame.fit_metric); fitting
+    another metric also fits test_metric (no bootstrap) as `test_fit`, to report it at the optimum."""
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs, y = loss_target(df, metric, maximize)
     n_par = 5
@@ -361,4 +369,15 @@ def fit_scaling_law(
         smallest_neuron=float(np.min(np.exp(lke) + kcv)),
         status="ok" if reason is None else "failed",
         reason=reason,
+        test_fit=_test_fit(df, metric, maximize, seed),
     )
+
+
+def _test_fit(df: pl.DataFrame, metric: str, maximize: bool, seed: int) -> ScalingFit | None:
+    """The surface through test_metric when `metric` is another one (None when it cannot be fitted)."""
+    if metric == "test_metric" or "test_metric" not in df.columns:
+        return None
+    try:
+        return fit_scaling_law(df, "test_metric", maximize, n_boot=0, seed=seed)
+    except ValueError:
+        return None

@@ -69,7 +69,11 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
     parser.add_argument("--input", metavar="FILE", default=d(None), help="runs file (CSV, Parquet, JSONL)")
     parser.add_argument("--task", default=d(None), help="only runs of this task")
-    parser.add_argument("--metric", default=d("test_metric"), help="metric column (default test_metric)")
+    parser.add_argument(
+        "--metric",
+        default=d(None),
+        help="metric the optima are located on (default valid_metric; test_metric where the runs have none)",
+    )
     parser.add_argument(
         "--maximize",
         action="store_true",
@@ -104,6 +108,9 @@ def _load(args: argparse.Namespace) -> pl.DataFrame:
         df = df.filter(pl.col("task") == args.task)
     if "status" in df.columns:
         df = df.filter(pl.col("status") == "done")
+    from elm_core.analysis import fit_metric
+
+    args.metric = fit_metric(df, args.metric)
     if args.metric not in df.columns:
         raise UsageError(f"no column {args.metric!r} in the runs")
     if df.filter(pl.col(args.metric).is_not_null()).height == 0:
@@ -176,14 +183,15 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     lines = [
         f"iso-budget optimum of {args.metric} ({direction}) against {args.x}; "
         f"{int(100 * fits[0].ci_level)}% bootstrap interval ({args.n_boot} replicates)",
-        f"{'task':<10} {'budget':>12} {'runs':>5} {'optimum':>9} {'interval':>20} {'metric there':>13}  note",
+        f"{'task':<10} {'budget':>12} {'runs':>5} {'optimum':>9} {'interval':>20} {'metric there':>13}"
+        f" {'test there':>11}  note",
     ]
     for f in fits:
         ci = f"[{_fmt(f.ci[0])}, {_fmt(f.ci[1])}]"
         note = "not bracketed" if f.extend_toward else f.note
         lines.append(
             f"{(f.task or '-'):<10} {_fmt(f.budget):>12} {f.n_points:>5} {_fmt(f.optimum):>9} "
-            f"{ci:>20} {_fmt(f.optimum_metric):>13}  {note}"
+            f"{ci:>20} {_fmt(f.optimum_metric):>13} {_fmt(f.test_at_optimum):>11}  {note}"
         )
     for f in fits:
         if f.extend_toward:
@@ -234,6 +242,7 @@ def _scaling(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str
             f"  P={_fmt(r['budget'])}: N*={_fmt(r['n_neurons'])} [{_fmt(r['n_neurons_lo'])}, {_fmt(r['n_neurons_hi'])}]"
             f"  k_e*={_fmt(r['k_e'])} [{_fmt(r['k_e_lo'])}, {_fmt(r['k_e_hi'])}]"
             f"  {args.metric}={_fmt(r['metric'])} [{_fmt(r['pi_lo'])}, {_fmt(r['pi_hi'])}]"
+            + (f"  test_metric={_fmt(r['test_metric'])}" if "test_metric" in r else "")
         )
     for r in laws.iter_rows(named=True):
         lines.append(
@@ -268,6 +277,7 @@ def _capacity(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[st
         lines.append(
             f"  P={_fmt(r['budget'])}: N*={_fmt(r['n_neurons'])} [{_fmt(r['n_neurons_lo'])}, {_fmt(r['n_neurons_hi'])}]"
             f"  k_e*={_fmt(r['k_e'])} [{_fmt(r['k_e_lo'])}, {_fmt(r['k_e_hi'])}]  {args.metric}={_fmt(r['metric'])}"
+            + (f"  test_metric={_fmt(r['test_metric'])}" if "test_metric" in r else "")
         )
     return obj, lines
 

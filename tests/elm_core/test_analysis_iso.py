@@ -42,11 +42,11 @@ def test_published_sweep_optimum_is_where_the_data_put_it(ref_fit):
 
 def test_interval_widens_when_points_are_removed(ref, ref_fit):
     full = ref_fit.ci_width_log
-    halves = [fit_iso(ref[0::2]), fit_iso(ref[1::2])]
+    halves = [fit_iso(ref[0::2], metric="test_metric"), fit_iso(ref[1::2], metric="test_metric")]
     assert all(h.ci_width_log > full for h in halves)
-    near_optimum = fit_iso(ref.filter(~pl.col("d_m").is_in([20, 25, 30, 35])))
+    near_optimum = fit_iso(ref.filter(~pl.col("d_m").is_in([20, 25, 30, 35])), metric="test_metric")
     assert near_optimum.ci_width_log > full
-    fewer = fit_iso(ref.filter(pl.col("d_m").is_in([5, 15, 25, 40, 60, 100])))
+    fewer = fit_iso(ref.filter(pl.col("d_m").is_in([5, 15, 25, 40, 60, 100])), metric="test_metric")
     assert fewer.ci_width_log > full
 
 
@@ -161,3 +161,13 @@ def test_an_interval_reaching_the_edge_is_not_bracketed():
     assert d["bracketed"] is False and d["extend_toward"] == "smaller"
     assert "extend the sweep to smaller d_m" in fit.note
     assert fit_iso(planted(0, np.geomspace(4, 120, 12))).to_dict()["bracketed"] is True
+
+
+def test_the_optimum_is_located_on_validation_and_the_test_metric_reported_there(ref, ref_fit):
+    fit = fit_iso(ref)  # the published sweep has validation numbers: they choose the allocation
+    assert fit.metric == "valid_metric"
+    assert fit.to_dict()["test_metric_at_optimum"] == pytest.approx(fit.test_at_optimum)
+    assert abs(fit.test_at_optimum - 1.650) < 0.005  # the test BPC of the best runs
+    assert ref_fit.test_at_optimum == ref_fit.optimum_metric  # located on test: the same number
+    planted_only_test = fit_iso(planted(0, np.geomspace(4, 120, 12)))
+    assert planted_only_test.metric == "test_metric"  # no validation numbers: falls back to test
