@@ -14,7 +14,7 @@ import polars as pl
 from app.fits import NoFit
 from app.text import human
 from elm_core.analysis import IsoFit
-from elm_core.budget import breakdown, count_params, flops_per_step, iso_budget
+from elm_core.budget import breakdown, count_params, d_brch_for_budget, flops_per_step, iso_budget
 from elm_core.config import ELMConfig
 from elm_core.spec import DEFAULT_PRESET, PRESETS, RunSpec
 
@@ -81,19 +81,6 @@ def minimum_budget(info: TaskInfo, preset: str | None) -> int:
     return count_params(spec.resolve_config(n_in=info.n_in, n_out=info.n_out, kind=info.kind))
 
 
-def solve_d_brch(budget: int, base: dict[str, Any]) -> int:
-    """The largest d_brch with count_params <= budget at fixed N, d_m and d_tree (the count is linear
-    in d_brch: d_tree d_brch synapses per hidden and per readout neuron)."""
-    c1 = count_params(ELMConfig(**{**base, "d_brch": 1}))
-    slope = count_params(ELMConfig(**{**base, "d_brch": 2})) - c1
-    if c1 > budget:
-        raise ValueError(
-            f"budget {budget:,} is too small for n_neurons={base['n_neurons']}, d_m={base['d_m']}, "
-            f"d_tree={base['d_tree']}: even d_brch=1 needs {c1:,} parameters"
-        )
-    return 1 + (budget - c1) // slope
-
-
 def make_design(
     info: TaskInfo,
     *,
@@ -121,7 +108,7 @@ def make_design(
     else:
         base = RunSpec(**common, n_neurons=int(n_neurons), d_m=int(d_m), d_brch=1)
         cfg = base.resolve_config(n_in=info.n_in, n_out=info.n_out, kind=info.kind)
-        solved = solve_d_brch(int(budget), cfg.to_dict())
+        solved = d_brch_for_budget(int(budget), cfg)
         spec = RunSpec(**common, n_neurons=int(n_neurons), d_m=int(d_m), d_brch=int(solved))
     cfg = spec.resolve_config(n_in=info.n_in, n_out=info.n_out, kind=info.kind)
     proto = spec.protocol(info.kind)

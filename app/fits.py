@@ -76,17 +76,19 @@ def pareto(collapsed: pl.DataFrame, cost: str, metric: str) -> ParetoResult | No
 def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
     """The surface L(N, k_e, k_c) = E + A N^-alpha + B k_e^-beta (+ C k_c^-gamma) over all budgets."""
     try:
-        return fit_scaling_law(collapsed, metric=metric)
+        fit = fit_scaling_law(collapsed, metric=metric)
     except ValueError as exc:
         return NoFit(str(exc))
+    return fit if fit.ok else NoFit(f"the scaling-law fit failed: {fit.reason}")
 
 
 def capacity(collapsed: pl.DataFrame, metric: str) -> CapacityFit | NoFit:
     """The closed-form capacity model (per-neuron SNR saturating in k_e and k_c)."""
     try:
-        return fit_capacity_model(collapsed, metric=metric)
+        fit = fit_capacity_model(collapsed, metric=metric)
     except ValueError as exc:
         return NoFit(str(exc))
+    return fit if fit.ok else NoFit(f"the capacity-model fit failed: {fit.reason}")
 
 
 def suggestions(collapsed: pl.DataFrame, metric: str, n: int = 5) -> pl.DataFrame | NoFit:

@@ -1,35 +1,138 @@
 """Exact parameter budget, allocation along iso-budget curves, and FLOPs (docs/science.md section 3).
 
+The one home of the parameter arithmetic: the config's per-neuron count, allocation, the analysis
+frames and the dashboard all call the closed forms below. With d_s = d_tree d_brch:
+
 Hidden neuron   P_h = d_s + d_mlp (d_tree + d_m + 1) + (l_mlp - 1) d_mlp (d_mlp + 1) + d_m (d_mlp + 1) + d_m + 1
                 (l_mlp = 0: P_h = d_s + d_m (d_tree + d_m + 1) + d_m + 1)
-Readout neuron  P_r = d_s + r (d_tree + r + 1) + r + 1           (r = readout_d_m; r = 3 gives 3 (d_tree + 4) + 4)
+Readout neuron  P_r = P_h at d_m = r, l_mlp = 0                  (r = readout_d_m; r = 3 gives d_s + 3 (d_tree + 4) + 4)
 Network         P   = N P_h + n_out P_r + n_out^2 + n_out
 tau_m and the connectome are frozen and not counted.  k_c = d_s,  k_e = P_h - d_s.
+The closed forms take NumPy arrays or scalars (broadcast together) and give the broadcast shape back.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from elm_core.config import ELMConfig, LayerSpec
+
+ArrayLike = np.ndarray | float | int
+
+# The budget each preset is usually run at (the dashboard's default for a preset).
+PRESET_BUDGET: dict[str, int] = {
+    "small": 60_000,
+    "enwik8-paper": 3_500_000,
+    "adding-small": 40_000,
+    "shd-adding-paper": 77_000,
+}
+
+
+def neuron_params(d_m: ArrayLike, l_mlp: ArrayLike, d_mlp: ArrayLike, d_tree: ArrayLike, d_brch: ArrayLike) -> Any:
+    """P_h, trainable parameters of one neuron (module docstring): w_s, the per-neuron MLP's weights
+    and biases (widths d_tree + d_m, then l_mlp times d_mlp, then d_m), w_y and b. d_mlp is unused
+    when l_mlp = 0."""
+    d_m, l_mlp, d_mlp, d_tree, d_brch = (np.asarray(v) for v in (d_m, l_mlp, d_mlp, d_tree, d_brch))
+    deep = d_mlp * (d_tree + d_m + 1) + (l_mlp - 1) * d_mlp * (d_mlp + 1) + d_m * (d_mlp + 1)
+    linear = d_m * (d_tree + d_m + 1)
+    return d_tree * d_brch + np.where(l_mlp >= 1, deep, linear) + d_m + 1
+
+
+def neuron_counts(
+    d_m: ArrayLike, l_mlp: ArrayLike, d_mlp: ArrayLike, d_tree: ArrayLike, d_brch: ArrayLike
+) -> tuple[Any, Any]:
+    """(k_e, k_c) per hidden neuron: k_c = d_tree d_brch (one weight per connection), k_e = P_h - k_c."""
+    k_c = np.asarray(d_tree) * np.asarray(d_brch)
+    return neuron_params(d_m, l_mlp, d_mlp, d_tree, d_brch) - k_c, k_c
+
+
+def readout_params(n_out: ArrayLike, d_tree: ArrayLike, d_brch: ArrayLike, readout_d_m: ArrayLike = 3) -> Any:
+    """Parameters outside the hidden layer: n_out P_r + n_out^2 + n_out (0 when n_out = 0)."""
+    n_out = np.asarray(n_out)
+    return n_out * neuron_params(readout_d_m, 0, 0, d_tree, d_brch) + n_out * n_out + n_out
+
+
+def network_params(
+    n_neurons: ArrayLike,
+    d_m: ArrayLike,
+    l_mlp: ArrayLike,
+    d_mlp: ArrayLike,
+    d_tree: ArrayLike,
+    d_brch: ArrayLike,
+    n_out: ArrayLike,
+    readout_d_m: ArrayLike = 3,
+) -> Any:
+    """P = N P_h + n_out P_r + n_out^2 + n_out, the trainable parameters of a whole network."""
+    per_neuron = neuron_params(d_m, l_mlp, d_mlp, d_tree, d_brch)
+    return np.asarray(n_neurons) * per_neuron + readout_params(n_out, d_tree, d_brch, readout_d_m)
 
 
 def count_params(cfg: ELMConfig) -> int:
     """Trainable parameters of `ELMNetwork(cfg)`, in closed form."""
-    fixed = cfg.n_out * cfg.readout().params_per_neuron() + cfg.n_out * cfg.n_out + cfg.n_out
-    return cfg.n_neurons * cfg.hidden().params_per_neuron() + fixed
+    neuron = (cfg.d_m, cfg.l_mlp, cfg.d_mlp_eff, cfg.d_tree, cfg.d_brch)
+    return int(network_params(cfg.n_neurons, *neuron, cfg.n_out, cfg.readout_d_m))
 
 
 def breakdown(cfg: ELMConfig) -> dict[str, int]:
     """Where the parameters go: hidden synapses, hidden MLP, hidden memory readout (w_y, b), readout layer."""
-    h = cfg.hidden()
-    mlp = sum(o * (i + 1) for i, o in h.mlp_dims)
+    per_neuron = cfg.hidden().params_per_neuron()
     return {
-        "synapses": cfg.n_neurons * h.d_s,
-        "mlp": cfg.n_neurons * mlp,
-        "neuron_readout": cfg.n_neurons * (h.d_m + 1),
-        "readout_layer": cfg.n_out * cfg.readout().params_per_neuron() + cfg.n_out * (cfg.n_out + 1),
+        "synapses": cfg.n_neurons * cfg.d_s,
+        "mlp": cfg.n_neurons * (per_neuron - cfg.d_s - cfg.d_m - 1),
+        "neuron_readout": cfg.n_neurons * (cfg.d_m + 1),
+        "readout_layer": int(readout_params(cfg.n_out, cfg.d_tree, cfg.d_brch, cfg.readout_d_m)),
     }
+
+
+def neurons_for_budget(
+    budget: ArrayLike,
+    d_m: ArrayLike,
+    *,
+    l_mlp: int = 1,
+    d_mlp_ratio: float = 2.0,
+    d_tree: int = 50,
+    d_brch: int = 15,
+    n_out: int = 0,
+    readout_d_m: int = 3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, k_e, k_c) that spend at most `budget` at memory size d_m, as floats:
+    N = max(1, floor((P - n_out P_r - n_out^2 - n_out) / P_h)) with d_mlp = max(1, round(d_mlp_ratio d_m)),
+    the same N as `allocate` (n_out = 0: no readout layer, the whole budget is hidden)."""
+    d_m = np.asarray(d_m, dtype=float)
+    d_mlp = np.maximum(1.0, np.round(d_mlp_ratio * d_m))
+    k_e, k_c = neuron_counts(d_m, l_mlp, d_mlp, d_tree, d_brch)
+    hidden = np.asarray(budget, dtype=float) - readout_params(n_out, d_tree, d_brch, readout_d_m)
+    n = np.maximum(1.0, np.floor(hidden / (k_e + k_c)))
+    return n, k_e, np.broadcast_to(np.asarray(k_c, dtype=float), n.shape).astype(float)
+
+
+def d_m_for_k_e(k_e: ArrayLike, *, l_mlp: int = 1, d_mlp_ratio: float = 2.0, d_tree: int = 50) -> np.ndarray:
+    """The (real-valued) memory size d_m whose neuron has complexity k_e, with d_mlp = r d_m:
+    k_e = a d_m^2 + b d_m + 1 with a = 2r + (l_mlp - 1) r^2, b = r (d_tree + 1) + 2 + (l_mlp - 1) r
+    (l_mlp >= 1), or a = 1, b = d_tree + 2 (l_mlp = 0); the positive root. Maps k_e* from the scaling
+    law or the capacity model back to d_m."""
+    k_e = np.asarray(k_e, dtype=float)
+    r = d_mlp_ratio
+    if l_mlp >= 1:
+        a, b = 2 * r + (l_mlp - 1) * r * r, r * (d_tree + 1) + 2 + (l_mlp - 1) * r
+    else:
+        a, b = 1.0, d_tree + 2.0
+    return (-b + np.sqrt(b * b + 4 * a * (k_e - 1))) / (2 * a)
+
+
+def d_brch_for_budget(budget: int, cfg: ELMConfig) -> int:
+    """The largest d_brch with count_params <= budget, every other field of `cfg` fixed. The count is
+    linear in d_brch (d_tree d_brch synapses per hidden and per readout neuron):
+    P(d_brch) = P(1) + (d_brch - 1) d_tree (N + n_out)."""
+    c1 = count_params(cfg.replace(d_brch=1))
+    if c1 > budget:
+        raise ValueError(
+            f"budget {budget:,} is too small for n_neurons={cfg.n_neurons}, d_m={cfg.d_m}, "
+            f"d_tree={cfg.d_tree}: even d_brch=1 needs {c1:,} parameters"
+        )
+    return 1 + (budget - c1) // (cfg.d_tree * (cfg.n_neurons + cfg.n_out))
 
 
 def _layer_flops(s: LayerSpec) -> int:
@@ -51,8 +154,8 @@ def flops_per_step(cfg: ELMConfig) -> int:
 
 
 def _fixed_and_per_neuron(cfg: ELMConfig) -> tuple[int, int]:
-    per_neuron = cfg.hidden().params_per_neuron()
-    return count_params(cfg) - cfg.n_neurons * per_neuron, per_neuron
+    """(parameters outside the hidden layer, P_h)."""
+    return int(readout_params(cfg.n_out, cfg.d_tree, cfg.d_brch, cfg.readout_d_m)), cfg.hidden().params_per_neuron()
 
 
 def _describe(fixed: dict[str, Any]) -> str:

@@ -59,8 +59,11 @@ class LayerSpec:
         return list(zip(widths[:-1], widths[1:], strict=True))
 
     def params_per_neuron(self) -> int:
-        """Trainable parameters of one neuron: w_s, the MLP (weights and biases), w_y and b."""
-        return self.d_s + sum(o * (i + 1) for i, o in self.mlp_dims) + self.d_m + 1
+        """Trainable parameters of one neuron: w_s, the MLP (weights and biases), w_y and b
+        (the closed form `elm_core.budget.neuron_params`)."""
+        from elm_core.budget import neuron_params  # budget builds on this module
+
+        return int(neuron_params(self.d_m, self.l_mlp, self.d_mlp, self.d_tree, self.d_brch))
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import polars as pl
 import streamlit as st
 
 from app import actions, current, data, figures, fits, state, text, ui
+from elm_core.budget import PRESET_BUDGET
 from elm_core.data import TASKS
 from elm_core.spec import PRESETS, RunSpec
 from elm_core.sweeps import iso_sweep, ladder_sweep, new_sweep_id
 
-PRESET_BUDGET = {"small": 60_000, "enwik8-paper": 3_500_000, "adding-small": 40_000, "shd-adding-paper": 77_000}
 BUDGET_STEPS = sorted({int(m * 10**e) for e in range(3, 9) for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)})
 ADVANCED = {  # key -> (spec field, label, kind of task, float?)
     "steps": ("steps", "training steps", "char", False),

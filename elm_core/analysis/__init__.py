@@ -21,15 +21,12 @@ from elm_core.analysis.capacity import CapacityFit, CapacityModel, fit_capacity_
 from elm_core.analysis.frame import (
     ALLOCATION_AXES,
     REFERENCE_SWEEP_CSV,
-    d_m_for_k_e,
     done_runs,
+    fit_metric,
     load_reference_sweep,
     metric_name_for_task,
-    neuron_counts,
-    neurons_for_budget,
     normalize_frame,
     read_runs,
-    readout_params,
     resolve_maximize,
 )
 from elm_core.analysis.iso import IsoFit, fit_iso, fit_iso_budgets, iso_budget_groups
@@ -37,6 +34,7 @@ from elm_core.analysis.pareto import ParetoResult, pareto_frontier, pareto_mask
 from elm_core.analysis.scaling import ScalingFit, fit_scaling_law
 from elm_core.analysis.seeds import collapse_seeds
 from elm_core.analysis.suggest import suggest_next_runs
+from elm_core.budget import d_m_for_k_e, neuron_counts, neurons_for_budget, readout_params
 
 __all__ = [
     "ALLOCATION_AXES",
@@ -51,6 +49,7 @@ __all__ = [
     "done_runs",
     "fit_capacity_model",
     "fit_iso",
+    "fit_metric",
     "fit_iso_budgets",
     "fit_scaling_law",
     "iso_budget_groups",

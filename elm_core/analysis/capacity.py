@@ -31,10 +31,12 @@ of them flat (N_0 -> infinity fixes k_e*). The optimum is found numerically (a 1
 
 Fit: least squares of log L over the done runs (weights n_seeds), parameters as logs; a grid over
 (k_0, N_0, gamma) with (E, A) by non-negative least squares gives the start, Levenberg-Marquardt
-refines it; pairs bootstrap for intervals. When the runs leave k_0 or N_0 unidentified (one budget,
-one k_c: in the low-SNR limit c ~ SNR / (2 ln 2) and only A k_0^gamma is fixed), a weak ridge
+refines it; pairs bootstrap for intervals (the skeleton shared with the scaling law,
+elm_core.analysis.parametric). When the runs leave k_0 or N_0 unidentified (one budget, one k_c:
+in the low-SNR limit c ~ SNR / (2 ln 2) and only A k_0^gamma is fixed), a weak ridge
 10^-3 (log k_0 - log median k_c) and 10^-3 (log N_0 - log median N), added to the log residuals,
-keeps them finite; where the data do pin them it moves nothing.
+keeps them finite; where the data do pin them it moves nothing. A fit that degenerates all the same
+(elm_core.analysis.parametric.degenerate) has status "failed" and a reason.
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.optimize import least_squares, nnls
 
-from elm_core.analysis.frame import hidden_overhead, loss_target, resolve_maximize, seed_weights
+from elm_core.analysis.frame import fit_metric, hidden_overhead, loss_target, resolve_maximize, seed_weights
+from elm_core.analysis.parametric import bootstrap, degenerate, fit_quality, interval, nnls_start, refine
 
 PARAM_NAMES = ("E", "A", "gamma", "k_0", "N_0")
 _KE_GRID = np.logspace(0, 8, 801)
@@ -110,7 +112,8 @@ class CapacityFit:
 
     model: the point fit; boot: (n_boot, 5) replicate log-parameters; k_c: the median k_c of the
     runs (the default for allocations); overhead: parameters outside the hidden layer;
-    points: the runs with `fitted` and `residual` columns.
+    points: the runs with `fitted` and `residual` columns; status: "ok", or "failed" with the
+    `reason` (parametric.degenerate): then the model and its optima are not to be trusted.
     """
 
     metric: str
@@ -124,16 +127,19 @@ class CapacityFit:
     n_runs: int
     ci_level: float
     points: pl.DataFrame = field(repr=False)
+    status: str = "ok"  # "failed" when the fit degenerated; `reason` says how
+    reason: str | None = None
+    test_model: CapacityModel | None = None  # the model through test_metric, when `metric` is another
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
     def _metric(self, loss: np.ndarray) -> np.ndarray:
         return 1.0 - loss if self.maximize else loss
 
     def _quantiles(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = 1.0 - self.ci_level
-        if values.shape[0] == 0:
-            return np.full(values.shape[1:], np.nan), np.full(values.shape[1:], np.nan)
-        lo, hi = np.nanquantile(values, [a / 2, 1 - a / 2], axis=0)
-        return lo, hi
+        return interval(values, self.ci_level)
 
     @property
     def params(self) -> dict[str, float]:
@@ -160,7 +166,7 @@ class CapacityFit:
 
     def optimal_allocation(self, budget: Any, k_c: float | None = None) -> pl.DataFrame:
         """Per total budget P: the model's optimum n_neurons, k_e (with bootstrap intervals *_lo,
-        *_hi) and the metric there."""
+        *_hi) and the metric there; with a `test_model`, test_metric: its value at that optimum."""
         k_c = self.k_c if k_c is None else k_c
         budgets = np.atleast_1d(np.asarray(budget, float))
         hidden = np.maximum(budgets - self.overhead, 1.0)
@@ -174,6 +180,8 @@ class CapacityFit:
         if self.maximize:
             lo, hi = hi, lo
         cols["metric"], cols["metric_lo"], cols["metric_hi"] = self._metric(loss), self._metric(lo), self._metric(hi)
+        if self.test_model is not None:
+            cols["test_metric"] = self._metric(self.test_model.loss(n, ke, k_c))
         return pl.DataFrame(cols)
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,6 +195,8 @@ class CapacityFit:
             "n_runs": self.n_runs,
             "rmse": self.rmse,
             "sigma_log": self.sigma_log,
+            "status": self.status,
+            "reason": self.reason,
         }
 
 
@@ -219,15 +229,15 @@ def _log_loss_and_jac(theta: np.ndarray, n, k_e, k_c, jac: bool = False):
 
 
 def _start(n, k_e, k_c, y, w) -> np.ndarray:
-    rw = np.sqrt(w) / y
-    best = (np.inf, None)
-    for k_0, n_0, gamma in itertools.product(np.logspace(-1, 4, 11), np.logspace(0, 5, 11), (0.25, 0.5, 1.0, 2.0)):
-        cap = CapacityModel(1.0, 1.0, gamma, k_0, n_0).capacity(n, k_e, k_c)
-        x = np.stack([np.ones_like(y), cap ** (-gamma)], axis=1) * rw[:, None]
-        coef, rnorm = nnls(x, y * rw)
-        if rnorm < best[0]:
-            best = (rnorm, (max(coef[0], 1e-6 * y.mean()), max(coef[1], 1e-9), gamma, k_0, n_0))
-    return np.log(np.array(best[1]))
+    """(k_0, N_0, gamma) on a grid, (E, A) by NNLS (parametric.nnls_start); theta in log form."""
+    grid = itertools.product(np.logspace(-1, 4, 11), np.logspace(0, 5, 11), (0.25, 0.5, 1.0, 2.0))
+
+    def columns(point: tuple[float, ...]) -> list[np.ndarray]:
+        k_0, n_0, gamma = point
+        return [np.ones_like(y), CapacityModel(1.0, 1.0, gamma, k_0, n_0).capacity(n, k_e, k_c) ** (-gamma)]
+
+    coef, (k_0, n_0, gamma) = nnls_start(grid, columns, y, w)
+    return np.log(np.array([max(coef[0], 1e-6 * y.mean()), max(coef[1], 1e-9), gamma, k_0, n_0]))
 
 
 RIDGE = 1e-3
@@ -237,32 +247,26 @@ def _refine(theta0, n, k_e, k_c, ly, sw, ref: np.ndarray, max_nfev: int = 100) -
     """Levenberg-Marquardt on the weighted log residuals plus the weak ridge
     RIDGE (log k_0 - log median k_c), RIDGE (log N_0 - log median N) (see fit_capacity_model)."""
 
-    def resid(theta: np.ndarray) -> np.ndarray:
-        r = sw * (_log_loss_and_jac(theta, n, k_e, k_c) - ly)
-        r = np.where(np.isfinite(r), r, 1e3)
-        return np.concatenate([r, RIDGE * (theta[3:] - ref)])
+    def log_model(theta: np.ndarray, jac: bool = False):
+        return _log_loss_and_jac(theta, n, k_e, k_c, jac=jac)
 
-    def jac(theta: np.ndarray) -> np.ndarray:
-        j = sw[:, None] * _log_loss_and_jac(theta, n, k_e, k_c, jac=True)[1]
-        ridge = np.zeros((2, theta.size))
-        ridge[0, 3] = ridge[1, 4] = RIDGE
-        return np.concatenate([np.where(np.isfinite(j), j, 0.0), ridge])
-
-    with np.errstate(all="ignore"):
-        res = least_squares(resid, theta0, jac=jac, method="lm", max_nfev=max_nfev * theta0.size)
-    return res.x
+    return refine(log_model, theta0, ly, sw, max_nfev=max_nfev, ridge=(np.array([3, 4]), ref, RIDGE))
 
 
 def fit_capacity_model(
     df: pl.DataFrame,
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     n_boot: int = 200,
     seed: int = 0,
     ci_level: float = 0.95,
 ) -> CapacityFit:
-    """Fit the capacity model to the done runs (raw or seed-collapsed; module docstring)."""
+    """Fit the capacity model to the done runs (raw or seed-collapsed; module docstring).
+
+    `metric` defaults to valid_metric (test_metric where the runs have none; frame.fit_metric); fitting
+    another metric also fits test_metric (no bootstrap) as `test_model`, to report it at the optimum."""
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs, y = loss_target(df, metric, maximize)
     if runs.height < len(PARAM_NAMES) + 1:
@@ -277,19 +281,14 @@ def fit_capacity_model(
     theta = _refine(_start(n, k_e, k_c, y, w), n, k_e, k_c, ly, sw, ref)
     model = CapacityModel.from_theta(theta)
     pred = model.loss(n, k_e, k_c)
-    resid = np.log(pred) - ly
-    sigma_log = float(np.sqrt(np.sum(w * resid**2) / max(1.0, w.sum() - theta.size)))
-    rmse = float(np.sqrt(np.average((pred - y) ** 2, weights=w)))
+    sigma_log, rmse = fit_quality(np.log(pred), y, w, theta.size)
 
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, runs.height, runs.height)
-        if np.unique(idx).size < len(PARAM_NAMES):
-            continue
-        t = _refine(theta, n[idx], k_e[idx], k_c[idx], ly[idx], sw[idx], ref, max_nfev=30)
-        if np.all(np.isfinite(t)) and np.all(np.abs(t) < 50.0):  # beyond e^+-50 a replicate has diverged
-            boot.append(t)
+    def refit(idx: np.ndarray) -> np.ndarray:
+        return _refine(theta, n[idx], k_e[idx], k_c[idx], ly[idx], sw[idx], ref, max_nfev=30)
+
+    boot = bootstrap(refit, runs.height, len(PARAM_NAMES), n_boot, seed)
+    jacobian = sw[:, None] * _log_loss_and_jac(theta, n, k_e, k_c, jac=True)[1]
+    reason = degenerate(PARAM_NAMES, theta, jacobian, n_boot, boot.shape[0])
     sign_pred = 1.0 - pred if maximize else pred
     points = runs.with_columns(
         pl.Series("fitted", sign_pred), pl.Series("residual", runs[metric].cast(pl.Float64).to_numpy() - sign_pred)
@@ -298,7 +297,7 @@ def fit_capacity_model(
         metric=metric,
         maximize=maximize,
         model=model,
-        boot=np.array(boot) if boot else np.empty((0, len(PARAM_NAMES))),
+        boot=boot,
         k_c=float(np.median(k_c)),
         overhead=hidden_overhead(runs),
         rmse=rmse,
@@ -306,4 +305,17 @@ def fit_capacity_model(
         n_runs=runs.height,
         ci_level=ci_level,
         points=points,
+        status="ok" if reason is None else "failed",
+        reason=reason,
+        test_model=_test_model(df, metric, maximize, seed),
     )
+
+
+def _test_model(df: pl.DataFrame, metric: str, maximize: bool, seed: int) -> CapacityModel | None:
+    """The model through test_metric when `metric` is another one (None when it cannot be fitted)."""
+    if metric == "test_metric" or "test_metric" not in df.columns:
+        return None
+    try:
+        return fit_capacity_model(df, "test_metric", maximize, n_boot=0, seed=seed).model
+    except ValueError:
+        return None

@@ -5,12 +5,7 @@ columns of `elm_core.records` (n_neurons, d_m, l_mlp, d_mlp, d_tree, d_brch, k_e
 metric_name, test_metric, status, seed, ...). `normalize_frame` brings other shapes (the published
 sweep's CSV, with `N_rec`) to that form and adds the derived allocation columns.
 
-Per hidden neuron (docs/science.md section 3), with d_s = d_tree * d_brch:
-    P_h = d_s + d_mlp (d_tree + d_m + 1) + (l_mlp - 1) d_mlp (d_mlp + 1) + d_m (d_mlp + 1) + d_m + 1   (l_mlp >= 1)
-    P_h = d_s + d_m (d_tree + d_m + 1) + d_m + 1                                                       (l_mlp = 0)
-    k_c = d_s,   k_e = P_h - k_c,   k_e_frac = k_e / (k_e + k_c)
-Readout neuron (d_r = readout_d_m, l_mlp = 0):  P_r = d_s + d_r (d_tree + d_r + 1) + d_r + 1
-Network:  P = N P_h + N_out P_r + N_out^2 + N_out
+k_e and k_c come from the closed forms of `elm_core.budget` (docs/science.md section 3).
 """
 
 from __future__ import annotations
@@ -20,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from elm_core.budget import neuron_counts
 
 REFERENCE_SWEEP_CSV = Path(__file__).resolve().parent.parent / "reference_data" / "paper_sweeps_enwik8.csv"
 
@@ -57,34 +54,6 @@ ALLOCATION_AXES: tuple[str, ...] = ("d_m", "k_e", "n_neurons", "k_e_frac")
 
 _INT_COLUMNS = ("n_neurons", "d_m", "l_mlp", "d_mlp", "d_tree", "d_brch", "readout_d_m", "n_out", "k_e", "k_c")
 _FLOAT_COLUMNS = ("params", "budget", "flops_per_step", "wall_time_s", *OUTCOME_COLUMNS[:4])
-
-
-def neuron_counts(
-    d_m: np.ndarray | float,
-    l_mlp: np.ndarray | float,
-    d_mlp: np.ndarray | float,
-    d_tree: np.ndarray | float,
-    d_brch: np.ndarray | float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(k_e, k_c) per hidden neuron, vectorised: k_c = d_tree d_brch, k_e = P_h - k_c (module docstring)."""
-    d_m, l_mlp, d_mlp, d_tree, d_brch = (np.asarray(v, dtype=float) for v in (d_m, l_mlp, d_mlp, d_tree, d_brch))
-    k_c = d_tree * d_brch
-    deep = d_mlp * (d_tree + d_m + 1) + (l_mlp - 1) * d_mlp * (d_mlp + 1) + d_m * (d_mlp + 1) + d_m + 1
-    linear = d_m * (d_tree + d_m + 1) + d_m + 1
-    k_e = np.where(l_mlp >= 1, deep, linear)
-    return k_e, k_c
-
-
-def readout_params(
-    n_out: np.ndarray | float,
-    d_tree: np.ndarray | float,
-    d_brch: np.ndarray | float,
-    readout_d_m: np.ndarray | float = 3,
-) -> np.ndarray:
-    """Parameters outside the hidden layer: N_out P_r + N_out^2 + N_out (module docstring)."""
-    n_out, d_tree, d_brch, r = (np.asarray(v, dtype=float) for v in (n_out, d_tree, d_brch, readout_d_m))
-    p_r = d_tree * d_brch + r * (d_tree + r + 1) + r + 1
-    return n_out * p_r + n_out**2 + n_out
 
 
 def metric_name_for_task(task: str | None) -> str:
@@ -176,6 +145,22 @@ def done_runs(df: pl.DataFrame, metric: str | None = None, columns: Sequence[str
     return df
 
 
+def fit_metric(df: pl.DataFrame, metric: str | None = None) -> str:
+    """The metric a fit locates its optimum on: `metric` when given; else valid_metric when every done
+    run with a test_metric also has one (choosing an allocation on the test set would make the test
+    number reported there optimistic), else test_metric (a source without validation numbers)."""
+    if metric is not None:
+        return metric
+    if "valid_metric" not in df.columns:
+        return "test_metric"
+    runs = done_runs(df)
+    tested = runs.filter(pl.col("test_metric").is_not_null()) if "test_metric" in runs.columns else runs
+    valid = tested["valid_metric"].cast(pl.Float64)
+    if tested.height and valid.is_not_null().all() and valid.is_finite().all():
+        return "valid_metric"
+    return "test_metric"
+
+
 def loss_target(df: pl.DataFrame, metric: str, maximize: bool) -> tuple[pl.DataFrame, np.ndarray]:
     """The done runs with (n_neurons, k_e, k_c) and the positive loss a log-space fit targets: the metric
     itself when minimised, the error 1 - metric when maximised (an accuracy in (0, 1))."""
@@ -219,38 +204,3 @@ def hidden_overhead(df: pl.DataFrame) -> float:
     rest = df.select(pl.col("params") - pl.col("n_neurons") * (pl.col("k_e") + pl.col("k_c"))).to_series()
     rest = rest.drop_nulls()
     return float(rest.median()) if rest.len() else 0.0
-
-
-def neurons_for_budget(
-    budget: float,
-    d_m: np.ndarray | float,
-    *,
-    l_mlp: int = 1,
-    d_mlp_ratio: float = 2.0,
-    d_tree: int = 50,
-    d_brch: int = 15,
-    n_out: int = 0,
-    readout_d_m: int = 3,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, k_e, k_c) that spend `budget` at memory size d_m: N = round((P - readout) / (k_e + k_c)),
-    d_mlp = round(d_mlp_ratio d_m); N is at least 1."""
-    d_m = np.asarray(d_m, dtype=float)
-    d_mlp = np.maximum(1.0, np.round(d_mlp_ratio * d_m))
-    k_e, k_c = neuron_counts(d_m, l_mlp, d_mlp, d_tree, d_brch)
-    hidden = budget - (readout_params(n_out, d_tree, d_brch, readout_d_m) if n_out else 0.0)
-    n = np.maximum(1.0, np.round(hidden / (k_e + k_c)))
-    return n, k_e, np.broadcast_to(k_c, n.shape).astype(float)
-
-
-def d_m_for_k_e(k_e: np.ndarray | float, *, l_mlp: int = 1, d_mlp_ratio: float = 2.0, d_tree: int = 50) -> np.ndarray:
-    """The (real-valued) memory size d_m whose neuron has complexity k_e, with d_mlp = r d_m:
-    k_e = a d_m^2 + b d_m + 1 with a = 2r + (l_mlp - 1) r^2, b = r (d_tree + 1) + 2 + (l_mlp - 1) r
-    (l_mlp >= 1), or a = 1, b = d_tree + 2 (l_mlp = 0); the positive root. Maps k_e* from the scaling
-    law or the capacity model back to d_m."""
-    k_e = np.asarray(k_e, dtype=float)
-    r = d_mlp_ratio
-    if l_mlp >= 1:
-        a, b = 2 * r + (l_mlp - 1) * r * r, r * (d_tree + 1) + 2 + (l_mlp - 1) * r
-    else:
-        a, b = 1.0, d_tree + 2.0
-    return (-b + np.sqrt(b * b + 4 * a * (k_e - 1))) / (2 * a)

@@ -15,27 +15,31 @@ so f = S y is linear in y. lambda -> infinity gives the parabola in log x ("Chin
 biased when the arms are asymmetric or the grid is off-centre, arXiv 2603.22339); small lambda lets
 the curve follow an asymmetric valley. The default lambda = 1 leaves about 5.5 effective degrees of
 freedom, df = tr(H), on the 14-point published sweep. The optimum is the argmin of f over the
-sampled range (refined by a parabola through the three grid points around it); `interior` is False
-when it sits at an end of the range, i.e. the data do not bracket it.
+sampled range (refined by a parabola through the three grid points around it).
 
-Noise: sigma is the largest of
-    residual       sigma^2 = sum_i w_i r_i^2 / (n - df),                   dof = n - df
-                   (n counts runs: a collapsed row adds its seeds' scatter (n_i - 1) s_i^2)
-    pure error     pooled variance of repeated seeds (elm_core.analysis.seeds.pure_error)
-    differences    Gasser et al. (1986) pseudo-residuals of consecutive points (no repeats only)
-with the degrees of freedom of the one chosen.
+Noise: from repeated seeds where there are any, else from the fit's residuals:
+    repeated seeds  each configuration's own seed variance s_i^2 (one without repeats takes the
+                    pooled sigma^2 = sum (n_i - 1) s_i^2 / sum (n_i - 1); elm_core.analysis.seeds.pure_error),
+                    dof = sum (n_i - 1), so an unstable arm widens the curve only where it lies
+    residual        sigma^2 = sum_i w_i r_i^2 / (n - df),   dof = n - df
+Differences between neighbouring points are never used: on a smooth U they measure its curvature.
 
 Confidence interval: a parametric bootstrap of the penalised fit. Replicate b draws a noise level
 and a curve from the fit's sampling distribution with its smoothing bias included (the Bayesian
 covariance of a penalised spline; Wahba 1983, Nychka 1988, as in mgcv):
 
-    s_b = sigma sqrt(dof / chi2_dof),    beta*_b ~ N(beta, s_b^2 A^-1),    A = B^T W B + lambda D_3^T D_3
+    c_b = dof / chi2_dof,    beta*_b ~ N(beta, c_b C),    A = B^T W B + lambda D_3^T D_3,
+    C = sigma^2 A^-1                                             (residual noise)
+    C = A^-1 (B^T W V B + s_med^2 lambda D_3^T D_3) A^-1         (seed noise, V = diag s_i^2)
 
+with s_med^2 the median configuration's variance, the scale of the smoothing bias (the two agree
+when every s_i = sigma)
 and takes the argmin of f*_b; the interval is the (alpha/2, 1 - alpha/2) percentiles of the argmins.
 Removing runs shrinks B^T W B, so A^-1 grows and the interval widens; drawing s_b from its sampling
 distribution carries the uncertainty of sigma itself (few degrees of freedom, heavy tails). The
 interval can only narrow when a removed run was one the curve fitted badly (sigma drops). With
-dof < 1 sigma cannot be estimated and the interval is (nan, nan).
+dof < 1 sigma cannot be estimated and the interval is (nan, nan). `bracketed` (also `interior`) is
+False when the optimum or its interval reaches an end of the sampled range: extend the sweep that way.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import numpy as np
 import polars as pl
 from scipy.interpolate import BSpline
 
-from elm_core.analysis.frame import done_runs, resolve_maximize, seed_weights
+from elm_core.analysis.frame import done_runs, fit_metric, resolve_maximize, seed_weights
 from elm_core.analysis.seeds import pure_error
 
 DEFAULT_SMOOTHING = 1.0
@@ -63,7 +67,8 @@ class IsoFit:
 
     curve_x / curve_y: the smooth fit on a grid in x (original units); curve_lo / curve_hi: the
     pointwise bootstrap band; points: the group's runs with `fitted` and `residual` columns;
-    boot_optima: the bootstrap argmins (x units) behind `ci`.
+    boot_optima: the bootstrap argmins (x units) behind `ci`; interior (= bracketed): the optimum and
+    its interval lie inside the sampled range, else extend_toward says which way to grow the sweep.
     """
 
     budget: float
@@ -93,6 +98,13 @@ class IsoFit:
     points: pl.DataFrame = field(repr=False)
     task: str | None = None
     note: str = ""
+    extend_toward: str = ""  # 'smaller', 'larger', 'smaller and larger' x; '' when bracketed
+    test_at_optimum: float = float("nan")  # the smoothed test_metric at the optimum
+
+    @property
+    def bracketed(self) -> bool:
+        """The optimum and its interval lie inside the sampled range (the same as `interior`)."""
+        return self.interior
 
     @property
     def ci_width_log(self) -> float:
@@ -116,7 +128,10 @@ class IsoFit:
             "ci": [_num(self.ci[0]), _num(self.ci[1])],
             "ci_level": self.ci_level,
             "optimum_metric": _num(self.optimum_metric),
+            "test_metric_at_optimum": _num(self.test_at_optimum),
             "interior": self.interior,
+            "bracketed": self.bracketed,
+            "extend_toward": self.extend_toward or None,
             "n_points": self.n_points,
             "n_distinct": self.n_distinct,
             "sigma": _num(self.sigma),
@@ -180,13 +195,13 @@ def _basis(t: np.ndarray) -> np.ndarray:
     return BSpline.design_matrix(np.clip(t, 0.0, 1.0), knots, DEGREE).toarray()
 
 
-def _penalised(t: np.ndarray, w: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """(basis at t, A^-1) with A = B^T W B + lambda D_3^T D_3; beta = A^-1 B^T W y."""
+def _penalised(t: np.ndarray, w: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(basis at t, A^-1, lambda D_3^T D_3) with A = B^T W B + lambda D_3^T D_3; beta = A^-1 B^T W y."""
     b = _basis(t)  # (n, k)
     k = b.shape[1]
     d = np.diff(np.eye(k), PENALTY_ORDER, axis=0)  # (k - 3, k)
-    a_inv = np.linalg.inv((b.T * w) @ b + lam * d.T @ d)  # (k, k)
-    return b, a_inv
+    penalty = lam * d.T @ d
+    return b, np.linalg.inv((b.T * w) @ b + penalty), penalty
 
 
 def _argmin_refined(curves: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -201,19 +216,6 @@ def _argmin_refined(curves: np.ndarray, grid: np.ndarray) -> np.ndarray:
     h = grid[1] - grid[0]
     inside = (i > 0) & (i < grid.size - 1)
     return np.where(inside, grid[j] + np.clip(step, -1, 1) * h, grid[i])
-
-
-def _difference_sigma(t: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-    """Gasser-Sroka-Jennen-Steinmetz noise estimate from consecutive triples (distinct t)."""
-    if t.size < 3:
-        return float("nan"), 0
-    o = np.argsort(t)
-    t, y = t[o], y[o]
-    a = (t[2:] - t[1:-1]) / (t[2:] - t[:-2])
-    b = 1.0 - a
-    e = a * y[:-2] + b * y[2:] - y[1:-1]
-    c2 = 1.0 / (a * a + b * b + 1.0)
-    return float(np.sqrt(np.mean(c2 * e * e))), int(t.size - 2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,45 +238,41 @@ def _ensemble(
     lam: float,
     n_boot: int,
     seed: int,
-    pure: tuple[float, int],
-    collapsed: bool = False,
+    noise: tuple[np.ndarray, float, int],
     extend: float = 0.0,
 ) -> _Ensemble:
+    """The penalised fit and its bootstrap curves; `noise` = seeds.pure_error of the rows."""
     lo, hi = float(u.min()), float(u.max())
     span = hi - lo
     lo_d, hi_d = lo - extend * span, hi + extend * span
     t = (u - lo_d) / (hi_d - lo_d)
     grid_u = np.linspace(lo_d, hi_d, N_GRID)
-    b, a_inv = _penalised(t, w, lam)
+    b, a_inv, penalty = _penalised(t, w, lam)
     beta = a_inv @ (b.T * w) @ y  # (k,)
     g = _basis((grid_u - lo_d) / (hi_d - lo_d))  # (grid, k)
     fitted_points = b @ beta
     edf = float(np.trace(a_inv @ (b.T * w) @ b))  # tr(H), H = B A^-1 B^T W
-    n = y.size
-    resid = y - fitted_points
-    cands: list[tuple[float, float, str]] = []
-    rss, res_dof = float(np.sum(w * resid**2)), n - edf
-    if collapsed and pure[1] > 0:  # the within-configuration scatter a raw frame's residuals would hold
-        rss, res_dof = rss + pure[0] ** 2 * pure[1], res_dof + pure[1]
-    if res_dof >= 1:
-        cands.append((float(np.sqrt(rss / res_dof)), res_dof, "residual"))
-    if pure[1] >= 2:
-        cands.append((pure[0], float(pure[1]), "repeated seeds"))
+    variances, pooled, pure_dof = noise
+    res_dof = y.size - edf
+    if pure_dof >= 1:
+        sigma, dof, source = pooled, float(pure_dof), "repeated seeds"
+        typical = float(np.median([variances[u == v][0] for v in np.unique(u)]))  # per configuration
+        root = _psd_root(a_inv @ ((b.T * (w * variances)) @ b + typical * penalty) @ a_inv)
+    elif res_dof >= 1:
+        sigma, dof, source = float(np.sqrt(np.sum(w * (y - fitted_points) ** 2) / res_dof)), res_dof, "residual"
+        root = sigma * np.linalg.cholesky((a_inv + a_inv.T) / 2)  # (k, k)
     else:
-        ut = np.unique(u)
-        if ut.size >= 3:
-            means = np.array([np.average(y[u == v], weights=w[u == v]) for v in ut])
-            sd, dof = _difference_sigma(ut, means)
-            if dof >= 1:
-                cands.append((sd, float(dof), "differences"))
-    if not cands:
         return _Ensemble(grid_u, g @ beta, np.empty((0, N_GRID)), fitted_points, np.nan, 0.0, "none", edf)
-    sigma, dof, source = max(cands, key=lambda c: c[0])
     rng = np.random.default_rng(seed)
-    scale = sigma * np.sqrt(dof / rng.chisquare(dof, size=(n_boot, 1)))  # (n_boot, 1)
-    chol = np.linalg.cholesky((a_inv + a_inv.T) / 2)  # (k, k)
-    betas = beta[None, :] + scale * (rng.standard_normal((n_boot, beta.size)) @ chol.T)  # (n_boot, k)
+    scale = np.sqrt(dof / rng.chisquare(dof, size=(n_boot, 1)))  # (n_boot, 1)
+    betas = beta[None, :] + scale * (rng.standard_normal((n_boot, beta.size)) @ root.T)  # (n_boot, k)
     return _Ensemble(grid_u, g @ beta, betas @ g.T, fitted_points, sigma, dof, source, edf)
+
+
+def _psd_root(m: np.ndarray) -> np.ndarray:
+    """R with R R^T = m for a symmetric positive semi-definite m (eigenvalues below 0 clipped)."""
+    vals, vecs = np.linalg.eigh((m + m.T) / 2)
+    return vecs * np.sqrt(np.clip(vals, 0.0, None))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -316,7 +314,7 @@ def iso_budget_groups(df: pl.DataFrame, tol: float = 0.05) -> pl.DataFrame:
 def fit_iso(
     df: pl.DataFrame,
     x: str = "d_m",
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     budget: float | None = None,
@@ -330,7 +328,10 @@ def fit_iso(
 
     Raw or seed-collapsed rows; only done runs with finite `x` and `metric` enter. Needs at least
     three distinct allocations. `budget` defaults to the median of `iso_budget`, `budget` or `params`.
+    `metric` defaults to valid_metric (test_metric where the runs have none; frame.fit_metric); the
+    test metric at the optimum is `test_at_optimum` (the same smoother through the test numbers).
     """
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs = done_runs(df, metric, [x])
     xv = runs[x].cast(pl.Float64).to_numpy()
@@ -351,15 +352,14 @@ def fit_iso(
     w = seed_weights(runs)
     loss = -yv if maximize else yv
     sign = -1.0 if maximize else 1.0
-    pure = pure_error(runs, x, metric)
-    collapsed = "n_seeds" in runs.columns
-    ens = _ensemble(u, loss, w, lam=smoothing, n_boot=n_boot, seed=seed, pure=pure, collapsed=collapsed)
+    noise = pure_error(runs, x, metric)
+    ens = _ensemble(u, loss, w, lam=smoothing, n_boot=n_boot, seed=seed, noise=noise)
 
     grid = ens.grid_u
     u_opt = float(_argmin_refined(ens.fitted, grid)[0])
-    interior = bool(grid[0] < u_opt < grid[-1])
     alpha = 1.0 - ci_level
-    note = "" if interior else "optimum at the edge of the sampled range: the data do not bracket it"
+    lo_u = hi_u = u_opt
+    note = ""
     if ens.boot.shape[0]:
         boot_u = _argmin_refined(ens.boot, grid)
         lo_u, hi_u = np.quantile(boot_u, [alpha / 2, 1 - alpha / 2])
@@ -370,10 +370,18 @@ def fit_iso(
         ci = (float("nan"), float("nan"))
         band_lo = band_hi = np.full(grid.size, np.nan)
         boot_opt = np.empty(0)
-        note = (note + "; " if note else "") + "too few points to estimate the noise: no interval"
+        note = "too few points to estimate the noise: no interval"
+    edge = 1e-9 * (grid[-1] - grid[0])
+    extend_toward = _direction(bool(min(lo_u, u_opt) <= grid[0] + edge), bool(max(hi_u, u_opt) >= grid[-1] - edge))
+    if extend_toward:
+        note = "; ".join(
+            [f"not bracketed: the optimum or its interval reaches the sampled range's edge; "
+             f"extend the sweep to {extend_toward} {x}", *([note] if note else [])]
+        )
     if maximize:
         band_lo, band_hi = band_hi, band_lo
     opt_metric = float(sign * np.interp(u_opt, grid, ens.fitted))
+    test_at_optimum = opt_metric if metric == "test_metric" else _smoothed_at(runs, x, tr, smoothing, u_opt, maximize)
     points = runs.with_columns(
         pl.Series("fitted", sign * ens.fitted_points), pl.Series("residual", yv - sign * ens.fitted_points)
     )
@@ -388,7 +396,7 @@ def fit_iso(
         optimum=float(inverse(u_opt, tr)),
         ci=ci,
         optimum_metric=opt_metric,
-        interior=interior,
+        interior=not extend_toward,
         n_points=runs.height,
         n_distinct=int(np.unique(xv).size),
         sigma=ens.sigma,
@@ -408,13 +416,34 @@ def fit_iso(
         points=points,
         task=task,
         note=note,
+        extend_toward=extend_toward,
+        test_at_optimum=test_at_optimum,
     )
+
+
+def _smoothed_at(runs: pl.DataFrame, x: str, tr: str, lam: float, u_opt: float, maximize: bool) -> float:
+    """The P-spline through the runs' test_metric, at u_opt (nan without three distinct tested x)."""
+    if "test_metric" not in runs.columns:
+        return float("nan")
+    tested = done_runs(runs, "test_metric")
+    xv = tested[x].cast(pl.Float64).to_numpy()
+    if np.unique(xv).size < 3:
+        return float("nan")
+    sign = -1.0 if maximize else 1.0
+    y = sign * tested["test_metric"].cast(pl.Float64).to_numpy()
+    ens = _ensemble(forward(xv, tr), y, seed_weights(tested), lam=lam, n_boot=0, seed=0, noise=(np.zeros(0), 0.0, 0))
+    return float(sign * np.interp(u_opt, ens.grid_u, ens.fitted))
+
+
+def _direction(low: bool, high: bool) -> str:
+    """Where a sweep must grow to bracket its optimum: 'smaller', 'larger', 'smaller and larger', or ''."""
+    return " and ".join(w for w, hit in (("smaller", low), ("larger", high)) if hit)
 
 
 def fit_iso_budgets(
     df: pl.DataFrame,
     x: str = "d_m",
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     tol: float = 0.05,
@@ -425,7 +454,8 @@ def fit_iso_budgets(
     transform: str = "auto",
 ) -> list[IsoFit]:
     """`fit_iso` for every iso-budget group (per task) with at least 3 distinct allocations,
-    ordered by task and budget."""
+    ordered by task and budget; `metric` as in `fit_iso`."""
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs = iso_budget_groups(done_runs(df, metric, [x]), tol).filter(pl.col("iso_budget").is_not_null())
     keys = ["task", "iso_budget"] if "task" in runs.columns else ["iso_budget"]
@@ -475,8 +505,7 @@ def iso_ensemble(
         lam=smoothing,
         n_boot=n_boot,
         seed=seed,
-        pure=pure_error(runs, x, metric),
-        collapsed="n_seeds" in runs.columns,
+        noise=pure_error(runs, x, metric),
         extend=extend,
     )
     return inverse(ens.grid_u, tr), ens.fitted, ens.boot, ens.sigma, tr

@@ -14,9 +14,8 @@ Fit: least squares in log space over all done runs (weights w_i = n_seeds_i),
 with log L_theta = logsumexp(log E, log A - alpha log N, log B - beta log k_e [, log C - gamma log k_c])
 and every parameter positive (fitted as its log). Start: a grid over the exponents with
 (E, A, B[, C]) solved by non-negative least squares at each grid point (variable projection), then
-Levenberg-Marquardt from the best start.
-
-Uncertainty: pairs bootstrap (resample runs with replacement, refit from the estimate).
+Levenberg-Marquardt from the best start; uncertainty from a pairs bootstrap (the shared skeleton of
+elm_core.analysis.parametric).
 
 Optimal allocation at total budget P: with the hidden budget H = P - P_out (P_out = params -
 N (k_e + k_c), the readout, taken as the runs' median) and N = H / (k_e + k_c),
@@ -24,6 +23,7 @@ N (k_e + k_c), the readout, taken as the runs' median) and N = H / (k_e + k_c),
 on a log grid (k_c within its observed range). When k_e >> k_c the optimum is a power law:
     N* ~ P^(beta / (alpha + beta)),    k_e* ~ P^(alpha / (alpha + beta))      (asymptotic exponents)
 `power_laws` fits N* = G_N P^a and k_e* = G_e P^b over a range of budgets, per bootstrap replicate.
+A fit that degenerates (elm_core.analysis.parametric.degenerate) has status "failed" and a reason.
 """
 
 from __future__ import annotations
@@ -34,13 +34,21 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.optimize import least_squares, nnls
 
-from elm_core.analysis.frame import hidden_overhead, loss_target, resolve_maximize, seed_weights
+from elm_core.analysis.frame import fit_metric, hidden_overhead, loss_target, resolve_maximize, seed_weights
+from elm_core.analysis.parametric import (
+    bootstrap,
+    degenerate,
+    fit_quality,
+    interval,
+    logsumexp,
+    nnls_start,
+    refine,
+)
 
 _EXP_GRID = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
 _KE_GRID = np.logspace(0, 8, 801)  # candidate k_e for the optimum search
-MAX_LOG_PARAM = 50.0  # bootstrap replicates with a parameter beyond e^+-50 have diverged: dropped
+FEW_NEURONS = 8  # default prediction budgets leave the hidden layer at least this many neurons
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +59,9 @@ class ScalingFit:
     boot: (n_boot, n_params) replicate parameters in log form; k_c: the fixed k_c (None when it
     varies; then k_c_range bounds the search); overhead: parameters outside the hidden layer;
     sigma_log: residual standard deviation of log L; rmse: of the metric itself; budget_range:
-    the smallest and largest parameter count among the runs.
+    the smallest and largest parameter count among the runs; status: "ok", or "failed" with the
+    `reason` (parametric.degenerate): then the parameters and everything derived from them are
+    not to be trusted.
     """
 
     metric: str
@@ -68,24 +78,28 @@ class ScalingFit:
     ci_level: float
     seed: int
     budget_range: tuple[float, float] = (1.0, 1.0)
+    smallest_neuron: float = 1.0  # the runs' smallest k_e + k_c
+    status: str = "ok"  # "failed" when the fit degenerated; `reason` says how
+    reason: str | None = None
+    test_fit: ScalingFit | None = field(default=None, repr=False)  # the surface through test_metric
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
     # ---- parameters -------------------------------------------------------------------------------
     @property
     def params(self) -> dict[str, float]:
-        return dict(zip(self.names, np.exp(self.theta).tolist(), strict=True))
+        with np.errstate(over="ignore"):  # a failed fit may hold a parameter beyond float range
+            return dict(zip(self.names, np.exp(self.theta).tolist(), strict=True))
 
     @property
     def param_ci(self) -> dict[str, tuple[float, float]]:
-        lo, hi = self._quantiles(np.exp(self.boot), axis=0)
+        lo, hi = self._quantiles(np.exp(self.boot))
         return {n: (float(a), float(b)) for n, a, b in zip(self.names, lo, hi, strict=True)}
 
-    def _quantiles(self, values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        a = 1.0 - self.ci_level
-        if values.shape[axis] == 0:
-            shape = np.delete(np.array(values.shape), axis)
-            return np.full(shape, np.nan), np.full(shape, np.nan)
-        lo, hi = np.nanquantile(values, [a / 2, 1 - a / 2], axis=axis)
-        return lo, hi
+    def _quantiles(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return interval(values, self.ci_level)
 
     # ---- the surface ------------------------------------------------------------------------------
     def _loss(self, theta: np.ndarray, n: np.ndarray, k_e: np.ndarray, k_c: np.ndarray) -> np.ndarray:
@@ -164,21 +178,20 @@ class ScalingFit:
 
     def optimal_allocation(self, budget: Any) -> pl.DataFrame:
         """Per budget: n_neurons, k_e, k_c at the fitted optimum with bootstrap intervals
-        (<col>_lo, <col>_hi), and the metric there with ci_lo/ci_hi and pi_lo/pi_hi."""
+        (<col>_lo, <col>_hi), and the metric there with ci_lo/ci_hi and pi_lo/pi_hi; with a
+        `test_fit`, test_metric: the test surface at that optimum."""
         budgets = np.atleast_1d(np.asarray(budget, float))
         n, ke, kc, loss = (a[0] for a in self._optimum(self.theta[None, :], budgets))
+        boot = self._optimum(self.boot, budgets)  # each (n_boot, budgets)
         cols: dict[str, Any] = {"budget": budgets}
-        for name, value, idx in (("n_neurons", n, 0), ("k_e", ke, 1), ("k_c", kc, 2)):
+        for name, value, b in (("n_neurons", n, boot[0]), ("k_e", ke, boot[1]), ("k_c", kc, boot[2])):
             cols[name] = value
-            if self.boot.shape[0]:
-                lo, hi = self._quantiles(self._optimum(self.boot, budgets)[idx])
-            else:
-                lo = hi = np.full(budgets.size, np.nan)
-            cols[f"{name}_lo"], cols[f"{name}_hi"] = lo, hi
-        boot_loss = self._optimum(self.boot, budgets)[3] if self.boot.shape[0] else np.empty((0, budgets.size))
+            cols[f"{name}_lo"], cols[f"{name}_hi"] = self._quantiles(b)
+        if self.test_fit is not None:
+            cols["test_metric"] = self.test_fit.predict(n, ke, kc)
         rng = np.random.default_rng(self.seed)
-        noisy = boot_loss * np.exp(self.sigma_log * rng.standard_normal(boot_loss.shape))
-        ci_lo, ci_hi = self._quantiles(boot_loss)
+        noisy = boot[3] * np.exp(self.sigma_log * rng.standard_normal(boot[3].shape))
+        ci_lo, ci_hi = self._quantiles(boot[3])
         pi_lo, pi_hi = self._quantiles(noisy)
         return self._interval_frame(cols, loss, ci_lo, ci_hi, pi_lo, pi_hi)
 
@@ -227,8 +240,12 @@ class ScalingFit:
         )
 
     def _default_budgets(self) -> np.ndarray:
+        """9 budgets from a third of the smallest run's (but no lower than the readout's fixed cost
+        plus FEW_NEURONS of the smallest neurons run, below which there is no hidden layer to split)
+        to 30x the largest."""
         lo, hi = self.budget_range
-        return np.geomspace(lo / 3, hi * 30, 9)
+        lo = max(lo / 3, self.overhead + FEW_NEURONS * self.smallest_neuron)
+        return np.geomspace(lo, max(hi * 30, 2 * lo), 9)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -243,97 +260,64 @@ class ScalingFit:
             "rmse": self.rmse,
             "sigma_log": self.sigma_log,
             "asymptotic_exponents": self.asymptotic_exponents(),
+            "status": self.status,
+            "reason": self.reason,
         }
 
 
-def _lse(t: np.ndarray) -> np.ndarray:
-    """log(sum(exp(t), axis=0)), stable (scipy's logsumexp is slow for many small calls)."""
-    with np.errstate(all="ignore"):
-        m = t.max(axis=0)
-        return m + np.log(np.exp(t - m).sum(axis=0))
-
-
-def _log_surface(theta: np.ndarray, ln: np.ndarray, lke: np.ndarray, lkc: np.ndarray) -> np.ndarray:
-    """log L = logsumexp(log E, log A - alpha log N, log B - beta log k_e [, log C - gamma log k_c])."""
+def _log_surface(theta: np.ndarray, ln: np.ndarray, lke: np.ndarray, lkc: np.ndarray, jac: bool = False) -> Any:
+    """log L = logsumexp(log E, log A - alpha log N, log B - beta log k_e [, log C - gamma log k_c]) and,
+    with `jac`, its Jacobian (..., theta.size): d log L / d theta_j = sum_k softmax_k(terms) d term_k / d theta_j."""
     ln, lke, lkc = np.broadcast_arrays(ln, lke, lkc)
+    n_terms = 1 + (theta.size - 1) // 2
+    xs = np.stack([ln, lke, lkc][: n_terms - 1])  # (terms - 1, ...)
+    per_term = (slice(None),) + (None,) * ln.ndim
     with np.errstate(all="ignore"):
-        terms = [
-            np.full(ln.shape, theta[0]),
-            theta[1] - np.exp(theta[2]) * ln,
-            theta[3] - np.exp(theta[4]) * lke,
-        ]
-        if theta.size == 7:
-            terms.append(theta[5] - np.exp(theta[6]) * lkc)
-    return _lse(np.stack(terms))
+        rate = np.exp(theta[2::2])[per_term]
+        terms = np.concatenate([np.full((1, *ln.shape), theta[0]), theta[1::2][per_term] - rate * xs])
+        log_loss = logsumexp(terms)
+        if not jac:
+            return log_loss
+        p = np.exp(terms - log_loss)  # softmax over the terms
+        j = np.empty((*ln.shape, theta.size))
+        j[..., 0] = p[0]
+        j[..., 1::2] = np.moveaxis(p[1:], 0, -1)
+        j[..., 2::2] = np.moveaxis(-(p[1:] * rate * xs), 0, -1)
+    return log_loss, j
 
 
 def _start(ln, lke, lkc, y, w, with_kc: bool) -> np.ndarray:
-    """Variable projection: exponents on a grid, (E, A, B[, C]) by NNLS on the relative error."""
-    best = (np.inf, None)
-    rw = np.sqrt(w) / y
-    grids = [_EXP_GRID, _EXP_GRID] + ([_EXP_GRID] if with_kc else [])
-    for exps in itertools.product(*grids):
-        cols = [np.ones_like(y), np.exp(-exps[0] * ln), np.exp(-exps[1] * lke)]
-        if with_kc:
-            cols.append(np.exp(-exps[2] * lkc))
-        x = np.stack(cols, axis=1) * rw[:, None]
-        coef, rnorm = nnls(x, y * rw)
-        if rnorm < best[0]:
-            best = (rnorm, (coef, exps))
-    coef, exps = best[1]
-    floor = 1e-6 * float(np.mean(y))
-    c = np.maximum(coef, floor)
-    theta = [np.log(c[0]), np.log(c[1]), np.log(exps[0]), np.log(c[2]), np.log(exps[1])]
-    if with_kc:
-        theta += [np.log(c[3]), np.log(exps[2])]
-    return np.array(theta)
+    """Exponents on a grid, (E, A, B[, C]) by NNLS (parametric.nnls_start); theta in log form."""
+    xs = (ln, lke, lkc) if with_kc else (ln, lke)
+    grid = itertools.product(*([_EXP_GRID] * len(xs)))
+
+    def columns(exps: tuple[float, ...]) -> list[np.ndarray]:
+        return [np.ones_like(y), *(np.exp(-a * x) for a, x in zip(exps, xs, strict=True))]
+
+    coef, exps = nnls_start(grid, columns, y, w)
+    c = np.maximum(coef, 1e-6 * float(np.mean(y)))
+    return np.log(np.concatenate([c[:1], np.column_stack([c[1:], exps]).ravel()]))
 
 
 def _refine(theta0, ln, lke, lkc, ly, sw, max_nfev: int = 100) -> np.ndarray:
-    """Levenberg-Marquardt on the weighted log residuals, with the analytic Jacobian:
-    d log L / d theta_j = sum_k softmax_k(terms) d term_k / d theta_j."""
-    xs = np.stack([ln, lke, lkc])  # (3, n)
-    n_terms = 1 + (theta0.size - 1) // 2
-    t = np.empty((n_terms, ln.size))
-
-    def terms(theta: np.ndarray) -> np.ndarray:
-        t[0] = theta[0]
-        t[1:] = theta[1::2, None] - np.exp(theta[2::2, None]) * xs[: n_terms - 1]
-        return t  # (terms, n)
-
-    def log_loss(tt: np.ndarray) -> np.ndarray:
-        m = tt.max(axis=0)
-        return m + np.log(np.exp(tt - m).sum(axis=0))
-
-    def resid(theta: np.ndarray) -> np.ndarray:
-        r = sw * (log_loss(terms(theta)) - ly)
-        return np.where(np.isfinite(r), r, 1e3)
-
-    def jac(theta: np.ndarray) -> np.ndarray:
-        tt = terms(theta)
-        p = np.exp(tt - log_loss(tt))  # (terms, n): softmax over the terms
-        j = np.empty((ln.size, theta.size))
-        j[:, 0] = p[0]
-        j[:, 1::2] = p[1:].T
-        j[:, 2::2] = -(p[1:] * np.exp(theta[2::2, None]) * xs[: n_terms - 1]).T
-        j *= sw[:, None]
-        return np.where(np.isfinite(j), j, 0.0)
-
-    with np.errstate(all="ignore"):
-        res = least_squares(resid, theta0, jac=jac, method="lm", max_nfev=max_nfev * theta0.size)
-    return res.x
+    """Levenberg-Marquardt on the weighted log residuals (parametric.refine)."""
+    return refine(lambda t, jac=False: _log_surface(t, ln, lke, lkc, jac), theta0, ly, sw, max_nfev=max_nfev)
 
 
 def fit_scaling_law(
     df: pl.DataFrame,
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     n_boot: int = 200,
     seed: int = 0,
     ci_level: float = 0.95,
 ) -> ScalingFit:
-    """Fit L(N, k_e, k_c) to every done run (raw or seed-collapsed); see the module docstring."""
+    """Fit L(N, k_e, k_c) to every done run (raw or seed-collapsed); see the module docstring.
+
+    `metric` defaults to valid_metric (test_metric where the runs have none; frame.fit_metric); fitting
+    another metric also fits test_metric (no bootstrap) as `test_fit`, to report it at the optimum."""
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs, y = loss_target(df, metric, maximize)
     n_par = 5
@@ -349,24 +333,16 @@ def fit_scaling_law(
     ly = np.log(y)
 
     theta = _refine(_start(ln, lke, lkc, y, w, with_kc), ln, lke, lkc, ly, sw)
-    resid = _log_surface(theta, ln, lke, lkc) - ly
-    dof = max(1.0, float(w.sum()) - theta.size)
-    sigma_log = float(np.sqrt(np.sum(w * resid**2) / dof))
-    pred = np.exp(_log_surface(theta, ln, lke, lkc))
-    rmse = float(np.sqrt(np.average((pred - y) ** 2, weights=w)))
+    sigma_log, rmse = fit_quality(_log_surface(theta, ln, lke, lkc), y, w, theta.size)
 
-    rng = np.random.default_rng(seed)
-    boot = []
+    def refit(idx: np.ndarray) -> np.ndarray:
+        return _refine(theta, ln[idx], lke[idx], lkc[idx], ly[idx], sw[idx], max_nfev=20)
+
     n = runs.height
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        if np.unique(idx).size < n_par:
-            continue
-        t = _refine(theta, ln[idx], lke[idx], lkc[idx], ly[idx], sw[idx], max_nfev=20)
-        if np.all(np.isfinite(t)) and np.all(np.abs(t) < MAX_LOG_PARAM):
-            boot.append(t)
-    boot_arr = np.array(boot) if boot else np.empty((0, theta.size))
+    boot_arr = bootstrap(refit, n, theta.size, n_boot, seed, min_distinct=n_par)
     names = ("E", "A", "alpha", "B", "beta") + (("C", "gamma") if with_kc else ())
+    jacobian = sw[:, None] * _log_surface(theta, ln, lke, lkc, jac=True)[1]
+    reason = degenerate(names, theta, jacobian, n_boot, boot_arr.shape[0])
     params = (
         runs["params"].cast(pl.Float64).drop_nulls() if "params" in runs.columns else pl.Series([], dtype=pl.Float64)
     )
@@ -390,4 +366,18 @@ def fit_scaling_law(
         ci_level=ci_level,
         seed=seed,
         budget_range=budget_range,
+        smallest_neuron=float(np.min(np.exp(lke) + kcv)),
+        status="ok" if reason is None else "failed",
+        reason=reason,
+        test_fit=_test_fit(df, metric, maximize, seed),
     )
+
+
+def _test_fit(df: pl.DataFrame, metric: str, maximize: bool, seed: int) -> ScalingFit | None:
+    """The surface through test_metric when `metric` is another one (None when it cannot be fitted)."""
+    if metric == "test_metric" or "test_metric" not in df.columns:
+        return None
+    try:
+        return fit_scaling_law(df, "test_metric", maximize, n_boot=0, seed=seed)
+    except ValueError:
+        return None

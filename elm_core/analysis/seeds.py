@@ -8,8 +8,8 @@
         n_seeds        = number of seeds,  seeds = their list,  run_ids = their run ids
 
 Only status == 'done' rows are collapsed. Every fitter accepts raw or collapsed frames: a collapsed
-row is weighted by n_seeds, and its `<metric>_std` feeds the pure-error noise estimate
-    sigma^2 = sum_i (n_i - 1) s_i^2 / sum_i (n_i - 1).
+row is weighted by n_seeds, and its `<metric>_std` is its configuration's noise (`pure_error`), pooled
+    sigma^2 = sum_i (n_i - 1) s_i^2 / sum_i (n_i - 1)  for configurations without repeats.
 """
 
 from __future__ import annotations
@@ -74,21 +74,28 @@ def collapse_seeds(df: pl.DataFrame) -> pl.DataFrame:
     return out
 
 
-def pure_error(df: pl.DataFrame, x: str, metric: str) -> tuple[float, int]:
-    """(sigma, dof): the run-to-run noise from repeated configurations, pooled.
+def pure_error(df: pl.DataFrame, x: str, metric: str) -> tuple[np.ndarray, float, int]:
+    """(per-row variance, pooled sigma, dof): the run-to-run noise of repeated configurations.
 
-    Collapsed rows contribute (n_i - 1) s_i^2; raw rows are grouped by `x` (within one iso-budget
-    group the allocation fixes the configuration). sigma is nan when dof == 0.
+    A configuration with seeds keeps its own variance s_i^2 (so one unstable configuration does not
+    inflate the others); one without takes the pooled sigma^2 = sum_i (n_i - 1) s_i^2 / sum_i (n_i - 1).
+    Collapsed rows bring (n_i, s_i); raw rows are grouped by `x` (within one iso-budget group the
+    allocation fixes the configuration). Without repeats dof = 0, sigma is nan and so is every variance.
     """
     std_col = f"{metric}_std"
     if "n_seeds" in df.columns and std_col in df.columns:
-        part = df.select(pl.col("n_seeds").cast(pl.Float64), pl.col(std_col)).drop_nulls()
-        n = part["n_seeds"].to_numpy()
-        s = part[std_col].to_numpy()
-        dof = int(np.sum(n - 1))
-        return (float(np.sqrt(np.sum((n - 1) * s**2) / dof)) if dof else float("nan")), dof
-    grouped = df.group_by(x).agg(pl.col(metric).var(ddof=1).fill_null(0.0).alias("v"), pl.len().alias("n"))
-    n = grouped["n"].to_numpy().astype(float)
-    v = grouped["v"].to_numpy()
-    dof = int(np.sum(n - 1))
-    return (float(np.sqrt(np.sum((n - 1) * v) / dof)) if dof else float("nan")), dof
+        n = df["n_seeds"].cast(pl.Float64).fill_null(1.0).to_numpy()
+        s2 = df[std_col].cast(pl.Float64).fill_null(np.nan).to_numpy() ** 2
+    else:
+        per_x = pl.col(metric).var(ddof=1).over(x)
+        stats = df.select(pl.len().over(x).cast(pl.Float64).alias("n"), per_x.cast(pl.Float64).alias("v"))
+        n, s2 = stats["n"].to_numpy(), stats["v"].fill_null(np.nan).to_numpy()
+        s2 = np.where(n > 1, s2, np.nan)
+    repeated = (n > 1) & np.isfinite(s2)
+    # each configuration once: a raw row stands for 1 / n_i of its configuration
+    share = np.ones_like(n) if "n_seeds" in df.columns else 1.0 / n
+    dof = int(round(float(np.sum(share * (n - 1) * repeated))))
+    if dof == 0:
+        return np.full(n.size, np.nan), float("nan"), 0
+    pooled = float(np.sum(np.where(repeated, share * (n - 1) * s2, 0.0)) / dof)
+    return np.where(repeated, s2, pooled), float(np.sqrt(pooled)), dof

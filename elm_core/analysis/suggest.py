@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from elm_core.analysis.frame import done_runs, neurons_for_budget, resolve_maximize
+from elm_core.analysis.frame import done_runs, fit_metric, resolve_maximize
 from elm_core.analysis.iso import (
     DEFAULT_SMOOTHING,
     _argmin_refined,
@@ -39,6 +39,7 @@ from elm_core.analysis.iso import (
     iso_ensemble,
 )
 from elm_core.analysis.scaling import ScalingFit, _log_surface, fit_scaling_law
+from elm_core.budget import neurons_for_budget
 
 _GEOMETRY = ("l_mlp", "d_mlp", "d_tree", "d_brch")
 _COLUMNS = {
@@ -247,7 +248,7 @@ def _new_budgets(
 def suggest_next_runs(
     df: pl.DataFrame,
     x: str = "d_m",
-    metric: str = "test_metric",
+    metric: str | None = None,
     maximize: bool | None = None,
     *,
     n: int = 5,
@@ -259,7 +260,9 @@ def suggest_next_runs(
     n_boot: int = 200,
     seed: int = 0,
 ) -> pl.DataFrame:
-    """Ranked (budget, allocation) suggestions with their reasons (module docstring)."""
+    """Ranked (budget, allocation) suggestions with their reasons (module docstring); `metric` defaults
+    to valid_metric (test_metric where the runs have none; frame.fit_metric)."""
+    metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs = iso_budget_groups(done_runs(df, metric, [x]), tol).filter(pl.col("iso_budget").is_not_null())
     rows = _existing(runs, x, metric, maximize, smoothing, n_boot, seed, per_budget)

@@ -13,7 +13,7 @@ Layout and file names: elm_core/store/files.py. Latest-status rule: elm_core/sto
 """
 
 from elm_core.store.files import StoreWarning
-from elm_core.store.reference import REFERENCE_CSV, hidden_neuron_params, read_reference_csv
+from elm_core.store.reference import REFERENCE_CSV, read_reference_csv
 from elm_core.store.store import ReadOnlyRecordError, Store
 
 __all__ = [
@@ -21,6 +21,5 @@ __all__ = [
     "ReadOnlyRecordError",
     "Store",
     "StoreWarning",
-    "hidden_neuron_params",
     "read_reference_csv",
 ]

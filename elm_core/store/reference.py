@@ -2,11 +2,8 @@
 
 Each row becomes a `done` record with source="reference", a run id derived from the row's values
 (`ref-<task>-<hash>`, so importing the same file again changes nothing) and sweep id
-`reference-<task>`. Per hidden neuron (elm_core/reference_data/FORMAT.md; the same closed form as elm_core.budget):
-
-    P_h = d_s + d_mlp (d_tree + d_m + 1) + (l_mlp - 1) d_mlp (d_mlp + 1) + d_m (d_mlp + 1) + d_m + 1
-          (l_mlp = 0:  P_h = d_s + d_m (d_tree + d_m + 1) + d_m + 1)
-    d_s = d_tree d_brch,   k_c = d_s,   k_e = P_h - k_c
+`reference-<task>`. Per hidden neuron k_c = d_tree d_brch and k_e = P_h - k_c, with P_h the closed
+form `elm_core.budget.neuron_params` (elm_core/reference_data/FORMAT.md).
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from elm_core.config import LayerSpec
+from elm_core.budget import neuron_params
 from elm_core.records import RunRecord
 
 REFERENCE_CSV = Path(__file__).resolve().parent.parent / "reference_data" / "paper_sweeps_enwik8.csv"
@@ -25,12 +22,6 @@ INT_COLUMNS = ("d_m", "N_rec", "d_tree", "d_brch", "l_mlp", "d_mlp", "n_out", "r
 FLOAT_COLUMNS = ("test_metric", "valid_metric")
 CSV_COLUMNS = ("task", *INT_COLUMNS, *FLOAT_COLUMNS)
 # Optional columns: n_in (default n_out, a character vocabulary in and out), metric_name.
-
-
-def hidden_neuron_params(d_m: int, l_mlp: int, d_mlp: int, d_tree: int, d_brch: int) -> int:
-    """P_h: trainable parameters of one hidden ELM neuron (the closed form of elm_core.config.LayerSpec)."""
-    spec = LayerSpec(n_in=1, n_neurons=1, d_m=d_m, l_mlp=l_mlp, d_mlp=d_mlp, d_tree=d_tree, d_brch=d_brch, p_rec=0.0)
-    return spec.params_per_neuron()
 
 
 def _metric_name(task: str) -> str:
@@ -79,7 +70,7 @@ def _record(row: dict[str, Any], file_name: str, index: int) -> RunRecord:
     }
     content = json.dumps({"task": task, **arch, "params": v["params"], **m}, sort_keys=True)
     k_c = v["d_tree"] * v["d_brch"]
-    k_e = hidden_neuron_params(v["d_m"], v["l_mlp"], v["d_mlp"], v["d_tree"], v["d_brch"]) - k_c
+    k_e = int(neuron_params(v["d_m"], v["l_mlp"], v["d_mlp"], v["d_tree"], v["d_brch"])) - k_c
     return RunRecord(
         run_id=f"ref-{task}-{hashlib.sha256(content.encode()).hexdigest()[:12]}",
         sweep_id=f"reference-{task}",

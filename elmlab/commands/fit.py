@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,11 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
     parser.add_argument("--input", metavar="FILE", default=d(None), help="runs file (CSV, Parquet, JSONL)")
     parser.add_argument("--task", default=d(None), help="only runs of this task")
-    parser.add_argument("--metric", default=d("test_metric"), help="metric column (default test_metric)")
+    parser.add_argument(
+        "--metric",
+        default=d(None),
+        help="metric the optima are located on (default valid_metric; test_metric where the runs have none)",
+    )
     parser.add_argument(
         "--maximize",
         action="store_true",
@@ -103,6 +108,9 @@ def _load(args: argparse.Namespace) -> pl.DataFrame:
         df = df.filter(pl.col("task") == args.task)
     if "status" in df.columns:
         df = df.filter(pl.col("status") == "done")
+    from elm_core.analysis import fit_metric
+
+    args.metric = fit_metric(df, args.metric)
     if args.metric not in df.columns:
         raise UsageError(f"no column {args.metric!r} in the runs")
     if df.filter(pl.col(args.metric).is_not_null()).height == 0:
@@ -175,14 +183,22 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     lines = [
         f"iso-budget optimum of {args.metric} ({direction}) against {args.x}; "
         f"{int(100 * fits[0].ci_level)}% bootstrap interval ({args.n_boot} replicates)",
-        f"{'task':<10} {'budget':>12} {'runs':>5} {'optimum':>9} {'interval':>20} {'metric there':>13}  note",
+        f"{'task':<10} {'budget':>12} {'runs':>5} {'optimum':>9} {'interval':>20} {'metric there':>13}"
+        f" {'test there':>11}  note",
     ]
     for f in fits:
         ci = f"[{_fmt(f.ci[0])}, {_fmt(f.ci[1])}]"
+        note = "not bracketed" if f.extend_toward else f.note
         lines.append(
             f"{(f.task or '-'):<10} {_fmt(f.budget):>12} {f.n_points:>5} {_fmt(f.optimum):>9} "
-            f"{ci:>20} {_fmt(f.optimum_metric):>13}  {f.note}"
+            f"{ci:>20} {_fmt(f.optimum_metric):>13} {_fmt(f.test_at_optimum):>11}  {note}"
         )
+    for f in fits:
+        if f.extend_toward:
+            lines.append(
+                f"{f.task or '-'} at {_fmt(f.budget)}: the optimum or its interval reaches the edge of the sampled "
+                f"{args.x}; extend the sweep to {f.extend_toward} {args.x}"
+            )
     return obj, lines
 
 
@@ -212,19 +228,21 @@ def _scaling(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str
     from elm_core.analysis import fit_scaling_law
 
     fit = fit_scaling_law(df, args.metric, args.maximize, n_boot=args.n_boot, seed=args.seed)
+    obj = fit.to_dict()
+    lines = [f"scaling law: {obj['form']}  ({fit.n_runs} runs, rmse {_fmt(fit.rmse)})"]
+    lines += _param_lines(obj)
+    if not fit.ok:
+        return {**obj, "optimal_allocation": [], "power_laws": []}, [*lines, _failed_line(fit.reason)]
     alloc = fit.optimal_allocation(_budgets(args, df))
     laws = fit.power_laws()
-    obj = {**fit.to_dict(), "optimal_allocation": _frame_records(alloc), "power_laws": _frame_records(laws)}
-    d = obj
-    lines = [f"scaling law: {d['form']}  ({fit.n_runs} runs, rmse {_fmt(fit.rmse)})"]
-    for k, v in d["params"].items():
-        lines.append(f"  {k:<6} = {_fmt(v['value']):>10}   [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]")
+    obj = {**obj, "optimal_allocation": _frame_records(alloc), "power_laws": _frame_records(laws)}
     lines.append("optimal allocation (95% intervals; metric with a prediction interval for one run):")
     for r in alloc.iter_rows(named=True):
         lines.append(
             f"  P={_fmt(r['budget'])}: N*={_fmt(r['n_neurons'])} [{_fmt(r['n_neurons_lo'])}, {_fmt(r['n_neurons_hi'])}]"
             f"  k_e*={_fmt(r['k_e'])} [{_fmt(r['k_e_lo'])}, {_fmt(r['k_e_hi'])}]"
             f"  {args.metric}={_fmt(r['metric'])} [{_fmt(r['pi_lo'])}, {_fmt(r['pi_hi'])}]"
+            + (f"  test_metric={_fmt(r['test_metric'])}" if "test_metric" in r else "")
         )
     for r in laws.iter_rows(named=True):
         lines.append(
@@ -235,20 +253,31 @@ def _scaling(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str
     return obj, lines
 
 
+def _param_lines(obj: dict[str, Any]) -> list[str]:
+    params = obj["params"].items()
+    return [f"  {k:<6} = {_fmt(v['value']):>10}   [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]" for k, v in params]
+
+
+def _failed_line(reason: str | None) -> str:
+    return f"fit FAILED: {reason}; no optimal allocation from it (add runs at other budgets and allocations)"
+
+
 def _capacity(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     from elm_core.analysis import fit_capacity_model
 
     fit = fit_capacity_model(df, args.metric, args.maximize, n_boot=args.n_boot, seed=args.seed)
+    obj = fit.to_dict()
+    lines = [f"capacity model (ours): {obj['form']}  ({fit.n_runs} runs, rmse {_fmt(fit.rmse)})", *_param_lines(obj)]
+    if not fit.ok:
+        return {**obj, "optimal_allocation": []}, [*lines, _failed_line(fit.reason)]
     alloc = fit.optimal_allocation(_budgets(args, df))
-    obj = {**fit.to_dict(), "optimal_allocation": _frame_records(alloc)}
-    lines = [f"capacity model (ours): {obj['form']}  ({fit.n_runs} runs, rmse {_fmt(fit.rmse)})"]
-    for k, v in obj["params"].items():
-        lines.append(f"  {k:<6} = {_fmt(v['value']):>10}   [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]")
+    obj = {**obj, "optimal_allocation": _frame_records(alloc)}
     lines.append(f"optimal allocation at k_c = {_fmt(fit.k_c)}:")
     for r in alloc.iter_rows(named=True):
         lines.append(
             f"  P={_fmt(r['budget'])}: N*={_fmt(r['n_neurons'])} [{_fmt(r['n_neurons_lo'])}, {_fmt(r['n_neurons_hi'])}]"
             f"  k_e*={_fmt(r['k_e'])} [{_fmt(r['k_e_lo'])}, {_fmt(r['k_e_hi'])}]  {args.metric}={_fmt(r['metric'])}"
+            + (f"  test_metric={_fmt(r['test_metric'])}" if "test_metric" in r else "")
         )
     return obj, lines
 
@@ -284,6 +313,17 @@ _HANDLERS = {"iso": _iso, "pareto": _pareto, "scaling": _scaling, "capacity": _c
 
 def _run(args: argparse.Namespace) -> int:
     df = _load(args)
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # a fit that fails says so in words
+        warnings.simplefilter("ignore", RuntimeWarning)
+        obj, lines = _fit_all(args, df)
+    if args.json:
+        _print_json(obj)
+    else:
+        print("\n".join(lines).rstrip())
+    return 0
+
+
+def _fit_all(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     if args.fit_command:
         obj, lines = _HANDLERS[args.fit_command](args, df)
     else:
@@ -295,8 +335,4 @@ def _run(args: argparse.Namespace) -> int:
                 part, part_lines = {"error": str(exc)}, [f"{name}: not fitted: {exc}"]
             obj[name] = part
             lines += [*part_lines, ""]
-    if args.json:
-        _print_json(obj)
-    else:
-        print("\n".join(lines).rstrip())
-    return 0
+    return obj, lines

@@ -78,3 +78,41 @@ def test_accuracy_is_fitted_as_an_error():
     assert fit.maximize
     assert fit.params["gamma"] == pytest.approx(TRUE.gamma, rel=0.1)
     assert 0 < fit.predict(1000, 1000)[()] < 1
+
+
+def shd_adding_77k() -> pl.DataFrame:
+    """Ten runs at one budget of 77k, SHD-Adding geometry (d_tree 30, d_brch 10, 19 classes): accuracy
+    0.75-0.82 except the d_m 2 run at 0.15."""
+    from elm_core.budget import allocate, count_params
+
+    accuracy = {2: 0.15, 3: 0.75, 4: 0.77, 6: 0.79, 8: 0.81, 12: 0.82, 16: 0.80, 24: 0.79, 32: 0.77, 48: 0.76}
+    rows = []
+    for d_m, acc in accuracy.items():
+        cfg = allocate(77_000, n_in=700, n_out=19, d_m=d_m, d_tree=30, d_brch=10)
+        rows.append({"task": "shd-adding", "metric_name": "accuracy", "n_neurons": cfg.n_neurons, "d_m": d_m,
+                     "l_mlp": 1, "d_mlp": 2 * d_m, "d_tree": 30, "d_brch": 10, "n_out": 19, "readout_d_m": 3,
+                     "params": count_params(cfg), "test_metric": acc})
+    return pl.DataFrame(rows)
+
+
+def test_planted_fit_reports_ok(planted_fit):
+    assert planted_fit.ok and planted_fit.to_dict()["status"] == "ok"
+
+
+def test_a_degenerate_fit_is_reported_failed_with_its_reason(tmp_path, capsys):
+    from elm_core.analysis import normalize_frame
+    from elmlab.cli import main
+
+    df = normalize_frame(shd_adding_77k())
+    fit = fit_capacity_model(df, n_boot=50)
+    assert fit.status == "failed" and "bound" in fit.reason
+    path = tmp_path / "shd.csv"
+    df.write_csv(path)
+    assert main(["fit", "capacity", "--input", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = __import__("json").loads(captured.out)
+    assert out["status"] == "failed" and out["reason"] == fit.reason and out["optimal_allocation"] == []
+    assert captured.err == ""  # no numpy warning reaches the terminal
+    assert main(["fit", "capacity", "--input", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "fit FAILED: parameters ran to their bounds" in text and "optimal allocation at" not in text

@@ -34,7 +34,7 @@ def test_common_options_before_the_subcommand(sweep_csv, capsys):
 
 
 def test_iso_text_report(sweep_csv, capsys):
-    assert main(["fit", "iso", "--input", sweep_csv, "--x", "k_e_frac"]) == 0
+    assert main(["fit", "iso", "--input", sweep_csv, "--x", "k_e_frac", "--metric", "test_metric"]) == 0
     out = capsys.readouterr().out
     assert "iso-budget optimum of test_metric (minimised) against k_e_frac" in out
     assert "enwik8" in out
@@ -84,6 +84,16 @@ def test_reads_the_store_without_input(elmlab_home, capsys):
     from elm_core.store import Store
 
     Store().import_reference_csv()
-    assert main(["fit", "iso", "--json", "--n-boot", "50"]) == 0
+    assert main(["fit", "iso", "--json", "--n-boot", "50", "--metric", "test_metric"]) == 0
     group = json.loads(capsys.readouterr().out)["groups"][0]
     assert 20 <= group["optimum"] <= 35 and group["n_points"] == 14
+
+
+def test_fits_default_to_the_validation_metric_and_report_test_there(sweep_csv, capsys):
+    assert main(["fit", "iso", "--input", sweep_csv]) == 0
+    out = capsys.readouterr().out
+    assert "iso-budget optimum of valid_metric" in out and "test there" in out
+    assert main(["fit", "scaling", "--input", sweep_csv, "--json", "--n-boot", "20"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["metric"] == "valid_metric"
+    assert all(1.5 < r["test_metric"] < 1.8 for r in fit["optimal_allocation"])

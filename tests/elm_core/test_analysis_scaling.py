@@ -126,3 +126,28 @@ def test_published_sweep_fit_and_its_optimum():
 def test_too_few_runs():
     with pytest.raises(ValueError, match="at least"):
         fit_scaling_law(planted_runs().head(4))
+
+
+def test_planted_fit_reports_ok(planted_fit):
+    assert planted_fit.ok and planted_fit.reason is None and planted_fit.to_dict()["status"] == "ok"
+
+
+def test_runs_at_one_n_cannot_pin_the_n_term_and_the_fit_says_so():
+    # every run has N = 200: E and A N^-alpha are one constant, so A and alpha run off to a bound
+    k_e = np.geomspace(50, 5000, 12)
+    loss = surface(200.0, k_e) * np.exp(0.002 * np.random.default_rng(0).standard_normal(k_e.size))
+    df = pl.DataFrame({"n_neurons": np.full(12, 200.0), "k_e": k_e, "k_c": np.full(12, 100.0), "test_metric": loss})
+    fit = fit_scaling_law(df, n_boot=20)
+    assert fit.status == "failed" and not fit.ok
+    assert "bound" in fit.reason and "alpha" in fit.reason
+    assert fit.to_dict()["status"] == "failed" and fit.to_dict()["reason"] == fit.reason
+
+
+def test_default_prediction_budgets_leave_a_hidden_layer(planted_fit):
+    # the readout costs 50,000 parameters: the default range starts above it, not at a third of the smallest run
+    fit = dataclasses.replace(planted_fit, overhead=50_000.0)
+    laws = fit.power_laws()
+    smallest = fit.smallest_neuron
+    assert smallest == pytest.approx(float((planted_runs()["k_e"] + 750.0).min()))
+    assert laws["budget_min"][0] == pytest.approx(50_000.0 + 8 * smallest)
+    assert planted_fit.power_laws()["budget_min"][0] == pytest.approx(1e5 / 3)  # no readout: as before

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elm_core import ELMConfig, ELMNetwork, allocate, breakdown, count_params, flops_per_step, iso_budget
+from elm_core.budget import d_brch_for_budget, network_params, neurons_for_budget
 
 
 @settings(max_examples=40, deadline=None)
@@ -33,6 +35,61 @@ def test_closed_form_equals_trainable_parameters(**kw):
     assert cfg.k_c == cfg.d_tree * cfg.d_brch
     hidden_params = sum(p.numel() for n, p in model.named_parameters() if n.startswith("hidden."))
     assert hidden_params == cfg.n_neurons * per_neuron
+    fields = ("n_neurons", "d_m", "l_mlp", "d_mlp_eff", "d_tree", "d_brch", "n_out", "readout_d_m")
+    assert network_params(*(getattr(cfg, f) for f in fields)) == model.num_trainable()
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.lists(
+        st.tuples(*(st.integers(lo, hi) for lo, hi in ((1, 50), (1, 40), (0, 3), (1, 60), (1, 60), (1, 20), (1, 300)))),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_closed_form_is_vectorised(rows):
+    # columns: n_neurons, d_m, l_mlp, d_mlp, d_tree, d_brch, n_out; one array call = one count per row
+    cols = np.array(rows).T
+    counts = network_params(*cols)
+    assert counts.shape == (len(rows),)
+    expected = [
+        count_params(ELMConfig(n_neurons=n, d_m=dm, l_mlp=lm, d_mlp=dp, d_tree=dt, d_brch=db, n_out=no))
+        for n, dm, lm, dp, dt, db, no in rows
+    ]
+    assert counts.tolist() == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(budget=st.integers(5_000, 5_000_000), d_m=st.integers(1, 60), n_out=st.sampled_from([0, 1, 10, 100]))
+def test_neurons_for_budget_is_the_largest_n_that_fits(budget, d_m, n_out):
+    n, k_e, k_c = neurons_for_budget(budget, np.array([float(d_m)]), d_tree=16, d_brch=8, n_out=n_out)
+    n = int(n[0])
+    readout = network_params(0, d_m, 1, 2 * d_m, 16, 8, n_out)  # what lies outside the hidden layer
+    spent = readout + n * (k_e[0] + k_c[0])
+    if n > 1 or spent <= budget:
+        assert spent <= budget < spent + k_e[0] + k_c[0]
+    if n_out:
+        try:
+            cfg = allocate(budget, n_in=10, n_out=n_out, d_m=d_m, d_tree=16, d_brch=8)
+        except ValueError:
+            return
+        assert cfg.n_neurons == n
+
+
+def test_neurons_for_budget_floors_and_counts_the_readout():
+    # 1024 neurons at d_m 15 cost exactly 3,516,748 with the enwik8 readout; one parameter less -> 1023
+    assert neurons_for_budget(3_516_748, 15.0, n_out=204)[0] == 1024
+    assert neurons_for_budget(3_516_747, 15.0, n_out=204)[0] == 1023
+    # without a readout layer the whole budget is hidden: P_h = 3,211 at d_m 15
+    assert neurons_for_budget(3_211 * 10 + 3_210, 15.0, n_out=0)[0] == 10
+
+
+def test_d_brch_for_budget_is_the_largest_that_fits():
+    cfg = ELMConfig(n_in=83, n_out=83, n_neurons=40, d_m=8, d_tree=16)
+    d_brch = d_brch_for_budget(60_000, cfg)
+    assert count_params(cfg.replace(d_brch=d_brch)) <= 60_000 < count_params(cfg.replace(d_brch=d_brch + 1))
+    with pytest.raises(ValueError, match="even d_brch=1 needs"):
+        d_brch_for_budget(1_000, cfg)
 
 
 def test_equals_reference_count_for_every_published_run(reference_data):

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from elm_core.store import REFERENCE_CSV, ReadOnlyRecordError, Store, hidden_neuron_params, read_reference_csv
+from elm_core.budget import neuron_params
+from elm_core.store import REFERENCE_CSV, ReadOnlyRecordError, Store, read_reference_csv
 from elm_core.store.files import REFERENCE_DIR
 from tests.elm_core.test_store import done, make_record
 
@@ -46,8 +47,8 @@ def test_k_e_and_k_c_follow_the_closed_form_and_add_up_to_the_published_count(st
     for r in store.runs().iter_rows(named=True):
         assert r["k_c"] == r["d_tree"] * r["d_brch"]
         p_h = r["k_e"] + r["k_c"]
-        assert p_h == hidden_neuron_params(r["d_m"], r["l_mlp"], r["d_mlp"], r["d_tree"], r["d_brch"])
-        p_r = hidden_neuron_params(r["readout_d_m"], 0, 0, r["d_tree"], r["d_brch"])
+        assert p_h == neuron_params(r["d_m"], r["l_mlp"], r["d_mlp"], r["d_tree"], r["d_brch"])
+        p_r = neuron_params(r["readout_d_m"], 0, 0, r["d_tree"], r["d_brch"])
         total = r["n_neurons"] * p_h + r["n_out"] * p_r + r["n_out"] * r["n_out"] + r["n_out"]
         assert total == r["params"]
 
