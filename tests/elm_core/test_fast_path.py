@@ -8,7 +8,11 @@ import torch
 
 import elm_core.fast as fast
 from elm_core import ELMConfig, ELMNetwork
+from elm_core.config import LayerSpec
 from elm_core.interop import from_reference_npz
+from elm_core.layer import TANH_GAIN
+from elm_core.sparse import sparse_structure
+from elm_core.workspace import WORKSPACE
 
 # the scans write through out=: a wrongly shaped out tensor is resized with this warning; make it an error
 pytestmark = pytest.mark.filterwarnings("error:An output with one or more elements was resized")
@@ -105,8 +109,8 @@ def test_reused_buffers_never_leak_into_results(monkeypatch, mode):
         return torch.cat([logits.detach(), inference]), [p.grad.clone() for p in model.parameters()]
 
     first, grads = run()
-    assert fast.WORKSPACE.pool, "the scans use the buffer pool"
-    for storages in fast.WORKSPACE.pool.values():
+    assert WORKSPACE.pool, "the scans use the buffer pool"
+    for storages in WORKSPACE.pool.values():
         for st in storages:
             torch.tensor([], dtype=torch.float32).set_(st).fill_(float("nan"))
     second, grads2 = run()
@@ -140,7 +144,7 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
     tau = torch.tensor([0.5, 4.0], dtype=torch.float64).expand(n, d_m)
     k = fast._ScanCtx(
         km=torch.exp(-1 / tau).unsqueeze(1),
-        c=((1 - torch.exp(-5 / tau)) * fast.TANH_GAIN).unsqueeze(1),
+        c=((1 - torch.exp(-5 / tau)) * TANH_GAIN).unsqueeze(1),
         kr=kr,
         relu=relu,
         mode=mode,
@@ -157,11 +161,9 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
         R = rnd(n, n * d1)  # M^T
     elif mode == "sparse":
         conn = torch.tensor([[3, 4, 5, 0], [1, 5, 5, 3], [4, 0, 2, 4]])  # d_s = 4, sources < 3 feed-forward
-        layer = type("L", (), {})()
-        layer.spec = type("S", (), dict(n_neurons=n, n_in=n_in, d_tree=d_tree, d_m=d_m, d_s=4, d_brch=2))()
-        layer.connectome = conn
-        k.sparse = fast._sparse_structure(layer)
-        R = rnd(k.sparse.col.shape[0])
+        spec = LayerSpec(n_in=n_in, n_neurons=n, d_m=d_m, l_mlp=l_mlp, d_mlp=d_mlp, d_tree=d_tree, d_brch=2, p_rec=0.5)
+        k.sparse = sparse_structure(spec, conn)
+        R = rnd(k.sparse.nnz)
     W0 = rnd(n, d1, d_tree + d_m)
     wb = []
     widths = [d1] + [d_mlp] * (l_mlp - 1) + [d_m] if l_mlp else []
