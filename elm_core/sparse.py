@@ -52,8 +52,10 @@ class SparseRec:
         return _csr(self.crow_pad, self.col, values, (self.crow_pad.shape[0] - 1, self.shape[1]))
 
     def sampled(self, x: Tensor, y: Tensor) -> Tensor:
-        """out[e] = x[row e] . y[col e] for each nonzero e: with x = dL/d(W_rec a) and y = a, the gradient
-        of the values, summed over the columns (samples and steps) of x (N d_tree, K) and y (N_src, K)."""
+        """out[e] = x[row e] . y[col e] for each nonzero e of W_rec; x (N d_tree, K), y (N_src, K).
+
+        With x = dL/d(W_rec a) and y = a over K samples (and steps) this is the gradient of the values.
+        """
         template = self.matrix(x.new_zeros(self.nnz))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
