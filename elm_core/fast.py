@@ -9,7 +9,7 @@ Same computation as `ELMLayer.step` (elm_core/reference_data/FORMAT.md, "Exact p
    on the whole sequence at once (one matrix product, or one row gather per step for token input);
    only the recurrent part runs inside the time loop: the dense block M = F[:, I:] ("fused"), or,
    when that block would be large, the recurrent synapses as a sparse CSR matrix W_rec (N d_tree, N)
-   followed by the first layer's branch block ("sparse").
+   (elm_core.sparse) followed by the first layer's branch block ("sparse").
 2. `_LayerScan` runs one layer over all T steps without building an autograd graph. Its backward
    walks t = T-1..0 carrying only the state gradients (activity, memory, high-pass). Weight
    gradients are sums over (t, b) of outer products: the per-neuron ones (and a dense M's) accumulate
@@ -21,7 +21,8 @@ Same computation as `ELMLayer.step` (elm_core/reference_data/FORMAT.md, "Exact p
 
 Layout inside the scan: the neuron axis first, then the batch, then the features: the memory of
 step t is (N, B, d_m), so that the per-neuron MLP is one `bmm` with the neurons as its batch, and
-the batch-major drive (B, N d1) of a step is a view of it with contiguous rows.
+the batch-major drive (B, N d1) of a step is a view of it with contiguous rows. The sequence buffers
+come from a pool, and the loops run under a thread cap (elm_core.workspace).
 The nonlinearity runs as tanh(v) = 2 sigmoid(2 v) - 1 (sigmoid is several times faster than tanh on CPU):
 the slope 2/3 and the 2 are folded into the last MLP layer, so that u is 4/3 of its output and the memory
 update is m_t = km m_{t-1} + 2 c sigmoid(u) - c, with c = (1 - kappa_lam) 1.7159. The scan carries the
@@ -31,177 +32,24 @@ first MLP layer reads md_t, and its bias absorbs the shift (b_0 + W_0,memory c).
 
 from __future__ import annotations
 
-import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-if TYPE_CHECKING:
-    from elm_core.model import ELMLayer, ELMNetwork, ELMState
+from elm_core.layer import TANH_GAIN, TANH_SLOPE, ELMLayer
+from elm_core.sparse import SparseRec, branch_rows, sparse_structure
+from elm_core.workspace import WORKSPACE, scan_threads
 
-TANH_GAIN, TANH_SLOPE = 1.7159, 2.0 / 3.0
 SIGMOID_SCALE = 2 * TANH_SLOPE  # tanh(slope v) = 2 sigmoid(2 slope v) - 1
 
 # The recurrent block M of F is kept dense while it has at most this many elements; larger layers
 # keep their recurrent synapses sparse.
 FUSED_MAX_ELEMENTS = 2**16
-# Threads. The time loops follow torch's intra-op setting unless SCAN_THREADS caps it. Two threads
-# speed the loops up on an idle two-core machine (about 1.5x for B = 32); on a machine whose other
-# core is busy, every parallel kernel may wait for a descheduled thread, and one thread is several
-# times faster (torch.set_num_threads(1), `elmlab bench --threads 1`).
-SCAN_THREADS: int | None = None
 # The gradient of the sparse W_rec is one sampled product over all steps after the loop while the
 # branch gradients of all steps fit in this many elements, else one such product per step.
 SAMPLED_MAX_ELEMENTS = 2**25
-
-
-# --- a pool for the sequence buffers (CPU) --------------------------------------------------------
-class _Workspace:
-    """Reuses the large per-sequence buffers of the scans once nothing refers to them any more.
-
-    Fresh memory is expensive on CPU (a page fault per 4 KiB on first touch); a training step writes
-    its sequence buffers anew each time, so reusing last step's buffers saves that cost. A buffer is
-    handed out again only when its storage is referenced by the pool alone.
-    """
-
-    def __init__(self, max_bytes: int = 2**31, per_shape: int = 8) -> None:
-        self.max_bytes, self.per_shape = max_bytes, per_shape
-        self.lock = threading.Lock()
-        self.pool: dict[tuple, list] = {}
-        self.bytes = 0
-        self.enabled = hasattr(torch._C, "_storage_Use_Count")
-
-    def empty(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        if not self.enabled or like.device.type != "cpu":
-            return like.new_empty(shape)
-        key = (shape, like.dtype)
-        with self.lock:
-            entries = self.pool.setdefault(key, [])
-            for storage in entries:
-                if torch._C._storage_Use_Count(storage._cdata) == 1:  # only the pool holds it
-                    return like.new_empty(0).set_(storage, 0, shape)
-            out = like.new_empty(shape)
-            nbytes = out.untyped_storage().nbytes()
-            if len(entries) < self.per_shape and self.bytes + nbytes <= self.max_bytes:
-                entries.append(out.untyped_storage())
-                self.bytes += nbytes
-            return out
-
-    def clear(self) -> None:
-        with self.lock:
-            self.pool.clear()
-            self.bytes = 0
-
-
-WORKSPACE = _Workspace()
-
-
-def clear_workspace() -> None:
-    """Release the pooled sequence buffers."""
-    WORKSPACE.clear()
-
-
-@contextmanager
-def _scan_threads() -> Iterator[None]:
-    """At most SCAN_THREADS intra-op threads inside."""
-    before = torch.get_num_threads()
-    cap = SCAN_THREADS is not None and before > SCAN_THREADS
-    if cap:
-        torch.set_num_threads(SCAN_THREADS)
-    try:
-        yield
-    finally:
-        if cap:
-            torch.set_num_threads(before)
-
-
-# --- recurrent synapses as a sparse matrix --------------------------------------------------------
-@dataclass(eq=False)
-class _SparseRec:
-    """CSR structure of W_rec (N d_tree, N_src) and of its transpose, built once per connectome.
-
-    The forward uses W_rec with d_m empty rows after each neuron's d_tree (`padded`), so that its
-    product lands in a buffer that also holds the neuron's decayed memory: [W_rec a; km m] per neuron.
-    """
-
-    shape: tuple[int, int]
-    crow: Tensor
-    crow_pad: Tensor  # row pointers of the padded W_rec (N (d_tree + d_m), N_src)
-    col: Tensor
-    crow_t: Tensor
-    col_t: Tensor
-    perm_t: Tensor  # values of the transpose = values[perm_t]
-    slot: Tensor  # (n_rec_synapses,) position of each recurrent synapse among the nonzeros
-    syn: Tensor  # (n_rec_synapses,) flat index into w_s of each recurrent synapse
-
-    def matrix(self, values: Tensor) -> Tensor:
-        """W_rec (N d_tree, N_src) with these nonzero values."""
-        return _csr(self.crow, self.col, values, self.shape)
-
-    def transposed(self, values: Tensor) -> Tensor:
-        """W_rec^T (N_src, N d_tree)."""
-        return _csr(self.crow_t, self.col_t, values[self.perm_t], self.shape[::-1])
-
-    def padded(self, values: Tensor) -> Tensor:
-        """W_rec with d_m empty rows after each neuron's d_tree (N (d_tree + d_m), N_src)."""
-        return _csr(self.crow_pad, self.col, values, (self.crow_pad.shape[0] - 1, self.shape[1]))
-
-
-def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
-
-
-def _branch_rows(layer: ELMLayer) -> Tensor:
-    """(N, d_s): the row (neuron i, branch k) = i d_tree + k of W_syn that each synapse feeds."""
-    s, dev = layer.spec, layer.connectome.device
-    return torch.arange(s.n_neurons, device=dev)[:, None] * s.d_tree + torch.arange(s.d_s, device=dev) // s.d_brch
-
-
-def _sparse_structure(layer: ELMLayer) -> _SparseRec:
-    s = layer.spec
-    conn = layer.connectome
-    n, n_in, n_rows = s.n_neurons, s.n_in, s.n_neurons * s.d_tree
-    syn = torch.nonzero((conn >= n_in).reshape(-1)).reshape(-1)
-    key = _branch_rows(layer).reshape(-1)[syn] * n + (conn.reshape(-1)[syn] - n_in)
-    uniq, slot = torch.unique(key, sorted=True, return_inverse=True)  # duplicate synapses share a nonzero
-    rows, cols = uniq // n, uniq % n
-    perm_t = torch.argsort(cols * n_rows + rows)
-    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=conn.device)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
-    n_pad = n * (s.d_tree + s.d_m)
-    rows_pad = rows // s.d_tree * (s.d_tree + s.d_m) + rows % s.d_tree
-    crow_pad = torch.zeros(n_pad + 1, dtype=torch.int64, device=conn.device)
-    crow_pad[1:] = torch.cumsum(torch.bincount(rows_pad, minlength=n_pad), 0)
-    crow_t = torch.zeros(n + 1, dtype=torch.int64, device=conn.device)
-    crow_t[1:] = torch.cumsum(torch.bincount(cols, minlength=n), 0)
-    index = torch.int32 if uniq.numel() < 2**31 else torch.int64  # int32 spares a conversion per product
-    return _SparseRec(
-        shape=(n_rows, n),
-        crow=crow.to(index),
-        crow_pad=crow_pad.to(index),
-        col=cols.to(index),
-        crow_t=crow_t.to(index),
-        col_t=rows[perm_t].to(index),
-        perm_t=perm_t,
-        slot=slot,
-        syn=syn,
-    )
-
-
-def _sampled(sp: _SparseRec, x: Tensor, y: Tensor) -> Tensor:
-    """out[e] = x[row e] . y[col e] for each nonzero e of W_rec (the gradient of its values)."""
-    template = sp.matrix(x.new_zeros(sp.col.shape[0]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.sparse.sampled_addmm(template, x, y.t(), beta=0.0).values()
 
 
 # --- the scan -------------------------------------------------------------------------------------
@@ -215,7 +63,7 @@ class _ScanCtx:
     relu: bool
     mode: str  # "fused" (dense M), "sparse" (CSR W_rec, then W_0's branch block), "none" (no recurrence)
     rec_mask: Tensor | None  # (N_src, B) recurrent dropout mask, or None
-    sparse: _SparseRec | None = None
+    sparse: SparseRec | None = None
     tokens: Tensor | None = None  # (T, B) token input: the drive of step t is table[tokens[t]]
     keep: bool = True  # a backward may follow: keep what it needs
 
@@ -242,13 +90,13 @@ class _LayerScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *args):
-        with _scan_threads():
+        with scan_threads():
             return _LayerScan._forward(ctx, *args)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        with _scan_threads():
+        with scan_threads():
             return _LayerScan._backward(ctx, *grads)
 
     @staticmethod
@@ -459,7 +307,7 @@ class _LayerScan(torch.autograd.Function):
                 dBRv_t[t].copy_(dh0_brT[t % 2])  # (N d_tree, B)
                 if per_step:
                     a_prev = a_prev_t[t] if rec_mask is None else a_prev_t[t] * rec_mask
-                    acc_R.add_(_sampled(k.sparse, dbr, a_prev))
+                    acc_R.add_(k.sparse.sampled(dbr, a_prev))
                 da = torch.mm(w_rec_t, dbr)
             else:
                 g_W0mT.baddbmm_(MD_t[t].transpose(1, 2), g)
@@ -485,7 +333,7 @@ class _LayerScan(torch.autograd.Function):
                 a_src = a_src * rec_mask
             a_src = a_src.transpose(0, 1).reshape(a0.shape[0], steps * batch)  # (N_src, T B)
             dbr_all = ws((n * d_tree, steps, batch), m_out).copy_(dBR.transpose(0, 1))  # pooled: no page faults
-            g_R = _sampled(k.sparse, dbr_all.view(n * d_tree, steps * batch), a_src)
+            g_R = k.sparse.sampled(dbr_all.view(n * d_tree, steps * batch), a_src)
         g_wb = []
         for j in range(n_hidden):
             gw = acc_Ws[j]
@@ -521,7 +369,7 @@ def _synapses(layer: ELMLayer, lo: int, hi: int) -> _Synapses:
     s, conn = layer.spec, layer.connectome
     syn = torch.nonzero(((conn >= lo) & (conn < hi)).reshape(-1)).reshape(-1)
     neuron = syn // s.d_s
-    branch = _branch_rows(layer).reshape(-1)[syn]
+    branch = branch_rows(s, conn.device).reshape(-1)[syn]
     return _Synapses(lo, hi, syn, branch, (conn.reshape(-1)[syn] - lo) * s.n_neurons + neuron)
 
 
@@ -553,7 +401,7 @@ class _Plan:
             self.mode = "fused"
         else:
             self.mode = "sparse"
-        self.sparse = _sparse_structure(layer) if self.mode == "sparse" else None
+        self.sparse = sparse_structure(s, layer.connectome) if self.mode == "sparse" else None
         self.ff = _synapses(layer, 0, s.n_in)
         self.rec = _synapses(layer, s.n_in, s.n_in + s.n_neurons) if self.mode == "fused" else None
 
@@ -597,7 +445,7 @@ def scan_layer(
     elif plan.mode == "sparse":
         sp = plan.sparse
         w_rec = (layer.w_s * s.input_scale).reshape(-1)[sp.syn]
-        R = w_rec.new_zeros(sp.col.shape[0]).index_add(0, sp.slot, w_rec)
+        R = w_rec.new_zeros(sp.nnz).index_add(0, sp.slot, w_rec)
     # the scan feeds the first layer km m - c instead of km m: its bias makes up for it
     c = ((1 - layer.kappa_lam) * TANH_GAIN).unsqueeze(1)  # (N, 1, d_m)
     b0 = torch.baddbmm(bs[0].unsqueeze(2), ws[0][:, :, s.d_tree :], c.transpose(1, 2)).reshape(n * d1)
@@ -624,31 +472,3 @@ def scan_layer(
     args = (P, table, R, ws[0], layer.w_y, layer.b, a0, m0, r0, *wb)
     k.keep = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
     return _LayerScan.apply(k, *args)
-
-
-def fast_run(model: ELMNetwork, x: Tensor, state: ELMState, masks: tuple[Tensor | None, ...]) -> dict:
-    """The forward pass of `ELMNetwork.run` (without trace) through the layer scans."""
-    from elm_core.model import ELMState
-
-    drop_u0, drop_a0, drop_u1, drop_a1 = masks
-    a0, m0, r0, a1, m1, r1 = state.tensors()  # (B, N), (B, N, d_m), (B, N)
-    h_state = (a0.t(), m0.transpose(0, 1), r0.t())
-    if not x.is_floating_point() and x.dim() == 2 and drop_u0 is None:
-        tokens = x.t().long().contiguous()  # (T, B)
-        h_a, h_m, h_r = scan_layer(model.hidden, *h_state, drop_a0, tokens=tokens, token_scale=model.embed_scale)
-    else:
-        u = model.embed(x).transpose(0, 1)  # (T, B, I)
-        if drop_u0 is not None:
-            u = u * drop_u0.t()
-        h_a, h_m, h_r = scan_layer(model.hidden, *h_state, drop_a0, u=u.contiguous())
-    u1 = h_a.transpose(1, 2)  # (T, B, N)
-    if drop_u1 is not None:
-        u1 = u1 * drop_u1.t()
-    o_a, o_m, o_r = scan_layer(model.readout, a1.t(), m1.transpose(0, 1), r1.t(), drop_a1, u=u1.contiguous())
-    readout = o_a.permute(2, 0, 1)  # (B, T, n_out)
-    return {
-        "logits": model.out(readout),
-        "hidden": h_a.permute(2, 0, 1),  # (B, T, N)
-        "readout": readout,
-        "state": ELMState(h_a[-1].t(), h_m[-1].transpose(0, 1), h_r.t(), o_a[-1].t(), o_m[-1].transpose(0, 1), o_r.t()),
-    }

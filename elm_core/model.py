@@ -1,15 +1,9 @@
 """The ELM Network in PyTorch (docs/science.md section 2).
 
-The order of operations is pinned by the reference test vectors (elm_core/reference_data/FORMAT.md).
-
 A hidden layer of N ELM neurons (recurrent, high-pass, ReLU), a readout layer of n_out ELM neurons
 (d_m = readout_d_m, l_mlp = 0, identity, fed by the hidden activity of the same step), then a dense
-Linear(n_out -> n_out) giving logits. Per-neuron weights are stacked over neurons and every step is
-a handful of batched tensor operations; there is no Python loop over neurons.
-
-Layout: inside the time loop every tensor is feature-first with the batch last, e.g. the memory is
-(N, d_m, B). The per-neuron MLP is then one `baddbmm` per Linear with the neuron axis as the batch
-of matrices: W (N, out, in) @ h (N, in, B).
+Linear(n_out -> n_out) giving logits. The layers are `elm_core.layer.ELMLayer`; a forward pass runs
+them either through the whole-sequence scans of `elm_core.fast` or step by step (`ELMLayer.step`).
 """
 
 from __future__ import annotations
@@ -22,105 +16,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from elm_core.config import ELMConfig, LayerSpec
+from elm_core.fast import scan_layer
+from elm_core.layer import ELMLayer, uniform
 
 IMPLS = ("fast", "autograd")  # whole-sequence scans (elm_core.fast) | per-step autograd (ELMLayer.step)
 TOKEN_SCALE = 3.0  # token input: x_t = 3 * one_hot(token_t)
-TANH_GAIN, TANH_SLOPE = 1.7159, 2.0 / 3.0  # g(v) = 1.7159 tanh(2 v / 3)
-
-
-def tau_m_init(spec: LayerSpec) -> Tensor:
-    """Memory time constants: logspace(tau_min, tau_max, d_m) through the reference's scaled sigmoid.
-
-    tau = lb + (ub - lb) sigmoid(raw), raw = log((tau0 - lb) / (ub - tau0)), lb = tau_min / s, ub = tau_max sqrt(s).
-    """
-    lb, ub = spec.tau_min / spec.tau_range_scale, spec.tau_max * math.sqrt(spec.tau_range_scale)
-    tau0 = torch.logspace(math.log10(spec.tau_min), math.log10(spec.tau_max), spec.d_m, dtype=torch.float64)
-    tau0 = tau0.clamp(lb + 1e-6, ub - 1e-6)
-    raw = torch.log((tau0 - lb) / (ub - tau0))
-    return lb + (ub - lb) * torch.sigmoid(raw)
-
-
-def sample_connectome(spec: LayerSpec, gen: torch.Generator) -> Tensor:
-    """(N, d_s) indices into concat(u_t, a_{t-1}): recurrent with probability p_rec, uniform within a block."""
-    shape = (spec.n_neurons, spec.d_s)
-    recurrent = torch.rand(shape, generator=gen, dtype=torch.float64) < spec.p_rec
-    ff = torch.randint(0, spec.n_in, shape, generator=gen)
-    rec = spec.n_in + torch.randint(0, spec.n_neurons, shape, generator=gen)
-    return torch.where(recurrent, rec, ff)
-
-
-def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> Tensor:
-    return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-
-
-class ELMLayer(nn.Module):
-    """N ELM neurons with independent parameters, stacked on a leading neuron axis."""
-
-    def __init__(self, spec: LayerSpec, gen: torch.Generator) -> None:
-        super().__init__()
-        self.spec = spec
-        n, d_m = spec.n_neurons, spec.d_m
-        self.register_buffer("connectome", sample_connectome(spec, gen))  # (N, d_s), frozen
-        self.w_s = nn.Parameter(_uniform((n, spec.d_s), 1 / math.sqrt(spec.d_brch), gen))
-        self.mlp_w = nn.ParameterList()
-        self.mlp_b = nn.ParameterList()
-        for fan_in, fan_out in spec.mlp_dims:  # weights stored (out, in): y = W h + b
-            self.mlp_w.append(nn.Parameter(_uniform((n, fan_out, fan_in), 1 / math.sqrt(fan_in), gen)))
-            self.mlp_b.append(nn.Parameter(_uniform((n, fan_out), 1 / math.sqrt(fan_in), gen)))
-        self.w_y = nn.Parameter(_uniform((n, d_m), 1 / math.sqrt(d_m), gen))
-        self.b = nn.Parameter(torch.zeros(n, dtype=torch.float64))
-        self.register_buffer("tau_m", tau_m_init(spec).expand(n, d_m).clone())  # frozen, not trained
-        self.register_buffer("kappa_m", torch.empty(n, d_m, dtype=torch.float64))
-        self.register_buffer("kappa_lam", torch.empty(n, d_m, dtype=torch.float64))
-        self.register_buffer("kappa_r", torch.empty((), dtype=torch.float64))
-        self.update_kappas()
-
-    def update_kappas(self) -> None:
-        """kappa_m = exp(-dt / tau_m), kappa_lam = exp(-dt lam / tau_m), kappa_r = exp(-dt / tau_r)."""
-        s = self.spec
-        tau = self.tau_m.clamp_min(1e-6)
-        self.kappa_m.copy_(torch.exp(-s.dt / tau))
-        self.kappa_lam.copy_(torch.exp(-s.dt * s.lam / tau))
-        tau_r = s.tau_r if s.tau_r is not None else math.inf
-        self.kappa_r.fill_(math.exp(-s.dt / max(tau_r, 1e-6)))
-
-    def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """(a, m, r): activity (N, B), memory (N, d_m, B), high-pass state (N, B); all zero."""
-        n, d_m = self.spec.n_neurons, self.spec.d_m
-        z = torch.zeros(n, batch, device=device, dtype=dtype)
-        return z, torch.zeros(n, d_m, batch, device=device, dtype=dtype), z.clone()
-
-    def step(
-        self, u: Tensor, a: Tensor, m: Tensor, r: Tensor, trace: dict[str, list[Tensor]] | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """One time step. u (I, B) feed-forward input; a (N, B), m (N, d_m, B), r (N, B) the carried state."""
-        s = self.spec
-        n, batch = s.n_neurons, u.shape[-1]
-        z = torch.cat((u, a), dim=0)  # (I + N, B): concat(u_t, a_{t-1})
-        syn = z.index_select(0, self.connectome.reshape(-1)).view(n, s.d_s, batch)  # (N, d_s, B)
-        syn = syn * self.w_s.unsqueeze(-1)
-        beta = s.input_scale * syn.view(n, s.d_tree, s.d_brch, batch).sum(2)  # (N, d_tree, B)
-        m_decayed = self.kappa_m.unsqueeze(-1) * m  # (N, d_m, B)
-        h = torch.cat((beta, m_decayed), dim=1)  # (N, d_tree + d_m, B): branches first
-        last = len(self.mlp_w) - 1
-        for k, (w, b) in enumerate(zip(self.mlp_w, self.mlp_b, strict=True)):
-            h = torch.baddbmm(b.unsqueeze(-1), w, h)  # (N, out_k, B)
-            if k < last:
-                h = F.relu(h).square()
-        g = TANH_GAIN * torch.tanh(TANH_SLOPE * h)
-        m = m_decayed + (1 - self.kappa_lam).unsqueeze(-1) * g  # (N, d_m, B)
-        o = torch.einsum("nd,ndb->nb", self.w_y, m)  # (N, B)
-        if s.tau_r is not None:
-            r = self.kappa_r * r + (1 - self.kappa_r) * o
-            p = o - r
-        else:
-            p = o
-        pre = p + self.b.unsqueeze(-1)
-        a = F.relu(pre) if s.activation == "relu" else pre
-        if trace is not None:
-            for key, val in (("branch", beta), ("mlp", h), ("memory", m), ("readout", o), ("preact", p)):
-                trace.setdefault(key, []).append(val)
-        return a, m, r
 
 
 @dataclass
@@ -190,8 +90,8 @@ class ELMNetwork(nn.Module):
         self.out = nn.Linear(readout.n_neurons, cfg.n_out, dtype=torch.float64)
         with torch.no_grad():
             bound = 1 / math.sqrt(readout.n_neurons)
-            self.out.weight.copy_(_uniform(tuple(self.out.weight.shape), bound, gen))
-            self.out.bias.copy_(_uniform(tuple(self.out.bias.shape), bound, gen))
+            self.out.weight.copy_(uniform(tuple(self.out.weight.shape), bound, gen))
+            self.out.bias.copy_(uniform(tuple(self.out.bias.shape), bound, gen))
         self.embed_scale = TOKEN_SCALE
         self.to(dtype)
 
@@ -238,13 +138,7 @@ class ELMNetwork(nn.Module):
         `ELMLayer.step` under autograd; otherwise through the whole-sequence scans of `elm_core.fast`.
         """
         if self.impl == "fast" and not trace and x.dim() >= 2 and x.shape[1] > 0:
-            from elm_core.fast import fast_run
-
-            batch = x.shape[0]
-            like = self.out.weight
-            if state is None:
-                state = self.initial_state(batch, x.device)
-            return fast_run(self, x, state, self._dropout_masks(batch, like))
+            return self._run_scans(x, state)
         x = self.embed(x)
         batch, steps = x.shape[0], x.shape[1]
         if state is None:
@@ -273,6 +167,34 @@ class ELMNetwork(nn.Module):
             for key, vals in (tr or {}).items():
                 out[f"{tag}_{key}"] = torch.stack(vals).movedim(-1, 0)  # (B, T, N, ...)
         return out
+
+    def _run_scans(self, x: Tensor, state: ELMState | None) -> dict:
+        """`run` without trace, through the whole-sequence layer scans (elm_core.fast.scan_layer)."""
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
+        drop_u0, drop_a0, drop_u1, drop_a1 = self._dropout_masks(x.shape[0], self.out.weight)
+        a0, m0, r0, a1, m1, r1 = state.tensors()  # (B, N), (B, N, d_m), (B, N)
+        h_state = (a0.t(), m0.transpose(0, 1), r0.t())
+        if not x.is_floating_point() and x.dim() == 2 and drop_u0 is None:
+            tokens = x.t().long().contiguous()  # (T, B)
+            h_a, h_m, h_r = scan_layer(self.hidden, *h_state, drop_a0, tokens=tokens, token_scale=self.embed_scale)
+        else:
+            u = self.embed(x).transpose(0, 1)  # (T, B, I)
+            if drop_u0 is not None:
+                u = u * drop_u0.t()
+            h_a, h_m, h_r = scan_layer(self.hidden, *h_state, drop_a0, u=u.contiguous())
+        u1 = h_a.transpose(1, 2)  # (T, B, N)
+        if drop_u1 is not None:
+            u1 = u1 * drop_u1.t()
+        o_a, o_m, o_r = scan_layer(self.readout, a1.t(), m1.transpose(0, 1), r1.t(), drop_a1, u=u1.contiguous())
+        readout = o_a.permute(2, 0, 1)  # (B, T, n_out)
+        final = (h_a[-1].t(), h_m[-1].transpose(0, 1), h_r.t(), o_a[-1].t(), o_m[-1].transpose(0, 1), o_r.t())
+        return {
+            "logits": self.out(readout),
+            "hidden": h_a.permute(2, 0, 1),  # (B, T, N)
+            "readout": readout,
+            "state": ELMState(*final),
+        }
 
     def forward(self, x: Tensor, state: ELMState | None = None) -> tuple[Tensor, ELMState]:
         out = self.run(x, state)

@@ -36,10 +36,10 @@ from elm_core.config import ELMConfig
 from elm_core.data import get_task
 from elm_core.data.ngram import ngram_baselines
 from elm_core.diagnostics import budget_used, convergence
-from elm_core.fast import clear_workspace
 from elm_core.model import ELMNetwork, ELMState
 from elm_core.records import CurvePoint, RunRecord
 from elm_core.spec import RunSpec
+from elm_core.workspace import clear_workspace
 
 LN2 = math.log(2.0)
 Progress = Callable[[dict[str, Any]], None]

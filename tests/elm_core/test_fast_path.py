@@ -8,7 +8,12 @@ import torch
 
 import elm_core.fast as fast
 from elm_core import ELMConfig, ELMNetwork
+from elm_core.config import LayerSpec
 from elm_core.interop import from_reference_npz
+from elm_core.layer import TANH_GAIN
+from elm_core.sparse import sparse_structure
+from elm_core.workspace import WORKSPACE
+from tests.elm_core.test_model import REFERENCE_TOL
 
 # the scans write through out=: a wrongly shaped out tensor is resized with this warning; make it an error
 pytestmark = pytest.mark.filterwarnings("error:An output with one or more elements was resized")
@@ -16,9 +21,9 @@ pytestmark = pytest.mark.filterwarnings("error:An output with one or more elemen
 MODES = {"fused": 2**62, "sparse": 0, "sparse-per-step": 0}  # FUSED_MAX_ELEMENTS that selects each mode
 
 
-def _pair(cfg: ELMConfig) -> tuple[ELMNetwork, ELMNetwork]:
-    ref = ELMNetwork(cfg, dtype=torch.float64, impl="autograd")
-    fst = ELMNetwork(cfg, dtype=torch.float64)
+def _pair(cfg: ELMConfig, dtype: torch.dtype = torch.float64) -> tuple[ELMNetwork, ELMNetwork]:
+    ref = ELMNetwork(cfg, dtype=dtype, impl="autograd")
+    fst = ELMNetwork(cfg, dtype=dtype)
     with torch.no_grad():  # b = 0 at init; make it matter
         for m in (ref, fst):
             gen = torch.Generator().manual_seed(5)
@@ -54,19 +59,28 @@ CASES = [  # (changes, batch, token input)
 ]
 
 
-@pytest.mark.parametrize(("mode", "changes", "batch", "tokens"), [(mode, *case) for mode in MODES for case in CASES])
-def test_fast_path_equals_autograd_path(monkeypatch, mode, changes, batch, tokens):
-    """Outputs, carried state and every parameter gradient."""
+ALL_CASES = [(mode, *case) for mode in MODES for case in CASES]
+
+
+def _case(monkeypatch, mode: str, changes: dict, batch: int, tokens: bool, dtype: torch.dtype):
+    """The two paths for one case of MODES x CASES, and its input (B, 11) or (B, 11, 7)."""
     monkeypatch.setattr(fast, "FUSED_MAX_ELEMENTS", MODES[mode])
     if mode == "sparse-per-step":  # W_rec's gradient one step at a time
         monkeypatch.setattr(fast, "SAMPLED_MAX_ELEMENTS", 0)
     cfg = ELMConfig(n_in=7, n_out=6, n_neurons=9, d_m=3, d_tree=3, d_brch=2, p_rec=0.5, seed=3).replace(**changes)
-    ref, fst = _pair(cfg)
+    ref, fst = _pair(cfg, dtype)
     gen = torch.Generator().manual_seed(0)
     if tokens:
         x = torch.randint(0, 7, (batch, 11), generator=gen)
     else:
-        x = torch.randn(batch, 11, 7, generator=gen, dtype=torch.float64)
+        x = torch.randn(batch, 11, 7, generator=gen, dtype=dtype)
+    return ref, fst, x
+
+
+@pytest.mark.parametrize(("mode", "changes", "batch", "tokens"), ALL_CASES)
+def test_fast_path_equals_autograd_path(monkeypatch, mode, changes, batch, tokens):
+    """Outputs, carried state and every parameter gradient, in float64."""
+    ref, fst, x = _case(monkeypatch, mode, changes, batch, tokens, torch.float64)
     out_r, state_r, grads_r = _two_chunks(ref, x)
     out_f, state_f, grads_f = _two_chunks(fst, x)
     torch.testing.assert_close(out_f, out_r, atol=1e-10, rtol=0)
@@ -75,6 +89,26 @@ def test_fast_path_equals_autograd_path(monkeypatch, mode, changes, batch, token
     assert grads_f.keys() == grads_r.keys()
     for name in grads_r:
         torch.testing.assert_close(grads_f[name], grads_r[name], atol=1e-10, rtol=0, msg=name)
+
+
+# In float32 the two paths sum in different orders, and the rounding differences grow along the sequence.
+# Measured over MODES x CASES, per parameter, max |g_fast - g_autograd| / max |g_autograd|: at most 4.0e-6
+# (hidden.mlp_w.1 without a high-pass; most parameters below 1e-6); a training-sized step (N 48, T 60,
+# cross-entropy) gave at most 8e-7. Asserted within 2e-5, five times the worst case measured.
+GRAD_RTOL_F32 = 2e-5
+
+
+@pytest.mark.parametrize(("mode", "changes", "batch", "tokens"), ALL_CASES)
+def test_fast_path_gradients_match_autograd_path_in_float32(monkeypatch, mode, changes, batch, tokens):
+    """The default dtype of training: every parameter's gradient, relative to its largest entry."""
+    ref, fst, x = _case(monkeypatch, mode, changes, batch, tokens, torch.float32)
+    _, _, grads_r = _two_chunks(ref, x)
+    _, _, grads_f = _two_chunks(fst, x)
+    assert grads_f.keys() == grads_r.keys()
+    for name, g in grads_r.items():
+        assert grads_f[name].dtype == torch.float32 and g.abs().max() > 0, name
+        err = ((grads_f[name] - g).abs().max() / g.abs().max()).item()
+        assert err <= GRAD_RTOL_F32, f"{name}: relative error {err:.1e}"
 
 
 @pytest.mark.parametrize("mode", ["fused", "sparse"])
@@ -105,8 +139,8 @@ def test_reused_buffers_never_leak_into_results(monkeypatch, mode):
         return torch.cat([logits.detach(), inference]), [p.grad.clone() for p in model.parameters()]
 
     first, grads = run()
-    assert fast.WORKSPACE.pool, "the scans use the buffer pool"
-    for storages in fast.WORKSPACE.pool.values():
+    assert WORKSPACE.pool, "the scans use the buffer pool"
+    for storages in WORKSPACE.pool.values():
         for st in storages:
             torch.tensor([], dtype=torch.float32).set_(st).fill_(float("nan"))
     second, grads2 = run()
@@ -114,18 +148,21 @@ def test_reused_buffers_never_leak_into_results(monkeypatch, mode):
     assert all(torch.equal(a, b) for a, b in zip(grads, grads2, strict=True))
 
 
-@pytest.mark.parametrize(("name", "tol"), [("public_small.npz", 1e-6), ("public_small_f32.npz", 1e-4)])
-def test_fast_path_reproduces_reference_vectors(reference_data, name, tol):
+@pytest.mark.parametrize("name", sorted(REFERENCE_TOL))
+def test_fast_path_reproduces_reference_vectors(reference_data, name):
+    """The bounds of the per-step path (tests/elm_core/test_model.py, REFERENCE_TOL) hold here too."""
     with np.load(reference_data / name) as npz:
-        ref = {k: npz[k] for k in ("x", "logits", "hidden_activity", "L0_final_m", "L1_final_m")}
+        ref = {k: npz[k] for k in ("x", "logits", "hidden_activity", "L1_activity", "L0_final_m", "L1_final_m")}
     model = from_reference_npz(reference_data / name)
     assert model.impl == "fast"
     with torch.no_grad():
         out = model.run(torch.from_numpy(ref["x"]))
-    np.testing.assert_allclose(out["logits"].numpy(), ref["logits"], atol=tol, rtol=0)
-    np.testing.assert_allclose(out["hidden"].numpy(), ref["hidden_activity"], atol=tol, rtol=0)
-    np.testing.assert_allclose(out["state"].m0.numpy(), ref["L0_final_m"], atol=tol, rtol=0)
-    np.testing.assert_allclose(out["state"].m1.numpy(), ref["L1_final_m"], atol=tol, rtol=0)
+    tol_out, tol_int = REFERENCE_TOL[name]
+    np.testing.assert_allclose(out["logits"].numpy(), ref["logits"], atol=tol_out, rtol=0)
+    np.testing.assert_allclose(out["hidden"].numpy(), ref["hidden_activity"], atol=tol_out, rtol=0)
+    np.testing.assert_allclose(out["readout"].numpy(), ref["L1_activity"], atol=tol_out, rtol=0)
+    np.testing.assert_allclose(out["state"].m0.numpy(), ref["L0_final_m"], atol=tol_int, rtol=0)
+    np.testing.assert_allclose(out["state"].m1.numpy(), ref["L1_final_m"], atol=tol_int, rtol=0)
 
 
 def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: float | None = 0.6):
@@ -140,7 +177,7 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
     tau = torch.tensor([0.5, 4.0], dtype=torch.float64).expand(n, d_m)
     k = fast._ScanCtx(
         km=torch.exp(-1 / tau).unsqueeze(1),
-        c=((1 - torch.exp(-5 / tau)) * fast.TANH_GAIN).unsqueeze(1),
+        c=((1 - torch.exp(-5 / tau)) * TANH_GAIN).unsqueeze(1),
         kr=kr,
         relu=relu,
         mode=mode,
@@ -157,11 +194,9 @@ def _scan_inputs(mode: str, l_mlp: int, tokens: bool, relu: bool = True, kr: flo
         R = rnd(n, n * d1)  # M^T
     elif mode == "sparse":
         conn = torch.tensor([[3, 4, 5, 0], [1, 5, 5, 3], [4, 0, 2, 4]])  # d_s = 4, sources < 3 feed-forward
-        layer = type("L", (), {})()
-        layer.spec = type("S", (), dict(n_neurons=n, n_in=n_in, d_tree=d_tree, d_m=d_m, d_s=4, d_brch=2))()
-        layer.connectome = conn
-        k.sparse = fast._sparse_structure(layer)
-        R = rnd(k.sparse.col.shape[0])
+        spec = LayerSpec(n_in=n_in, n_neurons=n, d_m=d_m, l_mlp=l_mlp, d_mlp=d_mlp, d_tree=d_tree, d_brch=2, p_rec=0.5)
+        k.sparse = sparse_structure(spec, conn)
+        R = rnd(k.sparse.nnz)
     W0 = rnd(n, d1, d_tree + d_m)
     wb = []
     widths = [d1] + [d_mlp] * (l_mlp - 1) + [d_m] if l_mlp else []

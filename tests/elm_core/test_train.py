@@ -50,13 +50,15 @@ def test_a_run_records_its_diagnostics_and_its_final_validation_point():
 
 
 def test_a_finished_run_gives_back_the_pooled_scan_buffers():
-    from elm_core import fast
+    import torch
 
-    fast.WORKSPACE.empty((64, 64), fast.torch.empty(0))  # something pooled before the run
-    assert fast.WORKSPACE.pool
+    from elm_core.workspace import WORKSPACE
+
+    WORKSPACE.empty((64, 64), torch.empty(0))  # something pooled before the run
+    assert WORKSPACE.pool
     record = train(RunSpec(**TINY, steps=3))
     assert record.status == "done", record.reason
-    assert fast.WORKSPACE.pool == {} and fast.WORKSPACE.bytes == 0
+    assert WORKSPACE.pool == {} and WORKSPACE.bytes == 0
 
 
 def test_budget_and_allocation_resolve_to_the_largest_fit():
