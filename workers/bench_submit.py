@@ -38,7 +38,7 @@ def _ms(values: list[float]) -> dict[str, float]:
 def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
     from elm_core.settings import Settings
     from elm_core.store import Store
-    from workers import client
+    from workers import health, submit
 
     home = Path(tempfile.mkdtemp(prefix=f"elmlab-bench-{mode}-"))
     settings = Settings(home=home, broker_url=redis_url if mode == "redis" else None)
@@ -50,13 +50,13 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
         flush.flushdb()
     try:
         store = Store(settings.store_path)
-        client.submit({**SPEC, "seed": 10_000}, settings=settings)  # warm-up: connections, imports
+        submit.submit({**SPEC, "seed": 10_000}, settings=settings)  # warm-up: connections, imports
         validate, publish, record, total = [], [], [], []
         for i in range(n):
             t0 = time.perf_counter()
-            spec, rec = client.validate({**SPEC, "seed": i}, settings=settings)
+            spec, rec = submit.validate({**SPEC, "seed": i}, settings=settings)
             t1 = time.perf_counter()
-            client._publish(settings, spec.model_dump(mode="json"), rec.run_id, 0, rec.created_at, spec.device)
+            submit.publish(settings, spec.model_dump(mode="json"), rec.run_id, 0, rec.created_at, spec.device)
             t2 = time.perf_counter()
             store.put(rec)
             t3 = time.perf_counter()
@@ -65,11 +65,11 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
             record.append(t3 - t2)
             total.append(t3 - t0)
         t0 = time.perf_counter()
-        many = client.submit_many([{**SPEC, "seed": 20_000 + i} for i in range(n)], settings=settings)
+        many = submit.submit_many([{**SPEC, "seed": 20_000 + i} for i in range(n)], settings=settings)
         many_s = time.perf_counter() - t0
-        queued = client.health(timeout=0.3, settings=settings)["queues"]
+        queued = health.health(timeout=0.3, settings=settings)["queues"]
         return {
-            "mode": mode, "n": n, "broker": client.health(timeout=0.1, settings=settings)["broker_url"],
+            "mode": mode, "n": n, "broker": health.health(timeout=0.1, settings=settings)["broker_url"],
             "per_submission_ms": _ms(total), "validate_ms": _ms(validate), "publish_ms": _ms(publish),
             "store_put_ms": _ms(record), "total_s": round(sum(total), 2),
             "submissions_per_s": round(n / sum(total), 1),

@@ -101,7 +101,7 @@ class Lab:
 
     def wait_ready(self, n_workers: int, timeout: float = 30) -> list[str]:
         """Wait until `n_workers` nodes (workers and recorders) answer a ping."""
-        from workers.client import health
+        from workers.health import health
 
         def ready():
             self.check_alive()
@@ -139,7 +139,7 @@ class Lab:
             raise AssertionError(f"{exc}; history:\n{self.store.history(run_id)}\n{self.logs()}") from None
 
     def wait_progress(self, run_id: str, min_step: int = 1, timeout: float = 60) -> dict[str, Any]:
-        from workers.client import progress
+        from workers.health import progress
 
         def stepping():
             self.check_alive()
