@@ -1,7 +1,7 @@
 """The dashboard's data work: pure functions on run frames and specs (no Streamlit here).
 
-state.py wraps the expensive ones in `st.cache_data` keyed on the store's state token; bench.py and
-the tests call them directly.
+state.py wraps the expensive ones in `st.cache_data` keyed on the store's state token;
+benchmarks/dashboard.py and the tests call them directly.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ import time
 import streamlit as st
 
 from app import state
-from app.bench import run_dashboard_bench
 from elm_core.records import RunRecord
 from elm_core.store import Store
 
@@ -31,9 +30,3 @@ def test_stale_while_revalidate(store: Store):
         assert time.monotonic() < deadline, "the background read never landed"
         time.sleep(0.02)
     assert state.runs_view(str(store.path))[2]["run_id"].to_list() == ["a", "b"]
-
-
-def test_dashboard_bench_runs_small(tmp_path):
-    out = run_dashboard_bench(n=300, n_small=10, repeats=1, tmpdir=tmp_path)
-    assert out["runs"] == 300 and set(out["cold_s"]) == {"token", "runs", "explore", "scaling", "design"}
-    assert out["table_rows_shown"] > 300  # every run listed (fewer than the 500-row cap)

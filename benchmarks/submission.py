@@ -1,6 +1,6 @@
 """Submission benchmark: time to queue N runs, embedded and on Redis (figures for docs/queue.md).
 
-    python -m workers.bench_submit --n 1000 [--modes embedded,redis] [--redis-url redis://127.0.0.1:6379/15]
+    python -m benchmarks.submission --n 1000 [--modes embedded,redis] [--redis-url redis://127.0.0.1:6379/15]
 
 Each mode gets a fresh temporary ELMLAB_HOME (and, for Redis, the given DB, flushed before and
 after); no worker runs, so every message stays queued. First N runs submitted one by one (the path
@@ -84,15 +84,18 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workers.bench_submit", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.submission", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--modes", default="embedded,redis")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.n < 1 or not modes or not set(modes) <= {"embedded", "redis"}:
+        p.error("--n must be >= 1 and --modes a comma-separated list of embedded, redis")
     out = []
-    for mode in args.modes.split(","):
+    for mode in modes:
         try:
-            out.append(bench(mode.strip(), args.n, args.redis_url))
+            out.append(bench(mode, args.n, args.redis_url))
         except Exception as exc:  # e.g. no Redis here: report it and go on
             out.append({"mode": mode, "error": f"{type(exc).__name__}: {exc}"})
     print(json.dumps(out, indent=2))
