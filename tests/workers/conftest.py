@@ -121,6 +121,18 @@ class Lab:
             parts.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-4000:])
         return "\n".join(parts)
 
+    def wait_log(self, text: str, timeout: float = 30) -> None:
+        """Wait until a process's log says `text` (an event no store or broker state shows)."""
+
+        def said() -> bool:
+            self.check_alive()
+            return any(text in p.read_text(errors="replace") for p in (self.home / "test-logs").glob("*.log"))
+
+        try:
+            wait_for(said, timeout, f"a log to say {text!r}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
     def status(self, run_id: str) -> str | None:
         rec = self.store.run(run_id)
         return None if rec is None else rec.status

@@ -1,12 +1,10 @@
 """The running system: real worker and recorder processes, the embedded broker and Redis.
 
 Faults: a worker SIGKILLed mid-run (both modes), the recorder stopped while runs finish, cancel of a
-queued and of a running run, retry.
+queued and of a running run, retry. Every test here starts processes: marked slow (`make test-slow`).
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -14,6 +12,8 @@ from tests.workers.conftest import Lab, tiny, wait_for
 from workers import health as monitor
 from workers import state, submit
 from workers.celery_app import app_for
+
+pytestmark = pytest.mark.slow
 
 
 def _one_done(lab: Lab, run_id: str) -> None:
@@ -102,7 +102,7 @@ def test_cancel_queued_and_running_then_retry(lab: Lab):
 
     # The worker then takes the cancelled run's message and drops it: nothing more is recorded.
     wait_for(lambda: monitor.health()["queues"]["train"] == 0, 30, "the queue to drain")
-    time.sleep(1.5)
+    lab.wait_log(f"run {queued}: cancelled before it started; dropped")
     assert lab.store.history(queued)["status"].to_list() == ["queued", "cancelled"]
     with pytest.raises(ValueError, match="already cancelled"):
         submit.cancel(queued)
@@ -136,7 +136,6 @@ def test_recorder_stopped_while_runs_finish(lab: Lab):
         _one_done(lab, run_id)
 
 
-@pytest.mark.slow
 def test_up_starts_and_stops_everything(lab: Lab):
     import os
     import signal
