@@ -25,6 +25,7 @@ COPY elm_core ./elm_core
 COPY workers ./workers
 COPY app ./app
 COPY elmlab ./elmlab
+COPY benchmarks ./benchmarks
 RUN pip install --no-deps . && useradd --create-home --uid 1000 elmlab \
  && mkdir -p /data/elmlab /data/datasets && chown -R elmlab:elmlab /data
 

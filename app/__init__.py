@@ -16,5 +16,4 @@
     actions.py         every mutating action (queue, cancel, retry, import) behind one read-only guard
     report.py          self-contained interactive HTML report
     ui.py              widgets shared by several pages (first screen, broker banner, task picker)
-    bench.py           `python -m app.bench`: the pages' data work over a large store, timed
 """

@@ -2,8 +2,8 @@
 
 The guard runs on the server, inside each action, so a read-only dashboard (ELMLAB_READ_ONLY=1 or
 `elmlab up --read-only`) refuses a mutation even if a crafted request reached it; the pages also
-leave the controls out. The queue API (`workers.client`) is imported inside the functions that use
-it, so every page loads when Celery is not importable; any exception from `health()` reads as
+leave the controls out. The queue API (`workers.submit`, `workers.health`) is imported inside the
+functions that use it, so every page loads when Celery is not importable; any exception from `health()` reads as
 "broker unreachable".
 """
 
@@ -16,12 +16,9 @@ from typing import Any, TypeVar
 from elm_core.settings import get_settings
 from elm_core.spec import RunSpec
 from elm_core.store import Store
+from workers.submit import ReadOnlyError
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class ReadOnlyError(PermissionError):
-    """A mutating action was asked of a read-only dashboard."""
 
 
 def read_only() -> bool:
@@ -49,9 +46,15 @@ def mutating(fn: F) -> F:
 
 
 def _client():
-    from workers import client
+    from workers import submit
 
-    return client
+    return submit
+
+
+def _health():
+    from workers import health
+
+    return health
 
 
 @mutating
@@ -85,7 +88,7 @@ def health(timeout: float = 1.0) -> dict[str, Any]:
     down: dict[str, Any] = {"broker_ok": False, "error": "", "broker_url": settings.broker_url or "embedded",
                             "workers": [], "queues": {}, "mode": "embedded" if settings.embedded else "distributed"}
     try:
-        out = dict(_client().health(timeout=timeout))
+        out = dict(_health().health(timeout=timeout))
     except Exception as exc:  # noqa: BLE001 - anything at all means: unreachable
         return {**down, "error": f"{type(exc).__name__}: {exc}"}
     return {**down, **out}
@@ -96,7 +99,7 @@ def progress(run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     if not run_ids:
         return {}
     try:
-        return dict(_client().progress(list(run_ids)))
+        return dict(_health().progress(list(run_ids)))
     except Exception:  # noqa: BLE001 - progress is a nicety; the stored status stays shown
         return {}
 

@@ -16,6 +16,7 @@ worker); the reaper (workers/reaper.py) re-queues runs whose worker died long be
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from elm_core.settings import Settings, get_settings
 
 TRAIN_QUEUE, GPU_QUEUE, RESULTS_QUEUE = "train", "gpu", "results"
 QUEUES = (TRAIN_QUEUE, GPU_QUEUE, RESULTS_QUEUE)
+TASKS_MODULE = "workers.tasks"  # imported by a worker when it starts (Celery's `include`)
 TRAIN_TASK = "workers.tasks.train_run"
 RECORD_TASK = "workers.tasks.record_run"
 VISIBILITY_TIMEOUT_S = 2 * 24 * 3600
@@ -111,6 +113,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         worker_hijack_root_logger=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         enable_utc=True,
+        include=[TASKS_MODULE],
     )
 
 
@@ -139,7 +142,23 @@ def route_for(spec_device: str, queue: str | None = None) -> str:
     return GPU_QUEUE if spec_device == "cuda" else TRAIN_QUEUE
 
 
+_apps: dict[tuple[str | None, str | None, str], Celery] = {}
+_apps_lock = threading.Lock()
+
+
+def app_for(settings: Settings) -> Celery:
+    """The app of one broker and home, made once per process and shared: submitters, the health
+    checks and the reaper open a connection pool once, not per call. Submitting apps create the
+    embedded folders (a read-only ELM Lab creates nothing)."""
+    key = (settings.broker_url, settings.result_backend, str(settings.home))
+    with _apps_lock:
+        app = _apps.get(key)
+        if app is None:
+            app = _apps[key] = make_app(settings, create_dirs=not settings.read_only)
+        return app
+
+
+# The app of `celery -A workers.celery_app:app` and of the tasks (workers/tasks.py registers on it;
+# a worker imports that module at start-up through the `include` setting, so this one imports no task).
 app = make_app()
 app.set_current()
-
-import workers.tasks  # noqa: E402,F401  (registers the tasks on `app`)

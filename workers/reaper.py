@@ -30,7 +30,9 @@ from typing import Any
 from elm_core.records import TERMINAL, RunRecord
 from elm_core.settings import Settings, get_settings
 from workers import state
-from workers.celery_app import QUEUES, broker_folders
+from workers.celery_app import QUEUES, app_for, broker_folders
+from workers.submit import BrokerUnavailable, publish, requeue_record
+from workers.tasks import record_is_stale
 
 log = logging.getLogger("elmlab.reaper")
 
@@ -41,11 +43,10 @@ STALE_CONTROL_S = 600.0
 class Reaper:
     def __init__(self, settings: Settings | None = None, *, clock: Callable[[], float] = time.monotonic):
         from elm_core.store import Store
-        from workers.client import _app
 
         self.settings = settings or get_settings()
         self.store = Store(self.settings.store_path)
-        self.app = _app(self.settings)
+        self.app = app_for(self.settings)
         self.clock = clock
         self.reap_after = float(self.settings.reap_after_s)
         self._seen: dict[str, tuple[Any, float]] = {}
@@ -95,8 +96,6 @@ class Reaper:
 
     def _recover(self, final: dict[str, Any], did: dict[str, list[str]]) -> None:
         record = RunRecord.model_validate(final)
-        from workers.tasks import record_is_stale
-
         if not record_is_stale(self.store, record):
             self.store.put(record)
             log.warning("run %s: its %s record never arrived; recorded from the worker's final state",
@@ -105,8 +104,6 @@ class Reaper:
         self._seen.pop(record.run_id, None)
 
     def _requeue(self, run_id: str, did: dict[str, list[str]]) -> None:
-        from workers.client import BrokerUnavailable, _publish, requeue_record
-
         rec = self.store.run(run_id)
         self._seen.pop(run_id, None)
         if rec is None or rec.status in TERMINAL:
@@ -131,7 +128,7 @@ class Reaper:
         queued = requeue_record(rec, reason=silent)
         try:  # the old attempt's state goes first, so that only the new attempt's heartbeat counts
             backend.store_result(run_id, {"attempt": queued.attempt, "queued_at": time.time()}, "PENDING")
-            _publish(self.settings, rec.spec, run_id, queued.attempt, rec.created_at,
+            publish(self.settings, rec.spec, run_id, queued.attempt, rec.created_at,
                      str(rec.spec.get("device", "auto")))
         except (BrokerUnavailable, OSError, ConnectionError) as exc:
             log.warning("run %s: could not re-queue: %s", run_id, exc)

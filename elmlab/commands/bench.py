@@ -1,4 +1,4 @@
-"""`elmlab bench`: training and inference throughput of the ELM Network on this machine (elm_core.bench)."""
+"""`elmlab bench`: training and inference throughput of the ELM Network on this machine (benchmarks.training)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from elm_core import bench
+    from benchmarks import training as bench
 
     try:
         bench.resolve_configs(names)

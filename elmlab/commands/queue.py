@@ -45,12 +45,12 @@ def _broker_error(exc: Exception, command: str) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from workers.client import BrokerUnavailable, ReadOnlyMode, submit
+    from workers.submit import BrokerUnavailable, ReadOnlyError, submit
 
     spec = spec_from_args(args)
     try:
         run_id = submit(spec)
-    except (BrokerUnavailable, ReadOnlyMode) as exc:
+    except (BrokerUnavailable, ReadOnlyError) as exc:
         return _broker_error(exc, "submit")
     print(f"queued run {run_id} ({spec.task}, queue {'gpu' if spec.device == 'cuda' else 'train'})",
           file=sys.stderr)
@@ -67,7 +67,7 @@ def _sweep_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from elm_core import sweeps
-    from workers.client import BrokerUnavailable, ReadOnlyMode, submit_many
+    from workers.submit import BrokerUnavailable, ReadOnlyError, submit_many
 
     fields = _sweep_fields(args)
     seeds = args.seeds or [0]
@@ -87,7 +87,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     try:
         ids = submit_many(specs)
-    except (BrokerUnavailable, ReadOnlyMode) as exc:
+    except (BrokerUnavailable, ReadOnlyError) as exc:
         return _broker_error(exc, "sweep")
     print(f"sweep {specs[0].sweep_id}: queued {len(ids)} runs", file=sys.stderr)
     for run_id in ids:
@@ -110,7 +110,7 @@ def _metric(row: dict[str, Any]) -> float | None:
 def cmd_status(args: argparse.Namespace) -> int:
     from elm_core.settings import get_settings
     from elm_core.store import Store
-    from workers.client import _redis_ping, progress
+    from workers.health import broker_reachable, progress
 
     settings = get_settings()
     frame = Store(settings.store_path).runs(sweep_id=args.sweep, status=args.status,
@@ -119,7 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     active = [r["run_id"] for r in rows if r["status"] in ("queued", "running")]
     live: dict[str, dict[str, Any]] = {}
     if active:
-        ok, why = _redis_ping(settings, 1.0)
+        ok, why = broker_reachable(settings, 1.0)
         if ok:
             live = progress(active, settings=settings)
         else:
@@ -161,22 +161,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from workers.client import BrokerUnavailable, ReadOnlyMode, cancel
+    from workers.submit import BrokerUnavailable, ReadOnlyError, cancel
 
     try:
         cancel(args.run_id)
-    except (BrokerUnavailable, ReadOnlyMode) as exc:
+    except (BrokerUnavailable, ReadOnlyError) as exc:
         return _broker_error(exc, "cancel")
     print(f"cancel requested for run {args.run_id}")
     return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from workers.client import BrokerUnavailable, ReadOnlyMode, retry
+    from workers.submit import BrokerUnavailable, ReadOnlyError, retry
 
     try:
         run_id = retry(args.run_id)
-    except (BrokerUnavailable, ReadOnlyMode) as exc:
+    except (BrokerUnavailable, ReadOnlyError) as exc:
         return _broker_error(exc, "retry")
     print(f"queued run {run_id} again", file=sys.stderr)
     print(run_id)

@@ -70,7 +70,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from elm_core.store_bench import run_store_bench
+    from benchmarks.store import run_store_bench
     from elmlab.cli import UsageError
 
     if args.n < 1 or args.small < 0 or args.repeats < 1:

@@ -103,7 +103,7 @@ def test_design_explains_an_impossible_budget_inline(store: Store):
 
 def test_design_queues_through_the_client(store: Store, monkeypatch: pytest.MonkeyPatch):
     sent = []
-    monkeypatch.setattr("workers.client.submit_many", lambda specs, **kw: sent.extend(specs) or ["r1", "r2"])
+    monkeypatch.setattr("workers.submit.submit_many", lambda specs, **kw: sent.extend(specs) or ["r1", "r2"])
     at = open_page("design", {"steps": "5", "seeds": "2"})
     at.button(key="queue_run").click().run()
     assert not at.exception
@@ -116,7 +116,7 @@ def test_broker_down_banner_keeps_runs_browsable(filled_store: Store, monkeypatc
     def down(**kw):
         raise ConnectionError("connection refused")
 
-    monkeypatch.setattr("workers.client.health", down)
+    monkeypatch.setattr("workers.health.health", down)
     at = open_page("runs")
     assert any("broker is unreachable" in e.value for e in at.error)
     assert at.dataframe
@@ -140,9 +140,9 @@ def test_read_only_empty_store_offers_no_buttons(store: Store, monkeypatch: pyte
 def test_read_only_actions_refuse_on_the_server(store: Store, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("ELMLAB_READ_ONLY", "1")
     called = []
-    monkeypatch.setattr("workers.client.submit_many", lambda specs, **k: called.append(specs) or ["id"])
-    monkeypatch.setattr("workers.client.cancel", lambda *a, **k: called.append(a))
-    monkeypatch.setattr("workers.client.retry", lambda *a, **k: called.append(a))
+    monkeypatch.setattr("workers.submit.submit_many", lambda specs, **k: called.append(specs) or ["id"])
+    monkeypatch.setattr("workers.submit.cancel", lambda *a, **k: called.append(a))
+    monkeypatch.setattr("workers.submit.retry", lambda *a, **k: called.append(a))
     spec = {"task": "text", "budget": 60_000, "d_m": 8}
     for action in (lambda: actions.submit([spec]), lambda: actions.cancel(["x"]), lambda: actions.retry(["x"]),
                    actions.queue_first_sweep, lambda: actions.import_reference(store),
@@ -183,7 +183,7 @@ def test_design_predicts_from_the_scaling_law_between_budgets(filled_store: Stor
 def test_runs_page_shows_live_progress(filled_store: Store, monkeypatch: pytest.MonkeyPatch):
     live = {"live-running": {"step": 5, "total_steps": 20, "loss": None, "tokens_per_s": 812.0, "eta_s": 30.0,
                              "worker": "w1"}}
-    monkeypatch.setattr("workers.client.progress", lambda ids, **kw: {i: live.get(i, {}) for i in ids})
+    monkeypatch.setattr("workers.health.progress", lambda ids, **kw: {i: live.get(i, {}) for i in ids})
     at = open_page("runs")
     bars = at.get("progress")
     assert len(bars) == 1 and bars[0].value == 25

@@ -6,7 +6,6 @@ import pytest
 import streamlit as st
 
 from app import state
-from app.bench import run_dashboard_bench
 from elm_core.records import RunRecord
 from elm_core.store import Store
 
@@ -26,9 +25,3 @@ def test_runs_frame_is_read_once_per_store_state(store: Store, monkeypatch: pyte
     assert state.runs(str(store.path))["run_id"].to_list() == ["a"] and len(reads) == 1  # unchanged: cached
     store.put(record("b"))
     assert state.runs(str(store.path))["run_id"].to_list() == ["a", "b"] and len(reads) == 2  # changed: read again
-
-
-def test_dashboard_bench_runs_small(tmp_path):
-    out = run_dashboard_bench(n=300, n_small=10, repeats=1, tmpdir=tmp_path)
-    assert out["runs"] == 300 and set(out["cold_s"]) == {"token", "runs", "explore", "scaling", "design"}
-    assert out["table_rows_shown"] > 300  # every run listed (fewer than the 500-row cap)

@@ -38,12 +38,17 @@ def redis_up() -> bool:
         return False
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2,
+             renew: Callable[[], bool] | None = None) -> Any:
+    """Poll `predicate` every `every` seconds until it is truthy (returned); AssertionError after
+    `timeout` seconds, counted afresh whenever `renew()` says the awaited work moved on."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
+        if renew is not None and renew():
+            deadline = time.monotonic() + timeout
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
@@ -101,7 +106,7 @@ class Lab:
 
     def wait_ready(self, n_workers: int, timeout: float = 30) -> list[str]:
         """Wait until `n_workers` nodes (workers and recorders) answer a ping."""
-        from workers.client import health
+        from workers.health import health
 
         def ready():
             self.check_alive()
@@ -121,25 +126,48 @@ class Lab:
             parts.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-4000:])
         return "\n".join(parts)
 
+    def wait_log(self, text: str, timeout: float = 30) -> None:
+        """Wait until a process's log says `text` (an event no store or broker state shows)."""
+
+        def said() -> bool:
+            self.check_alive()
+            return any(text in p.read_text(errors="replace") for p in (self.home / "test-logs").glob("*.log"))
+
+        try:
+            wait_for(said, timeout, f"a log to say {text!r}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
     def status(self, run_id: str) -> str | None:
         rec = self.store.run(run_id)
         return None if rec is None else rec.status
 
     def wait_status(self, run_id: str, statuses: str | tuple[str, ...], timeout: float = 60):
+        """Wait until the run's latest record has one of `statuses`; fail after `timeout` seconds
+        without that and without the run's training advancing (each new step it reports waits
+        `timeout` again, so a slow machine is not mistaken for a stuck run)."""
+        from workers.health import progress
+
         statuses = (statuses,) if isinstance(statuses, str) else statuses
+        last_step: list[Any] = [None]
 
         def reached():
             self.check_alive()
             rec = self.store.run(run_id)
             return rec if rec is not None and rec.status in statuses else None
 
+        def advanced() -> bool:
+            step = progress([run_id], settings=self.settings)[run_id].get("step")
+            moved, last_step[0] = step is not None and step != last_step[0], step
+            return moved
+
         try:
-            return wait_for(reached, timeout, f"run {run_id} to be {'/'.join(statuses)}", every=0.3)
+            return wait_for(reached, timeout, f"run {run_id} to be {'/'.join(statuses)}", every=0.3, renew=advanced)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; history:\n{self.store.history(run_id)}\n{self.logs()}") from None
 
     def wait_progress(self, run_id: str, min_step: int = 1, timeout: float = 60) -> dict[str, Any]:
-        from workers.client import progress
+        from workers.health import progress
 
         def stepping():
             self.check_alive()

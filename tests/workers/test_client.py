@@ -1,4 +1,4 @@
-"""workers.client, the reaper and record_run without worker processes: validation, routing, broker down,
+"""workers.submit, workers.health, the reaper and record_run without worker processes: validation, routing, broker down,
 cancel/retry rules, the exactly-once rule, re-queueing a silent run."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from elm_core.settings import get_settings
 from elm_core.store import Store
 from elmlab.cli import main
 from tests.workers.conftest import REDIS_HOST, REDIS_PORT, Lab, tiny
-from workers import client, state
-from workers.celery_app import broker_folders, celery_config
+from workers import health as monitor
+from workers import state, submit
+from workers.celery_app import app_for, broker_folders, celery_config
 
 
 def _messages(lab: Lab, queue: str = "train") -> list[dict]:
@@ -31,14 +32,14 @@ def test_json_only_late_acks_prefetch_one(lab: Lab):
 
 
 def test_submit_records_queued_and_sends_one_json_message(lab: Lab):
-    run_id = client.submit(tiny(sweep_id="s1"))
+    run_id = submit.submit(tiny(sweep_id="s1"))
     rec = lab.store.run(run_id)
     assert rec.status == "queued" and rec.attempt == 0 and rec.sweep_id == "s1" and rec.params > 0
     assert rec.spec["steps"] == 5 and rec.spec["run_id"] == run_id
     (msg,) = _messages(lab)
     assert msg["content-type"] == "application/json"
     assert msg["headers"]["id"] == run_id and msg["headers"]["task"] == "workers.tasks.train_run"
-    gpu = client.submit(tiny(device="cuda"))  # routed to the gpu queue, even from a machine without one
+    gpu = submit.submit(tiny(device="cuda"))  # routed to the gpu queue, even from a machine without one
     assert [m["headers"]["id"] for m in _messages(lab, "gpu")] == [gpu]
 
 
@@ -53,9 +54,9 @@ def test_submit_records_queued_and_sends_one_json_message(lab: Lab):
 def test_invalid_specs_are_rejected_naming_the_field(lab: Lab, bad, field):
     spec = {k: v for k, v in tiny(**bad).items() if v is not None}
     with pytest.raises(ValueError, match=field):
-        client.submit(spec)
+        submit.submit(spec)
     with pytest.raises(ValueError, match=f"spec 1: .*{field}"):
-        client.submit_many([tiny(), spec])  # all or nothing
+        submit.submit_many([tiny(), spec])  # all or nothing
     assert _messages(lab) == [] and lab.store.runs().height == 0
 
 
@@ -65,29 +66,29 @@ def test_invalid_spec_never_reaches_the_redis_queue(redis_lab: Lab):
     import redis
 
     with pytest.raises(ValueError, match="budget"):
-        client.submit(tiny(n_neurons=None, budget=-1))
+        submit.submit(tiny(n_neurons=None, budget=-1))
     r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=13)
     assert r.llen("train") == 0
-    client.submit(tiny())
-    assert r.llen("train") == 1 and client.health()["queues"]["train"] == 1
+    submit.submit(tiny())
+    assert r.llen("train") == 1 and monitor.health()["queues"]["train"] == 1
     r.close()
 
 
 def test_broker_unreachable(lab: Lab, monkeypatch, capsys):
-    stored = client.submit(tiny())  # a run recorded while the broker worked
+    stored = submit.submit(tiny())  # a run recorded while the broker worked
     monkeypatch.setenv("ELMLAB_BROKER_URL", "redis://:secret@127.0.0.1:1/0")
     t0 = time.monotonic()
-    with pytest.raises(client.BrokerUnavailable, match="127.0.0.1:1") as err:
-        client.submit(tiny(seed=1))
+    with pytest.raises(submit.BrokerUnavailable, match="127.0.0.1:1") as err:
+        submit.submit(tiny(seed=1))
     assert time.monotonic() - t0 < 5 and "secret" not in str(err.value)
     assert lab.store.runs()["run_id"].to_list() == [stored]  # nothing half-done
 
     t0 = time.monotonic()
-    health = client.health()
+    health = monitor.health()
     assert time.monotonic() - t0 < 1.5
     assert health["broker_ok"] is False and health["error"] and health["workers"] == []
     assert health["broker_url"] == "redis://:***@127.0.0.1:1/0" and health["mode"] == "distributed"
-    assert client.progress([stored]) == {stored: {}}
+    assert monitor.progress([stored]) == {stored: {}}
 
     assert main(["submit", *_tiny_flags()]) == 2
     err_lines = capsys.readouterr().err.strip().splitlines()
@@ -143,24 +144,24 @@ def test_reference_runs_are_neither_cancelled_nor_retried(lab: Lab):
     store.import_reference_csv()
     ref = store.runs(source="reference")["run_id"][0]
     with pytest.raises(ValueError, match="reference"):
-        client.retry(ref)
+        submit.retry(ref)
     with pytest.raises(ValueError, match="already|reference"):
-        client.cancel(ref)
+        submit.cancel(ref)
 
 
 def test_read_only_refuses_to_queue(lab: Lab, monkeypatch):
     monkeypatch.setenv("ELMLAB_READ_ONLY", "1")
-    with pytest.raises(client.ReadOnlyMode):
-        client.submit(tiny())
+    with pytest.raises(submit.ReadOnlyError):
+        submit.submit(tiny())
 
 
 def test_record_run_drops_older_attempts_and_writes_once(lab: Lab):
     from workers.tasks import record_run
 
-    run_id = client.submit(tiny())
+    run_id = submit.submit(tiny())
     queued = lab.store.run(run_id)
     done0 = queued.model_copy(update={"status": "done", "steps": 5}).model_dump(mode="json")
-    lab.store.put(client.requeue_record(queued, reason="re-queued: test"))  # attempt 1 now exists
+    lab.store.put(submit.requeue_record(queued, reason="re-queued: test"))  # attempt 1 now exists
     assert record_run(done0) == "stale"
     done1 = {**done0, "attempt": 1}
     assert record_run(done1) == "recorded"
@@ -172,7 +173,7 @@ def test_record_run_drops_older_attempts_and_writes_once(lab: Lab):
 def test_train_run_drops_superseded_and_cancelled_messages(lab: Lab, monkeypatch):
     from workers.tasks import train_run
 
-    backend = client._app(lab.settings).backend  # this test's home, not the one of the import-time app
+    backend = app_for(lab.settings).backend  # this test's home, not the one of the import-time app
     monkeypatch.setattr(train_run._get_current_object(), "_backend", backend)
     state.set_issued_attempt(backend, "dropme000001", 2)
     res = train_run.apply(kwargs={"spec": tiny(), "attempt": 1}, task_id="dropme000001").get()
@@ -194,7 +195,7 @@ def _picked_up(lab: Lab, run_id: str) -> RunRecord:
     """What a worker does when it takes a run: its message leaves the queue, PROGRESS, a running record."""
     for p in broker_folders(lab.settings)["queue"].glob("*.train.msg"):
         p.unlink()
-    backend = client._app(lab.settings).backend
+    backend = app_for(lab.settings).backend
     backend.store_result(run_id, {"attempt": 0, "step": 3, "heartbeat": time.time(), "worker": "w@x"}, "PROGRESS")
     running = lab.store.run(run_id).model_copy(update={"status": "running", "worker": "w@x"})
     lab.store.put(running)
@@ -204,7 +205,7 @@ def _picked_up(lab: Lab, run_id: str) -> RunRecord:
 def test_reaper_requeues_a_silent_run_once(lab: Lab):
     from workers.reaper import Reaper
 
-    run_id = client.submit(tiny())
+    run_id = submit.submit(tiny())
     _picked_up(lab, run_id)
     clock = FakeClock()
     reaper = Reaper(get_settings(), clock=clock)
@@ -217,7 +218,7 @@ def test_reaper_requeues_a_silent_run_once(lab: Lab):
     assert rec.status == "queued" and rec.attempt == 1 and rec.reason.startswith("re-queued: worker w@x")
     (msg,) = _messages(lab)
     assert msg["headers"]["id"] == run_id
-    backend = client._app(lab.settings).backend
+    backend = app_for(lab.settings).backend
     assert state.issued_attempt(backend, run_id) == 1
     clock.t += 100
     assert reaper.tick()["requeued"] == []  # queued and not picked up: left alone
@@ -229,12 +230,12 @@ def test_reaper_records_cancelled_and_recovers_lost_records(lab: Lab):
 
     clock = FakeClock()
     reaper = Reaper(get_settings(), clock=clock)
-    backend = client._app(lab.settings).backend
+    backend = app_for(lab.settings).backend
 
-    cancelled = client.submit(tiny())
+    cancelled = submit.submit(tiny())
     _picked_up(lab, cancelled)
     state.request_cancel(backend, cancelled, 0)  # asked to cancel, then the worker died
-    finished = client.submit(tiny(seed=1))
+    finished = submit.submit(tiny(seed=1))
     final = lab.store.run(finished).model_copy(update={"status": "done", "steps": 5, "worker": "w@x"})
     backend.store_result(finished, final.model_dump(mode="json"), "SUCCESS")  # its record message was lost
     reaper.tick()
@@ -246,9 +247,9 @@ def test_reaper_records_cancelled_and_recovers_lost_records(lab: Lab):
 
 
 def test_health_embedded_without_workers(lab: Lab):
-    client.submit(tiny())
+    submit.submit(tiny())
     t0 = time.monotonic()
-    h = client.health(timeout=0.5)
+    h = monitor.health(timeout=0.5)
     assert time.monotonic() - t0 < 1.5
     assert h["broker_ok"] and h["mode"] == "embedded" and h["workers"] == [] and not h["recorder"]
     assert h["queues"] == {"train": 1, "gpu": 0, "results": 0}

@@ -1,17 +1,19 @@
 """The running system: real worker and recorder processes, the embedded broker and Redis.
 
 Faults: a worker SIGKILLed mid-run (both modes), the recorder stopped while runs finish, cancel of a
-queued and of a running run, retry.
+queued and of a running run, retry. Every test here starts processes: marked slow (`make test-slow`).
 """
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.workers.conftest import Lab, tiny, wait_for
-from workers import client, state
+from workers import health as monitor
+from workers import state, submit
+from workers.celery_app import app_for
+
+pytestmark = pytest.mark.slow
 
 
 def _one_done(lab: Lab, run_id: str) -> None:
@@ -25,7 +27,7 @@ def _one_done(lab: Lab, run_id: str) -> None:
 def _end_to_end(lab: Lab) -> None:
     lab.recorder()
     lab.worker()
-    ids = client.submit_many([tiny(seed=0), tiny(seed=1, steps=6)])
+    ids = submit.submit_many([tiny(seed=0), tiny(seed=1, steps=6)])
     for run_id in ids:
         assert lab.status(run_id) in ("queued", "running", "done")
     for run_id, steps in zip(ids, (5, 6), strict=True):
@@ -34,18 +36,18 @@ def _end_to_end(lab: Lab) -> None:
         assert rec.steps == steps and rec.curve and rec.test_metric is not None
         assert rec.worker and rec.worker.startswith("worker-")
         _one_done(lab, run_id)
-    health = client.health()
+    health = monitor.health()
     assert health["broker_ok"] and health["recorder"] and len(health["workers"]) == 2, health
     assert health["queues"] == {"train": 0, "gpu": 0, "results": 0}
 
 
 def test_embedded_end_to_end(lab: Lab):
     _end_to_end(lab)
-    assert client.health()["mode"] == "embedded"
+    assert monitor.health()["mode"] == "embedded"
     # A message that skipped validation (sent by hand) is recorded failed with the field named, not retried.
     from workers.celery_app import TRAIN_TASK
 
-    client._app(lab.settings).send_task(TRAIN_TASK, kwargs={"spec": tiny(steps=-1)}, task_id="handmade0001",
+    app_for(lab.settings).send_task(TRAIN_TASK, kwargs={"spec": tiny(steps=-1)}, task_id="handmade0001",
                                         queue="train", ignore_result=True)
     rec = lab.wait_status("handmade0001", "failed", timeout=30)
     assert "steps" in rec.reason and rec.attempt == 0
@@ -56,13 +58,13 @@ def test_embedded_end_to_end(lab: Lab):
 @pytest.mark.redis_db(11)
 def test_redis_end_to_end(redis_lab: Lab):
     _end_to_end(redis_lab)
-    assert client.health()["mode"] == "distributed"
+    assert monitor.health()["mode"] == "distributed"
 
 
 def _sigkill_mid_run(lab: Lab) -> None:
     lab.recorder()
     first = lab.worker()
-    run_id = client.submit(tiny(steps=500))  # about 2 s of training on an idle machine; progress every 0.5 s
+    run_id = submit.submit(tiny(steps=500))  # about 2 s of training on an idle machine; progress every 0.5 s
     lab.wait_progress(run_id, min_step=1)
     lab.kill(first)  # SIGKILL to the worker and its pool process, mid-run
     lab.worker()
@@ -87,30 +89,30 @@ def test_sigkill_mid_run_redis(redis_lab: Lab):
 def test_cancel_queued_and_running_then_retry(lab: Lab):
     lab.recorder()
     lab.worker()  # one run at a time: the second waits in the queue
-    running = client.submit(tiny(steps=2000))
-    queued = client.submit(tiny(seed=3))
+    running = submit.submit(tiny(steps=2000))
+    queued = submit.submit(tiny(seed=3))
     lab.wait_progress(running, min_step=3)
 
-    client.cancel(queued)  # not picked up yet: recorded cancelled at once
+    submit.cancel(queued)  # not picked up yet: recorded cancelled at once
     assert lab.status(queued) == "cancelled"
-    client.cancel(running)
+    submit.cancel(running)
     rec = lab.wait_status(running, "cancelled", timeout=30)
     assert rec.reason == "cancelled by user"
     assert 0 < rec.steps < 2000 and rec.curve and rec.curve[-1].step <= rec.steps
 
     # The worker then takes the cancelled run's message and drops it: nothing more is recorded.
-    wait_for(lambda: client.health()["queues"]["train"] == 0, 30, "the queue to drain")
-    time.sleep(1.5)
+    wait_for(lambda: monitor.health()["queues"]["train"] == 0, 30, "the queue to drain")
+    lab.wait_log(f"run {queued}: cancelled before it started; dropped")
     assert lab.store.history(queued)["status"].to_list() == ["queued", "cancelled"]
     with pytest.raises(ValueError, match="already cancelled"):
-        client.cancel(queued)
+        submit.cancel(queued)
 
     # Retry: same run id, next attempt, the same spec.
-    assert client.retry(queued) == queued
+    assert submit.retry(queued) == queued
     rec = lab.wait_status(queued, "done", timeout=60)
     assert rec.attempt == 1 and rec.steps == 5
     with pytest.raises(ValueError, match="done"):
-        client.retry(queued)
+        submit.retry(queued)
 
 
 def test_recorder_stopped_while_runs_finish(lab: Lab):
@@ -118,8 +120,8 @@ def test_recorder_stopped_while_runs_finish(lab: Lab):
     lab.worker()
     lab.wait_ready(2)
     lab.kill(recorder)
-    ids = client.submit_many([tiny(seed=s) for s in range(3)])
-    backend = client._app(lab.settings).backend
+    ids = submit.submit_many([tiny(seed=s) for s in range(3)])
+    backend = app_for(lab.settings).backend
 
     def all_finished():
         metas = state.task_metas(backend, ids)
@@ -127,14 +129,13 @@ def test_recorder_stopped_while_runs_finish(lab: Lab):
 
     wait_for(all_finished, 90, "the workers to finish the runs")
     assert {lab.status(i) for i in ids} == {"queued"}  # nothing recorded while the recorder is down
-    assert client.health()["queues"]["results"] >= 3
+    assert monitor.health()["queues"]["results"] >= 3
     lab.recorder()
     for run_id in ids:
         assert lab.wait_status(run_id, "done", timeout=60).curve
         _one_done(lab, run_id)
 
 
-@pytest.mark.slow
 def test_up_starts_and_stops_everything(lab: Lab):
     import os
     import signal
@@ -155,7 +156,7 @@ def test_up_starts_and_stops_everything(lab: Lab):
         assert "is up" in up.stdout.readline()
         workers = lab.wait_ready(2)
         pids = [int(w.split("@")[0].split("-")[1]) for w in workers]
-        run_id = client.submit(tiny())
+        run_id = submit.submit(tiny())
         assert lab.wait_status(run_id, "done", timeout=60).curve
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=30) == 0

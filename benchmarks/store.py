@@ -1,6 +1,7 @@
 """Benchmark of the results store: query times over many synthetic records, before and after compaction.
 
     elmlab store bench --n 100000          (prints the figures as JSON)
+    python -m benchmarks.store --n 100000  (the same)
 
 The store gets `n_records` records: most written in bulk as a few large Parquet files (as
 compaction leaves them), plus `n_small` one-record files written through `Store.put` (runs
@@ -185,3 +186,16 @@ def run_store_bench(
             "after_compaction": after,
             "answers_equal": True,
         }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.store [options]`: the same as `elmlab store bench [options]`."""
+    import sys
+
+    from elmlab.cli import main as cli
+
+    return cli(["store", "bench", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

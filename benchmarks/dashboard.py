@@ -1,6 +1,6 @@
-"""The dashboard's data work over a large store, timed: `python -m app.bench [--runs 100000]` prints JSON.
+"""The dashboard's data work over a large store, timed: `python -m benchmarks.dashboard [--runs 100000]` prints JSON.
 
-A temporary store gets `n` synthetic runs (elm_core.store_bench: three records per run, queued ->
+A temporary store gets `n` synthetic runs (benchmarks.store: three records per run, queued ->
 running -> done or failed, most in a few large Parquet files plus `n_small` one-record files as
 recent submissions leave them). Then, per page, the work one page view does (what the page calls
 through app.state, so with st.cache_data keyed on the store's state token, pickling included):
@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.store import write_synthetic
 from elm_core.store import Store
 from elm_core.store.cache import FileCache
-from elm_core.store_bench import write_synthetic
 
 TASK = "enwik8"
 METRIC = "test_metric"
@@ -125,11 +125,13 @@ def run_dashboard_bench(n: int = 100_000, n_small: int = 1_000, repeats: int = 5
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--small-files", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.runs < 1 or args.small_files < 0 or args.repeats < 1:
+        parser.error("--runs and --repeats must be >= 1, --small-files >= 0")
     print(json.dumps(run_dashboard_bench(args.runs, args.small_files, args.repeats), indent=2))
     return 0
 

@@ -1,4 +1,4 @@
-"""`elmlab bench`: the JSON it prints, and its errors."""
+"""The training-throughput benchmark (`elmlab bench`, `python -m benchmarks.training`): its JSON and its errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from benchmarks.training import CONFIGS, resolve_configs
 from elm_core import count_params
-from elm_core.bench import CONFIGS, resolve_configs
 from elmlab.cli import main
 
 KEYS = {"train_chars_per_s", "fwd_chars_per_s", "gflops", "sgemm_fraction", "peak_mem_mb"}
@@ -57,3 +57,14 @@ def test_bench_runs_on_cuda(capsys):
     assert main(["bench", "--json", "--device", "cuda", "--configs", "small", "--steps", "2", "--warmup", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert KEYS <= set(out["configs"]["small"])
+
+
+def test_module_prints_the_table(capsys):
+    from benchmarks.training import main as module_main
+
+    assert module_main(["--configs", "small", "--steps", "1", "--warmup", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("device cpu, ") and "GFLOP/s" in lines[0] and lines[1].split()[0] == "config"
+    row = lines[2].split()
+    assert row[0] == "small" and float(row[1]) > 0 and float(row[3]) > 0  # train and forward chars/s
+    assert lines[-1].startswith("x ref:")

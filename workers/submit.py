@@ -1,79 +1,62 @@
-"""The submitter's API: what the dashboard and the CLI call. Never imported by workers.
+"""Submission and run control: what the dashboard and the CLI call to queue, cancel and retry runs.
 
-    run_id = submit({"task": "text", "budget": 60_000, "d_m": 8})   # validated, recorded queued, queued
+    run_id = submit({"task": "text", "budget": 60_000, "d_m": 8})   # validated, queued, recorded queued
     ids = submit_many(specs)
-    cancel(run_id); new_attempt_run_id = retry(run_id)
-    progress([run_id, ...]) -> {run_id: {step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, ...}}
-    health() -> {"broker_ok", "error", "broker_url", "mode", "workers", "recorder", "queues"}
+    cancel(run_id); run_id = retry(run_id)                          # retry: same run id, attempt + 1
 
 Every function takes `settings=None` (default: the environment's ELMLAB_* settings, read afresh).
 Errors: ValueError (invalid spec, unknown run, a run in the wrong state: the message names the
 field or the reason), BrokerUnavailable (the broker cannot be reached: nothing was queued and
-nothing recorded), ReadOnlyMode (ELMLAB_READ_ONLY is set). `progress` and `health` never raise.
+nothing recorded), ReadOnlyError (ELMLAB_READ_ONLY is set). The reaper re-queues through
+`publish` and `requeue_record`. Importing this module imports no Celery (the dashboard's pages load
+without it): the app (workers/celery_app.py) is imported when a message is sent.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 from elm_core.records import TERMINAL, RunRecord
 from elm_core.settings import Settings, get_settings
 from elm_core.spec import RunSpec, parse_spec
 from workers import state
-from workers.celery_app import (
-    QUEUES,
-    TRAIN_TASK,
-    broker_folders,
-    broker_url,
-    make_app,
-    mask_url,
-    route_for,
-)
 
 __all__ = [
     "BrokerUnavailable",
-    "ReadOnlyMode",
+    "ReadOnlyError",
     "cancel",
-    "health",
-    "progress",
+    "check_writable",
+    "publish",
+    "requeue_record",
     "retry",
     "submit",
     "submit_many",
+    "transient_errors",
+    "validate",
 ]
-
-PROGRESS_KEYS = ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s", "elapsed_s", "valid_metric",
-                 "tokens", "heartbeat", "worker", "attempt")
 
 
 class BrokerUnavailable(RuntimeError):
     """The broker (or the result backend) cannot be reached; nothing was queued or recorded."""
 
 
-class ReadOnlyMode(RuntimeError):
-    """This ELM Lab publishes results only (ELMLAB_READ_ONLY=1): nothing can be queued or cancelled."""
-
-
-_apps: dict[tuple, Any] = {}
-_apps_lock = threading.Lock()
+class ReadOnlyError(PermissionError):
+    """A mutation (queue, cancel, retry, import) was asked of a read-only ELM Lab (ELMLAB_READ_ONLY=1)."""
 
 
 def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else get_settings()
 
 
-def _app(settings: Settings):
-    key = (settings.broker_url, settings.result_backend, str(settings.home))
-    with _apps_lock:
-        app = _apps.get(key)
-        if app is None:
-            app = _apps[key] = make_app(settings, create_dirs=not settings.read_only)
-        return app
+def _celery() -> ModuleType:
+    from workers import celery_app
+
+    return celery_app
 
 
 def _store(settings: Settings):
@@ -83,12 +66,15 @@ def _store(settings: Settings):
 
 
 def _unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
-    where = mask_url(broker_url(settings)) if settings.broker_url else f"the embedded broker at {settings.broker_path}"
+    celery_app = _celery()
+    where = (celery_app.mask_url(celery_app.broker_url(settings)) if settings.broker_url
+             else f"the embedded broker at {settings.broker_path}")
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return BrokerUnavailable(f"broker unreachable: cannot queue runs via {where} ({detail})")
 
 
-def _transient() -> tuple[type[BaseException], ...]:
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a broker or result backend that cannot be reached (kombu's, the OS's, Redis's)."""
     from kombu.exceptions import KombuError
 
     errors: tuple[type[BaseException], ...] = (KombuError, OSError, ConnectionError, TimeoutError)
@@ -101,25 +87,30 @@ def _transient() -> tuple[type[BaseException], ...]:
     return errors
 
 
-def _check_writable(settings: Settings) -> None:
+def check_writable(settings: Settings) -> None:
+    """ReadOnlyError when this ELM Lab is read-only."""
     if settings.read_only:
-        raise ReadOnlyMode("this ELM Lab is read-only (ELMLAB_READ_ONLY=1): runs cannot be queued, cancelled or "
-                           "retried here")
+        raise ReadOnlyError("this ELM Lab is read-only (ELMLAB_READ_ONLY=1): runs cannot be queued, cancelled or "
+                            "retried here")
 
 
-def _publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt: int, created_at: float,
-             device: str) -> None:
-    """Send one train_run message; BrokerUnavailable if the broker cannot take it."""
-    app = _app(settings)
+def publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt: int, created_at: float,
+            device: str) -> None:
+    """Send one train_run message (task id = run id); BrokerUnavailable if the broker cannot take it.
+
+    An attempt above 0 is first marked issued in the result backend, so that workers drop older
+    messages of the run (a redelivery, a stale retry)."""
+    celery_app = _celery()
+    app = celery_app.app_for(settings)
     try:
-        if attempt > 0:  # older messages of this run (a redelivery, a stale retry) are dropped by workers
+        if attempt > 0:
             state.set_issued_attempt(app.backend, run_id, attempt, fast=True)
         app.send_task(
-            TRAIN_TASK, kwargs={"spec": spec_json, "attempt": attempt, "created_at": created_at}, task_id=run_id,
-            queue=route_for(device, spec_json.get("queue")), ignore_result=True, retry=True,
-            retry_policy=state.FAST_RETRY,
+            celery_app.TRAIN_TASK, kwargs={"spec": spec_json, "attempt": attempt, "created_at": created_at},
+            task_id=run_id, queue=celery_app.route_for(device, spec_json.get("queue")), ignore_result=True,
+            retry=True, retry_policy=state.FAST_RETRY,
         )
-    except _transient() as exc:
+    except transient_errors() as exc:
         raise _unavailable(settings, exc) from None
 
 
@@ -167,7 +158,7 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     naming its index and field, nothing queued). If the broker fails part-way, the runs queued so
     far stay queued and recorded, and BrokerUnavailable says how many."""
     settings = _settings(settings)
-    _check_writable(settings)
+    check_writable(settings)
     prepared: list[tuple[RunSpec, RunRecord]] = []
     specs = list(specs)
     tasks: dict[Any, Any] = {}
@@ -188,7 +179,7 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     done: list[str] = []
     for parsed, record in prepared:
         try:
-            _publish(settings, parsed.model_dump(mode="json"), record.run_id, 0, record.created_at, parsed.device)
+            publish(settings, parsed.model_dump(mode="json"), record.run_id, 0, record.created_at, parsed.device)
         except BrokerUnavailable as exc:
             if done:
                 raise BrokerUnavailable(f"{exc}; {len(done)} of {len(prepared)} runs were queued before it failed") \
@@ -210,7 +201,7 @@ def _started(meta: dict[str, Any] | None, attempt: int) -> bool:
 def _own_run(run_id: str, settings: Settings | None, verb: str):
     """(settings, store, latest record) of a run this ELM Lab may act on; ValueError otherwise."""
     settings = _settings(settings)
-    _check_writable(settings)
+    check_writable(settings)
     store = _store(settings)
     rec = store.run(run_id)
     if rec is None:
@@ -227,11 +218,11 @@ def cancel(run_id: str, *, settings: Settings | None = None) -> None:
     settings, store, rec = _own_run(run_id, settings, "cancelled")
     if rec.status in TERMINAL:
         raise ValueError(f"run {run_id!r} is already {rec.status}; nothing to cancel")
-    app = _app(settings)
+    app = _celery().app_for(settings)
     try:
         state.request_cancel(app.backend, run_id, rec.attempt, fast=True)
         meta = state.task_metas(app.backend, [run_id]).get(run_id)
-    except _transient() as exc:
+    except transient_errors() as exc:
         raise _unavailable(settings, exc) from None
     if rec.status == "queued" and not _started(meta, rec.attempt):
         store.put(rec.model_copy(update={"status": "cancelled", "reason": "cancelled before it started",
@@ -250,7 +241,7 @@ def retry(run_id: str, *, settings: Settings | None = None) -> str:
         raise ValueError(f"run {run_id!r} has no stored spec; it cannot be retried")
     spec = parse_spec({**rec.spec, "run_id": run_id})
     queued = requeue_record(rec, reason=None)
-    _publish(settings, spec.model_dump(mode="json"), run_id, queued.attempt, rec.created_at, spec.device)
+    publish(settings, spec.model_dump(mode="json"), run_id, queued.attempt, rec.created_at, spec.device)
     store.put(queued)
     return run_id
 
@@ -262,112 +253,3 @@ def requeue_record(rec: RunRecord, reason: str | None) -> RunRecord:
         "valid_metric": None, "test_metric": None, "best_valid_metric": None, "steps": 0, "tokens_seen": 0,
         "wall_time_s": 0.0, "curve": [], "worker": None, "updated_at": time.time(),
     })
-
-
-def progress(run_ids: Iterable[str], *, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
-    """Live progress of running runs, from Celery task state: per run id, {step, total_steps, loss,
-    tokens_per_s, steps_per_s, eta_s, elapsed_s, valid_metric, tokens, heartbeat, worker, attempt,
-    age_s} ({} for a run that is not training now, or when the broker cannot be reached)."""
-    settings = _settings(settings)
-    ids = list(dict.fromkeys(run_ids))
-    out: dict[str, dict[str, Any]] = {i: {} for i in ids}
-    if not ids:
-        return out
-    try:
-        if settings.broker_url and not _redis_ping(settings, 0.5)[0]:
-            return out
-        metas = state.task_metas(_app(settings).backend, ids)
-    except Exception:
-        return out
-    now = time.time()
-    for run_id, meta in metas.items():
-        info = meta.get("result")
-        if meta.get("status") != "PROGRESS" or not isinstance(info, dict):
-            continue
-        entry = {k: info.get(k) for k in PROGRESS_KEYS}
-        if isinstance(entry.get("heartbeat"), (int, float)):
-            entry["age_s"] = round(max(0.0, now - entry["heartbeat"]), 2)
-        out[run_id] = entry
-    return out
-
-
-def _redis_client(url: str, timeout: float):
-    import redis
-
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=None,
-                                retry_on_timeout=False)
-
-
-def _redis_ping(settings: Settings, timeout: float) -> tuple[bool, str | None]:
-    url = settings.broker_url or ""
-    if not url.startswith(("redis://", "rediss://")):
-        return True, None
-    try:
-        client = _redis_client(url, timeout)
-        try:
-            client.ping()
-        finally:
-            client.close()
-        return True, None
-    except Exception as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-
-
-def _queue_lengths(settings: Settings, timeout: float) -> dict[str, int | None]:
-    if settings.embedded:
-        folder = broker_folders(settings)["queue"]
-        counts: dict[str, int | None] = dict.fromkeys(QUEUES, 0)
-        try:
-            for name in os.listdir(folder):
-                queue = name.partition(".")[2].removesuffix(".msg")
-                if queue in counts:
-                    counts[queue] = (counts[queue] or 0) + 1
-        except OSError:
-            return dict.fromkeys(QUEUES, None)
-        return counts
-    url = settings.broker_url or ""
-    if not url.startswith(("redis://", "rediss://")):
-        return dict.fromkeys(QUEUES, None)
-    from kombu.transport.redis import PRIORITY_STEPS, Channel
-
-    client = _redis_client(url, timeout)
-    try:
-        pipe = client.pipeline()
-        for q in QUEUES:
-            for p in PRIORITY_STEPS:
-                pipe.llen(q if p == 0 else f"{q}{Channel.sep}{p}")
-        lens = pipe.execute()
-    finally:
-        client.close()
-    n = len(PRIORITY_STEPS)
-    return {q: int(sum(lens[i * n:(i + 1) * n])) for i, q in enumerate(QUEUES)}
-
-
-def health(timeout: float = 1.0, *, settings: Settings | None = None) -> dict[str, Any]:
-    """The broker and the workers, in about `timeout` seconds; never raises.
-
-    {"broker_ok": bool, "error": str | None, "broker_url": str (password masked),
-     "mode": "embedded" | "distributed", "workers": [names answering a ping] (train workers and the
-     recorder, named recorder@...), "recorder": bool, "queues": {"train": n, "gpu": n, "results": n}
-     (None where unknown)}"""
-    out: dict[str, Any] = {"broker_ok": False, "error": None, "broker_url": "", "mode": "embedded", "workers": [],
-                           "recorder": False, "queues": dict.fromkeys(QUEUES, None)}
-    try:
-        settings = _settings(settings)
-        out["mode"] = "embedded" if settings.embedded else "distributed"
-        out["broker_url"] = mask_url(broker_url(settings))
-        if settings.embedded:
-            folder = broker_folders(settings)["queue"]
-            ok = folder.is_dir() and os.access(folder, os.W_OK)
-            out["broker_ok"], out["error"] = ok, None if ok else f"embedded broker folder {folder} is not writable"
-        else:
-            out["broker_ok"], out["error"] = _redis_ping(settings, min(timeout, 1.0))
-        if not out["broker_ok"]:
-            return out
-        out["queues"] = _queue_lengths(settings, timeout)
-        replies = _app(settings).control.inspect(timeout=timeout).ping() or {}
-        out["workers"] = sorted(replies)
-        out["recorder"] = any(name.startswith("recorder") for name in replies)
-    except Exception as exc:
-        out["error"] = out["error"] or f"{type(exc).__name__}: {exc}"
-    return out

@@ -1,6 +1,6 @@
 """Submission benchmark: time to queue N runs, embedded and on Redis (figures for docs/queue.md).
 
-    python -m workers.bench_submit --n 1000 [--modes embedded,redis] [--redis-url redis://127.0.0.1:6379/15]
+    python -m benchmarks.submission --n 1000 [--modes embedded,redis] [--redis-url redis://127.0.0.1:6379/15]
 
 Each mode gets a fresh temporary ELMLAB_HOME (and, for Redis, the given DB, flushed before and
 after); no worker runs, so every message stays queued. First N runs submitted one by one (the path
@@ -38,7 +38,7 @@ def _ms(values: list[float]) -> dict[str, float]:
 def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
     from elm_core.settings import Settings
     from elm_core.store import Store
-    from workers import client
+    from workers import health, submit
 
     home = Path(tempfile.mkdtemp(prefix=f"elmlab-bench-{mode}-"))
     settings = Settings(home=home, broker_url=redis_url if mode == "redis" else None)
@@ -50,13 +50,13 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
         flush.flushdb()
     try:
         store = Store(settings.store_path)
-        client.submit({**SPEC, "seed": 10_000}, settings=settings)  # warm-up: connections, imports
+        submit.submit({**SPEC, "seed": 10_000}, settings=settings)  # warm-up: connections, imports
         validate, publish, record, total = [], [], [], []
         for i in range(n):
             t0 = time.perf_counter()
-            spec, rec = client.validate({**SPEC, "seed": i}, settings=settings)
+            spec, rec = submit.validate({**SPEC, "seed": i}, settings=settings)
             t1 = time.perf_counter()
-            client._publish(settings, spec.model_dump(mode="json"), rec.run_id, 0, rec.created_at, spec.device)
+            submit.publish(settings, spec.model_dump(mode="json"), rec.run_id, 0, rec.created_at, spec.device)
             t2 = time.perf_counter()
             store.put(rec)
             t3 = time.perf_counter()
@@ -65,11 +65,11 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
             record.append(t3 - t2)
             total.append(t3 - t0)
         t0 = time.perf_counter()
-        many = client.submit_many([{**SPEC, "seed": 20_000 + i} for i in range(n)], settings=settings)
+        many = submit.submit_many([{**SPEC, "seed": 20_000 + i} for i in range(n)], settings=settings)
         many_s = time.perf_counter() - t0
-        queued = client.health(timeout=0.3, settings=settings)["queues"]
+        queued = health.health(timeout=0.3, settings=settings)["queues"]
         return {
-            "mode": mode, "n": n, "broker": client.health(timeout=0.1, settings=settings)["broker_url"],
+            "mode": mode, "n": n, "broker": health.health(timeout=0.1, settings=settings)["broker_url"],
             "per_submission_ms": _ms(total), "validate_ms": _ms(validate), "publish_ms": _ms(publish),
             "store_put_ms": _ms(record), "total_s": round(sum(total), 2),
             "submissions_per_s": round(n / sum(total), 1),
@@ -84,15 +84,18 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workers.bench_submit", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.submission", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--modes", default="embedded,redis")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.n < 1 or not modes or not set(modes) <= {"embedded", "redis"}:
+        p.error("--n must be >= 1 and --modes a comma-separated list of embedded, redis")
     out = []
-    for mode in args.modes.split(","):
+    for mode in modes:
         try:
-            out.append(bench(mode.strip(), args.n, args.redis_url))
+            out.append(bench(mode, args.n, args.redis_url))
         except Exception as exc:  # e.g. no Redis here: report it and go on
             out.append({"mode": mode, "error": f"{type(exc).__name__}: {exc}"})
     print(json.dumps(out, indent=2))

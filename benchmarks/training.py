@@ -1,4 +1,4 @@
-"""Training and inference throughput of the ELM Network (`elmlab bench`).
+"""Training and inference throughput of the ELM Network: `elmlab bench` (or `python -m benchmarks.training`).
 
 For each named configuration this measures, after warm-up, the median over several steps of:
 - `train_chars_per_s`: B * T characters / seconds of one full training step (forward over T steps,
@@ -254,3 +254,16 @@ def run_bench(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.training [options]`: the same as `elmlab bench [options]` (its options and output)."""
+    import sys
+
+    from elmlab.cli import main as cli
+
+    return cli(["bench", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""What the broker, the workers and the running runs are doing; nothing here raises.
+
+    health() -> {"broker_ok", "error", "broker_url", "mode", "workers", "recorder", "queues"}
+    progress([run_id, ...]) -> {run_id: {step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, ...}}
+    broker_reachable(settings, timeout) -> (ok, why)
+
+Every function takes `settings=None` (default: the environment's ELMLAB_* settings, read afresh).
+Queue depths come from kombu's passive queue declaration (the transport's own count: message files
+of the embedded broker, the list lengths of every Redis priority), so no transport layout is known here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from elm_core.settings import Settings, get_settings
+from workers import state
+from workers.celery_app import QUEUES, app_for, broker_folders, broker_url, mask_url
+
+__all__ = ["PROGRESS_KEYS", "broker_reachable", "health", "progress", "queue_lengths"]
+
+PROGRESS_KEYS = ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s", "elapsed_s", "valid_metric",
+                 "tokens", "heartbeat", "worker", "attempt")
+
+
+def _redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
+def broker_reachable(settings: Settings, timeout: float) -> tuple[bool, str | None]:
+    """(True, None) if a Redis broker answers a ping within `timeout` seconds (always, for the
+    embedded broker or a broker that is not Redis), else (False, "ErrorType: message")."""
+    url = settings.broker_url or ""
+    if not _redis(url):
+        return True, None
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=None,
+                                      retry_on_timeout=False)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return True, None
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def queue_lengths(settings: Settings) -> dict[str, int | None]:
+    """Messages waiting per queue (train, gpu, results); None for every queue when the broker cannot say."""
+    from kombu.exceptions import ChannelError
+
+    if not (settings.embedded or _redis(settings.broker_url or "")):
+        return dict.fromkeys(QUEUES, None)
+    counts: dict[str, int | None] = {}
+    try:
+        with app_for(settings).connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            channel = conn.default_channel
+            for queue in QUEUES:
+                try:
+                    counts[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+                except ChannelError:  # a queue that holds nothing (and was never declared) does not exist
+                    counts[queue] = 0
+    except Exception:
+        return dict.fromkeys(QUEUES, None)
+    return counts
+
+
+def progress(run_ids: Iterable[str], *, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """Live progress of running runs, from Celery task state: per run id, {step, total_steps, loss,
+    tokens_per_s, steps_per_s, eta_s, elapsed_s, valid_metric, tokens, heartbeat, worker, attempt,
+    age_s} ({} for a run that is not training now, or when the broker cannot be reached)."""
+    settings = settings if settings is not None else get_settings()
+    ids = list(dict.fromkeys(run_ids))
+    out: dict[str, dict[str, Any]] = {i: {} for i in ids}
+    if not ids:
+        return out
+    try:
+        if settings.broker_url and not broker_reachable(settings, 0.5)[0]:
+            return out
+        metas = state.task_metas(app_for(settings).backend, ids)
+    except Exception:
+        return out
+    now = time.time()
+    for run_id, meta in metas.items():
+        info = meta.get("result")
+        if meta.get("status") != "PROGRESS" or not isinstance(info, dict):
+            continue
+        entry = {k: info.get(k) for k in PROGRESS_KEYS}
+        if isinstance(entry.get("heartbeat"), (int, float)):
+            entry["age_s"] = round(max(0.0, now - entry["heartbeat"]), 2)
+        out[run_id] = entry
+    return out
+
+
+def health(timeout: float = 1.0, *, settings: Settings | None = None) -> dict[str, Any]:
+    """The broker and the workers, in about `timeout` seconds; never raises.
+
+    {"broker_ok": bool, "error": str | None, "broker_url": str (password masked),
+     "mode": "embedded" | "distributed", "workers": [names answering a ping] (train workers and the
+     recorder, named recorder@...), "recorder": bool, "queues": {"train": n, "gpu": n, "results": n}
+     (None where unknown)}"""
+    out: dict[str, Any] = {"broker_ok": False, "error": None, "broker_url": "", "mode": "embedded", "workers": [],
+                           "recorder": False, "queues": dict.fromkeys(QUEUES, None)}
+    try:
+        settings = settings if settings is not None else get_settings()
+        out["mode"] = "embedded" if settings.embedded else "distributed"
+        out["broker_url"] = mask_url(broker_url(settings))
+        if settings.embedded:
+            folder = broker_folders(settings)["queue"]
+            ok = folder.is_dir() and os.access(folder, os.W_OK)
+            out["broker_ok"], out["error"] = ok, None if ok else f"embedded broker folder {folder} is not writable"
+        else:
+            out["broker_ok"], out["error"] = broker_reachable(settings, min(timeout, 1.0))
+        if not out["broker_ok"]:
+            return out
+        out["queues"] = queue_lengths(settings)
+        replies = app_for(settings).control.inspect(timeout=timeout).ping() or {}
+        out["workers"] = sorted(replies)
+        out["recorder"] = any(name.startswith("recorder") for name in replies)
+    except Exception as exc:
+        out["error"] = out["error"] or f"{type(exc).__name__}: {exc}"
+    return out
