@@ -16,9 +16,9 @@ def test_dashboard_bench_runs_small(tmp_path):
     out = run_dashboard_bench(n=300, n_small=10, repeats=1, tmpdir=tmp_path)
     assert out["runs"] == 300 and set(out["cold_s"]) == {"token", "runs", "explore", "scaling", "design"}
     assert out["table_rows_shown"] > 300  # every run listed (fewer than the 500-row cap)
-    for key in ("cold_s", "cached_s", "after_a_new_record_s", "after_the_refresh_s"):
+    for key in ("cold_s", "cached_s", "after_a_new_record_s"):
         assert set(out[key]) == PAGES and all(math.isfinite(v) and v >= 0 for v in out[key].values()), key
-    assert out["records"] == 900 and out["background_refresh_s"] >= 0
+    assert out["records"] == 900
 
 
 def test_module_refuses_a_bad_size(capsys: pytest.CaptureFixture[str]):
