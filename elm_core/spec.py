@@ -44,6 +44,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         task_options=dict(bin_ms=20.0),
         model=dict(d_tree=10, d_brch=6, tau_min=1.0, tau_max=50.0, tau_r=5.0, p_rec=0.25),
     ),
+    "adding-cpu": dict(
+        optimizer="adam", lr=3e-3, warmup_steps=100, schedule_steps=None, epochs=20, batches_per_epoch=None,
+        clip=1.0, label_smoothing=0.01, batch_size=32, eval_every=1000, eval_samples=1000, test_samples=2000,
+        task_options=dict(bin_ms=20.0, channels=70, fresh_train=True, num_train=6400, num_valid=1000, num_test=2000),
+        model=dict(d_tree=10, d_brch=6, tau_min=1.0, tau_max=100.0, tau_r=5.0, p_rec=0.25),
+    ),
 }
 DEFAULT_PRESET = {"char": "small", "spike": "adding-small"}
 
