@@ -177,7 +177,7 @@ def open_synthetic_adding(
     jitter_ms: float = 20.0,
     jitter_units: float = 15.0,
     noise_hz: float = 1000.0,
-    fresh_train: bool = False,
+    fresh_train: bool = True,
 ) -> SpikeTask:
     """The synthetic-adding task: two generated digits in a row, label (a mod 10) + (b mod 10).
 
@@ -199,7 +199,7 @@ def open_synthetic_digits(
     jitter_ms: float = 20.0,
     jitter_units: float = 15.0,
     noise_hz: float = 1000.0,
-    fresh_train: bool = False,
+    fresh_train: bool = True,
 ) -> SpikeTask:
     """The synthetic-digits task: one generated digit per sample, label its class (20 classes).
 

@@ -41,7 +41,7 @@ def get_task(name: str, data_dir: Path | str | None = None, **options: Any) -> T
       synthetic-adding, synthetic-digits:
                              bin_ms=2.0, max_time_s=1.0, num_train=6400, num_valid=1600, num_test=2000,
                              template_seed=0, channels=700, jitter_ms=20.0, jitter_units=15.0,
-                             noise_hz=1000.0, fresh_train=False
+                             noise_hz=1000.0, fresh_train=True
     Raises DataError (a ValueError) naming the file and the problem when data is missing or malformed,
     or when the name is unknown.
     """
