@@ -1,4 +1,4 @@
-"""synthetic-adding and synthetic-digits: SHD's shapes and labels on generated spike trains, for machines without SHD.
+"""synthetic-adding and synthetic-digits: SHD's shapes and labels on generated spike trains.
 
 Each of the 20 digit classes has a fixed spatio-temporal template drawn once from `template_seed`:
 4 "formant" bands, each a line through (time, unit) space (random start unit, drift, onset and
@@ -18,10 +18,21 @@ SHD-Adding. With `fresh_train` every training sample is made of recordings never
 and the model cannot memorise; valid and test stay the fixed first num_valid / num_test recordings
 of their own splits (and, for adding, one fixed set of pairs).
 
-The defaults keep SHD's shapes (2 ms x 700 units) and noise set so that single digits are not
-trivial: a nearest-class-mean reader of 20 ms x 10-unit counts gets about 93% of them. The `adding-cpu`
-preset uses 20 ms bins, 70 channels (sums of 10 adjacent units), half the jitter and noise, and fresh
-training pairs; docs/spikes.md gives each knob's effect as measured.
+Knobs and why (figures measured, see docs/spikes.md for the runs):
+  template_seed 0              one fixed set of 20 templates, so runs are comparable.
+  bin_ms 2, max_time_s 1       SHD's shapes. Single digits survive coarse bins: a nearest-class-mean
+                               reader of 70-channel counts gets 0.91 at 20 ms and at 40 ms, 0.92 at 100 ms.
+  channels 700                 SHD's units; 70 (sums of 10 adjacent units) costs that reader nothing
+                               (0.91; 0.91 at 35, 0.90 at 140) and halves the model's step time.
+  jitter_ms 20, jitter_units 15, noise_hz 1000
+                               digits are not trivial: the reader gets 0.91 (0.95 with half the noise
+                               and jitter); an ELM Network still reads them (synthetic-digits: 0.99).
+  fresh_train True             no recording is served twice, so nothing can be memorised: at 1,200 steps
+                               fresh pairs reach 0.43 where a fixed pool of 2,400 recordings reaches 0.36.
+  num_train 6400               samples per epoch (with fresh_train False, the pool's size).
+  num_valid 1600, num_test 2000  fixed recordings of their own splits (adding: one fixed set of pairs).
+The `adding-cpu` preset (40 ms x 70 channels, 4,000 steps of 32 fresh pairs) takes a 50k-parameter
+network to 0.93 test accuracy on synthetic-adding in 411 s of one CPU core (chance: about 0.10).
 """
 
 from __future__ import annotations
