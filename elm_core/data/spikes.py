@@ -252,8 +252,8 @@ class SpikeTask(Task):
 
         train: order (plain) or pairs (adding) drawn from (seed, epoch); full batches only; by default
         num_samples // B batches (adding or fresh: any num_batches, drawn with replacement; otherwise
-        plain makes at most one pass). valid / test: a fixed order (plain: file order; adding: one fixed set of pairs
-        shared by every run, whatever seed and epoch), the last batch may be short.
+        plain makes at most one pass). valid / test: a fixed order (plain: file order; adding: one fixed
+        set of pairs shared by every run, whatever seed and epoch), the last batch may be short.
         """
         check_split(split)
         if batch_size < 1:
