@@ -1,7 +1,7 @@
 """Every data set behind one interface.
 
     from elm_core.data import get_task
-    task = get_task("text")                      # or "enwik8", "shd", "shd-adding", "synthetic-adding"
+    task = get_task("text")   # or "enwik8", "shd", "shd-adding", "synthetic-adding", "synthetic-digits"
 
 Tasks (`TASKS` maps each name to a one-line description; `DEFAULT_TASK` = "text"):
 
@@ -10,13 +10,14 @@ Tasks (`TASKS` maps each name to a one-line description; `DEFAULT_TASK` = "text"
     shd               <data dir>/shd_train.h5 + shd_test.h5 (or .h5.gz): 20 classes, 500 steps
     shd-adding        the same files: two digits in a row, label (a mod 10) + (b mod 10), 19 classes, 1000 steps
     synthetic-adding  generated, SHD-Adding's shapes and label rule; synthetic=True everywhere it appears
+    synthetic-digits  the same generator, one digit per sample, 20 classes (a sanity check)
 
 The data dir is the ELMLAB_DATA_DIR setting unless `data_dir` is given. `available_tasks(data_dir)` lists
 the tasks whose files are present; `task_availability(data_dir)` says why the others are not.
 
 Every task (`Task`) has: name, kind ('char' | 'spike'), n_in, n_out, metric_name ('bpc' | 'accuracy'),
-dataset_hash (sha256 of the files' size + first and last MiB, 16 hex digits; for synthetic-adding, of
-the generator's parameters), description, synthetic, files, options, and info() -> dict for records.
+dataset_hash (sha256 of the files' size + first and last MiB, 16 hex digits; for the synthetic tasks, of
+the generator's version and knobs), description, synthetic, files, options, and info() -> dict for records.
 Splits are 'train', 'valid', 'test'.
 
 Char tasks (`CharTask`; text, enwik8), metric bits per character:
@@ -30,14 +31,16 @@ Char tasks (`CharTask`; text, enwik8), metric bits per character:
     split_len(split) -> int;  decode(ids) -> str
 The file is memory-mapped (np.memmap), never read whole into Python objects.
 
-Spike tasks (`SpikeTask`; shd, shd-adding, synthetic-adding), metric accuracy, n_in = 700:
+Spike tasks (`SpikeTask`; shd, shd-adding, synthetic-*), metric accuracy, n_in = channels (700 unless
+pooled: option `channels`, a divisor of 700, sums adjacent units):
     seq_len: time steps per sample (n_bins, or 2 n_bins for adding); n_out: 20 or 19
     batches(split, batch_size, *, seed=0, epoch=0, num_batches=None) -> iterator of
-        (x [B, seq_len, 700] float spike counts, y [B] long)
+        (x [B, seq_len, n_in] float spike counts, y [B] long)
     num_samples(split) -> int
 SHD: 2 ms bins, cut at 1 s; validation = 20% of shd_train.h5 by a per-sample Bernoulli mask (fixed
 seed); test = shd_test.h5. Train order / pairs are drawn from (seed, epoch); valid / test are fixed.
-Spikes are kept sparse (one int32 per spike) and binned to dense counts per batch.
+Spikes are kept sparse (one int32 per spike) and binned to dense counts per batch. The synthetic tasks'
+knobs and the measured effect of each are in docs/spikes.md.
 
 Errors: `DataError` (a ValueError) for any missing, truncated or malformed file, naming the file, what
 was expected and, for a missing one, where it was looked for and where to get it.

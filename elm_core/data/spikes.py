@@ -1,12 +1,16 @@
-"""Spike tasks: SHD digit classification, SHD-Adding, and the machinery shared with synthetic-adding.
+"""Spike tasks: SHD digit classification, SHD-Adding, and the machinery shared with the synthetic tasks.
 
-A digit recording is kept as its spikes' *cells*, `bin * 700 + unit` (int32, one per spike that falls
-inside the cut), never as a dense array: dense [n_bins, 700] counts are made per batch with a single
-`np.bincount`. For SHD's training file that is 4 bytes a spike in memory instead of the 2.8 GB a dense
-uint8 copy of 8,000 x 500 x 700 would take.
+A digit recording is kept as its spikes' *cells*, `bin * channels + channel` (int32, one per spike that
+falls inside the cut), never as a dense array: dense [n_bins, channels] counts are made per batch with a
+single `np.bincount`. For SHD's training file that is 4 bytes a spike in memory instead of the 2.8 GB a
+dense uint8 copy of 8,000 x 500 x 700 would take.
 
 Binning: bin = floor(t / bin_ms); spikes at or after the cut (max_time_s, default 1 s) are dropped,
 so with 2 ms bins a digit is 500 steps x 700 channels of spike counts.
+Pooling: `channels` (a divisor of 700, default 700 = none) sums each run of 700 / channels adjacent
+units into one input, channel = unit // (700 / channels). Adjacent SHD units are neighbouring places
+on the cochlea model, so pooling keeps the spectro-temporal pattern while the input shrinks (70
+channels: a tenth of the synapse choices, and far less to memorise per sample).
 Adding: two digits a, b concatenated in time (2 x n_bins steps), label (a mod 10) + (b mod 10), 19
 classes; a and b are drawn independently and uniformly from the split.
 """
@@ -33,6 +37,7 @@ N_DIGITS = 20  # SHD: 0-9 English, 10-19 German
 N_SUMS = 19  # (a mod 10) + (b mod 10) in 0..18
 SHD_URL = "https://zenkelab.org/datasets/"
 EVAL_PAIR_SEED = 20_250_000  # valid / test pairs: one fixed set shared by every run
+FRESH_IDS = 2**62  # fresh training recordings: ids drawn from this many (two draws coincide ~never)
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 _READ_CHUNK = 1024  # samples read from the h5 file at a time
 
@@ -44,33 +49,45 @@ def n_bins_for(bin_ms: float, max_time_s: float) -> int:
     return round(n)
 
 
-def bin_cells(times_s: np.ndarray, units: np.ndarray, bin_ms: float, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cells (bin * 700 + unit, int32) of the spikes inside the cut, and the mask of those kept."""
+def check_channels(channels: int) -> int:
+    """The pooling width 700 // channels; a clear error unless channels is a divisor of 700."""
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1 or N_UNITS % channels:
+        divisors = ", ".join(str(d) for d in range(1, N_UNITS + 1) if N_UNITS % d == 0 and d >= 10)
+        raise DataError(f"channels={channels!r} must divide {N_UNITS} (e.g. {divisors})")
+    return N_UNITS // channels
+
+
+def bin_cells(
+    times_s: np.ndarray, units: np.ndarray, bin_ms: float, n_bins: int, channels: int = N_UNITS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells (bin * channels + unit // pool, int32) of the spikes inside the cut, and the mask of those kept."""
+    pool = check_channels(channels)
     bins = np.floor(np.asarray(times_s, dtype=np.float64) * (1000.0 / bin_ms))
     keep = (bins >= 0) & (bins < n_bins)
-    cells = (bins[keep].astype(np.int64) * N_UNITS + np.asarray(units, dtype=np.int64)[keep]).astype(np.int32)
-    return cells, keep
+    pooled = np.asarray(units, dtype=np.int64)[keep] // pool
+    return (bins[keep].astype(np.int64) * channels + pooled).astype(np.int32), keep
 
 
 class DigitSet:
-    """Labelled digit recordings as spike cells; subclasses provide `labels` and `cells(i)`."""
+    """Labelled digit recordings as spike cells; subclasses provide `label(idx)` and `cells(i)`."""
 
-    labels: np.ndarray  # int64 [n]
     n_bins: int
+    channels: int = N_UNITS
 
-    def __len__(self) -> int:
-        return len(self.labels)
+    def label(self, idx: np.ndarray) -> np.ndarray:
+        """Digit classes (int64, 0..19) of recordings idx."""
+        raise NotImplementedError
 
     def cells(self, i: int) -> np.ndarray:
         raise NotImplementedError
 
     def dense(self, idx: np.ndarray) -> np.ndarray:
-        """Spike counts of recordings idx: float32 [len(idx), n_bins, 700]."""
-        stride = self.n_bins * N_UNITS
+        """Spike counts of recordings idx: float32 [len(idx), n_bins, channels]."""
+        stride = self.n_bins * self.channels
         parts = [self.cells(int(i)).astype(np.int64) + j * stride for j, i in enumerate(idx)]
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         counts = np.bincount(flat, minlength=len(idx) * stride)
-        return counts.astype(np.float32).reshape(len(idx), self.n_bins, N_UNITS)
+        return counts.astype(np.float32).reshape(len(idx), self.n_bins, self.channels)
 
 
 class ShdFile(DigitSet):
@@ -79,9 +96,11 @@ class ShdFile(DigitSet):
     The spikes are read (in chunks of samples) and binned on first use, then kept as cells.
     """
 
-    def __init__(self, path: Path, *, bin_ms: float, n_bins: int, shown_as: Path | None = None) -> None:
+    def __init__(
+        self, path: Path, *, bin_ms: float, n_bins: int, channels: int = N_UNITS, shown_as: Path | None = None
+    ) -> None:
         self.path, self.shown = path, shown_as or path
-        self.bin_ms, self.n_bins = bin_ms, n_bins
+        self.bin_ms, self.n_bins, self.channels = bin_ms, n_bins, channels
         self._cells: np.ndarray | None = None
         self._offsets: np.ndarray | None = None
         if path.stat().st_size == 0:
@@ -119,6 +138,12 @@ class ShdFile(DigitSet):
             raise DataError(f"{self.shown}: labels must be 0..{N_DIGITS - 1}; found {labels.min()}..{labels.max()}")
         self.labels = labels.astype(np.int64)
 
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def label(self, idx: np.ndarray) -> np.ndarray:
+        return self.labels[idx]
+
     def _load(self) -> None:
         n = len(self.labels)
         parts, counts = [], np.zeros(n, dtype=np.int64)
@@ -146,7 +171,7 @@ class ShdFile(DigitSet):
                         raise DataError(
                             f"{self.shown}: spike times must be finite and >= 0 seconds (samples {i0}..{i1 - 1})"
                         )
-                    cells, keep = bin_cells(t, u, self.bin_ms, self.n_bins)
+                    cells, keep = bin_cells(t, u, self.bin_ms, self.n_bins, self.channels)
                     sample = np.repeat(np.arange(i1 - i0), lt)[keep]
                     counts[i0:i1] = np.bincount(sample, minlength=i1 - i0)
                     parts.append(cells)
@@ -168,11 +193,13 @@ class SpikeTask(Task):
     """Classification of binned spike trains; metric accuracy (loss on the last step's output).
 
     `adding=False`: one digit per sample, 20 classes. `adding=True`: two digits per sample, 19 classes.
+    `fresh_train=True` (generated recordings only): every training sample is a recording never served
+    before, id drawn from (seed, epoch) out of FRESH_IDS, so nothing can be memorised; the train split's
+    size is then only the number of samples in an epoch.
     """
 
     kind = "spike"
     metric_name = "accuracy"
-    n_in = N_UNITS
 
     def __init__(
         self,
@@ -185,12 +212,14 @@ class SpikeTask(Task):
         synthetic: bool,
         files: tuple[Path, ...],
         options: dict[str, Any],
+        fresh_train: bool = False,
     ) -> None:
         self.name, self.description, self.dataset_hash = name, description, dataset_hash
         self.synthetic, self.files, self.options = synthetic, files, dict(options)
-        self.adding = adding
+        self.adding, self.fresh_train = adding, fresh_train
         self._splits = splits
-        n_bins = next(iter(splits.values()))[0].n_bins
+        first = next(iter(splits.values()))[0]
+        n_bins, self.n_in = first.n_bins, first.channels
         self.n_out = N_SUMS if adding else N_DIGITS
         self.seq_len = 2 * n_bins if adding else n_bins  # time steps per sample
 
@@ -202,10 +231,15 @@ class SpikeTask(Task):
     num_items = num_samples
 
     def _draws(self, split: Split, n: int, seed: int, epoch: int) -> np.ndarray:
-        """Indices into the split: [n] (plain) or [n, 2] (adding) in the order they are served."""
+        """Indices into the split: [n] (plain) or [n, 2] (adding) in the order they are served.
+
+        Fresh training draws are recording ids themselves, not indices into the split's members.
+        """
         size = len(self._splits[split][1])
         if split == "train":
             rng = np.random.default_rng([seed, epoch])
+            if self.fresh_train:
+                return rng.integers(FRESH_IDS, size=(n, 2) if self.adding else n, dtype=np.int64)
             return rng.integers(size, size=(n, 2)) if self.adding else rng.permutation(size)[:n]
         if self.adding:
             return np.random.default_rng([EVAL_PAIR_SEED, _SPLIT_CODE[split]]).integers(size, size=(n, 2))
@@ -214,12 +248,12 @@ class SpikeTask(Task):
     def batches(
         self, split: Split, batch_size: int, *, seed: int = 0, epoch: int = 0, num_batches: int | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yields (x FloatTensor [B, seq_len, 700] spike counts, y LongTensor [B]).
+        """Yields (x FloatTensor [B, seq_len, n_in] spike counts, y LongTensor [B]).
 
         train: order (plain) or pairs (adding) drawn from (seed, epoch); full batches only; by default
-        num_samples // B batches (adding: any num_batches, pairs are drawn with replacement; plain: at
-        most one pass). valid / test: a fixed order (plain: file order; adding: one fixed set of pairs
-        shared by every run, whatever seed and epoch), the last batch may be short.
+        num_samples // B batches (adding or fresh: any num_batches, drawn with replacement; otherwise
+        plain makes at most one pass). valid / test: a fixed order (plain: file order; adding: one fixed
+        set of pairs shared by every run, whatever seed and epoch), the last batch may be short.
         """
         check_split(split)
         if batch_size < 1:
@@ -228,20 +262,22 @@ class SpikeTask(Task):
         size = len(members)
         if split == "train":
             n_batches = size // batch_size if num_batches is None else num_batches
-            if not self.adding:
+            if not (self.adding or self.fresh_train):
                 n_batches = min(n_batches, size // batch_size)
             n = n_batches * batch_size
         else:
             n = size if num_batches is None else min(size, num_batches * batch_size)
         draws = self._draws(split, n, seed, epoch)
         for k in range(0, n, batch_size):
-            pick = members[draws[k : k + batch_size]]
+            pick = draws[k : k + batch_size]
+            if not (split == "train" and self.fresh_train):
+                pick = members[pick]
             if self.adding:
                 a, b = pick[:, 0], pick[:, 1]
-                x = np.concatenate([digits.dense(a), digits.dense(b)], axis=1)  # (B, 2 n_bins, 700)
-                y = digits.labels[a] % 10 + digits.labels[b] % 10
+                x = np.concatenate([digits.dense(a), digits.dense(b)], axis=1)  # (B, 2 n_bins, n_in)
+                y = digits.label(a) % 10 + digits.label(b) % 10
             else:
-                x, y = digits.dense(pick), digits.labels[pick]  # (B, n_bins, 700)
+                x, y = digits.dense(pick), digits.label(pick)  # (B, n_bins, n_in)
             yield torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -281,26 +317,32 @@ def open_shd(
     max_time_s: float = 1.0,
     val_fraction: float = 0.2,
     val_seed: int = 0,
+    channels: int = N_UNITS,
 ) -> SpikeTask:
     """SHD (adding=False) or SHD-Adding (adding=True) from shd_train.h5 / shd_test.h5 in data_dir.
 
     valid = a per-sample Bernoulli(val_fraction) mask over the training file drawn from val_seed;
-    train = the rest; test = shd_test.h5 (speakers not in the training file).
+    train = the rest; test = shd_test.h5 (speakers not in the training file). channels < 700 pools
+    adjacent units (see the module docstring).
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_bins = n_bins_for(bin_ms, max_time_s)
+    check_channels(channels)
     (train_path, train_shown), (test_path, test_shown) = (_locate(p) for p in shd_paths(data_dir).values())
-    train_file = ShdFile(train_path, bin_ms=bin_ms, n_bins=n_bins, shown_as=train_shown)
-    test_file = ShdFile(test_path, bin_ms=bin_ms, n_bins=n_bins, shown_as=test_shown)
+    train_file = ShdFile(train_path, bin_ms=bin_ms, n_bins=n_bins, channels=channels, shown_as=train_shown)
+    test_file = ShdFile(test_path, bin_ms=bin_ms, n_bins=n_bins, channels=channels, shown_as=test_shown)
     is_valid = np.random.default_rng(val_seed).random(len(train_file)) < val_fraction
     splits = {
         "train": (train_file, np.flatnonzero(~is_valid)),
         "valid": (train_file, np.flatnonzero(is_valid)),
         "test": (test_file, np.arange(len(test_file))),
     }
-    options = {"bin_ms": bin_ms, "max_time_s": max_time_s, "val_fraction": val_fraction, "val_seed": val_seed}
-    steps = f"{2 * n_bins if adding else n_bins} steps of {bin_ms:g} ms x 700 channels"
+    options = {
+        "bin_ms": bin_ms, "max_time_s": max_time_s, "val_fraction": val_fraction, "val_seed": val_seed,
+        "channels": channels,
+    }
+    steps = f"{2 * n_bins if adding else n_bins} steps of {bin_ms:g} ms x {channels} channels"
     description = (
         f"SHD-Adding: two spoken digits in a row, class = the sum of their values 0-9 (19 classes), {steps}"
         if adding

@@ -10,7 +10,7 @@ from .base import Task
 from .char import ENWIK8_URL, open_enwik8, open_text
 from .errors import DataError
 from .spikes import SHD_URL, open_shd, shd_paths
-from .synthetic import open_synthetic_adding
+from .synthetic import open_synthetic_adding, open_synthetic_digits
 
 DEFAULT_TASK = "text"
 TASKS: dict[str, str] = {
@@ -19,7 +19,9 @@ TASKS: dict[str, str] = {
     "shd": "Spiking Heidelberg Digits (your files): spoken digit classification, 20 classes, accuracy.",
     "shd-adding": "SHD-Adding (your SHD files): two digits in a row, class = their sum (19), accuracy.",
     "synthetic-adding": "SYNTHETIC stand-in for SHD-Adding: generated spike templates, 19 classes, accuracy.",
+    "synthetic-digits": "SYNTHETIC single digits from the same generator: 20 classes, accuracy (a sanity check).",
 }
+SYNTHETIC = {"synthetic-adding": open_synthetic_adding, "synthetic-digits": open_synthetic_digits}
 
 
 def _data_dir(data_dir: Path | str | None) -> Path:
@@ -35,9 +37,11 @@ def get_task(name: str, data_dir: Path | str | None = None, **options: Any) -> T
 
     options, per task (all optional):
       enwik8:                expected_size=100_000_000 (None accepts any size)
-      shd, shd-adding:       bin_ms=2.0, max_time_s=1.0, val_fraction=0.2, val_seed=0
-      synthetic-adding:      bin_ms=2.0, max_time_s=1.0, num_train=6400, num_valid=1600, num_test=2000,
-                             template_seed=0
+      shd, shd-adding:       bin_ms=2.0, max_time_s=1.0, val_fraction=0.2, val_seed=0, channels=700
+      synthetic-adding, synthetic-digits:
+                             bin_ms=2.0, max_time_s=1.0, num_train=6400, num_valid=1600, num_test=2000,
+                             template_seed=0, channels=700, jitter_ms=20.0, jitter_units=15.0,
+                             noise_hz=1000.0, fresh_train=True
     Raises DataError (a ValueError) naming the file and the problem when data is missing or malformed,
     or when the name is unknown.
     """
@@ -48,7 +52,7 @@ def get_task(name: str, data_dir: Path | str | None = None, **options: Any) -> T
         "enwik8": open_enwik8,
         "shd": open_shd,
         "shd-adding": open_shd,
-        "synthetic-adding": open_synthetic_adding,
+        **SYNTHETIC,
     }[name]
     allowed = [
         p.name for p in inspect.signature(opener).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "adding"
@@ -58,8 +62,8 @@ def get_task(name: str, data_dir: Path | str | None = None, **options: Any) -> T
         raise DataError(
             f"task {name!r} has no option {', '.join(unknown)}; its options: {', '.join(allowed) or 'none'}"
         )
-    if name == "synthetic-adding":
-        return open_synthetic_adding(**options)
+    if name in SYNTHETIC:
+        return opener(**options)
     root = _data_dir(data_dir)
     if name in ("shd", "shd-adding"):
         return open_shd(root, adding=name == "shd-adding", **options)
@@ -77,7 +81,7 @@ def task_availability(data_dir: Path | str | None = None) -> dict[str, str | Non
     missing = [p.name for p in shd_paths(root).values() if not (p.is_file() or p.with_name(p.name + ".gz").is_file())]
     why = f"no {' or '.join(missing)} in {root} (get SHD from {SHD_URL})" if missing else None
     out["shd"] = out["shd-adding"] = why
-    out["synthetic-adding"] = None
+    out.update(dict.fromkeys(SYNTHETIC))
     return {name: out[name] for name in TASKS}
 
 

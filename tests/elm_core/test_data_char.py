@@ -253,10 +253,10 @@ def test_bundled_corpus_matches_its_source_note(text):
 
 def test_text_is_the_default_and_always_available(tmp_path, monkeypatch):
     monkeypatch.setenv("ELMLAB_DATA_DIR", str(tmp_path))
-    assert available_tasks() == ["text", "synthetic-adding"]
+    assert available_tasks() == ["text", "synthetic-adding", "synthetic-digits"]
     why = task_availability()
     assert why["text"] is None and str(tmp_path) in why["enwik8"] and "shd_train.h5" in why["shd"]
     (tmp_path / "enwik8.zip").write_bytes(b"")
-    assert available_tasks() == ["text", "enwik8", "synthetic-adding"]
+    assert available_tasks() == ["text", "enwik8", "synthetic-adding", "synthetic-digits"]
     assert get_task("text").dataset_hash == get_task("text", tmp_path).dataset_hash
     assert (tmp_path / ".cache").is_dir()

@@ -1,4 +1,4 @@
-"""Spike tasks: SHD and SHD-Adding from tiny h5 files in the real layout, and synthetic-adding."""
+"""Spike tasks: SHD and SHD-Adding from tiny h5 files in the real layout (synthetic tasks: test_data_synthetic)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,19 @@ def test_bin_width_and_cut_are_options(shd_dir):
     assert x[4, 1, 4] == 1
     with pytest.raises(ValueError, match="whole number"):
         get_task("shd", shd_dir, bin_ms=3.0)
+
+
+def test_channels_pool_adjacent_units_by_summing_them(shd_dir):
+    full = next(get_task("shd", shd_dir, bin_ms=20).batches("test", 5))[0]
+    task = get_task("shd-adding", shd_dir, bin_ms=20, channels=70)
+    assert (task.n_in, task.seq_len) == (70, 100) and "70 channels" in task.description
+    pooled = next(get_task("shd", shd_dir, bin_ms=20, channels=70).batches("test", 5))[0]
+    assert pooled.shape == (5, 50, 70) and torch.equal(pooled, full.reshape(5, 50, 70, 10).sum(-1))
+    assert pooled[0, 0, 0] == 3 and pooled[0, 49, 69] == 1  # units 0 and 3 share channel 0; 699 is in 69
+    x, _ = next(task.batches("train", 4))
+    assert x.shape == (4, 100, 70)
+    with pytest.raises(DataError, match="must divide 700"):
+        get_task("shd", shd_dir, channels=64)
 
 
 def test_validation_is_a_fixed_fifth_of_the_training_file(shd_dir):
@@ -224,59 +237,3 @@ def test_truncated_gzip_names_the_file(shd_dir, tmp_path):
         get_task("shd", gz_dir)
     assert str(gz_dir / "shd_test.h5.gz") in str(e.value)
     assert not list((gz_dir / ".cache").glob("*"))
-
-
-# -- synthetic-adding -------------------------------------------------------------------------------------
-def test_synthetic_adding_has_shd_addings_shapes_and_says_it_is_synthetic(tmp_path):
-    task = get_task("synthetic-adding", tmp_path)
-    assert (task.n_in, task.n_out, task.seq_len) == (700, 19, 1000)
-    assert task.synthetic and "synthetic" in task.name and "SYNTHETIC" in task.description
-    assert task.info()["synthetic"] is True and task.files == ()
-    assert [task.num_samples(s) for s in ("train", "valid", "test")] == [6400, 1600, 2000]
-    x, y = next(task.batches("train", 4))
-    assert x.shape == (4, 1000, 700) and x.dtype == torch.float32 and y.shape == (4,)
-    assert x.sum() > 0 and x.min() >= 0
-
-
-def small_synthetic(**kw):
-    return get_task("synthetic-adding", bin_ms=20.0, num_train=64, num_valid=16, num_test=16, **kw)
-
-
-def test_synthetic_adding_is_deterministic_and_fast_at_a_coarse_bin():
-    a, b = small_synthetic(), small_synthetic()
-    assert a.seq_len == 100 and a.dataset_hash == b.dataset_hash
-    for (xa, ya), (xb, yb) in zip(
-        a.batches("train", 8, seed=3, epoch=1), b.batches("train", 8, seed=3, epoch=1), strict=True
-    ):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    x0, _ = next(a.batches("train", 8, seed=3, epoch=2))
-    assert not torch.equal(x0, next(b.batches("train", 8, seed=3, epoch=1))[0])
-    assert torch.equal(next(a.batches("test", 8, seed=1))[0], next(b.batches("test", 8, seed=2, epoch=5))[0])
-    assert small_synthetic(template_seed=1).dataset_hash != a.dataset_hash
-
-
-def test_synthetic_adding_labels_are_the_sum_of_the_two_digit_values():
-    task = small_synthetic()
-    digits, members = task._splits["train"]
-    for epoch in range(3):
-        pairs = members[task._draws("train", 16, 0, epoch)]
-        _, y = next(task.batches("train", 16, epoch=epoch))
-        assert y.tolist() == (digits.labels[pairs[:, 0]] % 10 + digits.labels[pairs[:, 1]] % 10).tolist()
-        x, _ = next(task.batches("train", 16, epoch=epoch))
-        assert torch.equal(x[:, :50], torch.from_numpy(digits.dense(pairs[:, 0])))
-        assert torch.equal(x[:, 50:], torch.from_numpy(digits.dense(pairs[:, 1])))
-
-
-def test_synthetic_digits_can_be_told_apart_but_not_trivially():
-    task = get_task("synthetic-adding", bin_ms=20.0, num_train=300, num_valid=100)
-    (train, _), (valid, _) = task._splits["train"], task._splits["valid"]
-
-    def features(d, n):  # 20 ms x 10-channel counts, centred and normalised
-        x = d.dense(np.arange(n)).reshape(n, 50, 70, 10).sum(-1).reshape(n, -1)
-        x -= x.mean(1, keepdims=True)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    f = features(train, 300)
-    means = np.stack([f[train.labels[:300] == c].mean(0) for c in range(20)])
-    accuracy = ((features(valid, 100) @ means.T).argmax(1) == valid.labels[:100]).mean()
-    assert 0.6 < accuracy < 1.0  # chance is 0.05
