@@ -24,6 +24,7 @@ ArrayLike = np.ndarray | float | int
 # The budget each preset is usually run at (the dashboard's default for a preset).
 PRESET_BUDGET: dict[str, int] = {
     "small": 60_000,
+    "cpu": 100_000,
     "enwik8-paper": 3_500_000,
     "adding-small": 40_000,
     "shd-adding-paper": 77_000,

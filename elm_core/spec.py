@@ -2,8 +2,9 @@
 
 A spec names a task, a model (a budget and an allocation, or an explicit size), the training
 protocol and the device. Presets hold the reference's protocols (`enwik8-paper`,
-`shd-adding-paper`) and small ones that finish in about a minute on a 2-core CPU (`small`,
-`adding-small`); fields given explicitly override the preset.
+`shd-adding-paper`), ones sized for a 2-core CPU whose runs converge (`cpu`, about 10 minutes on one
+core at 100k parameters) and smoke presets that finish in about a minute (`small`, `adding-small`:
+they show the machinery works, not where an optimum lies); fields given explicitly override the preset.
 
     spec = RunSpec(task="text", preset="small", budget=60_000, d_m=8)
     cfg = spec.resolve_config(n_in=task.n_in, n_out=task.n_out)
@@ -30,6 +31,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         optimizer="adam", lr=3e-3, warmup_steps=20, schedule_steps=None, steps=400, clip=1.0,
         label_smoothing=1e-4, batch_size=8, seq_len=100, reset_anneal_steps=200, reset_p_final=0.01,
         eval_every=200, eval_chars=8_000, test_chars=20_000,
+        model=dict(d_tree=16, d_brch=8, tau_min=0.1, tau_max=100.0, tau_r=2.0, p_rec=0.8),
+    ),
+    # Sized for a 2-core CPU: a 100k-parameter run trains 8M characters (about 1.8 epochs of the bundled
+    # corpus) in about 10 minutes on one core, and runs of 25k-400k parameters end on a flat validation
+    # curve (elm_core.diagnostics); the learning rate follows each neuron's fan-in (elm_core.lr_rule).
+    "cpu": dict(
+        optimizer="adam", lr=5e-3, lr_rule="fan-in", warmup_steps=100, schedule_steps=None, steps=2500, clip=1.0,
+        label_smoothing=1e-4, batch_size=32, seq_len=100, reset_anneal_steps=1000, reset_p_final=0.01,
+        eval_every=250, eval_chars=50_000, test_chars=None,
         model=dict(d_tree=16, d_brch=8, tau_min=0.1, tau_max=100.0, tau_r=2.0, p_rec=0.8),
     ),
     "shd-adding-paper": dict(
@@ -59,7 +69,7 @@ DEFAULT_PRESET = {"char": "small", "spike": "adding-small"}
 
 PROTOCOL_FIELDS = (
     "steps", "epochs", "batches_per_epoch", "batch_size", "seq_len", "optimizer", "lr", "warmup_steps",
-    "schedule_steps", "clip", "label_smoothing", "reset_anneal_steps", "reset_p_final", "eval_every",
+    "schedule_steps", "clip", "label_smoothing", "lr_rule", "reset_anneal_steps", "reset_p_final", "eval_every",
     "eval_chars", "test_chars", "eval_samples", "test_samples",
 )
 MODEL_FIELDS = ("p_rec", "tau_min", "tau_max", "tau_r", "input_scale", "lam", "input_dropout", "recurrent_dropout")
@@ -96,6 +106,7 @@ class RunSpec(BaseModel):
     seq_len: int | None = Field(default=None, gt=0)
     optimizer: Literal["adam", "adamax", "adamw", "sgd"] | None = None
     lr: float | None = Field(default=None, gt=0)
+    lr_rule: Literal["constant", "fan-in"] | None = None  # None = the preset's (constant when it names none)
     warmup_steps: int | None = Field(default=None, ge=0)
     schedule_steps: int | None = Field(default=None, gt=0)  # cosine horizon; None = the run's length
     clip: float | None = Field(default=None, gt=0)

@@ -36,6 +36,7 @@ from elm_core.config import ELMConfig
 from elm_core.data import get_task
 from elm_core.data.ngram import ngram_baselines
 from elm_core.diagnostics import budget_used, convergence
+from elm_core.lr_rule import param_groups
 from elm_core.model import ELMNetwork, ELMState
 from elm_core.records import CurvePoint, RunRecord
 from elm_core.spec import RunSpec
@@ -211,7 +212,8 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
         torch.backends.cuda.matmul.allow_tf32 = True
     model = ELMNetwork(cfg).to(device)
     model.train()
-    opt = make_optimizer(proto["optimizer"], model.parameters(), proto["lr"])
+    opt = make_optimizer(proto["optimizer"], param_groups(model, proto["lr"], proto["lr_rule"] or "constant"),
+                         proto["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, proto["warmup_steps"] or 0, horizon))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
 
