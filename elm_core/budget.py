@@ -27,6 +27,7 @@ PRESET_BUDGET: dict[str, int] = {
     "cpu": 100_000,
     "enwik8-paper": 3_500_000,
     "adding-small": 40_000,
+    "adding-cpu": 50_000,
     "shd-adding-paper": 77_000,
 }
 
