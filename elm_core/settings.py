@@ -6,6 +6,8 @@
     ELMLAB_BROKER_URL      Celery broker; unset = embedded on-disk broker under $ELMLAB_HOME/broker
     ELMLAB_RESULT_BACKEND  Celery result backend; unset = file:// under $ELMLAB_HOME/results (embedded)
                            or the Redis broker itself (redis://)
+    ELMLAB_CHECKPOINT_DIR  the worker's checkpoint folder; a spec's checkpoint_dir is a subfolder of it
+                           (default $ELMLAB_HOME/checkpoints)
     ELMLAB_READ_ONLY       1 = dashboard publishes results only: no queue, cancel or retry
     ELMLAB_HEARTBEAT_S     seconds between running-run heartbeats (default 5)
     ELMLAB_REAP_AFTER_S    a running run silent this long is re-queued (default 60)
@@ -26,6 +28,7 @@ class Settings(BaseSettings):
     home: Path = Path("~/.elmlab")
     store_dir: Path | None = None
     data_dir: Path | None = None
+    checkpoint_dir: Path | None = None
     broker_url: str | None = None
     result_backend: str | None = None
     read_only: bool = False
@@ -33,7 +36,7 @@ class Settings(BaseSettings):
     reap_after_s: float = 60.0
     flower_url: str | None = None
 
-    @field_validator("home", "store_dir", "data_dir", mode="after")
+    @field_validator("home", "store_dir", "data_dir", "checkpoint_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else v.expanduser()
@@ -45,6 +48,10 @@ class Settings(BaseSettings):
     @property
     def data_path(self) -> Path:
         return self.data_dir or self.home / "data"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.checkpoint_dir or self.home / "checkpoints"
 
     @property
     def broker_path(self) -> Path:

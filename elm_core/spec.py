@@ -12,9 +12,11 @@ they show the machinery works, not where an optimum lies); fields given explicit
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from elm_core.budget import allocate
 from elm_core.config import ELMConfig
@@ -72,6 +74,14 @@ PROTOCOL_FIELDS = (
     "schedule_steps", "clip", "label_smoothing", "lr_rule", "reset_anneal_steps", "reset_p_final", "eval_every",
     "eval_chars", "test_chars", "eval_samples", "test_samples",
 )
+# Run ids name files (store records, checkpoints, the embedded broker's messages) and Celery task ids:
+# one strict pattern everywhere, short enough for any file system's name limit.
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# A subfolder of the worker's checkpoint folder (ELMLAB_CHECKPOINT_DIR): relative, no "..", plain names.
+CHECKPOINT_DIR_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}){0,3}$"
+# The largest budget a spec may ask for: 2e9 parameters is about 8 GB of fp32 weights, 32 GB with Adam's
+# state and gradients, beyond any machine this project trains on (docs/queue.md, "Limits").
+MAX_BUDGET = 2_000_000_000
 MODEL_FIELDS = ("p_rec", "tau_min", "tau_max", "tau_r", "input_scale", "lam", "input_dropout", "recurrent_dropout")
 
 
@@ -80,15 +90,15 @@ class RunSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    run_id: str | None = None
-    sweep_id: str | None = None
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
+    sweep_id: str | None = Field(default=None, max_length=128)
     task: str = "text"
     task_options: dict[str, Any] = Field(default_factory=dict)
     preset: str | None = None
     seed: int = 0
 
     # Model: a budget plus an allocation (d_m or n_neurons, with d_tree x d_brch), or an explicit size.
-    budget: int | None = Field(default=None, gt=0)
+    budget: int | None = Field(default=None, gt=0, le=MAX_BUDGET)
     n_neurons: int | None = Field(default=None, gt=0)
     d_m: int | None = Field(default=None, gt=0)
     d_tree: int | None = Field(default=None, gt=0)
@@ -124,8 +134,35 @@ class RunSpec(BaseModel):
     # sends runs to the workers started with `elmlab worker --queues NAME` (a machine, a GPU type).
     queue: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
-    checkpoint_dir: str | None = None
+    # Checkpoints live under the worker's own ELMLAB_CHECKPOINT_DIR; a spec names at most a relative subfolder.
+    checkpoint_dir: str | None = Field(default=None, pattern=CHECKPOINT_DIR_PATTERN)
     checkpoint_every_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _whole_budget(cls, v: Any) -> Any:
+        """A budget is a count: True is not 1, and inf or 1e30 is refused by name, not by an overflow."""
+        if isinstance(v, bool):
+            raise ValueError("must be a whole number of parameters, not a boolean")
+        if isinstance(v, float) and (not math.isfinite(v) or v > MAX_BUDGET):
+            raise ValueError(f"must be at most {MAX_BUDGET:.0e} parameters (got {v:g})")
+        return v
+
+    @field_validator("run_id", mode="before")
+    @classmethod
+    def _plain_run_id(cls, v: Any) -> Any:
+        if isinstance(v, str) and not re.fullmatch(RUN_ID_PATTERN, v):
+            raise ValueError(f"{v[:40]!r}{'...' if len(v) > 40 else ''} is not a run id: 1-64 letters, digits, "
+                             "'.', '_' or '-', starting with a letter or digit")
+        return v
+
+    @field_validator("checkpoint_dir", mode="before")
+    @classmethod
+    def _relative_checkpoint_dir(cls, v: Any) -> Any:
+        if isinstance(v, str) and not re.fullmatch(CHECKPOINT_DIR_PATTERN, v):
+            raise ValueError(f"{v[:60]!r} is not a subfolder name: checkpoints go under the worker's "
+                             "ELMLAB_CHECKPOINT_DIR; give a relative path of plain names (no '..', not absolute)")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> RunSpec:
@@ -178,5 +215,5 @@ def parse_spec(data: dict[str, Any]) -> RunSpec:
         parts = []
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"]) or "spec"
-            parts.append(f"{loc}: {err['msg']}")
+            parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
         raise ValueError("invalid run spec: " + "; ".join(parts)) from None

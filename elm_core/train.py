@@ -16,6 +16,7 @@ while training; invalid specs and missing data raise ValueError before any work 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import platform
@@ -37,12 +38,14 @@ from elm_core.data import get_task
 from elm_core.data.ngram import ngram_baselines
 from elm_core.diagnostics import budget_used, convergence
 from elm_core.lr_rule import param_groups
+from elm_core.memory import check_fits
 from elm_core.model import ELMNetwork, ELMState
 from elm_core.records import CurvePoint, RunRecord
 from elm_core.spec import RunSpec
 from elm_core.workspace import clear_workspace
 
 LN2 = math.log(2.0)
+log = logging.getLogger("elmlab.train")
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -190,11 +193,18 @@ def _spike_batches(task, proto, seed: int, device):
 
 
 def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-          *, data_dir: Path | None = None, progress_every_s: float = 1.0) -> RunRecord:
-    """Train one run and return its record (status done, failed or cancelled; never raises mid-run)."""
+          *, data_dir: Path | None = None, progress_every_s: float = 1.0,
+          checkpoint_root: Path | None = None) -> RunRecord:
+    """Train one run and return its record (status done, failed or cancelled; never raises mid-run).
+
+    Checkpoints (when the spec sets `checkpoint_dir`) go to checkpoint_root / checkpoint_dir / <run_id>.pt;
+    checkpoint_root defaults to the settings' ELMLAB_CHECKPOINT_DIR. A run too large for the device's
+    memory raises ValueError before anything is allocated (elm_core.memory)."""
     task, cfg = prepare(spec, data_dir)
     proto = spec.protocol(task.kind)
     device = pick_device(spec.device)
+    check_fits(cfg, batch_size=proto["batch_size"], seq_len=proto["seq_len"] or getattr(task, "seq_len", 1),
+               device=device)
     record = base_record(spec, cfg, task)
     record.device = device_name(device)
     record.status = "running"
@@ -217,11 +227,17 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, proto["warmup_steps"] or 0, horizon))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
 
-    ckpt = _checkpoint_path(spec, record.run_id)
+    ckpt = _checkpoint_path(spec, record.run_id, checkpoint_root)
     start_step, state, curve, tokens, train_losses = 0, None, [], 0, []
     if ckpt is not None and ckpt.exists():
-        start_step, state, curve, tokens = _load_checkpoint(ckpt, model, opt, sched, device)
-        record.attempt += 1
+        try:
+            start_step, state, curve, tokens = _load_checkpoint(ckpt, model, opt, sched, device)
+            record.attempt += 1
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a truncated or foreign file
+            log.warning("run %s: checkpoint %s is unreadable (%s: %s); starting from scratch", record.run_id, ckpt,
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            model.load_state_dict(ELMNetwork(cfg).to(device).state_dict())  # a partial load leaves nothing
+            start_step, state, curve, tokens = 0, None, [], 0
     t0 = time.perf_counter() - (curve[-1].wall_time_s if curve else 0.0)
     last_progress = last_ckpt = time.perf_counter()
     curve_every = max(1, total_steps // 200)
@@ -357,12 +373,21 @@ def _progress(step, total, tokens, loss, elapsed, start_step, t0, valid, done=Fa
     }
 
 
-def _checkpoint_path(spec: RunSpec, run_id: str) -> Path | None:
+def _checkpoint_path(spec: RunSpec, run_id: str, root: Path | None) -> Path | None:
+    """root / spec.checkpoint_dir / <run_id>.pt, refused (ValueError) unless it lies inside root: the spec's
+    patterns already forbid absolute paths, '..' and path separators in run ids; this is the last guard."""
     if not spec.checkpoint_dir:
         return None
-    folder = Path(spec.checkpoint_dir).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{run_id}.pt"
+    if root is None:
+        from elm_core.settings import get_settings
+
+        root = get_settings().checkpoints_path
+    root = Path(root).expanduser().resolve()
+    path = (root / spec.checkpoint_dir / f"{run_id}.pt").resolve()
+    if not path.is_relative_to(root) or path.parent == path:
+        raise ValueError(f"checkpoint_dir: {spec.checkpoint_dir!r} with run id {run_id!r} leaves {root}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _save_checkpoint(path: Path, model, opt, sched, step: int, state: ELMState | None, curve, tokens: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +13,12 @@ from elmlab.cli import UsageError
 
 def count(text: str) -> int:
     """A parameter count such as 3500000, 3.5e6 or 3_500_000."""
-    value = float(text.replace("_", ""))
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text}")
     if value != int(value):
         raise argparse.ArgumentTypeError(f"not a whole number: {text}")
     return int(value)

@@ -103,16 +103,47 @@ def test_progress_reports_step_loss_throughput_and_eta():
 
 
 def test_checkpoint_resume_continues_where_it_stopped(tmp_path):
-    spec = RunSpec(**TINY, steps=12, run_id="resume-me", checkpoint_dir=str(tmp_path), checkpoint_every_s=1e-9)
+    spec = RunSpec(**TINY, steps=12, run_id="resume-me", checkpoint_dir="ck", checkpoint_every_s=1e-9)
     calls = []
-    first = train(spec, should_stop=lambda: calls.append(1) or len(calls) > 7)
+    first = train(spec, should_stop=lambda: calls.append(1) or len(calls) > 7, checkpoint_root=tmp_path)
     assert first.status == "cancelled"
-    assert (tmp_path / "resume-me.pt").exists()
-    resumed = train(spec)
+    assert (tmp_path / "ck" / "resume-me.pt").exists()
+    resumed = train(spec, checkpoint_root=tmp_path)
     whole = train(spec.model_copy(update=dict(checkpoint_dir=None, run_id="whole")))
     assert resumed.status == "done" and resumed.attempt == 1 and resumed.steps == 12
     assert resumed.test_metric == whole.test_metric  # resuming loses nothing and changes nothing
-    assert not (tmp_path / "resume-me.pt").exists()
+    assert not (tmp_path / "ck" / "resume-me.pt").exists()
+
+
+def test_corrupt_checkpoint_starts_from_scratch_with_a_warning_naming_it(tmp_path, caplog):
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "broken.pt").write_bytes(b"not a checkpoint at all")
+    spec = RunSpec(**TINY, steps=6, run_id="broken", checkpoint_dir="ck")
+    with caplog.at_level("WARNING", logger="elmlab.train"):
+        record = train(spec, checkpoint_root=tmp_path)
+    whole = train(spec.model_copy(update=dict(checkpoint_dir=None)))
+    assert record.status == "done" and record.attempt == 0 and record.test_metric == whole.test_metric
+    assert "broken.pt" in caplog.text and "from scratch" in caplog.text
+
+
+@pytest.mark.parametrize(("field", "value"), [("checkpoint_dir", "/tmp/outside"), ("checkpoint_dir", "a/../../b"),
+                                               ("run_id", "../escape"), ("run_id", "r" * 300)])
+def test_checkpoint_paths_cannot_leave_the_checkpoint_folder(field, value):
+    with pytest.raises(ValueError, match=field):
+        parse_spec({**TINY, field: value})
+
+
+@pytest.mark.parametrize("budget", [True, float("inf"), 1e30, 3_000_000_000])
+def test_a_budget_beyond_the_documented_maximum_or_not_a_count_is_refused(budget):
+    payload = {k: v for k, v in TINY.items() if k != "n_neurons"}
+    with pytest.raises(ValueError, match=r"budget: (must|Input should be less than)"):
+        parse_spec({**payload, "budget": budget})
+
+
+def test_a_run_too_large_for_memory_is_refused_naming_the_estimate():
+    with pytest.raises(ValueError, match=r"memory: this run needs at least [\d.]+ GB"):
+        train(RunSpec(**{**{k: v for k, v in TINY.items() if k != "n_neurons"}, "budget": 2_000_000_000,
+                         "batch_size": 4096}))
 
 
 def test_spike_task_reports_accuracy():
