@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         if sub_parser is not None:
             sub_parser.print_usage(sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a file where a folder should be, no permission
+        print(f"elmlab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

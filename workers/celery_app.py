@@ -121,7 +121,10 @@ def ensure_dirs(settings: Settings) -> None:
     """Create the embedded broker's and results' folders (no-op in distributed mode)."""
     if settings.embedded:
         for folder in (*broker_folders(settings).values(), results_path(settings)):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                raise NotADirectoryError(f"{folder} exists but is not a folder; move it away") from None
 
 
 def make_app(settings: Settings | None = None, *, create_dirs: bool = False) -> Celery:

@@ -101,8 +101,8 @@ def publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt:
     An attempt above 0 is first marked issued in the result backend, so that workers drop older
     messages of the run (a redelivery, a stale retry)."""
     celery_app = _celery()
-    app = celery_app.app_for(settings)
     try:
+        app = celery_app.app_for(settings)
         if attempt > 0:
             state.set_issued_attempt(app.backend, run_id, attempt, fast=True)
         app.send_task(
@@ -123,6 +123,8 @@ def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None
     from elm_core.train import base_record, prepare
 
     settings = _settings(settings)
+    if not isinstance(spec, (RunSpec, dict)):
+        raise ValueError(f"invalid run spec: a spec is a RunSpec or a dict of its fields, not {type(spec).__name__}")
     data = spec.model_dump(mode="json", exclude_unset=False) if isinstance(spec, RunSpec) else dict(spec)
     if not data.get("run_id"):
         data["run_id"] = uuid.uuid4().hex[:12]
@@ -147,9 +149,9 @@ def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None
 def submit(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None) -> str:
     """Validate, queue and record one run; returns its run id.
 
-    Order: validate (ValueError, nothing done), send the message (BrokerUnavailable, nothing
-    recorded), then record it `queued` in the store. A worker that starts before the queued record
-    lands changes nothing: the store ranks running and finished records above queued ones."""
+    Order: validate (ValueError, nothing done), record it `queued` in the store (OSError when the
+    store cannot take it: nothing queued), then send the message (BrokerUnavailable: the queued
+    record is withdrawn, nothing is left behind)."""
     return submit_many([spec], settings=settings)[0]
 
 
@@ -179,15 +181,33 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     done: list[str] = []
     for parsed, record in prepared:
         try:
-            publish(settings, parsed.model_dump(mode="json"), record.run_id, 0, record.created_at, parsed.device)
-        except BrokerUnavailable as exc:
+            _put_then_publish(settings, store, record, parsed.model_dump(mode="json"), parsed.device)
+        except (BrokerUnavailable, OSError) as exc:
             if done:
-                raise BrokerUnavailable(f"{exc}; {len(done)} of {len(prepared)} runs were queued before it failed") \
+                raise type(exc)(f"{exc}; {len(done)} of {len(prepared)} runs were queued before it failed") \
                     from None
             raise
-        store.put(record)
         done.append(record.run_id)
     return done
+
+
+def _put_then_publish(settings: Settings, store, queued: RunRecord, spec_json: dict[str, Any], device: str) -> None:
+    """Record `queued`, then send its message; if the message cannot be sent, the record is withdrawn.
+
+    In this order a store that cannot take the record (a full disk: OSError, with a one-line
+    message) stops the run before any worker trains it, and no run trains without a record for the
+    reaper to watch."""
+    try:
+        wrote = store.put(queued)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot record run {queued.run_id} in the store at {store.path}: "
+                                 f"{exc.strerror or exc}; nothing was queued") from None
+    try:
+        publish(settings, spec_json, queued.run_id, queued.attempt, queued.created_at, device)
+    except BrokerUnavailable:
+        if wrote:
+            store.withdraw(queued)
+        raise
 
 
 def _started(meta: dict[str, Any] | None, attempt: int) -> bool:
@@ -206,7 +226,7 @@ def _own_run(run_id: str, settings: Settings | None, verb: str):
     rec = store.run(run_id)
     if rec is None:
         raise ValueError(f"run_id: no run {run_id!r} in the store")
-    if rec.source == "reference":
+    if rec.source == "reference" or store.is_reference(run_id):
         raise ValueError(f"run {run_id!r} is a reference (published) run; it cannot be {verb}")
     return settings, store, rec
 
@@ -241,8 +261,7 @@ def retry(run_id: str, *, settings: Settings | None = None) -> str:
         raise ValueError(f"run {run_id!r} has no stored spec; it cannot be retried")
     spec = parse_spec({**rec.spec, "run_id": run_id})
     queued = requeue_record(rec, reason=None)
-    publish(settings, spec.model_dump(mode="json"), run_id, queued.attempt, rec.created_at, spec.device)
-    store.put(queued)
+    _put_then_publish(settings, store, queued, spec.model_dump(mode="json"), spec.device)
     return run_id
 
 

@@ -22,6 +22,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from elm_core.records import COLUMNS, STATUSES, RunRecord
 from elm_core.store import sql
@@ -61,6 +62,26 @@ def _record_from_row(row: dict[str, Any]) -> RunRecord:
     return RunRecord.from_row({k: v for k, v in row.items() if v is not None})
 
 
+def _one_line(exc: Exception) -> str:
+    """A pydantic error in one line: `field: message; field: message`."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors())
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _read_export(path: Path) -> pl.DataFrame:
+    """An export file as a frame; ValueError (one line, naming the file) for anything unreadable."""
+    if path.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"{path}: not an export file: give a .csv or .parquet written by `elmlab export`")
+    try:
+        if path.suffix == ".csv":
+            schema = {c: pl.from_arrow(pa.schema([SCHEMA.field(c)]).empty_table()).dtypes[0] for c in COLUMNS}
+            return pl.read_csv(path, schema_overrides=schema)
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError, pa.ArrowException, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read it as a {path.suffix[1:]} export ({_one_line(exc)})") from None
+
+
 def _vanished(snap: Snapshot) -> bool:
     """Whether a file the query was to read from disk has gone (folded away by a compaction)."""
     return not all(os.path.exists(p) for p in snap.large)
@@ -85,9 +106,10 @@ class Store:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def put(self, record: RunRecord) -> None:
-        """Record one state of a run. Writing a record whose (run_id, attempt, status) is already
-        recorded changes nothing (the first write wins). Reference runs are read-only."""
+    def put(self, record: RunRecord) -> bool:
+        """Record one state of a run; True if this call wrote it. Writing a record whose (run_id,
+        attempt, status) is already recorded changes nothing (the first write wins). Reference runs
+        are read-only."""
         existing = self._reference_files(record.run_id)
         name = record_file_name(record)
         if existing and record.source != "reference":
@@ -102,7 +124,17 @@ class Store:
             )
         folder = self.path / (REFERENCE_DIR if record.source == "reference" else RUNS_DIR)
         table = pa.Table.from_pylist([record_row(record)], schema=SCHEMA)
-        write_atomic(folder, name, table)
+        return write_atomic(folder, name, table)
+
+    def withdraw(self, record: RunRecord) -> None:
+        """Remove the one file `put(record)` wrote (a `queued` record whose message could not be sent:
+        the store must not show a run that no queue holds). Reference records are never withdrawn."""
+        if record.source == "reference":
+            raise ReadOnlyRecordError(f"reference run {record.run_id!r} is read-only")
+        try:
+            os.unlink(self.path / RUNS_DIR / record_file_name(record))
+        except FileNotFoundError:
+            pass
 
     def _reference_files(self, run_id: str) -> list[str]:
         pattern = os.path.join(glob.escape(str(self.path / REFERENCE_DIR)), glob.escape(safe_id(run_id)))
@@ -118,22 +150,38 @@ class Store:
         return len(records)
 
     def import_records(self, path: str | Path) -> int:
-        """Load records exported by `export` (Parquet or CSV, with the curve) into this store."""
+        """Load records exported by `export` (Parquet or CSV, with the curve) into this store.
+
+        Every row is checked before any is written; a file that is not an export, or a row that is
+        not a valid record, is a ValueError naming the file (and the row, counted from 1). A row may
+        not change the provenance of a run this store already holds: a `reference` row over a local
+        run (or the reverse) is refused, so an edited export cannot turn local runs read-only."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
-        if path.suffix == ".csv":
-            schema = {c: pl.from_arrow(pa.schema([SCHEMA.field(c)]).empty_table()).dtypes[0] for c in COLUMNS}
-            frame = pl.read_csv(path, schema_overrides=schema)
-        else:
-            frame = pl.read_parquet(path)
+        frame = _read_export(path)
         missing = [c for c in ("run_id", "task", "status") if c not in frame.columns]
         if missing:
             raise ValueError(f"{path}: not an export of run records; missing columns: {', '.join(missing)}")
         rows = frame.select([c for c in frame.columns if c in COLUMNS]).to_dicts()
-        for row in rows:
-            self.put(_record_from_row(row))
-        return len(rows)
+        records = []
+        for i, row in enumerate(rows, start=1):
+            try:
+                records.append(_record_from_row(row))
+            except (ValidationError, ValueError, TypeError) as exc:
+                raise ValueError(f"{path}: row {i}: {_one_line(exc)}") from None
+        for i, record in enumerate(records, start=1):
+            held = self.run(record.run_id)
+            if held is not None and held.source != record.source:
+                raise ValueError(f"{path}: row {i}: run {record.run_id!r} is a {held.source} run here; an import "
+                                 f"cannot make it a {record.source} run")
+        for record in records:
+            self.put(record)
+        return len(records)
+
+    def is_reference(self, run_id: str) -> bool:
+        """Whether the store holds a reference (published, read-only) record of this run id."""
+        return bool(self._reference_files(run_id))
 
     # --- reading -------------------------------------------------------------------------------
 
