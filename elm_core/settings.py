@@ -11,6 +11,10 @@
     ELMLAB_READ_ONLY       1 = dashboard publishes results only: no queue, cancel or retry
     ELMLAB_HEARTBEAT_S     seconds between running-run heartbeats (default 5)
     ELMLAB_REAP_AFTER_S    a running run silent this long is re-queued (default 60)
+    ELMLAB_SECRET          the key that signs records (workers/signing.py); unset = $ELMLAB_HOME/secret,
+                           generated on first use (one machine); every machine of a lab sets the same one
+    ELMLAB_SPOOL_DIR       where the recorder keeps records the store cannot take yet (default $ELMLAB_HOME/spool;
+                           best on another disk than the store)
     ELMLAB_FLOWER_URL      link to Flower shown on the Runs page, when Flower runs
 """
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,8 +39,10 @@ class Settings(BaseSettings):
     heartbeat_s: float = 5.0
     reap_after_s: float = 60.0
     flower_url: str | None = None
+    secret: SecretStr | None = None
+    spool_dir: Path | None = None
 
-    @field_validator("home", "store_dir", "data_dir", "checkpoint_dir", mode="after")
+    @field_validator("home", "store_dir", "data_dir", "checkpoint_dir", "spool_dir", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else v.expanduser()
@@ -52,6 +58,10 @@ class Settings(BaseSettings):
     @property
     def checkpoints_path(self) -> Path:
         return self.checkpoint_dir or self.home / "checkpoints"
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.home / "spool"
 
     @property
     def broker_path(self) -> Path:

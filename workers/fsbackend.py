@@ -36,3 +36,13 @@ class AtomicFilesystemBackend(FilesystemBackend):
             self.unlink(self._filename(key))
         except FileNotFoundError:
             pass
+
+    def add(self, key, value) -> bool:
+        """Set `key` only if it does not exist (an exclusive create); True if this call created it."""
+        try:
+            fd = os.open(self._filename(key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(ensure_bytes(value))
+        return True

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,10 +30,10 @@ from typing import Any
 
 from elm_core.records import TERMINAL, RunRecord
 from elm_core.settings import Settings, get_settings
-from workers import state
+from workers import signing, spool, state
 from workers.celery_app import QUEUES, app_for, broker_folders
 from workers.submit import BrokerUnavailable, publish, requeue_record
-from workers.tasks import record_is_stale
+from workers.tasks import write_record
 
 log = logging.getLogger("elmlab.reaper")
 
@@ -53,12 +54,14 @@ class Reaper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_janitor = 0.0
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     # --- one pass ---------------------------------------------------------------------------------
 
     def tick(self) -> dict[str, list[str]]:
         """One pass; returns the run ids it acted on under "requeued", "recovered", "cancelled", "failed"."""
         did: dict[str, list[str]] = {"requeued": [], "recovered": [], "cancelled": [], "failed": []}
+        spool.drain(self.store, self.settings)  # records the store could not take earlier, first
         frame = self.store.runs(status=["queued", "running"], source="elmlab")
         active = set(frame["run_id"].to_list()) if frame.height else set()
         for gone in set(self._seen) - active:
@@ -95,9 +98,14 @@ class Reaper:
         return now - seen[1] >= self.reap_after
 
     def _recover(self, final: dict[str, Any], did: dict[str, list[str]]) -> None:
+        final = dict(final)
+        signature = final.pop(signing.SIGNATURE_KEY, None)
+        if not signing.verify(final, signature, self.settings):
+            log.error("run %s: its final state is unsigned or wrongly signed; not recorded", final.get("run_id"))
+            self._seen.pop(str(final.get("run_id")), None)
+            return
         record = RunRecord.model_validate(final)
-        if not record_is_stale(self.store, record):
-            self.store.put(record)
+        if write_record(self.store, record, self.settings) == "recorded":
             log.warning("run %s: its %s record never arrived; recorded from the worker's final state",
                         record.run_id, record.status)
             did["recovered"].append(record.run_id)
@@ -125,6 +133,9 @@ class Reaper:
             state.set_issued_attempt(backend, run_id, rec.attempt + 1)  # a late message is dropped
             did["failed"].append(run_id)
             return
+        if not state.claim(backend, f"{run_id}-{rec.attempt}", self.name):
+            log.info("run %s: attempt %d is being re-queued by another recorder", run_id, rec.attempt)
+            return
         queued = requeue_record(rec, reason=silent)
         try:  # the old attempt's state goes first, so that only the new attempt's heartbeat counts
             backend.store_result(run_id, {"attempt": queued.attempt, "queued_at": time.time()}, "PENDING")
@@ -132,6 +143,7 @@ class Reaper:
                      str(rec.spec.get("device", "auto")))
         except (BrokerUnavailable, OSError, ConnectionError) as exc:
             log.warning("run %s: could not re-queue: %s", run_id, exc)
+            state.release(backend, f"{run_id}-{rec.attempt}")
             return
         self.store.put(queued)
         log.warning("run %s: %s; queued as attempt %d", run_id, silent, queued.attempt)

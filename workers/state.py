@@ -10,6 +10,9 @@ Per run id (the Celery task id), the result backend holds:
                                 attempt stops without recording anything.
     elmlab-cancel-<run_id>      {"attempt": n}: a cancel request for attempt n (and older). A worker
                                 drops such a message, or stops its run and records it `cancelled`.
+    elmlab-reap-<run_id>-<n>    the claim of the reaper that acts on lost attempt n: created only if
+                                absent (Redis SET NX, an exclusive file create), so however many
+                                recorders watch one broker, a lost attempt is re-queued once.
 
 Cancelling goes through this key, not through Celery's revoke: a revoked task id stays revoked in
 every worker's memory for hours, and a retried run keeps its run id (= task id), so a revoke would
@@ -26,6 +29,8 @@ from typing import Any
 
 ATTEMPT_PREFIX = "elmlab-attempt-"
 CANCEL_PREFIX = "elmlab-cancel-"
+REAP_PREFIX = "elmlab-reap-"
+CLAIM_TTL_S = 7 * 24 * 3600
 FAST_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
 
 
@@ -99,3 +104,18 @@ def clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     return value
+
+
+def claim(backend, name: str, owner: str) -> bool:
+    """Create the key elmlab-reap-<name> unless it exists; True for the one caller that created it."""
+    key = _key(REAP_PREFIX, name)
+    value = json.dumps({"owner": owner}).encode()
+    client = getattr(backend, "client", None)
+    if client is not None and hasattr(client, "set"):  # Redis
+        return bool(client.set(key, value, nx=True, ex=CLAIM_TTL_S))
+    return bool(backend.add(key, value))
+
+
+def release(backend, name: str) -> None:
+    """Drop a claim (its holder could not finish: another pass, or another recorder, may try again)."""
+    backend.delete(_key(REAP_PREFIX, name))

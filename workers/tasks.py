@@ -30,7 +30,7 @@ from kombu.exceptions import OperationalError
 
 from elm_core.records import RunRecord
 from elm_core.settings import get_settings
-from workers import state
+from workers import signing, spool, state
 from workers.celery_app import RECORD_TASK, RESULTS_QUEUE, TRAIN_TASK, app
 
 log = logging.getLogger("elmlab.worker")
@@ -57,12 +57,16 @@ def _share_cores(**_: Any) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // conc))
 
 
-def send_record(record: RunRecord, *, retry_policy: dict[str, Any] | None = None) -> None:
-    """Queue `record` for the recorder (JSON through the broker)."""
+def send_record(record: RunRecord, *, retry_policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Queue `record` for the recorder (JSON through the broker, signed: workers/signing.py); returns
+    the record as JSON with its signature under SIGNATURE_KEY, the task's final Celery state."""
+    data = record.model_dump(mode="json")
+    signature = signing.sign(data, get_settings())
     app.send_task(
-        RECORD_TASK, args=[record.model_dump(mode="json")], queue=RESULTS_QUEUE, ignore_result=True,
+        RECORD_TASK, args=[data, signature], queue=RESULTS_QUEUE, ignore_result=True,
         retry=True, retry_policy=retry_policy or RECORD_RETRY,
     )
+    return {**data, signing.SIGNATURE_KEY: signature}
 
 
 def _worker_name(task) -> str:
@@ -179,8 +183,7 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
         task, cfg = prepare(run_spec, settings.data_path)
     except ValueError as exc:  # invalid spec or missing data: recorded failed, never retried
         record = _failed_record(payload, run_id, attempt, str(exc), worker=_worker_name(self), **extra)
-        send_record(record)
-        backend.store_result(run_id, record.model_dump(mode="json"), "SUCCESS")
+        backend.store_result(run_id, send_record(record), "SUCCESS")
         return {"run_id": run_id, "status": "failed", "attempt": attempt}
 
     running = base_record(run_spec, cfg, task)
@@ -208,8 +211,7 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
         record.created_at = created_at
     if record.status == "cancelled":
         record.reason = "cancelled by user"
-    final = record.model_dump(mode="json")
-    send_record(record)
+    final = send_record(record)
     try:
         backend.store_result(run_id, final, "SUCCESS")
     except Exception as exc:  # the record is on its way; the stored state is a convenience
@@ -224,16 +226,35 @@ def record_is_stale(store, record: RunRecord) -> bool:
 
 
 @app.task(name=RECORD_TASK, bind=True, ignore_result=True, acks_late=True,
-          autoretry_for=(OSError,), retry_backoff=1, retry_backoff_max=60, max_retries=10)
-def record_run(self, record: dict[str, Any]) -> str:
-    """Write one record into the store (idempotent; stale attempts are dropped)."""
+          autoretry_for=(OSError,), retry_backoff=1, retry_backoff_max=60, max_retries=None)
+def record_run(self, record: dict[str, Any], signature: str | None = None) -> str:
+    """Write one signed record into the store (idempotent; stale attempts are dropped). Unsigned or
+    wrongly signed records are refused and logged; a store that cannot take the record (OSError)
+    sends it to the spool (workers/spool.py), and only when the spool cannot take it either is the
+    message retried, without limit: a finished record is never given up."""
     from elm_core.store import Store
 
+    settings = get_settings()
+    if not isinstance(record, dict) or not signing.verify(record, signature, settings):
+        what = record if isinstance(record, dict) else {}
+        log.error("refused a %s record of run %r: %s", what.get("status", "malformed"), what.get("run_id"),
+                  "unsigned" if signature is None else "wrong signature")
+        return "refused"
     rec = RunRecord.model_validate(record)
-    store = Store(get_settings().store_path)
-    if record_is_stale(store, rec):
-        log.info("run %s: dropped a %s record of attempt %d (a newer attempt exists)", rec.run_id, rec.status,
-                 rec.attempt)
-        return "stale"
-    store.put(rec)
+    return write_record(Store(settings.store_path), rec, settings)
+
+
+def write_record(store, rec: RunRecord, settings) -> str:
+    """Put `rec` into `store` unless stale: "recorded", "stale" or "spooled" (the store raised OSError)."""
+    try:
+        if record_is_stale(store, rec):
+            log.info("run %s: dropped a %s record of attempt %d (a newer attempt exists)", rec.run_id, rec.status,
+                     rec.attempt)
+            return "stale"
+        store.put(rec)
+    except OSError as exc:
+        name = spool.keep(rec, settings)
+        log.warning("run %s: the store cannot take its %s record (%s); kept in the spool as %s", rec.run_id,
+                    rec.status, exc, name)
+        return "spooled"
     return "recorded"

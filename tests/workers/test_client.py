@@ -16,6 +16,7 @@ from tests.workers.conftest import REDIS_HOST, REDIS_PORT, Lab, tiny
 from workers import health as monitor
 from workers import state, submit
 from workers.celery_app import app_for, broker_folders, celery_config
+from workers.signing import SIGNATURE_KEY, sign
 
 
 def _messages(lab: Lab, queue: str = "train") -> list[dict]:
@@ -162,10 +163,12 @@ def test_record_run_drops_older_attempts_and_writes_once(lab: Lab):
     queued = lab.store.run(run_id)
     done0 = queued.model_copy(update={"status": "done", "steps": 5}).model_dump(mode="json")
     lab.store.put(submit.requeue_record(queued, reason="re-queued: test"))  # attempt 1 now exists
-    assert record_run(done0) == "stale"
+    settings = get_settings()
+    assert record_run(done0, sign(done0, settings)) == "stale"
     done1 = {**done0, "attempt": 1}
-    assert record_run(done1) == "recorded"
-    assert record_run({**done1, "updated_at": time.time() + 5}) == "recorded"  # same (run, attempt, status): no-op
+    assert record_run(done1, sign(done1, settings)) == "recorded"
+    again = {**done1, "updated_at": time.time() + 5}
+    assert record_run(again, sign(again, settings)) == "recorded"  # same (run, attempt, status): no-op
     history = lab.store.history(run_id)
     assert history["status"].to_list() == ["queued", "queued", "done"] and history["attempt"].to_list() == [0, 1, 1]
 
@@ -237,7 +240,8 @@ def test_reaper_records_cancelled_and_recovers_lost_records(lab: Lab):
     state.request_cancel(backend, cancelled, 0)  # asked to cancel, then the worker died
     finished = submit.submit(tiny(seed=1))
     final = lab.store.run(finished).model_copy(update={"status": "done", "steps": 5, "worker": "w@x"})
-    backend.store_result(finished, final.model_dump(mode="json"), "SUCCESS")  # its record message was lost
+    data = final.model_dump(mode="json")
+    backend.store_result(finished, {**data, SIGNATURE_KEY: sign(data, lab.settings)}, "SUCCESS")  # record lost
     reaper.tick()
     clock.t += 5
     did = reaper.tick()

@@ -1,0 +1,233 @@
+"""Nothing lost, nothing forged, nothing orphaned: the faults and hostile inputs submission, the
+recorder and the reaper must survive, on the embedded transport and on the Redis at 127.0.0.1:6379."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from elm_core.store import Store
+from elmlab.cli import main
+from tests.workers.conftest import Lab, tiny
+from workers import signing, spool, state, submit
+from workers.celery_app import app_for, broker_folders
+from workers.reaper import Reaper
+from workers.tasks import record_run
+
+
+def _messages(lab: Lab, queue: str = "train") -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(broker_folders(lab.settings)["queue"].glob(f"*.{queue}.msg"))]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _done(lab: Lab, run_id: str, **changes) -> dict:
+    return lab.store.run(run_id).model_copy(update={"status": "done", "steps": 5, **changes}).model_dump(mode="json")
+
+
+# --- nothing forged ------------------------------------------------------------------------------
+
+
+def test_forged_or_unsigned_records_are_refused_and_signed_ones_stored(lab: Lab, caplog):
+    run_id = submit.submit(tiny())
+    forged = _done(lab, run_id, test_metric=1e-4)
+    with caplog.at_level("ERROR", logger="elmlab.worker"):
+        assert record_run(forged) == "refused"
+        assert record_run(forged, "0" * 64) == "refused"
+        other = signing.sign(forged, lab.settings.model_copy(update={"secret": SecretStr("another lab's")}))
+        assert record_run(forged, other) == "refused"
+    assert lab.status(run_id) == "queued" and caplog.text.count(f"run {run_id!r}") == 3
+    assert record_run(forged, signing.sign(forged, lab.settings)) == "recorded"
+    assert lab.status(run_id) == "done"
+
+
+def test_the_generated_secret_is_private_to_its_owner(lab: Lab):
+    signing.sign({"x": 1}, lab.settings)
+    path = signing.secret_path(lab.settings)
+    assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text()) == 64
+    assert signing.load_secret(lab.settings) == path.read_bytes()  # stable across uses
+
+
+def test_the_reaper_does_not_record_a_forged_final_state(lab: Lab):
+    run_id = submit.submit(tiny())
+    backend = app_for(lab.settings).backend
+    backend.store_result(run_id, _done(lab, run_id, test_metric=1e-4), "SUCCESS")  # no signature
+    clock = FakeClock()
+    reaper = Reaper(lab.settings, clock=clock)
+    reaper.tick()
+    clock.t += 5
+    assert reaper.tick()["recovered"] == [] and lab.status(run_id) == "queued"
+
+
+# --- nothing lost ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A folder on a full file system: a real 64 KiB tmpfs filled up where mounting works (root),
+    else a store whose writes raise ENOSPC. Yields (folder, free) where free() gives the space back."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    if mounted:
+        filler = folder / "filler"
+        with open(filler, "wb") as fh:
+            try:
+                fh.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        try:
+            yield folder, filler.unlink
+        finally:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+        return
+    real_put = Store.put
+    full = {"on": True}
+
+    def put(self, record):
+        if full["on"] and str(self.path).startswith(str(folder)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(self, record)
+
+    monkeypatch.setattr(Store, "put", put)
+    yield folder, lambda: full.update(on=False)
+
+
+def test_a_full_store_at_submit_queues_nothing_and_says_so_in_one_line(lab: Lab, full_dir, monkeypatch, capsys):
+    folder, _ = full_dir
+    monkeypatch.setenv("ELMLAB_STORE_DIR", str(folder / "store"))
+    with pytest.raises(OSError, match="nothing was queued"):
+        submit.submit(tiny())
+    assert _messages(lab) == []
+    assert main(["submit", "--n-neurons", "8", "--d-m", "3", "--steps", "5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left" in err[0] and _messages(lab) == []
+
+
+def test_a_finished_record_waits_in_the_spool_until_the_store_has_room(lab: Lab, full_dir, monkeypatch):
+    run_id = submit.submit(tiny())
+    done = _done(lab, run_id)
+    folder, free = full_dir
+    # the store fills up after the run was queued
+    monkeypatch.setenv("ELMLAB_STORE_DIR", str(folder / "store"))
+    full_store = Store(folder / "store")
+    monkeypatch.setenv("ELMLAB_SPOOL_DIR", str(lab.home / "spool"))
+    assert record_run(done, signing.sign(done, lab.settings)) == "spooled"
+    assert spool.pending(lab.settings) and full_store.run(run_id) is None
+    assert spool.drain(full_store, lab.settings) == 0  # still full: kept
+    free()
+    assert spool.drain(full_store, lab.settings) == 1 and spool.pending(lab.settings) == []
+    assert full_store.run(run_id).status == "done"
+
+
+# --- nothing orphaned ----------------------------------------------------------------------------
+
+
+def _lost(lab: Lab, run_id: str) -> None:
+    """A worker took the run, wrote PROGRESS and a running record, then died."""
+    for p in broker_folders(lab.settings)["queue"].glob("*.train.msg"):
+        p.unlink()
+    backend = app_for(lab.settings).backend
+    backend.store_result(run_id, {"attempt": 0, "step": 3, "heartbeat": 1.0, "worker": "w@x"}, "PROGRESS")
+    lab.store.put(lab.store.run(run_id).model_copy(update={"status": "running", "worker": "w@x"}))
+
+
+def _two_reapers_requeue_once(lab: Lab) -> None:
+    run_id = submit.submit(tiny())
+    _lost(lab, run_id)
+    clock = FakeClock()
+    reapers = [Reaper(lab.settings, clock=clock), Reaper(lab.settings, clock=clock)]
+    for r in reapers:
+        r.name += f"-{id(r)}"
+        r.tick()
+    clock.t += 5
+    did = [r.tick()["requeued"] for r in reapers]
+    assert sorted(did) == [[], [run_id]]
+    history = lab.store.history(run_id)
+    assert history["attempt"].to_list().count(1) == 1
+
+
+def test_two_recorders_requeue_a_lost_run_once_embedded(lab: Lab):
+    _two_reapers_requeue_once(lab)
+    assert len(_messages(lab)) == 1
+
+
+@pytest.mark.redis
+@pytest.mark.redis_db(11)
+def test_two_recorders_requeue_a_lost_run_once_redis(redis_lab: Lab):
+    import redis
+
+    run_id = submit.submit(tiny())
+    r = redis.from_url(redis_lab.settings.broker_url)
+    r.delete("train")  # the worker took it
+    backend = app_for(redis_lab.settings).backend
+    backend.store_result(run_id, {"attempt": 0, "step": 3, "heartbeat": 1.0, "worker": "w@x"}, "PROGRESS")
+    redis_lab.store.put(redis_lab.store.run(run_id).model_copy(update={"status": "running", "worker": "w@x"}))
+    clock = FakeClock()
+    reapers = [Reaper(redis_lab.settings, clock=clock) for _ in range(2)]
+    for i, rp in enumerate(reapers):
+        rp.name += f"-{i}"
+        rp.tick()
+    clock.t += 5
+    assert sorted(rp.tick()["requeued"] for rp in reapers) == [[], [run_id]]
+    assert r.llen("train") == 1
+    r.close()
+
+
+def test_a_file_where_the_broker_folder_belongs_is_one_line(lab: Lab, capsys):
+    (lab.home / "broker").mkdir()
+    (lab.home / "broker" / "queue").touch()
+    with pytest.raises(submit.BrokerUnavailable, match="not a folder"):
+        submit.submit(tiny())
+    assert lab.store.runs().height == 0  # the queued record was withdrawn
+    assert main(["submit", "--n-neurons", "8", "--d-m", "3", "--steps", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a folder" in err[0]
+
+
+@pytest.mark.parametrize("bad", [[1, 2, 3], "text", 7, None])
+def test_a_spec_that_is_not_a_mapping_is_a_value_error(lab: Lab, bad):
+    with pytest.raises(ValueError, match="a spec is a RunSpec or a dict"):
+        submit.submit(bad)
+    assert _messages(lab) == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("run_id", "../escape"), ("run_id", "r" * 300),
+                                               ("checkpoint_dir", "/tmp/outside"), ("checkpoint_dir", "../../up")])
+def test_paths_in_a_spec_cannot_leave_their_folders(lab: Lab, field, value):
+    with pytest.raises(ValueError, match=field):
+        submit.submit(tiny(**{field: value}))
+    assert _messages(lab) == [] and lab.store.runs().height == 0
+
+
+def test_an_edited_export_cannot_turn_local_runs_into_reference_runs(lab: Lab, tmp_path: Path):
+    run_id = submit.submit(tiny())
+    out = tmp_path / "runs.csv"
+    lab.store.export(str(out), "csv")
+    out.write_text(out.read_text().replace(",elmlab,", ",reference,"))
+    with pytest.raises(ValueError, match=f"row 1: run '{run_id}' is a elmlab run here"):
+        lab.store.import_records(out)
+    assert not lab.store.is_reference(run_id)
+    submit.cancel(run_id)  # still an ordinary run: cancellable
+    assert lab.status(run_id) == "cancelled"
+
+
+def test_a_cancel_that_fails_leaves_no_marker(lab: Lab):
+    lab.store.import_reference_csv()
+    ref = lab.store.runs(source="reference")["run_id"][0]
+    with pytest.raises(ValueError, match="reference"):
+        submit.cancel(ref)
+    assert state.cancel_requested(app_for(lab.settings).backend, ref) is None
+    assert lab.store.run(ref).source == "reference" and lab.store.runs(source="elmlab").height == 0
