@@ -255,19 +255,24 @@ def _gpu_workers(args: argparse.Namespace, queues: str) -> int:
 
 def cmd_recorder(args: argparse.Namespace) -> int:
     from elm_core.settings import get_settings
+    from elmlab.lock import instance_lock
     from workers.celery_app import app, ensure_dirs
     from workers.reaper import Reaper
 
-    ensure_dirs(get_settings())
-    reaper = None if args.no_reaper else Reaper()
-    if reaper is not None:
-        reaper.start()
+    settings = get_settings()
+    ensure_dirs(settings)
     hostname = args.hostname or f"recorder-{os.getpid()}@%h"
-    try:
-        app.worker_main(_celery_argv("results", 1, "solo", hostname, args.loglevel, args.logfile))
-    finally:
+    # One recorder per home; recorders of one broker on other machines are safe too (records are
+    # idempotent, reaping is claimed per lost attempt: workers/state.py).
+    with instance_lock(settings.home / "recorder.lock", hostname, "a recorder"):
+        reaper = None if args.no_reaper else Reaper()
         if reaper is not None:
-            reaper.stop()
+            reaper.start()
+        try:
+            app.worker_main(_celery_argv("results", 1, "solo", hostname, args.loglevel, args.logfile))
+        finally:
+            if reaper is not None:
+                reaper.stop()
     return 0
 
 

@@ -2,7 +2,9 @@
 
     elmlab up [--port 8501] [--host 127.0.0.1] [--no-browser] [--read-only] [--no-worker]
 
-Each child runs in its own process group with its output in $ELMLAB_HOME/logs/<name>.log. A child
+One `elmlab up` per home: a second one is refused, naming the first (a lock held while it lives).
+Each child runs in its own process group with its output in $ELMLAB_HOME/logs/<name>.log, and is
+killed by the kernel if `elmlab up` dies without stopping it (kill -9 included). A child
 that dies during start-up stops everything with its log's tail and exit status 1; one that dies
 later is started again (at most MAX_RESTARTS times). Ctrl-C or SIGTERM: SIGTERM to every child's
 group, SIGKILL to what is left after GRACE_S seconds. A run that was training is picked up again by
@@ -23,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elmlab.cli import UsageError
+from elmlab.lock import die_with_parent, instance_lock
 
 APP = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
 START_TIMEOUT_S = 60.0
 SETTLE_S = 3.0
 GRACE_S = 8.0
 MAX_RESTARTS = 5
+UP_LOCK = "up.lock"  # in $ELMLAB_HOME: one `elmlab up` per home (elmlab/lock.py)
 
 
 @dataclass
@@ -46,7 +50,8 @@ class Child:
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} elmlab up: starting {self.name}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=die_with_parent())
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:
@@ -133,8 +138,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be between 1 and 65535, not {args.port}")
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    if _port_open(args.host, args.port):
-        raise UsageError(f"port {args.port} on {args.host} is already in use; pick another with --port")
+    url_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
+    url = f"http://{url_host}:{args.port}"
+    with instance_lock(settings.home / UP_LOCK, url, "ELM Lab (elmlab up)"):
+        if _port_open(args.host, args.port):
+            raise UsageError(f"port {args.port} on {args.host} is already in use; pick another with --port")
+        return _supervise(args, settings, url)
+
+
+def _supervise(args: argparse.Namespace, settings, url: str) -> int:
     children = _children(args, settings)
 
     stopping = {"signal": None}
@@ -146,8 +158,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         for c in children:
             c.start()
-        url_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
-        url = f"http://{url_host}:{args.port}"
         deadline = time.monotonic() + START_TIMEOUT_S
         while stopping["signal"] is None:  # start-up: every child alive, the dashboard answering
             dead = [c for c in children if not c.alive()]

@@ -1,0 +1,71 @@
+"""`elmlab up` and `elmlab recorder`: one per home, and their children never outlive them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from elmlab.cli import UsageError, main
+from elmlab.lock import instance_lock
+
+
+def test_a_second_instance_on_one_home_is_refused_naming_the_first(tmp_path: Path):
+    lock = tmp_path / "up.lock"
+    with instance_lock(lock, "http://localhost:8501", "ELM Lab (elmlab up)"):
+        with pytest.raises(UsageError, match=rf"already running .*pid {os.getpid()}, http://localhost:8501"):
+            with instance_lock(lock, "http://localhost:8600", "ELM Lab (elmlab up)"):
+                pass
+    with instance_lock(lock, "again", "ELM Lab (elmlab up)"):  # released with its holder
+        pass
+
+
+def test_a_stale_lock_of_a_killed_instance_is_taken_over(tmp_path: Path):
+    lock = tmp_path / "up.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from elmlab.lock import instance_lock\n"
+        f"with instance_lock(Path({str(lock)!r}), 'x', 'y'):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UsageError, match=f"pid {holder.pid}"):
+        with instance_lock(lock, "z", "y"):
+            pass
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+    with instance_lock(lock, "z", "y"):  # the file is still there, the lock is not
+        assert lock.exists()
+
+
+def test_elmlab_up_refuses_a_second_instance_in_one_line(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("ELMLAB_HOME", str(tmp_path))
+    with instance_lock(tmp_path / "up.lock", "http://localhost:8501", "ELM Lab (elmlab up)"):
+        assert main(["up", "--no-browser", "--port", "8999"]) == 2
+    err = capsys.readouterr().err.splitlines()[0]
+    assert "already running" in err and f"pid {os.getpid()}" in err
+
+
+def test_children_die_with_a_supervisor_killed_with_sigkill():
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; from elmlab.lock import die_with_parent\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True,"
+        " preexec_fn=die_with_parent())\n"
+        "print(c.pid, flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    parent.stdout.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the child outlived its killed parent")
