@@ -33,6 +33,7 @@ RECORD_TASK = "workers.tasks.record_run"
 VISIBILITY_TIMEOUT_S = 2 * 24 * 3600
 RESULT_EXPIRES_S = 7 * 24 * 3600  # longer than the visibility timeout: attempt markers outlive stale messages
 CONNECT_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 3.0  # a healthy Redis answers in milliseconds; a hung one fails a submit within seconds
 EMBEDDED_POLL_S = 0.25
 
 
@@ -78,7 +79,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             store_processed=False, polling_interval=EMBEDDED_POLL_S,
         )
     else:
-        transport.update(socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=10.0)
+        transport.update(socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S)
     exchange = Exchange("elmlab", type="direct")
     return dict(
         broker_url=broker_url(settings),
@@ -86,7 +87,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         broker_transport_options=transport,
         result_backend_transport_options={"socket_connect_timeout": CONNECT_TIMEOUT_S},
         redis_socket_connect_timeout=CONNECT_TIMEOUT_S,
-        redis_socket_timeout=10.0,
+        redis_socket_timeout=SOCKET_TIMEOUT_S,
         broker_connection_timeout=CONNECT_TIMEOUT_S,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

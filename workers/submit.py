@@ -41,6 +41,12 @@ __all__ = [
 ]
 
 
+# No retry of a publish that timed out: with the 2 s connect and 3 s socket timeouts
+# (workers/celery_app.py) a hung broker fails a submit within about 3 seconds (docs/queue.md). A
+# pooled connection that a broker restart closed is reconnected by redis-py itself.
+PUBLISH_RETRY = {"max_retries": 0, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2}
+
+
 class BrokerUnavailable(RuntimeError):
     """The broker (or the result backend) cannot be reached; nothing was queued or recorded."""
 
@@ -108,7 +114,7 @@ def publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt:
         app.send_task(
             celery_app.TRAIN_TASK, kwargs={"spec": spec_json, "attempt": attempt, "created_at": created_at},
             task_id=run_id, queue=celery_app.route_for(device, spec_json.get("queue")), ignore_result=True,
-            retry=True, retry_policy=state.FAST_RETRY,
+            retry=True, retry_policy=PUBLISH_RETRY,
         )
     except transient_errors() as exc:
         raise _unavailable(settings, exc) from None

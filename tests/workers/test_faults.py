@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,7 @@ from pydantic import SecretStr
 
 from elm_core.store import Store
 from elmlab.cli import main
-from tests.workers.conftest import Lab, tiny
+from tests.workers.conftest import Lab, tiny, wait_for
 from workers import signing, spool, state, submit
 from workers.celery_app import app_for, broker_folders
 from workers.reaper import Reaper
@@ -231,3 +235,35 @@ def test_a_cancel_that_fails_leaves_no_marker(lab: Lab):
         submit.cancel(ref)
     assert state.cancel_requested(app_for(lab.settings).backend, ref) is None
     assert lab.store.run(ref).source == "reference" and lab.store.runs(source="elmlab").height == 0
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server to start a throwaway broker")
+def test_a_hung_broker_fails_a_submit_within_seconds_leaving_nothing(lab: Lab, tmp_path: Path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        monkeypatch.setenv("ELMLAB_BROKER_URL", f"redis://127.0.0.1:{port}/0")
+        wait_for(lambda: _answers(port), 10, "the throwaway redis-server")
+        first = submit.submit(tiny())
+        server.send_signal(signal.SIGSTOP)  # hung: connections are accepted, nothing is answered
+        t0 = time.monotonic()
+        with pytest.raises(submit.BrokerUnavailable, match="Timeout"):
+            submit.submit(tiny(seed=1))
+        assert time.monotonic() - t0 < 4.5
+        assert lab.store.runs()["run_id"].to_list() == [first]  # the refused run left no record
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
