@@ -8,13 +8,15 @@ schedule), cross-entropy on every step, metric BPC = CE / ln 2; the final test p
 over the test split with the state carried throughout.
 Spike tasks (shd, shd-adding, synthetic-adding): cross-entropy on the last step, metric accuracy.
 Both: Adam(ax) with linear warm-up then cosine decay to 0, gradient-norm clipping, label smoothing,
-variational dropout from the config. A non-finite loss ends the run `failed` (reason `diverged`);
+variational dropout from the config. A non-finite loss, a training loss well above the untrained
+model's after warm-up, or a test BPC worse than chance ends the run `failed` (reason `diverged...`);
 `should_stop()` ends it `cancelled` with its partial curve. Never raises for a run that fails
 while training; invalid specs and missing data raise ValueError before any work starts.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -45,6 +47,12 @@ from elm_core.spec import RunSpec
 from elm_core.workspace import clear_workspace
 
 LN2 = math.log(2.0)
+# Divergence beyond NaN: after warm-up, the mean training loss of the last DIVERGE_WINDOW steps above
+# the untrained model's loss ln(n_out) by more than DIVERGE_MARGIN nats (a run that learns anything
+# sits below ln(n_out)); or a final test BPC above log2(n_out) by as much. Either ends the run failed,
+# "diverged", and the fits (which take done runs only) never see it.
+DIVERGE_WINDOW = 20
+DIVERGE_MARGIN = 1.0
 log = logging.getLogger("elmlab.train")
 Progress = Callable[[dict[str, Any]], None]
 
@@ -61,6 +69,11 @@ def pick_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+def diverged(recent_losses: collections.deque[float], chance_loss: float) -> bool:
+    """Whether a full window of training losses (nats) averages more than DIVERGE_MARGIN above chance."""
+    return len(recent_losses) == recent_losses.maxlen and float(np.mean(recent_losses)) > chance_loss + DIVERGE_MARGIN
 
 
 def lr_factor(step: int, warmup: int, horizon: int) -> float:
@@ -245,6 +258,8 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
     evaluate = _evaluator(model, task, proto, device)
     best_valid: float | None = None
     step = start_step
+    chance_loss = math.log(cfg.n_out)  # the cross-entropy of a uniform prediction
+    recent: collections.deque[float] = collections.deque(maxlen=DIVERGE_WINDOW)
     try:
         for step_i, (x, y, keep) in enumerate(batches):
             if step_i < start_step:
@@ -274,6 +289,11 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
             sched.step()
             tokens += y.numel() if task.kind == "char" else x.shape[0] * x.shape[1]
             plain = F.cross_entropy(flat.detach(), target).item()
+            recent.append(plain)
+            if step >= (proto["warmup_steps"] or 0) + DIVERGE_WINDOW and diverged(recent, chance_loss):
+                raise _Stop("failed", f"diverged: mean training loss {np.mean(recent):.3g} nats over the last "
+                                      f"{DIVERGE_WINDOW} steps exceeds the untrained model's ln({cfg.n_out}) = "
+                                      f"{chance_loss:.3g} by more than {DIVERGE_MARGIN} (step {step})")
             train_losses.append(plain / LN2 if task.kind == "char" else float((flat.argmax(-1) == target)
                                                                               .float().mean()))
             now = time.perf_counter()
@@ -296,6 +316,10 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
         record.best_valid_metric = _better(best_valid, record.valid_metric, task.metric_name)
         _add_final_point(curve, total_steps, tokens, time.perf_counter() - t0, train_losses, record.valid_metric)
         record.status, record.reason = "done", None
+        if task.kind == "char" and record.test_metric > (chance_loss + DIVERGE_MARGIN) / LN2:
+            record.status = "failed"
+            record.reason = (f"diverged: test BPC {record.test_metric:.4g} is worse than chance, "
+                             f"log2({cfg.n_out}) = {chance_loss / LN2:.3g}, by more than {DIVERGE_MARGIN / LN2:.2g}")
     except _Stop as stop:
         record.status, record.reason = stop.status, stop.reason
     except (RuntimeError, FloatingPointError) as exc:  # e.g. out of memory: the run fails, the caller lives

@@ -195,3 +195,14 @@ def test_paper_presets_hold_the_reference_protocol():
     s = PRESETS["shd-adding-paper"]
     assert (s["optimizer"], s["lr"], s["epochs"], s["batches_per_epoch"]) == ("adamax", 5e-3, 70, 2000)
     assert s["model"]["input_dropout"] == 0.2 and s["model"]["p_rec"] == 0.25
+
+
+@pytest.mark.parametrize("lr", [100.0, 1e4])
+def test_a_diverging_learning_rate_fails_the_run_as_diverged(lr):
+    record = train(RunSpec(**{**TINY, "steps": 25, "warmup_steps": 2, "lr": lr}))
+    assert record.status == "failed" and record.reason.startswith("diverged"), record.reason
+
+
+def test_a_sane_learning_rate_is_not_called_diverged():
+    record = train(RunSpec(**{**TINY, "steps": 25, "warmup_steps": 2}))
+    assert record.status == "done", record.reason
