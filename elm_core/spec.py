@@ -144,7 +144,7 @@ class RunSpec(BaseModel):
         """A budget is a count: True is not 1, and inf or 1e30 is refused by name, not by an overflow."""
         if isinstance(v, bool):
             raise ValueError("must be a whole number of parameters, not a boolean")
-        if isinstance(v, float) and (not math.isfinite(v) or v > MAX_BUDGET):
+        if isinstance(v, (int, float)) and (not math.isfinite(v) or v > MAX_BUDGET):
             raise ValueError(f"must be at most {MAX_BUDGET:.0e} parameters (got {v:g})")
         return v
 

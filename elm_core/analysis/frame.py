@@ -122,12 +122,16 @@ def read_runs(path: str | Path) -> pl.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        df = pl.read_parquet(path)
-    elif suffix in (".jsonl", ".ndjson"):
-        df = pl.read_ndjson(path)
-    else:
-        df = pl.read_csv(path, infer_schema_length=10000)
+    try:
+        if suffix == ".parquet":
+            df = pl.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pl.read_ndjson(path)
+        else:
+            df = pl.read_csv(path, infer_schema_length=10000)
+    except (pl.exceptions.PolarsError, OSError) as exc:  # empty, truncated, not a table
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: cannot read runs from it ({detail})") from None
     return normalize_frame(df)
 
 

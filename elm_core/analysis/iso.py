@@ -336,6 +336,8 @@ def fit_iso(
     runs = done_runs(df, metric, [x])
     xv = runs[x].cast(pl.Float64).to_numpy()
     yv = runs[metric].cast(pl.Float64).to_numpy()
+    if runs.height == 0 and df.height > 0 and metric in df.columns:
+        raise ValueError(f"no done run has a finite {metric} (NaN or infinite in all {df.height} rows); nothing to fit")
     if np.unique(xv).size < 3:
         raise ValueError(f"an iso-budget fit needs at least 3 distinct values of {x}; got {np.unique(xv).size}")
     if budget is None:

@@ -18,6 +18,7 @@ classes; a and b are drawn independently and uniformly from the split.
 from __future__ import annotations
 
 import gzip
+import math
 import shutil
 import zlib
 from collections.abc import Iterator
@@ -43,8 +44,11 @@ _READ_CHUNK = 1024  # samples read from the h5 file at a time
 
 
 def n_bins_for(bin_ms: float, max_time_s: float) -> int:
+    for name, v in (("bin_ms", bin_ms), ("max_time_s", max_time_s)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name}={v!r} must be a finite number > 0")
     n = max_time_s * 1000.0 / bin_ms
-    if bin_ms <= 0 or max_time_s <= 0 or abs(n - round(n)) > 1e-6:
+    if abs(n - round(n)) > 1e-6:
         raise ValueError(f"max_time_s={max_time_s} must be a positive whole number of bin_ms={bin_ms} bins")
     return round(n)
 

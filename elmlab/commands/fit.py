@@ -178,6 +178,12 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     )
     obj = {"groups": [f.to_dict(curve=getattr(args, "curve", False)) for f in fits]}
     if not fits:
+        from elm_core.analysis.frame import done_runs, fit_metric
+
+        metric = fit_metric(df, args.metric)
+        if df.height and metric in df.columns and done_runs(df, metric).height == 0:
+            raise ValueError(f"no done run has a finite {metric} (NaN or infinite in all {df.height} rows); "
+                             "nothing to fit")
         return obj, [f"no iso-budget group with 3 or more distinct values of {args.x}"]
     direction = "maximised" if fits[0].maximize else "minimised"
     lines = [

@@ -136,7 +136,7 @@ def test_checkpoint_paths_cannot_leave_the_checkpoint_folder(field, value):
 @pytest.mark.parametrize("budget", [True, float("inf"), 1e30, 3_000_000_000])
 def test_a_budget_beyond_the_documented_maximum_or_not_a_count_is_refused(budget):
     payload = {k: v for k, v in TINY.items() if k != "n_neurons"}
-    with pytest.raises(ValueError, match=r"budget: (must|Input should be less than)"):
+    with pytest.raises(ValueError, match=r"budget: must"):
         parse_spec({**payload, "budget": budget})
 
 
