@@ -169,7 +169,7 @@ def test_two_recorders_requeue_a_lost_run_once_embedded(lab: Lab):
 
 
 @pytest.mark.redis
-@pytest.mark.redis_db(11)
+@pytest.mark.redis_db(7)
 def test_two_recorders_requeue_a_lost_run_once_redis(redis_lab: Lab):
     import redis
 
