@@ -26,6 +26,7 @@ from elm_core.analysis import (
     pareto_frontier,
     suggest_next_runs,
 )
+from elm_core.analysis.frame import on_curve
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ NO_RUNS = "no finished runs with this metric"
 def fit_frame(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     """Done runs with `metric`, seeds collapsed (mean, <metric>_std, n_seeds, run_ids), grouped into
     iso-budget groups (`iso_budget`)."""
-    runs = done_runs(frame, metric) if metric in frame.columns else frame.clear()
+    runs = on_curve(done_runs(frame, metric))[0] if metric in frame.columns else frame.clear()
     if runs.height == 0:
         return runs.with_columns(pl.lit(None, dtype=pl.Float64).alias("iso_budget"),
                                  pl.lit(None, dtype=pl.UInt32).alias("n_seeds"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import warnings
 from typing import Any
 
@@ -84,6 +85,8 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--json", action="store_true", default=d(False), help="print JSON only")
     parser.add_argument("--n-boot", type=int, default=d(200), help="bootstrap replicates (default 200)")
     parser.add_argument("--seed", type=int, default=d(0), help="bootstrap seed (default 0)")
+    parser.add_argument("--keep-off-curve", action="store_true", default=d(False),
+                        help="fit runs with fewer than 8 neurons or under 95%% of their budget too")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,6 +112,13 @@ def _load(args: argparse.Namespace) -> pl.DataFrame:
     if "status" in df.columns:
         df = df.filter(pl.col("status") == "done")
     from elm_core.analysis import fit_metric
+    from elm_core.analysis.frame import on_curve
+
+    if not args.keep_off_curve:
+        df, dropped = on_curve(df)
+        if dropped and not args.json:
+            print(f"left out {dropped} run(s) off the iso-budget curve (fewer than 8 neurons or under 95% of "
+                  "the budget); --keep-off-curve keeps them", file=sys.stderr)
 
     args.metric = fit_metric(df, args.metric)
     if args.metric not in df.columns:

@@ -65,6 +65,22 @@ def _sweep_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in SWEEP_PASS if getattr(args, name, None) is not None}
 
 
+def _screen(specs: list) -> list:
+    """Drop the designs an iso-budget curve should not contain (elm_core.sweeps.screen), saying why."""
+    from elm_core import sweeps
+    from elm_core.data import get_task
+    from elm_core.settings import get_settings
+
+    task = get_task(specs[0].task, get_settings().data_path, **specs[0].resolved_task_options())
+    kept, skipped = sweeps.screen(specs, n_in=task.n_in, n_out=task.n_out, kind=task.kind)
+    for spec, why in skipped:
+        print(f"skipped (budget {spec.budget:,}, seed {spec.seed}): {why}", file=sys.stderr)
+    if not kept:
+        raise UsageError("every design of this sweep was skipped; widen the budget or narrow --d-m-values "
+                         "(or pass --keep-off-curve)")
+    return kept
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from elm_core import sweeps
     from workers.submit import BrokerUnavailable, ReadOnlyError, submit_many
@@ -82,6 +98,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         fixed = {**fields, **{k: getattr(args, k) for k in ("budget", "d_m", "n_neurons")
                               if getattr(args, k) is not None and k != args.axis}}
         specs = sweeps.axis_sweep(args.task, args.axis, args.values, seeds, sweep_id=args.sweep_id, **fixed)
+    if args.kind in ("iso", "ladder") and not args.keep_off_curve:
+        specs = _screen(specs)
     if args.dry_run:
         print(json.dumps([s.model_dump(mode="json", exclude_none=True) for s in specs], indent=2))
         return 0
@@ -271,6 +289,9 @@ def cmd_recorder(args: argparse.Namespace) -> int:
     return 0
 
 
+N_MIN = 8  # elm_core.sweeps.N_MIN, spelled here so that building the parser imports no torch
+
+
 def register(sub) -> None:
     p = sub.add_parser("submit", help="queue one run (prints its run id)")
     add_spec_arguments(p)
@@ -286,6 +307,9 @@ def register(sub) -> None:
         k.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default 0)")
         k.add_argument("--sweep-id", help="default: <kind>-<random hex>")
         k.add_argument("--dry-run", action="store_true", help="print the specs as JSON; queue nothing")
+        if kind != "axis":
+            k.add_argument("--keep-off-curve", action="store_true",
+                           help=f"queue designs with fewer than {N_MIN} neurons or under 95%% of their budget too")
         types = dict(SPEC_FLAGS)
         for name in SWEEP_PASS:
             k.add_argument("--" + name.replace("_", "-"), dest=name, type=types[name], default=None)
