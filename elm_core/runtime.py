@@ -13,7 +13,8 @@ After a fatal device error (an illegal memory access, a device-side assert, a la
 context of the process is unusable: every later run in it would fail. `note_device_error` records such an
 error, `device_lost()` tells the worker, which then exits with DEVICE_LOST_EXIT for its supervisor (the
 prefork pool, `elmlab worker --gpus`, or the service manager) to start a fresh process. An out-of-memory
-error is not fatal: the run fails, the allocator's cache is emptied, the process goes on.
+error is not fatal: the run fails, and as after every CUDA run the allocator's cache is emptied once the
+run's tensors are gone (`run_globals`), so the next run starts with the whole device.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def run_globals(seed: int, precision: str, device: torch.device) -> Iterator[Non
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det, warn_only=det_warn)
         torch.set_rng_state(saved_rng)
+        if cuda and not _lost:  # the run's tensors are gone by now: give their cached blocks back (after OOM too)
+            torch.cuda.empty_cache()
         if saved_cuda_rng is not None and not _lost:
             torch.cuda.set_rng_state_all(saved_cuda_rng)
 
@@ -93,12 +96,10 @@ def is_fatal_device_error(exc: BaseException) -> bool:
     return any(marker in text for marker in FATAL_MARKERS)
 
 
-def note_device_error(exc: BaseException, device: torch.device) -> None:
-    """After a run failed with `exc`: empty the CUDA cache after out-of-memory, remember a fatal error."""
+def note_device_error(exc: BaseException) -> None:
+    """After a run failed with `exc`: remember it if it was a fatal device error."""
     if is_fatal_device_error(exc):
         _lost.append(f"{type(exc).__name__}: {exc}")
-    elif is_out_of_memory(exc) and device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def device_lost() -> str | None:

@@ -301,7 +301,7 @@ def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progres
         record.status, record.reason = stop.status, stop.reason
     except (RuntimeError, FloatingPointError) as exc:  # e.g. out of memory: the run fails, the caller lives
         record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
-        note_device_error(exc, device)  # a fatal CUDA error: the worker must exit (elm_core.runtime)
+        note_device_error(exc)  # a fatal CUDA error: the worker must exit (elm_core.runtime)
     finally:
         clear_workspace()  # a worker outlives its runs: give back the scans' pooled buffers
     if record.status == "cancelled":
