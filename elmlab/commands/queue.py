@@ -215,9 +215,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     ensure_dirs(get_settings())
 
+    from elm_core.runtime import DEVICE_LOST_EXIT, device_lost
+
     hostname = args.hostname or f"worker-{os.getpid()}@%h"
-    app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
-    return 0
+    code = 0
+    try:
+        app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
+    # a solo worker ran the runs itself: after a fatal device error it must exit non-zero to be restarted
+    return DEVICE_LOST_EXIT if device_lost() else code
 
 
 def gpu_masks(n_gpus: int, inherited: str | None) -> list[str]:
