@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "queue",
     "up",
     "demo",
+    "gpu",
 )
 
 

@@ -11,6 +11,9 @@ train_run (queue `train`, or `gpu` for CUDA specs), on a worker that never opens
     4. send the final record (done, failed or cancelled with its partial curve) to `record_run` and
        keep it as the task's SUCCESS result, from which the reaper can recover a lost record.
        A run superseded by a newer attempt stops and records nothing.
+    5. after a fatal device error (elm_core.runtime: the CUDA context is broken) the process exits with
+       DEVICE_LOST_EXIT once the failed record is sent and the task's SUCCESS state stored (so that the
+       message is acknowledged, not redelivered); its supervisor starts a fresh one.
 record_run (queue `results`, in the recorder): write a record into the store, unless its attempt
 is older than the run's latest recorded attempt (see docs/queue.md, "Exactly once").
 """
@@ -195,13 +198,17 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
             record = train(run_spec, on_progress=heartbeat.progress, should_stop=heartbeat.should_stop,
                            data_dir=settings.data_path, progress_every_s=min(1.0, settings.heartbeat_s))
         except Exception as exc:  # anything train() did not turn into a record
+            from elm_core.runtime import note_device_error
+
             log.exception("run %s failed", run_id)
+            note_device_error(exc)
             record = running.model_copy(update={"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
                                                 "updated_at": time.time()})
     finally:
         heartbeat.stop()
     if heartbeat.superseded.is_set():
         log.info("run %s: attempt %d superseded while running; nothing recorded", run_id, attempt)
+        _exit_if_device_lost(run_id)
         return {"run_id": run_id, "dropped": "superseded"}
     record.attempt, record.worker = attempt, running.worker
     if created_at:
@@ -214,7 +221,18 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
         backend.store_result(run_id, final, "SUCCESS")
     except Exception as exc:  # the record is on its way; the stored state is a convenience
         log.warning("run %s: could not store the final state: %s", run_id, exc)
+    _exit_if_device_lost(run_id)
     return {"run_id": run_id, "status": record.status, "attempt": attempt}
+
+
+def _exit_if_device_lost(run_id: str) -> None:
+    """Leave the process after a fatal device error: every later run in it would fail on the broken context."""
+    from elm_core.runtime import DEVICE_LOST_EXIT, device_lost
+
+    lost = device_lost()
+    if lost is not None:
+        log.error("run %s: fatal device error (%s); this worker process exits for a fresh one", run_id, lost)
+        raise SystemExit(DEVICE_LOST_EXIT)
 
 
 def record_is_stale(store, record: RunRecord) -> bool:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from typing import Any
 
 from elmlab.cli import UsageError
@@ -221,6 +222,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          "lower-case letters, digits, - and _ (results is the recorder's)")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if args.pool == "threads" and args.concurrency > 1:
+        raise UsageError("--pool threads runs several runs in one process, which share its seed, precision flags "
+                         "and buffer pool: use --pool prefork for --concurrency above 1")
     if args.gpus is not None:
         return _gpu_workers(args, queues)
     os.environ["ELMLAB_WORKER_CONCURRENCY"] = str(args.concurrency)
@@ -229,18 +233,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     ensure_dirs(get_settings())
 
+    from elm_core.runtime import DEVICE_LOST_EXIT, device_lost
+
     hostname = args.hostname or f"worker-{os.getpid()}@%h"
-    app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
-    return 0
+    code = 0
+    try:
+        app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
+    # a solo worker ran the runs itself: after a fatal device error it must exit non-zero to be restarted
+    return DEVICE_LOST_EXIT if device_lost() else code
 
 
-def gpu_worker_commands(n_gpus: int, queues: str, pid: int) -> list[tuple[list[str], dict[str, str]]]:
+def gpu_masks(n_gpus: int, inherited: str | None) -> list[str]:
+    """CUDA_VISIBLE_DEVICES for each of n_gpus worker processes: the i-th GPU this process may see.
+
+    Without an inherited mask that is GPU i; with one (e.g. "2,3", or GPU UUIDs) it is the i-th entry
+    of that mask, so that the workers stay on the GPUs this process was given. ValueError when fewer are visible.
+    """
+    if inherited is None:
+        return [str(i) for i in range(n_gpus)]
+    visible = [d.strip() for d in inherited.split(",") if d.strip()]
+    if n_gpus > len(visible):
+        raise ValueError(f"--gpus {n_gpus}: CUDA_VISIBLE_DEVICES={inherited!r} leaves {len(visible)} GPU(s) visible")
+    return visible[:n_gpus]
+
+
+def gpu_worker_commands(n_gpus: int, queues: str, pid: int,
+                        inherited: str | None = None) -> list[tuple[list[str], dict[str, str]]]:
     """One worker process per GPU: (argv, extra environment) with CUDA_VISIBLE_DEVICES pinning each to one GPU."""
     queues = queues if "gpu" in queues.split(",") else f"gpu,{queues}"
     return [
         ([sys.executable, "-m", "elmlab", "worker", "--queues", queues, "--concurrency", "1",
-          "--hostname", f"gpu{i}-{pid}@%h"], {"CUDA_VISIBLE_DEVICES": str(i)})
-        for i in range(n_gpus)
+          "--hostname", f"gpu{i}-{pid}@%h"], {"CUDA_VISIBLE_DEVICES": mask})
+        for i, mask in enumerate(gpu_masks(n_gpus, inherited))
     ]
 
 
@@ -258,16 +284,32 @@ def _gpu_workers(args: argparse.Namespace, queues: str) -> int:
         raise UsageError(f"--gpus takes a number or 'all', not {args.gpus!r}")
     if n < 1:
         raise UsageError("--gpus: no CUDA device is visible on this machine")
-    procs = [subprocess.Popen(argv, env={**os.environ, **env})
-             for argv, env in gpu_worker_commands(n, queues, os.getpid())]
+    from elm_core.runtime import DEVICE_LOST_EXIT
+
+    commands = gpu_worker_commands(n, queues, os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    procs = [subprocess.Popen(argv, env={**os.environ, **env}) for argv, env in commands]
     print(f"started {n} GPU worker(s): one process per GPU", file=sys.stderr)
     try:
-        return max(p.wait() for p in procs)
+        codes: list[int] = []
+        while any(p is not None for p in procs):
+            time.sleep(1.0)
+            for i, p in enumerate(procs):
+                if p is None or p.poll() is None:
+                    continue
+                if p.returncode == DEVICE_LOST_EXIT:  # a broken CUDA context: a fresh process for that GPU
+                    print(f"GPU worker {i} exited after a device error; starting it again", file=sys.stderr)
+                    procs[i] = subprocess.Popen(commands[i][0], env={**os.environ, **commands[i][1]})
+                else:
+                    codes.append(p.returncode)
+                    procs[i] = None
+        return max(codes)
     except KeyboardInterrupt:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p is not None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
-            p.wait()
+            if p is not None:
+                p.wait()
         return 130
 
 

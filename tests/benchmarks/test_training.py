@@ -51,8 +51,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(capsys):
     assert "CUDA" in capsys.readouterr().err
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_bench_runs_on_cuda(capsys):
     assert main(["bench", "--json", "--device", "cuda", "--configs", "small", "--steps", "2", "--warmup", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
