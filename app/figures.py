@@ -18,6 +18,7 @@ import polars as pl
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from app.curves import best_so_far, smooth
 from app.fits import NoFit
 from app.text import human, label
 from elm_core.analysis import CapacityFit, IsoFit, ParetoResult, ScalingFit
@@ -332,31 +333,49 @@ def curves_figure(
     metric_name: str | None = "bpc",
     log_x: bool = False,
     log_y: bool = False,
+    smoothing: float = 0.0,
+    best: bool = False,
+    empty_text: str = "No learning curve recorded yet.",
 ) -> go.Figure:
     """Learning curves of several runs overlaid (columns label, step, tokens, wall_time_s, train_loss,
     valid_metric): training loss as lines, validation as markers. The record's training loss is a
     cross-entropy in nats; for BPC runs it is drawn in bits (/ ln 2) beside the validation BPC, for
-    accuracy runs the validation accuracy gets its own axis on the right."""
+    accuracy runs the validation accuracy gets its own axis on the right. `smoothing` > 0 draws the
+    training loss as its bias-corrected moving average (app.curves.smooth) over the raw line, faded;
+    `best` adds the best validation so far as a step line (the value early stopping would keep)."""
     accuracy = metric_name == "accuracy"
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     if curves.height == 0:
-        _empty(fig, "No learning curve recorded yet.")
+        _empty(fig, empty_text)
     scale = 1.0 if accuracy else 1.0 / np.log(2.0)
     for i, (name, group) in enumerate(curves.group_by("label", maintain_order=True)):
         color = PALETTE[i % len(PALETTE)]
         group = group.sort(x)
+        name = str(name[0])
+        train = (group["train_loss"] * scale).to_numpy()
+        line = dict(x=group[x].to_list(), mode="lines", legendgroup=name)
+        if smoothing > 0:
+            fig.add_trace(go.Scatter(**line, y=train.tolist(), name=f"{name} train (raw)", opacity=0.3,
+                                     line=dict(color=color, width=1), showlegend=False, hoverinfo="skip"),
+                          secondary_y=False)
         fig.add_trace(go.Scatter(
-            x=group[x].to_list(), y=(group["train_loss"] * scale).to_list(), mode="lines", name=f"{name[0]} train",
-            line=dict(color=color), legendgroup=str(name[0]),
-            hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>train = %{{y:.4f}}<extra></extra>",
+            **line, y=smooth(train, smoothing).tolist(), name=f"{name} train", line=dict(color=color),
+            hovertemplate=f"{name}<br>{x} = %{{x:,}}<br>train{' (smoothed)' if smoothing > 0 else ''} = "
+            "%{y:.4f}<extra></extra>",
         ), secondary_y=False)
         valid = group.filter(pl.col("valid_metric").is_not_null())
         if valid.height:
             fig.add_trace(go.Scatter(
                 x=valid[x].to_list(), y=valid["valid_metric"].to_list(), mode="markers+lines",
-                name=f"{name[0]} valid", line=dict(color=color, dash="dot"), marker=dict(color=color, size=8),
-                legendgroup=str(name[0]),
-                hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>validation = %{{y:.4f}}<extra></extra>",
+                name=f"{name} valid", line=dict(color=color, dash="dot"), marker=dict(color=color, size=8),
+                legendgroup=name, hovertemplate=f"{name}<br>{x} = %{{x:,}}<br>validation = %{{y:.4f}}<extra></extra>",
+            ), secondary_y=accuracy)
+        if valid.height and best:
+            fig.add_trace(go.Scatter(
+                x=valid[x].to_list(), y=best_so_far(valid["valid_metric"].to_numpy(), accuracy).tolist(),
+                mode="lines", name=f"{name} best so far", line=dict(color=color, shape="hv", width=3),
+                opacity=0.6, legendgroup=name,
+                hovertemplate=f"{name}<br>{x} = %{{x:,}}<br>best validation so far = %{{y:.4f}}<extra></extra>",
             ), secondary_y=accuracy)
     titles = {"step": "step", "tokens": "tokens seen", "wall_time_s": "wall time (s)"}
     y_title = "train loss (nats)" if accuracy else "bits per character (train, validation)"

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from app.text import duration
 from elm_core.analysis import normalize_frame
 
 JSON_COLUMNS = ("config", "spec", "versions", "curve", "baselines")
@@ -71,30 +72,37 @@ def status_counts(frame: pl.DataFrame) -> dict[str, int]:
     return counts
 
 
+def _cell(value: float | None, fmt: str) -> str:
+    return "" if value is None or value != value else format(value, fmt)
+
+
 def runs_table(frame: pl.DataFrame, progress: dict[str, dict[str, Any]], limit: int = 500) -> pl.DataFrame:
-    """The Runs page's table: newest first, live progress merged in for running runs."""
+    """The Runs page's table, newest first. `loss`, `tokens/s` and `ETA` are live for running runs;
+    finished runs show their final throughput (tokens seen / wall time) and ETA 0, and a cell with no
+    value is blank (text columns: the table would print "None" in a number column)."""
     cols = ["run_id", "status", "task", "sweep_id", "params", "n_neurons", "d_m", "k_e", "k_c", "seed",
             "test_metric", "valid_metric", "steps", "tokens_per_s", "wall_time_s", "worker", "reason", "created_at"]
-    order = ["run_id", "status", "progress", "loss", "live_tokens_per_s", "eta_s", "task", "test_metric",
-             "valid_metric", "params", "n_neurons", "d_m", "k_e", "k_c", "seed", "sweep_id", "steps", "tokens_per_s",
-             "wall_time_s", "worker", "reason", "created"]
+    order = ["run_id", "status", "progress", "loss", "tokens/s", "ETA", "task", "test", "valid", "params",
+             "n_neurons", "d_m", "k_e", "k_c", "seed", "sweep_id", "steps", "wall_time_s", "worker", "reason",
+             "created"]
     view = frame.sort("created_at", descending=True).head(limit).select([c for c in cols if c in frame.columns])
-    ids = view["run_id"].to_list()
-    status = view["status"].to_list()
-    prog = [progress.get(i, {}) if s == "running" else {} for i, s in zip(ids, status, strict=True)]
-
-    def frac(p: dict[str, Any], s: str) -> float | None:
-        if s == "done":
-            return 1.0
-        if p.get("total_steps"):
-            return min(1.0, float(p.get("step") or 0) / float(p["total_steps"]))
-        return None
-
+    rows = view.select("run_id", "status", "tokens_per_s", "test_metric", "valid_metric").iter_rows()
+    out: dict[str, list] = {"progress": [], "loss": [], "tokens/s": [], "ETA": [], "test": [], "valid": []}
+    for run_id, status, tps, test, valid in rows:
+        p = progress.get(run_id, {}) if status == "running" else {}
+        total = p.get("total_steps")
+        out["progress"].append(1.0 if status == "done" else
+                               min(1.0, float(p.get("step") or 0) / float(total)) if total else None)
+        out["loss"].append(_cell(p.get("loss"), ".4f"))
+        out["tokens/s"].append(_cell(p.get("tokens_per_s") if status == "running" else tps, ",.0f"))
+        out["ETA"].append(duration(p.get("eta_s")) if p.get("eta_s") is not None else
+                          "0 s" if status == "done" else "")
+        out["test"].append(_cell(test, ".4f"))
+        out["valid"].append(_cell(p.get("valid_metric") if status == "running" and p.get("valid_metric") is not None
+                                  else valid, ".4f"))
     return view.with_columns(
-        pl.Series("progress", [frac(p, s) for p, s in zip(prog, status, strict=True)], dtype=pl.Float64),
-        pl.Series("loss", [p.get("loss") for p in prog], dtype=pl.Float64),
-        pl.Series("live_tokens_per_s", [p.get("tokens_per_s") for p in prog], dtype=pl.Float64),
-        pl.Series("eta_s", [p.get("eta_s") for p in prog], dtype=pl.Float64),
+        pl.Series("progress", out["progress"], dtype=pl.Float64),
+        *(pl.Series(k, v, dtype=pl.String) for k, v in out.items() if k != "progress"),
         pl.from_epoch(pl.col("created_at").cast(pl.Float64).mul(1e6).cast(pl.Int64), time_unit="us").alias("created"),
     ).drop("created_at").select(order)
 

@@ -97,6 +97,23 @@ def broker_banner(health: dict[str, Any]) -> None:
     )
 
 
+def health_metrics(health: dict[str, Any]) -> None:
+    """Training workers (the recorder, which only writes results, is not counted), the runs' messages
+    waiting in the broker's train and gpu queues, and the broker."""
+    names = health.get("workers") or []
+    workers = [w for w in names if not w.startswith("recorder")]
+    queues = health.get("queues") or {}
+    known = [v for q, v in queues.items() if q != "results" and isinstance(v, int)]
+    c = st.columns(3)
+    c[0].metric("training workers", len(workers), "recorder up" if health.get("recorder") else "no recorder",
+                help=", ".join(names) or "none answered", **NOTE)
+    c[1].metric("run messages in broker", sum(known) if known else "-",
+                help="Messages waiting in the train and gpu queues. A cancelled run's message stays there until "
+                     "a worker takes it and drops it, so this can exceed the queued count. "
+                     + ", ".join(f"{k}: {'?' if v is None else v}" for k, v in queues.items()))
+    c[2].metric("broker", "up" if health.get("broker_ok") else "down", health.get("mode"), **NOTE)
+
+
 def task_picker(frame: pl.DataFrame, key: str = "task") -> str | None:
     """The tasks present in the store, the one with most finished runs first (bound to the URL)."""
     tasks = frames.tasks_by_done(frame)

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 PROGRESS_KEYS = ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s", "elapsed_s", "valid_metric",
-                 "tokens", "heartbeat", "worker", "attempt")
+                 "tokens", "heartbeat", "worker", "attempt", "curve")
 
 
 class BrokerUnavailable(RuntimeError):
@@ -267,7 +267,8 @@ def requeue_record(rec: RunRecord, reason: str | None) -> RunRecord:
 def progress(run_ids: Iterable[str], *, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """Live progress of running runs, from Celery task state: per run id, {step, total_steps, loss,
     tokens_per_s, steps_per_s, eta_s, elapsed_s, valid_metric, tokens, heartbeat, worker, attempt,
-    age_s} ({} for a run that is not training now, or when the broker cannot be reached)."""
+    curve (recent points: step, tokens, wall_time_s, train_loss in nats, valid_metric), age_s}
+    ({} for a run that is not training now, or when the broker cannot be reached)."""
     settings = _settings(settings)
     ids = list(dict.fromkeys(run_ids))
     out: dict[str, dict[str, Any]] = {i: {} for i in ids}
