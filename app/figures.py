@@ -54,11 +54,67 @@ def _custom(frame: pl.DataFrame) -> tuple[np.ndarray, str]:
         ids = [""] * frame.height
     cols = [c for c in HOVER_COLUMNS if c in frame.columns]
     lines = [f"{c} = %{{customdata[{i + 1}]:,}}" for i, c in enumerate(cols)]
-    hover = "<br>".join(lines + [f"runs: %{{customdata[{len(cols) + 1}]}}"])
+    hover = "<br>".join(lines + [f"runs: %{{customdata[{len(cols) + 1}]}}"]) + f"%{{customdata[{len(cols) + 2}]}}"
     if frame.height == 0:
-        return np.empty((0, len(cols) + 2), dtype=object), hover
+        return np.empty((0, len(cols) + 3), dtype=object), hover
     short = [s if len(s) <= 60 else s[:57] + "..." for s in ids]
-    return np.array([ids, *(frame[c].to_list() for c in cols), short], dtype=object).T, hover
+    return np.array([ids, *(frame[c].to_list() for c in cols), short, _notes(frame)], dtype=object).T, hover
+
+
+def _notes(frame: pl.DataFrame) -> list[str]:
+    """The hover note of a point whose runs had not converged (still improving when training ended)."""
+    if "unconverged" in frame.columns:
+        n_seeds = frame.get_column("n_seeds", default=pl.Series([1] * frame.height)).fill_null(1).to_list()
+        return [f"<br><b>not converged</b> ({k} of {n} seed(s) still improving at the end)" if k else ""
+                for k, n in zip(frame["unconverged"].fill_null(0).to_list(), n_seeds, strict=True)]
+    if "converged" in frame.columns:
+        return ["<br><b>not converged</b> (still improving at the end)" if c is False else ""
+                for c in frame["converged"].to_list()]
+    return [""] * frame.height
+
+
+def symbols(frame: pl.DataFrame, base: str = "circle") -> list[str]:
+    """Per point: hollow (`<base>-open`) where a run had not converged, else `base`."""
+    notes = _notes(frame)
+    return [f"{base}-open" if n else base for n in notes]
+
+
+def budget_color(budget: float) -> str:
+    """A budget's colour, the same whatever other budgets are drawn: PALETTE[round(3.78 log2 P) mod 10].
+    3.78 is chosen so that budget ladders in steps of 1.5 (6 budgets), 2 (8), 3 (5) or 10 (4) get
+    distinct colours wherever they start (checked over a grid of starting budgets)."""
+    return PALETTE[int(round(3.78 * np.log2(max(float(budget), 1.0)))) % len(PALETTE)]
+
+
+def _pruned_trace(frame: pl.DataFrame, x: str, y: str, color: str, group: str) -> go.Scatter:
+    custom, hover = _custom(frame)
+    return go.Scatter(x=frame[x].to_list(), y=frame[y].to_list(), mode="markers", name="pruned by a search",
+                      legendgroup=group, marker=dict(color=color, size=7, symbol="x-thin", line=dict(width=1.5,
+                      color=color)), opacity=0.35, customdata=custom, showlegend=False,
+                      hovertemplate=f"<b>pruned</b> (not a finished run; not fitted)<br>{x} = %{{x}}<br>{y} = "
+                      f"%{{y:.4f}}<br>{hover}<extra></extra>")
+
+
+def baseline_lines(fig: go.Figure, baselines: dict[str, float] | None, y_values: Sequence[float]) -> None:
+    """The data set's n-gram baselines (test BPC by order) as labelled horizontal lines; orders far
+    outside the runs' range (more than half the range beyond it) are named in a note, not drawn, so that
+    the unigram does not flatten the curves."""
+    ys = [v for v in y_values if v is not None and np.isfinite(v)]
+    if not baselines or not ys:
+        return
+    lo, hi = min(ys), max(ys)
+    pad = max(hi - lo, 0.05 * abs(hi)) * 0.5
+    off = []
+    for order, value in sorted(baselines.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0):
+        if lo - pad <= value <= hi + pad:
+            fig.add_hline(y=value, line=dict(color="#888888", dash="dashdot", width=1),
+                          annotation_text=f"{order}-gram baseline {value:.3f}", annotation_position="top left",
+                          annotation_font=dict(size=10, color="#666666"))
+        else:
+            off.append(f"{order}-gram {value:.2f}")
+    if off:
+        fig.add_annotation(text="n-gram baselines off the chart: " + ", ".join(off), xref="paper", yref="paper",
+                           x=0.0, y=-0.16, showarrow=False, xanchor="left", font=dict(size=10, color="#666666"))
 
 
 def _errors(frame: pl.DataFrame, column: str) -> dict[str, Any] | None:
@@ -99,10 +155,14 @@ def iso_figure(
     budgets: Sequence[float] | None = None,
     reference: pl.DataFrame | None = None,
     show_fit: bool = True,
+    pruned: pl.DataFrame | None = None,
+    baselines: dict[str, float] | None = None,
 ) -> go.Figure:
     """U-shaped iso-budget curves: `metric` against the allocation axis `x`, one line per budget
-    (column `iso_budget`), seeds as error bars, each fit dashed with its band and its optimum with the
-    bootstrap interval as a horizontal bar (no fits drawn for a NoFit)."""
+    (column `iso_budget`, coloured by budget_color), seeds as error bars, points whose runs had not
+    converged hollow, each fit dashed with its band and its optimum with the bootstrap interval as a
+    horizontal bar (no fits drawn for a NoFit); runs a search pruned faded crosses, never fitted; the
+    n-gram `baselines` as reference lines."""
     fig = go.Figure()
     fits = () if isinstance(fits, NoFit) else fits
     data = points.filter(pl.col(x).is_not_null() & pl.col(metric).is_not_null()) if points.height else points
@@ -110,13 +170,14 @@ def iso_figure(
     if budgets is not None:
         wanted = [float(b) for b in budgets]
         all_budgets = [b for b in all_budgets if any(abs(b - w) <= 1e-6 * w for w in wanted)]
-    for i, budget in enumerate(all_budgets):
-        color = PALETTE[i % len(PALETTE)]
+    for budget in all_budgets:
+        color = budget_color(budget)
         group = data.filter(pl.col("iso_budget") == budget).sort(x)
         custom, hover = _custom(group)
         fig.add_trace(_scatter_cls(group.height)(
             x=group[x].to_list(), y=group[metric].to_list(), mode="markers+lines", name=f"P ≈ {human(budget)}",
-            legendgroup=str(budget), marker=dict(color=color, size=8), line=dict(color=color, width=1),
+            legendgroup=str(budget), marker=dict(color=color, size=8, symbol=symbols(group),
+                                                 line=dict(color=color, width=2)), line=dict(color=color, width=1),
             error_y=_errors(group, metric), customdata=custom,
             hovertemplate=f"<b>P ≈ {human(budget)}</b><br>{x} = %{{x}}<br>{metric} = %{{y:.4f}}<br>{hover}"
             "<extra></extra>",
@@ -124,11 +185,15 @@ def iso_figure(
         fit = next((f for f in fits if abs(f.budget - budget) <= 1e-6 * budget), None)
         if fit is not None and show_fit:
             _add_fit(fig, fit, color, str(budget), x, metric)
+        stopped = pruned.filter(pl.col("iso_budget") == budget) if pruned is not None and pruned.height else None
+        if stopped is not None and stopped.height and x in stopped.columns:
+            fig.add_trace(_pruned_trace(stopped, x, metric, color, str(budget)))
     ref = _reference_trace(reference, x, metric)
     if ref is not None:
         fig.add_trace(ref)
     if not fig.data:
         _empty(fig, "No finished runs with this metric yet.")
+    baseline_lines(fig, baselines, data[metric].to_list() if data.height else [])
     return _layout(fig, f"Iso-budget curves: {label(metric, metric_name)} against {x}", label(x),
                    label(metric, metric_name), log_x, log_y)
 
@@ -185,7 +250,8 @@ def pareto_figure(
             continue
         custom, hover = _custom(part)
         fig.add_trace(_scatter_cls(part.height)(
-            x=part[x].to_list(), y=part[metric].to_list(), mode="markers", name=name, marker=style,
+            x=part[x].to_list(), y=part[metric].to_list(), mode="markers", name=name,
+            marker={**style, "symbol": symbols(part)},
             error_y=_errors(part, metric), customdata=custom,
             hovertemplate=f"{x} = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra>{name}</extra>",
         ))
@@ -230,7 +296,8 @@ def axis_figure(
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(
             x=group[axis].to_list(), y=group[metric].to_list(), mode="markers+lines", name=name,
-            marker=dict(color=color, size=8), line=dict(color=color), error_y=_errors(group, metric),
+            marker=dict(color=color, size=8, symbol=symbols(group), line=dict(color=color, width=2)),
+            line=dict(color=color), error_y=_errors(group, metric),
             customdata=custom, hovertemplate=f"{axis} = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra></extra>",
         ))
     if not groups:
@@ -256,7 +323,7 @@ def scatter_figure(
         _empty(fig, "Nothing to show for these axes.")
         return _layout(fig, f"{y} against {x}", label(x), label(y, metric_name), log_x, log_y)
     custom, hover = _custom(data)
-    marker: dict[str, Any] = dict(size=8)
+    marker: dict[str, Any] = dict(size=8, symbol=symbols(data))
     if color and color in data.columns and data[color].dtype.is_numeric():
         marker.update(color=data[color].to_list(), colorscale="Viridis", showscale=True,
                       colorbar=dict(title=color))
@@ -474,20 +541,21 @@ def optimum_figure(series: dict[str, pl.DataFrame], points: dict[str, pl.DataFra
 
 
 def capacity_figure(fit: CapacityFit, points: pl.DataFrame, *, metric: str, metric_name: str | None = "bpc",
-                    max_budgets: int = 6) -> go.Figure:
+                    max_budgets: int = 6, baselines: dict[str, float] | None = None) -> go.Figure:
     """The capacity model beside the data: per iso-budget group, the runs against k_e and the model's
-    predicted U (dashed)."""
+    predicted U (dashed); the n-gram `baselines` as reference lines."""
     fig = go.Figure()
     data = points.filter(pl.col(metric).is_not_null() & pl.col("iso_budget").is_not_null()) if points.height \
         else points
     budgets = sorted({float(b) for b in data["iso_budget"].to_list()})[-max_budgets:] if data.height else []
     for i, budget in enumerate(budgets):
-        color = PALETTE[i % len(PALETTE)]
+        color = budget_color(budget)
         group = data.filter(pl.col("iso_budget") == budget).sort("k_e")
         custom, hover = _custom(group)
         fig.add_trace(go.Scatter(
             x=group["k_e"].to_list(), y=group[metric].to_list(), mode="markers", name=f"runs, P ≈ {human(budget)}",
-            marker=dict(color=color, size=9), error_y=_errors(group, metric), customdata=custom, legendgroup=str(i),
+            marker=dict(color=color, size=9, symbol=symbols(group), line=dict(color=color, width=2)),
+            error_y=_errors(group, metric), customdata=custom, legendgroup=str(i),
             hovertemplate=f"k_e = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra></extra>",
         ))
         k_c = float(group["k_c"].median())
@@ -501,6 +569,7 @@ def capacity_figure(fit: CapacityFit, points: pl.DataFrame, *, metric: str, metr
         ))
     if not budgets:
         _empty(fig, "No iso-budget groups to compare with.")
+    baseline_lines(fig, baselines, data[metric].to_list() if data.height else [])
     return _layout(fig, "Capacity model (dashed) beside the data", label("k_e"), label(metric, metric_name),
                    True, False)
 

@@ -38,18 +38,42 @@ class NoFit:
 NO_RUNS = "no finished runs with this metric"
 
 
+PRUNED = "pruned at step"  # the reason a search gives the runs it stops (status cancelled)
+
+
 def fit_frame(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     """Done runs with `metric`, seeds collapsed (mean, <metric>_std, n_seeds, run_ids), grouped into
-    iso-budget groups (`iso_budget`)."""
+    iso-budget groups (`iso_budget`), with `unconverged`: how many of the seeds' runs ended with
+    `converged` False (still improving at the end of training; None counts as converged, unknown).
+    Only done runs enter: a run a search pruned is cancelled and never a finished point of a fit."""
     runs = done_runs(frame, metric) if metric in frame.columns else frame.clear()
     if runs.height == 0:
         return runs.with_columns(pl.lit(None, dtype=pl.Float64).alias("iso_budget"),
-                                 pl.lit(None, dtype=pl.UInt32).alias("n_seeds"))
+                                 pl.lit(None, dtype=pl.UInt32).alias("n_seeds"),
+                                 pl.lit(0, dtype=pl.UInt32).alias("unconverged"))
     if "config_key" in runs.columns:
         # collapse_seeds groups by the `config` column besides the architecture columns; the seedless
         # digest of config and spec stands in for the JSON (so runs of different protocols stay apart).
         runs = runs.drop([c for c in ("config",) if c in runs.columns]).rename({"config_key": "config"})
-    return iso_budget_groups(collapse_seeds(runs))
+    out = iso_budget_groups(collapse_seeds(runs))
+    if "converged" not in runs.columns:
+        return out.with_columns(pl.lit(0, dtype=pl.UInt32).alias("unconverged"))
+    flags = runs.select("run_id", (pl.col("converged") == False).fill_null(False).alias("_nc"))  # noqa: E712
+    counts = (out.with_row_index("_row").select("_row", "run_ids").explode("run_ids")
+              .join(flags, left_on="run_ids", right_on="run_id", how="left")
+              .group_by("_row").agg(pl.col("_nc").sum().cast(pl.UInt32).alias("unconverged")))
+    return (out.with_row_index("_row").join(counts, on="_row", how="left").sort("_row").drop("_row")
+            .with_columns(pl.col("unconverged").fill_null(0)))
+
+
+def pruned_runs(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """Runs a search pruned (cancelled, reason "pruned at step ...") that have `metric`, in iso-budget
+    groups: shown faded beside the finished runs, never fitted."""
+    if metric not in frame.columns or "reason" not in frame.columns:
+        return frame.clear().with_columns(pl.lit(None, dtype=pl.Float64).alias("iso_budget"))
+    pruned = frame.filter((pl.col("status") == "cancelled") & pl.col("reason").fill_null("").str.starts_with(PRUNED)
+                          & pl.col(metric).is_not_null())
+    return iso_budget_groups(pruned)
 
 
 def iso_fits(collapsed: pl.DataFrame, x: str, metric: str, n_boot: int = 200) -> list[IsoFit] | NoFit:

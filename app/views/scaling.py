@@ -99,7 +99,8 @@ def show(task: str, metric: str) -> None:
     else:
         st.caption("Our closed-form model (not the paper's): per-neuron SNR saturating in k_e and k_c, effective "
                    "neurons N_0 ln(1 + N / N_0), loss a power law of the capacity.")
-        cap_fig = figures.capacity_figure(cap, points, metric=metric, metric_name=mname)
+        cap_fig = figures.capacity_figure(cap, points, metric=metric, metric_name=mname, baselines=state.baselines(task)
+                                          if mname == "bpc" and metric != "train_metric" else None)
         left, right = st.columns([2, 1])
         left.plotly_chart(cap_fig, key="capacity_chart")
         right.dataframe(params_table(cap), hide_index=True, key="capacity_params")

@@ -32,7 +32,9 @@ else:
 
     points = state.fit_frame(task, metric)
     iso = state.iso_fits(task, metric, x)
-    figs = [("Iso-budget curves", figures.iso_figure(points, iso, x=x, metric=metric, metric_name=mname)),
+    ngram = state.baselines(task) if mname == "bpc" and metric != "train_metric" else None
+    figs = [("Iso-budget curves", figures.iso_figure(points, iso, x=x, metric=metric, metric_name=mname,
+                                                     pruned=state.pruned(task, metric), baselines=ngram)),
             ("Pareto frontier", figures.pareto_figure(state.pareto(task, metric, "params"), metric_name=mname))]
     fit = state.scaling(task, metric)
     if not isinstance(fit, fits.NoFit):
