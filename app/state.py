@@ -155,6 +155,25 @@ def suggestions(task: str, metric: str, n: int = 5, path: str | None = None) -> 
     return _suggestions(fit_frame(task, metric, path), metric, n)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _annotations(path: str, mtime: float) -> dict[str, dict]:
+    from app import annotations as notes
+
+    return notes.load(path)
+
+
+def annotations(path: str | None = None) -> dict[str, dict]:
+    """Tags and notes per run (app.annotations), read again whenever the file changes."""
+    from app import annotations as notes
+
+    root = store(path).path
+    try:
+        mtime = notes.path(root).stat().st_mtime_ns / 1e9
+    except OSError:
+        mtime = 0.0
+    return _annotations(str(root), mtime)
+
+
 # --- outside the store ------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ pages = [
     st.Page("views/design.py", title="Design and queue", icon=":material/tune:", url_path="design", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
     st.Page("views/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
+    st.Page("views/sweeps.py", title="Sweeps", icon=":material/stacked_line_chart:", url_path="sweeps"),
     st.Page("views/scaling.py", title="Scaling laws", icon=":material/trending_down:", url_path="scaling"),
     st.Page("views/run.py", title="Run detail and compare", icon=":material/description:", url_path="run"),
     st.Page("views/share.py", title="Share and export", icon=":material/share:", url_path="share"),

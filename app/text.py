@@ -101,6 +101,16 @@ def label(column: str, metric_name: str | None = None) -> str:
     return LABELS.get(column, column)
 
 
+def parse_number(text: str) -> float:
+    """'60k' -> 60000.0, '1.5M' -> 1.5e6, '1e-3' -> 0.001 (k, M, G suffixes); ValueError otherwise."""
+    part = text.strip().lower()
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(part[-1:], 1.0)
+    value = float(part[:-1] if scale != 1.0 else part) * scale
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
 def parse_ints(text: str, what: str) -> list[int]:
     """'2, 4, 8' -> [2, 4, 8] (also accepts 1e5, 60k, 1.5M), sorted and deduplicated; ValueError
     naming `what` (the box it was typed in) and the part that is wrong."""

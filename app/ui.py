@@ -114,6 +114,21 @@ def health_metrics(health: dict[str, Any]) -> None:
     c[2].metric("broker", "up" if health.get("broker_ok") else "down", health.get("mode"), **NOTE)
 
 
+def annotation_editor(run_id: str, row: dict[str, Any]) -> None:
+    """Tags and a note for one run (the first selected); read-only dashboards show them, unedited."""
+    with st.expander(f"Tags and note: {run_id}", expanded=bool(row.get("tags") or row.get("note"))):
+        if actions.read_only():
+            st.write(f"Tags: {row.get('tags') or '(none)'}")
+            st.write(row.get("note") or "(no note)")
+            return
+        tags = st.text_input("Tags (comma-separated)", value=row.get("tags") or "", key=f"tags_{run_id}")
+        note = st.text_area("Note", value=row.get("note") or "", key=f"note_{run_id}", max_chars=2000)
+        if st.button("Save tags and note", key="save_note", icon=":material/save:"):
+            if run_action("Save", lambda: actions.annotate(run_id, tags, note, state.store()) or True):
+                flash("success", f"Saved the tags and note of {run_id}.")
+            st.rerun()
+
+
 def task_picker(frame: pl.DataFrame, key: str = "task") -> str | None:
     """The tasks present in the store, the one with most finished runs first (bound to the URL)."""
     tasks = frames.tasks_by_done(frame)

@@ -16,6 +16,7 @@ CONFIG_FIELDS = ("task", "status", "reason", "sweep_id", "source", "params", "bu
                  "valid_metric", "best_valid_metric", "train_metric", "steps", "tokens_seen", "wall_time_s")
 PROTOCOL_FIELDS = ("preset", "steps", "batch_size", "seq_len", "lr", "optimizer", "eval_chars", "test_chars",
                    "epochs", "batches_per_epoch", "device", "precision")
+DIFFERS = "background-color: rgba(255, 193, 7, 0.25)"
 PROVENANCE_FIELDS = ("dataset", "dataset_hash", "device", "host", "worker", "attempt", "code_version", "created_at",
                      "updated_at")
 
@@ -42,6 +43,15 @@ def side_by_side(records: list[RunRecord], fields: tuple[str, ...], source: str 
             out.append(text.plain(v))
         cols[r.run_id] = out
     return pl.DataFrame(cols)
+
+
+def show_fields(where, table: pl.DataFrame, key: str, only_differing: bool) -> None:
+    """A side-by-side table, the rows that differ highlighted (or the only ones shown)."""
+    flags = frames.differs(table)
+    if only_differing:
+        table, flags = table.filter(pl.Series(flags, dtype=pl.Boolean)), [True] * sum(flags)
+    styled = table.to_pandas().style.apply(lambda row: [DIFFERS if flags[row.name] else "" for _ in row], axis=1)
+    where.dataframe(styled, hide_index=True, key=key, height=36 * (table.height + 1) + 3)
 
 
 st.title("Run detail and compare")
@@ -116,13 +126,16 @@ else:
         config = side_by_side(records, CONFIG_FIELDS)
         proto = side_by_side(records, PROTOCOL_FIELDS, source="spec")
         provenance = side_by_side(records, PROVENANCE_FIELDS)
+        only = len(records) > 1 and st.toggle("only the fields that differ", key="only_diff")
+        if len(records) > 1:
+            st.caption("Fields whose values differ between the runs are highlighted.")
         left, right = st.columns(2)
         left.markdown("**Configuration and results**")
-        left.dataframe(config, hide_index=True, key="run_config", height=36 * (config.height + 1) + 3)
+        show_fields(left, config, "run_config", only)
         right.markdown("**Training protocol (the run spec, preset values filled in)**")
-        right.dataframe(proto, hide_index=True, key="run_protocol", height=36 * (proto.height + 1) + 3)
+        show_fields(right, proto, "run_protocol", only)
         right.markdown("**Provenance**")
-        right.dataframe(provenance, hide_index=True, key="run_provenance", height=36 * (provenance.height + 1) + 3)
+        show_fields(right, provenance, "run_provenance", only)
         for caption, table in (("Configuration and results", config), ("Training protocol", proto),
                                ("Provenance", provenance)):
             current.add_table(caption, table)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import actions, current, curves, figures, frames, state, text, ui
+from app import actions, annotations, current, curves, figures, frames, state, text, ui
 
 COLUMNS = {
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
@@ -36,7 +36,14 @@ else:
                        .unique(maintain_order=True).head(200).to_list()]]
     sweep = f3.selectbox("Sweep", sweeps, key="filter_sweep", bind="query-params")
     live = f4.toggle("Live refresh", value=True, key="live", help="Refresh every 2 s without reloading the page.")
-    current.add_settings(status=status, task=task, sweep=sweep)
+    g1, g2, g3 = st.columns([3, 3, 1])
+    expression = g1.text_input("Filter", key="filter_expr", bind="query-params",
+                               placeholder="d_m >= 8 and test_metric < 2.1 and reason ~ pruned",
+                               help="Clauses joined by 'and': column < <= > >= == != value, or column ~ text "
+                                    "(contains). Numbers may be written 60k or 1e5.")
+    picked_columns = g2.multiselect("Columns", frames.TABLE_COLUMNS, default=frames.TABLE_COLUMNS, key="table_columns")
+    grouped = g3.toggle("Group by sweep", key="group_sweep")
+    current.add_settings(status=status, task=task, sweep=sweep, filter=expression)
 
     c1, c2 = st.columns(2)
     smoothing = c1.slider("Smoothing of the live curves", 0.0, 0.95, 0.6, 0.05, key="live_smooth")
@@ -48,6 +55,11 @@ else:
         ui.broker_banner(health)
         frame = frames.select(state.runs(), task=None if task == "all" else task, status=status or None,
                               sweep=None if sweep == "all" else sweep)
+        if expression.strip():
+            try:
+                frame = frames.filter_expression(frame, expression)
+            except ValueError as exc:
+                st.warning(f"{exc}. Showing the runs without this filter.", icon=":material/filter_alt_off:")
         for col, (name, n) in zip(st.columns(5), frames.status_counts(frame).items(), strict=True):
             col.metric(name, n)
         ui.health_metrics(health)
@@ -70,11 +82,16 @@ else:
             fig.update_layout(title_text=f"Live learning curves (the newest {len(labels)} running run(s))", height=380)
             st.plotly_chart(fig, key="live_curves")
 
-        table = frames.runs_table(frame, progress)
-        act = "open" if actions.read_only() else "open, cancel or retry"
+        if grouped:
+            summary = frames.sweep_summary(frame, "test_metric", frames.metric_name(frame, task) == "accuracy")
+            st.dataframe(summary, key="sweep_table", hide_index=True)
+            current.add_table("Sweeps", summary)
+        table = annotations.join(frames.runs_table(frame, progress), state.annotations())
+        act = "open" if actions.read_only() else "open, annotate, cancel or retry"
         st.caption(f"{frame.height:,} run(s) match; the newest {table.height:,} are listed. "
                    f"Select rows to {act} them.")
-        event = st.dataframe(table, key="runs_table", on_select="rerun", selection_mode="multi-row",
+        visible = table.select(["run_id", *[c for c in frames.TABLE_COLUMNS if c in picked_columns and c != "run_id"]])
+        event = st.dataframe(visible, key="runs_table", on_select="rerun", selection_mode="multi-row",
                              hide_index=True, column_config=COLUMNS, height=420)
         current.add_table("Runs", table)
         rows = event.selection.rows if event is not None else []
@@ -85,6 +102,7 @@ else:
         b1, b2, b3 = st.columns(3)
         with b1:
             ui.open_runs(ids)
+        ui.annotation_editor(ids[0], table.filter(pl.col("run_id") == ids[0]).row(0, named=True))
         if actions.read_only():
             return
         active = chosen.filter(pl.col("status").is_in(["queued", "running"]))["run_id"].to_list()

@@ -8,7 +8,7 @@ import io
 import polars as pl
 import streamlit as st
 
-from app import current, figures, fits, frames, report, state, text, ui
+from app import annotations, current, figures, fits, frames, report, state, text, ui
 
 st.title("Share and export")
 st.markdown(
@@ -72,8 +72,10 @@ else:
     with_curve = st.toggle("Include learning curves (JSON column)", value=False, key="with_curve")
 
     def export() -> bytes:
-        """Full records (configuration, spec and versions as JSON, curves if asked) of the chosen runs."""
+        """Full records (configuration, spec and versions as JSON, curves if asked) of the chosen runs,
+        with their tags and notes."""
         frame = state.store().runs(with_curve=with_curve).filter(pl.col("run_id").is_in(chosen["run_id"].implode()))
+        frame = annotations.join(frame, state.annotations())
         buf = io.BytesIO()
         if fmt == "parquet":
             frame.write_parquet(buf)

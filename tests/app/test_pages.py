@@ -13,7 +13,7 @@ from app import actions
 from elm_core.store import Store
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-PAGES = ("design", "runs", "explore", "scaling", "run", "share")
+PAGES = ("design", "runs", "explore", "sweeps", "scaling", "run", "share")
 QUEUE_KEYS = ("queue_run", "queue_sweep", "queue_ladder", "queue_suggested", "cancel", "retry")
 FIRST_SCREEN_KEYS = ("import_reference", "first_sweep")
 
