@@ -40,7 +40,43 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, log_x: bool, log_y: bool
     )
     fig.update_xaxes(title_text=x, type="log" if log_x else "linear")
     fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    if log_x:
+        fig.layout.xaxis.update(**log_ticks(_values(fig, "x")))
+    if log_y:
+        fig.layout.yaxis.update(**log_ticks(_values(fig, "y")))
     return fig
+
+
+def _values(fig: go.Figure, axis: str, ref: str | None = None) -> list[float]:
+    """The finite positive values the figure's traces draw on axis `ref` ("x", "y2", ...; by default
+    the primary one) of coordinate `axis` ("x" or "y")."""
+    ref = ref or axis
+    out: list[float] = []
+    for t in fig.data:
+        on = getattr(t, f"{axis}axis", None) or axis
+        if on != ref or getattr(t, axis, None) is None:
+            continue
+        out += [float(v) for v in np.ravel(np.asarray(getattr(t, axis), dtype=object))
+                if isinstance(v, (int, float, np.number)) and np.isfinite(v) and v > 0]
+    return out
+
+
+def log_ticks(values: Sequence[float]) -> dict[str, Any]:
+    """Tick positions and full labels for a log axis: 1, 2, 5 x 10^k inside the values' range
+    (20, 50, 100, 200, 500, 1k), only the powers of ten when that would crowd (over 12 ticks); {} for
+    no values. Plotly's own log ticks label 2 and 5 as bare digits, which reads as 2 and 5."""
+    vals = [v for v in values if v > 0 and np.isfinite(v)]
+    if not vals:
+        return {}
+    lo, hi = min(vals), max(vals)
+    e0, e1 = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    ticks = [m * 10.0**e for e in range(e0, e1 + 1) for m in (1, 2, 5)]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    if len(inside) > 12:
+        inside = [10.0**e for e in range(e0, e1 + 1)]
+    if len(inside) < 2:
+        inside = sorted({lo, hi})
+    return dict(tickvals=inside, ticktext=[human(t) for t in inside])
 
 
 def _custom(frame: pl.DataFrame) -> tuple[np.ndarray, str]:
@@ -184,7 +220,7 @@ def iso_figure(
         ))
         fit = next((f for f in fits if abs(f.budget - budget) <= 1e-6 * budget), None)
         if fit is not None and show_fit:
-            _add_fit(fig, fit, color, str(budget), x, metric)
+            _add_fit(fig, fit, color, str(budget), x, metric, (float(group[x].min()), float(group[x].max())))
         stopped = pruned.filter(pl.col("iso_budget") == budget) if pruned is not None and pruned.height else None
         if stopped is not None and stopped.height and x in stopped.columns:
             fig.add_trace(_pruned_trace(stopped, x, metric, color, str(budget)))
@@ -198,11 +234,17 @@ def iso_figure(
                    label(metric, metric_name), log_x, log_y)
 
 
-def _add_fit(fig: go.Figure, fit: IsoFit, color: str, group: str, x: str, metric: str) -> None:
-    cx, cy = fit.curve_x.tolist(), fit.curve_y.tolist()
-    if np.all(np.isfinite(fit.curve_lo)):
+def _add_fit(fig: go.Figure, fit: IsoFit, color: str, group: str, x: str, metric: str,
+             span: tuple[float, float] | None = None) -> None:
+    """The fit's curve and band, clipped to `span` (the allocations that were run): outside it the
+    curve is the fit's guess, and a band that fans out there would dwarf the data."""
+    keep = np.ones(fit.curve_x.shape, dtype=bool) if span is None else \
+        (fit.curve_x >= span[0] * (1 - 1e-9)) & (fit.curve_x <= span[1] * (1 + 1e-9))
+    cx, cy = fit.curve_x[keep].tolist(), fit.curve_y[keep].tolist()
+    lo_band, hi_band = fit.curve_lo[keep], fit.curve_hi[keep]
+    if cx and np.all(np.isfinite(lo_band)):
         fig.add_trace(go.Scatter(
-            x=cx + cx[::-1], y=fit.curve_hi.tolist() + fit.curve_lo.tolist()[::-1], fill="toself",
+            x=cx + cx[::-1], y=hi_band.tolist() + lo_band.tolist()[::-1], fill="toself",
             fillcolor=color, opacity=0.12, line=dict(width=0), hoverinfo="skip", showlegend=False,
             legendgroup=group, name="fit band",
         ))
@@ -534,6 +576,9 @@ def optimum_figure(series: dict[str, pl.DataFrame], points: dict[str, pl.DataFra
         ), row=1, col=col)
     fig.update_xaxes(type="log", title_text="budget (parameters)")
     fig.update_yaxes(type="log")
+    for n in ("", "2"):
+        fig.layout[f"xaxis{n}"].update(**log_ticks(_values(fig, "x", f"x{n}")))
+        fig.layout[f"yaxis{n}"].update(**log_ticks(_values(fig, "y", f"y{n}")))
     fig.update_layout(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50),
                       title=dict(text="Optimal allocation against budget (95% intervals)", x=0.0),
                       legend=dict(orientation="h", y=-0.25, x=0.0))

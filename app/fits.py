@@ -26,6 +26,7 @@ from elm_core.analysis import (
     pareto_frontier,
     suggest_next_runs,
 )
+from elm_core.sweeps import N_MIN
 
 
 @dataclass(frozen=True)
@@ -114,12 +115,22 @@ def capacity(collapsed: pl.DataFrame, metric: str) -> CapacityFit | NoFit:
 
 
 def suggestions(collapsed: pl.DataFrame, metric: str, n: int = 5) -> pl.DataFrame | NoFit:
-    """The `n` runs (budget, d_m) that would narrow the optimum's interval most, best first."""
+    """The `n` runs (budget, d_m) that would narrow the optimum's interval most, best first; each a
+    design the Design page would queue: the budget a whole number of parameters (3 significant digits),
+    d_m >= 1 and at least N_MIN hidden neurons (elm_core.sweeps: fewer is another kind of model)."""
     try:
-        ranked = suggest_next_runs(collapsed, x="d_m", metric=metric, n=n)
+        ranked = suggest_next_runs(collapsed, x="d_m", metric=metric, n=3 * n)
     except ValueError as exc:
         return NoFit(str(exc))
-    return ranked if ranked.height else NoFit("no iso-budget group with at least three allocations")
+    if ranked.height:
+        digits = (2 - pl.col("budget").log10().floor()).cast(pl.Int32)
+        ranked = (ranked.with_columns(pl.struct(budget="budget", digits=digits).map_elements(
+                      lambda r: float(round(r["budget"], r["digits"])), return_dtype=pl.Float64).cast(pl.Int64))
+                  .filter((pl.col("d_m") >= 1) & (pl.col("n_neurons") >= N_MIN))
+                  .unique(["budget", "d_m"], keep="first", maintain_order=True).head(n)
+                  .with_columns(pl.int_range(1, pl.len() + 1).alias("rank")))
+    return ranked if ranked.height else NoFit("no valid design among the suggestions (each needs d_m >= 1 and "
+                                              f"at least {N_MIN} neurons)")
 
 
 def optima_table(fits: list[IsoFit] | NoFit) -> pl.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, current, frames, report, state
+from app import actions, current, frames, report, state, ui
 
 st.set_page_config(page_title="ELM Lab", page_icon=":material/hub:", layout="wide")
 
@@ -37,8 +37,11 @@ with st.sidebar:
 
     store_status()
 
+asked = ui.url_asked()
+notes = st.container()  # above the page: what the address asked that the page could not show
 current.begin(page.title, page.url_path)
 page.run()
+ui.url_notes(notes, asked)
 
 with st.sidebar:
     st.divider()
@@ -52,7 +55,8 @@ with st.sidebar:
 
         def _build() -> str:
             return report.build_report(view["title"], view["figures"], view["tables"], view["settings"],
-                                       {"page": view["page"], "store state": stamp}, url)
+                                       {"page": view["page"], "store state": stamp},
+                                       current.public_url())
 
         st.download_button("Download this view as an HTML report", data=_build, mime="text/html",
                            file_name=f"elmlab-{view['page'] or 'view'}.html", key="download_report",

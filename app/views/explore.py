@@ -77,6 +77,7 @@ else:
                                      log_x=log_x, log_y=log_y)
         settings.update(x=fx, y=fy, colour=color)
 
+    fig.update_layout(dragmode="select")  # a drag selects runs to open (the caption says so), not a zoom
     event = st.plotly_chart(fig, key="explore_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
     current.add_figure(VIEWS[view], fig)
     current.add_settings(**settings)
@@ -86,7 +87,8 @@ else:
     else:
         st.caption("Click a point, or drag a box or lasso, to open its runs. Error bars: standard deviation over "
                    "seeds. Hollow markers: runs still improving when training ended (not converged). Faded "
-                   "crosses: runs a search pruned (not fitted). Hover for the run's details.")
+                   "crosses: runs a search pruned (not fitted). Fitted curves and their bands are drawn only across "
+                   "the allocations that were run (clipped to the data's range). Hover for the run's details.")
 
     if view == "iso" and not isinstance(iso, fits.NoFit):
         st.subheader("Optimum per budget")

@@ -51,7 +51,7 @@ else:
 
     def task_report() -> str:
         return report.build_report(f"ELM Lab: {task}", figs, tables, {"task": task, "metric": metric, "axis": x},
-                                   provenance, url)
+                                   provenance, current.public_url())
 
     st.download_button("Download the task report (HTML)", data=task_report, file_name=f"elmlab-{task}-report.html",
                        mime="text/html", key="download_task_report", icon=":material/download:")
