@@ -132,9 +132,10 @@ def _pruned_trace(frame: pl.DataFrame, x: str, y: str, color: str, group: str) -
 
 
 def baseline_lines(fig: go.Figure, baselines: dict[str, float] | None, y_values: Sequence[float]) -> None:
-    """The data set's n-gram baselines (test BPC by order) as labelled horizontal lines; orders far
-    outside the runs' range (more than half the range beyond it) are named in a note, not drawn, so that
-    the unigram does not flatten the curves."""
+    """The data set's n-gram baselines (test BPC by order) as horizontal lines named in the legend
+    (a label on the chart would sit on the points); orders far outside the runs' range (more than half
+    the range beyond it) are named in a note above the chart, not drawn, so the unigram does not
+    flatten the curves."""
     ys = [v for v in y_values if v is not None and np.isfinite(v)]
     if not baselines or not ys:
         return
@@ -143,14 +144,14 @@ def baseline_lines(fig: go.Figure, baselines: dict[str, float] | None, y_values:
     off = []
     for order, value in sorted(baselines.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0):
         if lo - pad <= value <= hi + pad:
-            fig.add_hline(y=value, line=dict(color="#888888", dash="dashdot", width=1),
-                          annotation_text=f"{order}-gram baseline {value:.3f}", annotation_position="top left",
-                          annotation_font=dict(size=10, color="#666666"))
+            fig.add_hline(y=value, line=dict(color="#888888", dash="dashdot", width=1), showlegend=True,
+                          name=f"{order}-gram baseline {value:.3f}", legendgroup="baselines")
         else:
             off.append(f"{order}-gram {value:.2f}")
     if off:
         fig.add_annotation(text="n-gram baselines off the chart: " + ", ".join(off), xref="paper", yref="paper",
-                           x=0.0, y=-0.16, showarrow=False, xanchor="left", font=dict(size=10, color="#666666"))
+                           x=1.0, y=1.01, showarrow=False, xanchor="right", yanchor="bottom",
+                           font=dict(size=10, color="#666666"))
 
 
 def _errors(frame: pl.DataFrame, column: str) -> dict[str, Any] | None:

@@ -3,11 +3,14 @@ this view and its HTML report). Run with `elmlab up` (or `streamlit run app/stre
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from app import actions, current, frames, report, state, ui
 
-st.set_page_config(page_title="ELM Lab", page_icon=":material/hub:", layout="wide")
+# The tab icon is a file served by this server: a ":material/...:" icon is fetched from Google's CDN.
+st.set_page_config(page_title="ELM Lab", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")
 
 read_only = actions.read_only()
 pages = [

@@ -77,7 +77,6 @@ else:
                                      log_x=log_x, log_y=log_y)
         settings.update(x=fx, y=fy, colour=color)
 
-    fig.update_layout(dragmode="select")  # a drag selects runs to open (the caption says so), not a zoom
     event = st.plotly_chart(fig, key="explore_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
     current.add_figure(VIEWS[view], fig)
     current.add_settings(**settings)
@@ -85,10 +84,12 @@ else:
     if picked:
         ui.open_runs(picked, f"Open the {len(picked)} selected run(s)")
     else:
-        st.caption("Click a point, or drag a box or lasso, to open its runs. Error bars: standard deviation over "
-                   "seeds. Hollow markers: runs still improving when training ended (not converged). Faded "
-                   "crosses: runs a search pruned (not fitted). Fitted curves and their bands are drawn only across "
-                   "the allocations that were run (clipped to the data's range). Hover for the run's details.")
+        st.caption("Click a point to open its runs, or pick the box or lasso tool in the chart's toolbar and "
+                   "drag around several (a plain drag zooms; double-click zooms back out). Error bars: standard "
+                   "deviation over seeds. Hollow markers: runs still improving when training ended (not "
+                   "converged). Faded crosses: runs a search pruned (not fitted). Fitted curves and their bands "
+                   "are drawn only across the allocations that were run (clipped to the data's range). Hover for "
+                   "the run's details.")
 
     if view == "iso" and not isinstance(iso, fits.NoFit):
         st.subheader("Optimum per budget")

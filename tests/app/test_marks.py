@@ -60,10 +60,10 @@ def test_text_charts_draw_the_ngram_baselines(marked: Store):
     at = open_page("explore", {"task": "text"})
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     labels = [a.get("text", "") for a in spec["layout"].get("annotations", [])]
-    assert any(t.startswith("2-gram baseline 2.350") for t in labels)
     assert any("off the chart" in t and "0-gram 8.00" in t for t in labels)  # the unigram would flatten the U
-    lines = [s["y0"] for s in spec["layout"].get("shapes", [])]
-    assert 2.35 in lines and 8.0 not in lines
+    lines = {s.get("name"): s["y0"] for s in spec["layout"].get("shapes", [])}
+    assert lines["2-gram baseline 2.350"] == 2.35 and 8.0 not in lines.values()
+    assert all(s.get("showlegend") for s in spec["layout"]["shapes"])  # named in the legend, not on the points
 
 
 def test_a_budget_keeps_its_colour(marked: Store):

@@ -57,10 +57,11 @@ def metric(page, name: str):
 def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     from playwright.sync_api import expect
 
+    expect.set_options(timeout=30_000)  # a loaded machine reruns slowly; a wait is not a failure
     # Design: a budget, a tiny protocol, queue.
     page.goto(elmlab_up)
     settle(page)
-    expect(page.get_by_role("heading", name="Design and queue")).to_be_visible()
+    expect(page.get_by_role("heading", name="Design and queue")).to_be_visible(timeout=60_000)  # a fresh server
     fill(page, "Budget (parameters)", "40000")
     page.get_by_text("Advanced: training length").click()
     for label, value in TINY.items():
