@@ -23,7 +23,7 @@ from workers.celery_app import QUEUES, app_for, broker_folders, broker_url, mask
 __all__ = ["PROGRESS_KEYS", "broker_reachable", "health", "progress", "queue_lengths"]
 
 PROGRESS_KEYS = ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s", "elapsed_s", "valid_metric",
-                 "tokens", "heartbeat", "worker", "attempt")
+                 "tokens", "heartbeat", "worker", "attempt", "curve")
 
 
 def _redis(url: str) -> bool:
@@ -74,7 +74,7 @@ def queue_lengths(settings: Settings) -> dict[str, int | None]:
 def progress(run_ids: Iterable[str], *, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """Live progress of running runs, from Celery task state: per run id, {step, total_steps, loss,
     tokens_per_s, steps_per_s, eta_s, elapsed_s, valid_metric, tokens, heartbeat, worker, attempt,
-    age_s} ({} for a run that is not training now, or when the broker cannot be reached)."""
+    curve (recent points), age_s} ({} for a run that is not training now, or when the broker cannot be reached)."""
     settings = settings if settings is not None else get_settings()
     ids = list(dict.fromkeys(run_ids))
     out: dict[str, dict[str, Any]] = {i: {} for i in ids}

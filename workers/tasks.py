@@ -5,7 +5,8 @@ train_run (queue `train`, or `gpu` for CUDA specs), on a worker that never opens
     2. validate the spec and open its task; an invalid one is recorded `failed` with the reason and
        never retried;
     3. send a `running` record to `record_run`, then train with a progress callback (Celery state
-       PROGRESS: step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, attempt) and a
+       PROGRESS: step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, attempt, and
+       `curve`: at most CURVE_POINTS learning-curve points, see RecentCurve) and a
        heartbeat thread that refreshes that state every ELMLAB_HEARTBEAT_S even while the run
        evaluates, and that watches for a cancel request or a newer attempt;
     4. send the final record (done, failed or cancelled with its partial curve) to `record_run` and
@@ -83,6 +84,37 @@ def _failed_record(payload: dict[str, Any], run_id: str, attempt: int, reason: s
     )
 
 
+CURVE_POINTS = 48  # learning-curve points kept in the PROGRESS state (about 4 KB of JSON)
+
+
+class RecentCurve:
+    """The learning curve so far in at most `limit` points, evenly spread over the whole run: half for
+    training-only points, half for points with a validation value. Each half keeps every `stride`-th
+    point it was given, plus its newest; past its share the stride doubles (every other point goes), so
+    the spacing stays even at any run length."""
+
+    def __init__(self, limit: int = CURVE_POINTS):
+        self.share = max(2, limit // 2)
+        self.halves: dict[bool, dict[str, Any]] = {v: {"stride": 1, "seen": 0, "kept": []} for v in (False, True)}
+
+    def add(self, point: dict[str, Any]) -> list[dict[str, Any]]:
+        """Add a point; returns the kept points, oldest first."""
+        half = self.halves[point.get("valid_metric") is not None]
+        kept = half["kept"]
+        if kept and kept[-1][0] % half["stride"]:
+            kept.pop()  # the previous newest point was kept only as the newest
+        kept.append((half["seen"], point))
+        half["seen"] += 1
+        while len(kept) > self.share:
+            half["stride"] *= 2
+            kept[:] = [(k, p) for i, (k, p) in enumerate(kept) if k % half["stride"] == 0 or i == len(kept) - 1]
+        return self.points()
+
+    def points(self) -> list[dict[str, Any]]:
+        both = [p for half in self.halves.values() for _, p in half["kept"]]
+        return sorted(both, key=lambda p: p.get("step") or 0)
+
+
 class Heartbeat:
     """Writes the run's PROGRESS state (on progress, and every `interval` seconds regardless) and
     watches the result backend for a cancel request or a newer attempt."""
@@ -93,7 +125,8 @@ class Heartbeat:
         self.worker = _worker_name(task)
         self.meta: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "worker": self.worker, "pid": os.getpid(),
                                      "step": 0, "total_steps": None, "loss": None, "tokens_per_s": None,
-                                     "eta_s": None, "elapsed_s": 0.0, "valid_metric": None}
+                                     "eta_s": None, "elapsed_s": 0.0, "valid_metric": None, "curve": []}
+        self.curve = RecentCurve()
         self.cancelled = threading.Event()
         self.superseded = threading.Event()
         self._done = threading.Event()
@@ -122,6 +155,10 @@ class Heartbeat:
     def progress(self, p: dict[str, Any]) -> None:
         self.meta.update({k: p.get(k) for k in ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s",
                                                 "elapsed_s", "valid_metric", "tokens")})
+        if p.get("step") is not None and p.get("loss") is not None:
+            point = {"step": p["step"], "tokens": p.get("tokens") or 0, "wall_time_s": p.get("elapsed_s") or 0.0,
+                     "train_loss": p["loss"], "valid_metric": p.get("valid_metric")}
+            self.meta["curve"] = self.curve.add(point)
         self.write()
 
     def should_stop(self) -> bool:

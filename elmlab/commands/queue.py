@@ -119,11 +119,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 STATUS_COLUMNS = ("run_id", "status", "task", "params", "d_m", "n_neurons", "metric", "progress")
 
 
-def _metric(row: dict[str, Any]) -> float | None:
-    for key in ("test_metric", "valid_metric", "train_metric"):
+METRIC_SPLITS = {"test_metric": "test", "valid_metric": "valid", "train_metric": "train"}
+
+
+def _metric(row: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The run's best-known metric and which split it is (test, then validation, then train)."""
+    for key, split in METRIC_SPLITS.items():
         if row.get(key) is not None:
-            return row[key]
-    return None
+            return row[key], split
+    return None, None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -150,7 +154,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "run_id": r["run_id"], "status": r["status"], "reason": r["reason"], "sweep_id": r["sweep_id"],
             "task": r["task"], "params": r["params"], "budget": r["budget"], "d_m": r["d_m"],
             "n_neurons": r["n_neurons"], "d_tree": r["d_tree"], "d_brch": r["d_brch"], "seed": r["seed"],
-            "metric_name": r["metric_name"], "metric": _metric(r), "steps": r["steps"], "attempt": r["attempt"],
+            "metric_name": r["metric_name"], "metric": _metric(r)[0], "metric_split": _metric(r)[1],
+            "steps": r["steps"], "attempt": r["attempt"],
             "worker": r["worker"], "created_at": r["created_at"], "updated_at": r["updated_at"], "progress": p or None,
         })
     if args.json:
@@ -169,7 +174,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 prog += f" eta {p['eta_s']:.0f}s"
         elif r["status"] == "failed" and r["reason"]:
             prog = r["reason"][:40]
-        metric = "" if r["metric"] is None else f"{r['metric']:.4f} {r['metric_name']}"
+        metric = "" if r["metric"] is None else f"{r['metric_split']} {r['metric_name']} {r['metric']:.4f}"
         table.append([r["run_id"], r["status"], r["task"], f"{r['params']:,}", str(r["d_m"]), str(r["n_neurons"]),
                       metric, prog])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(STATUS_COLUMNS)]

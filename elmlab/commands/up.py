@@ -167,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
             return 0
         mode = "embedded broker" if settings.embedded else f"broker {settings.broker_url and _mask(settings)}"
         print(f"ELM Lab is up: {url}  ({mode}; home {settings.home}; logs {settings.logs_path})", flush=True)
-        print("Ctrl-C stops the dashboard, the worker and the recorder.", flush=True)
+        names = [f"the {c.name}" for c in children]
+        started = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        print(f"Ctrl-C stops {started}." + (" Read-only: no worker or recorder was started." if args.read_only
+                                           else ""), flush=True)
         if not args.no_browser:
             try:
                 webbrowser.open(url)

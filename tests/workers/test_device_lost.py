@@ -11,7 +11,7 @@ import sys
 
 from elm_core.runtime import DEVICE_LOST_EXIT
 from tests.workers.conftest import ROOT, Lab, tiny, wait_for
-from workers import client
+from workers import submit as client
 
 WORKER = """
 import sys
