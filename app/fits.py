@@ -48,7 +48,7 @@ def fit_frame(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     iso-budget groups (`iso_budget`), with `unconverged`: how many of the seeds' runs ended with
     `converged` False (still improving at the end of training; None counts as converged, unknown).
     Only done runs enter: a run a search pruned is cancelled and never a finished point of a fit."""
-    runs = on_curve(done_runs(frame, metric))[0] if metric in frame.columns else frame.clear()
+    runs = done_runs(frame, metric) if metric in frame.columns else frame.clear()
     if runs.height == 0:
         return runs.with_columns(pl.lit(None, dtype=pl.Float64).alias("iso_budget"),
                                  pl.lit(None, dtype=pl.UInt32).alias("n_seeds"),
@@ -83,7 +83,7 @@ def iso_fits(collapsed: pl.DataFrame, x: str, metric: str, n_boot: int = 200) ->
     if collapsed.height == 0 or x not in collapsed.columns:
         return NoFit(NO_RUNS if collapsed.height == 0 else f"no column {x!r} in the runs")
     try:
-        fits = fit_iso_budgets(collapsed, x=x, metric=metric, n_boot=n_boot)
+        fits = fit_iso_budgets(on_curve(collapsed)[0], x=x, metric=metric, n_boot=n_boot)
     except ValueError as exc:
         return NoFit(str(exc))
     return fits or NoFit(f"an iso-budget fit needs at least three distinct allocations ({x}) at one budget")
@@ -102,7 +102,7 @@ def pareto(collapsed: pl.DataFrame, cost: str, metric: str) -> ParetoResult | No
 def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
     """The surface L(N, k_e, k_c) = E + A N^-alpha + B k_e^-beta (+ C k_c^-gamma) over all budgets."""
     try:
-        fit = fit_scaling_law(collapsed, metric=metric)
+        fit = fit_scaling_law(on_curve(collapsed)[0], metric=metric)
     except ValueError as exc:
         return NoFit(str(exc))
     return fit if fit.ok else NoFit(f"the scaling-law fit failed: {fit.reason}")
@@ -111,7 +111,7 @@ def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
 def capacity(collapsed: pl.DataFrame, metric: str) -> CapacityFit | NoFit:
     """The closed-form capacity model (per-neuron SNR saturating in k_e and k_c)."""
     try:
-        fit = fit_capacity_model(collapsed, metric=metric)
+        fit = fit_capacity_model(on_curve(collapsed)[0], metric=metric)
     except ValueError as exc:
         return NoFit(str(exc))
     return fit if fit.ok else NoFit(f"the capacity-model fit failed: {fit.reason}")
@@ -122,7 +122,7 @@ def suggestions(collapsed: pl.DataFrame, metric: str, n: int = 5) -> pl.DataFram
     design the Design page would queue: the budget a whole number of parameters (3 significant digits),
     d_m >= 1 and at least N_MIN hidden neurons (elm_core.sweeps: fewer is another kind of model)."""
     try:
-        ranked = suggest_next_runs(collapsed, x="d_m", metric=metric, n=3 * n)
+        ranked = suggest_next_runs(on_curve(collapsed)[0], x="d_m", metric=metric, n=3 * n)
     except ValueError as exc:
         return NoFit(str(exc))
     if ranked.height:
