@@ -137,11 +137,13 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     # A long run, seen training (progress bar with step, loss, throughput, ETA), cancelled from Runs.
     page.goto(f"{elmlab_up}/?budget=40000&steps=20000&batch=2&seq_len=20&eval_chars=200&test_chars=200")
     settle(page)
-    confirm = page.get_by_text(re.compile(r"^I mean it: queue even though"))
-    if confirm.count():  # an estimate over an hour asks first
-        confirm.click()
+    queue_run = page.get_by_role("button", name="Queue this run")
+    expect(queue_run).to_be_visible()
+    if queue_run.is_disabled():  # an estimate over an hour asks first
+        page.get_by_text(re.compile(r"^I mean it: queue even though")).first.click()
         settle(page)
-    page.get_by_role("button", name="Queue this run").click()
+    expect(queue_run).to_be_enabled()
+    queue_run.click()
     settle(page)
     nav(page, "Runs")
     line = page.get_by_text(re.compile(r"step [\d,]+/20,000 · loss [\d.]+ · [\d,]+ tokens/s · ETA"))
