@@ -112,7 +112,8 @@ def publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt:
         queue = celery_app.route_for(device, spec_json.get("queue"))
         app.send_task(
             celery_app.TRAIN_TASK, kwargs=kwargs, task_id=run_id, queue=queue, ignore_result=True, retry=True,
-            retry_policy=state.FAST_RETRY, argsrepr="()", kwargsrepr=json.dumps(kwargs)[:1024],  # what Flower shows; Celery's own repr costs more
+            # what Flower shows, made cheaply (Celery's own repr walks the spec, a millisecond a message)
+            retry_policy=state.FAST_RETRY, argsrepr="()", kwargsrepr=json.dumps(kwargs)[:1024],
         )
     except transient_errors() as exc:
         raise _unavailable(settings, exc) from None
