@@ -15,9 +15,12 @@ without it): the app (workers/celery_app.py) is imported when a message is sent.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -105,22 +108,62 @@ def publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt:
     try:
         if attempt > 0:
             state.set_issued_attempt(app.backend, run_id, attempt, fast=True)
+        kwargs = {"spec": spec_json, "attempt": attempt, "created_at": created_at}
+        queue = celery_app.route_for(device, spec_json.get("queue"))
         app.send_task(
-            celery_app.TRAIN_TASK, kwargs={"spec": spec_json, "attempt": attempt, "created_at": created_at},
-            task_id=run_id, queue=celery_app.route_for(device, spec_json.get("queue")), ignore_result=True,
-            retry=True, retry_policy=state.FAST_RETRY,
+            celery_app.TRAIN_TASK, kwargs=kwargs, task_id=run_id, queue=queue, ignore_result=True, retry=True,
+            # what Flower shows, made cheaply (Celery's own repr walks the spec, a millisecond a message)
+            retry_policy=state.FAST_RETRY, argsrepr="()", kwargsrepr=json.dumps(kwargs)[:1024],
         )
     except transient_errors() as exc:
         raise _unavailable(settings, exc) from None
 
 
-def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None,
-             _tasks: dict[Any, Any] | None = None) -> tuple[RunSpec, RunRecord]:
+_TASKS: dict[tuple[str, str, str], tuple[tuple, Any]] = {}
+_TASKS_MAX = 16
+_tasks_lock = threading.Lock()
+
+
+def _files_signature(task: Any) -> tuple:
+    """(path, size, mtime) of every file a task was opened from: a changed or replaced file changes it."""
+    paths = {*getattr(task, "files", ()), *([task.path] if getattr(task, "path", None) else [])}
+    out = []
+    for path in sorted(str(p) for p in paths):
+        try:
+            st = os.stat(path)
+            out.append((path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((path, None, None))
+    return tuple(out)
+
+
+def _open_task(parsed: RunSpec, data_path: Path) -> Any:
+    """The spec's task, opened once per process and kept while its files are unchanged.
+
+    Opening a task reads and hashes its data (milliseconds for the bundled corpus); a submission needs
+    only its sizes, metric and hash, so a dashboard or a script that submits run after run opens it once.
+    ValueError as elm_core.data.get_task raises it."""
+    from elm_core.data import get_task
+
+    options = parsed.resolved_task_options()
+    key = (parsed.task, json.dumps(options, sort_keys=True, default=str), str(data_path))
+    with _tasks_lock:
+        cached = _TASKS.get(key)
+    if cached is not None and _files_signature(cached[1]) == cached[0]:
+        return cached[1]
+    task = get_task(parsed.task, data_path, **options)
+    with _tasks_lock:
+        if len(_TASKS) >= _TASKS_MAX:
+            _TASKS.clear()
+        _TASKS[key] = (_files_signature(task), task)
+    return task
+
+
+def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None) -> tuple[RunSpec, RunRecord]:
     """The validated spec (with a run id) and its `queued` record; ValueError naming the field if invalid.
 
-    `_tasks`: a cache of opened tasks for one batch of submissions (a data set is opened and hashed
-    once per batch; the configuration is resolved per spec as elm_core.train.prepare does)."""
-    from elm_core.train import base_record, prepare
+    The configuration is resolved as elm_core.train.prepare does, on the task opened by `_open_task`."""
+    from elm_core.train import base_record
 
     settings = _settings(settings)
     data = spec.model_dump(mode="json", exclude_unset=False) if isinstance(spec, RunSpec) else dict(spec)
@@ -128,14 +171,8 @@ def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None
         data["run_id"] = uuid.uuid4().hex[:12]
     parsed = parse_spec(data)
     try:
-        key = (parsed.task, json.dumps(parsed.resolved_task_options(), sort_keys=True, default=str))
-        if _tasks is not None and key in _tasks:
-            task = _tasks[key]
-            cfg = parsed.resolve_config(n_in=task.n_in, n_out=task.n_out, kind=task.kind)
-        else:
-            task, cfg = prepare(parsed, settings.data_path)
-            if _tasks is not None:
-                _tasks[key] = task
+        task = _open_task(parsed, settings.data_path)
+        cfg = parsed.resolve_config(n_in=task.n_in, n_out=task.n_out, kind=task.kind)
     except ValueError as exc:
         msg = str(exc)
         raise ValueError(msg if msg.startswith("invalid run spec") else f"invalid run spec: {msg}") from None
@@ -161,10 +198,9 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     check_writable(settings)
     prepared: list[tuple[RunSpec, RunRecord]] = []
     specs = list(specs)
-    tasks: dict[Any, Any] = {}
     for i, spec in enumerate(specs):
         try:
-            prepared.append(validate(spec, settings=settings, _tasks=tasks))
+            prepared.append(validate(spec, settings=settings))
         except ValueError as exc:
             raise ValueError(f"spec {i}: {exc}" if len(specs) > 1 else str(exc)) from None
     ids = [p.run_id for p, _ in prepared]
@@ -185,7 +221,7 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
                 raise BrokerUnavailable(f"{exc}; {len(done)} of {len(prepared)} runs were queued before it failed") \
                     from None
             raise
-        store.put(record)
+        store.put(record, sync=False)  # no more durable than its message (neither broker fsyncs a message)
         done.append(record.run_id)
     return done
 

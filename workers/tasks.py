@@ -28,13 +28,12 @@ import threading
 import time
 from typing import Any
 
-from celery import signals
 from celery.exceptions import OperationalError as CeleryOperationalError
 from kombu.exceptions import OperationalError
 
 from elm_core.records import RunRecord
 from elm_core.settings import get_settings
-from workers import state
+from workers import cores, state
 from workers.celery_app import RECORD_TASK, RESULTS_QUEUE, TRAIN_TASK, app
 
 log = logging.getLogger("elmlab.worker")
@@ -49,16 +48,6 @@ except ImportError:  # pragma: no cover
 
 # Sending the final record outlasts a broker restart: up to about an hour of retries.
 RECORD_RETRY = {"max_retries": 120, "interval_start": 1, "interval_step": 5, "interval_max": 30}
-
-
-@signals.worker_process_init.connect
-def _share_cores(**_: Any) -> None:
-    """A pool process uses its share of the cores (N pool processes, each on cores / N threads)."""
-    conc = int(os.environ.get("ELMLAB_WORKER_CONCURRENCY", "1") or 1)
-    if conc > 1:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // conc))
 
 
 def send_record(record: RunRecord, *, retry_policy: dict[str, Any] | None = None) -> None:
@@ -227,6 +216,7 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
     running.status, running.attempt, running.worker = "running", attempt, _worker_name(self)
     if created_at:
         running.created_at = created_at
+    cores.pin_threads()  # this pool process's share of the cores, before the run's record names its device
     heartbeat = Heartbeat(self, run_id, attempt, settings.heartbeat_s)
     heartbeat.start()
     try:

@@ -85,9 +85,11 @@ class Store:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def put(self, record: RunRecord) -> None:
+    def put(self, record: RunRecord, *, sync: bool = True) -> None:
         """Record one state of a run. Writing a record whose (run_id, attempt, status) is already
-        recorded changes nothing (the first write wins). Reference runs are read-only."""
+        recorded changes nothing (the first write wins). Reference runs are read-only. `sync=False`
+        skips the fsyncs (the file is still whole or absent; a power cut may lose it): for a record
+        that is no more durable than what it describes, such as a queued run's message."""
         existing = self._reference_files(record.run_id)
         name = record_file_name(record)
         if existing and record.source != "reference":
@@ -102,7 +104,7 @@ class Store:
             )
         folder = self.path / (REFERENCE_DIR if record.source == "reference" else RUNS_DIR)
         table = pa.Table.from_pylist([record_row(record)], schema=SCHEMA)
-        write_atomic(folder, name, table)
+        write_atomic(folder, name, table, sync=sync)
 
     def _reference_files(self, run_id: str) -> list[str]:
         pattern = os.path.join(glob.escape(str(self.path / REFERENCE_DIR)), glob.escape(safe_id(run_id)))

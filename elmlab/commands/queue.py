@@ -4,7 +4,7 @@
     elmlab sweep iso --budget 6e4 --d-m-values 2,4,8,16 --seeds 0,1   # prints the run ids
     elmlab status [--json] [--sweep S]
     elmlab cancel RUN ; elmlab retry RUN
-    elmlab worker [--queues train,gpu] [--concurrency N]             # trains runs (any machine)
+    elmlab worker [--queues train,gpu] [--concurrency N] [--threads-per-run T]  # trains runs (any machine)
     elmlab recorder                                                  # writes records; re-queues lost runs
 """
 
@@ -225,14 +225,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if bad or not queues:
         raise UsageError(f"invalid queue name(s) {', '.join(bad) or '(none)'}: use train, gpu or names of "
                          "lower-case letters, digits, - and _ (results is the recorder's)")
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    if args.pool == "threads" and args.concurrency > 1:
-        raise UsageError("--pool threads runs several runs in one process, which share its seed, precision flags "
-                         "and buffer pool: use --pool prefork for --concurrency above 1")
+    from workers.cores import RUN_THREADS_ENV, run_slots
+
     if args.gpus is not None:
         return _gpu_workers(args, queues)
-    os.environ["ELMLAB_WORKER_CONCURRENCY"] = str(args.concurrency)
+    if args.pool == "solo" and (args.concurrency or 1) > 1:
+        raise UsageError("--pool solo trains one run at a time: leave --concurrency out or use the prefork pool")
+    concurrency, threads = run_slots(1 if args.pool == "solo" else args.concurrency, args.threads_per_run)
+    os.environ[RUN_THREADS_ENV] = str(threads)  # inherited by the pool processes (workers/cores.py)
     from elm_core.settings import get_settings
     from workers.celery_app import app, ensure_dirs
 
@@ -240,10 +240,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from elm_core.runtime import DEVICE_LOST_EXIT, device_lost
 
+    print(f"elmlab worker: {concurrency} run(s) at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
     hostname = args.hostname or f"worker-{os.getpid()}@%h"
     code = 0
     try:
-        app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
+        app.worker_main(_celery_argv(queues, concurrency, args.pool, hostname, args.loglevel, args.logfile))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
     # a solo worker ran the runs itself: after a fatal device error it must exit non-zero to be restarted
@@ -339,6 +340,14 @@ def cmd_recorder(args: argparse.Namespace) -> int:
 N_MIN = 8  # elm_core.sweeps.N_MIN, spelled here so that building the parser imports no torch
 
 
+def add_core_arguments(p: argparse.ArgumentParser) -> None:
+    """--concurrency and --threads-per-run (`elmlab worker`, `elmlab up`; workers/cores.py)."""
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="runs trained at a time, each in its own process (default: one per core)")
+    p.add_argument("--threads-per-run", type=int, default=None,
+                   help="torch threads of each run (default 1 when several runs train at a time, else every core)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("submit", help="queue one run (prints its run id)")
     add_spec_arguments(p)
@@ -395,9 +404,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("worker", help="a training worker (for this or another machine)")
     p.add_argument("--queues", default="train", help="comma-separated: train, gpu (default train)")
-    p.add_argument("--concurrency", type=int, default=1, help="runs at a time (default 1)")
-    p.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork",
-                   help="prefork (default): runs in a child process, the worker answers pings meanwhile")
+    add_core_arguments(p)
+    p.add_argument("--pool", choices=("prefork", "solo"), default="prefork",
+                   help="prefork (default): each run in its own child process, the worker answers pings meanwhile; "
+                   "solo: one run at a time in the worker itself")
     p.add_argument("--hostname", help="Celery node name (default worker-<pid>@<host>)")
     p.add_argument("--gpus", help="N or 'all': start one worker process per GPU (queues gpu and train)")
     p.add_argument("--loglevel", default="INFO")

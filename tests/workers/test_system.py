@@ -86,12 +86,39 @@ def test_sigkill_mid_run_redis(redis_lab: Lab):
     _sigkill_mid_run(redis_lab)
 
 
+def _interval(lab: Lab, run_id: str) -> tuple[float, float]:
+    """(start, end) of a run's training: its `running` record's time and its `done` record's."""
+    history = lab.store.history(run_id)
+    times = dict(zip(history["status"].to_list(), history["updated_at"].to_list(), strict=True))
+    return times["running"], times["done"]
+
+
+@pytest.mark.parametrize("extra", [(), ("--pool", "prefork", "--concurrency", "2", "--threads-per-run", "1")])
+def test_two_runs_train_at_once_each_on_its_own_thread(lab: Lab, extra: tuple[str, ...]):
+    """The worker's default on a two-core machine (and explicit options anywhere): two runs in two
+    pool processes at the same time, each record naming one thread."""
+    import os
+
+    if not extra and len(os.sched_getaffinity(0)) != 2:
+        pytest.skip("the default is one run per core: this case needs exactly two cores")
+    lab.recorder()
+    lab.worker(*extra)
+    ids = submit.submit_many([tiny(seed=s, steps=400) for s in range(2)])
+    records = [lab.wait_status(run_id, "done", timeout=120) for run_id in ids]
+    (start_a, end_a), (start_b, end_b) = (_interval(lab, r) for r in ids)
+    assert start_a < end_b and start_b < end_a, "the two runs did not train at the same time"
+    assert all(rec.device.endswith("x1") for rec in records), [rec.device for rec in records]
+    assert records[0].worker == records[1].worker  # one worker, two pool processes
+
+
 def test_cancel_queued_and_running_then_retry(lab: Lab):
     lab.recorder()
-    lab.worker()  # one run at a time: the second waits in the queue
+    lab.worker("--concurrency", "2")  # two runs at a time: the third waits in the queue
     running = submit.submit(tiny(steps=2000))
+    other = submit.submit(tiny(seed=4, steps=1000))
     queued = submit.submit(tiny(seed=3))
     lab.wait_progress(running, min_step=3)
+    lab.wait_progress(other, min_step=1)
 
     submit.cancel(queued)  # not picked up yet: recorded cancelled at once
     assert lab.status(queued) == "cancelled"
@@ -99,6 +126,7 @@ def test_cancel_queued_and_running_then_retry(lab: Lab):
     rec = lab.wait_status(running, "cancelled", timeout=30)
     assert rec.reason == "cancelled by user"
     assert 0 < rec.steps < 2000 and rec.curve and rec.curve[-1].step <= rec.steps
+    assert lab.wait_status(other, "done", timeout=60).steps == 1000  # the run beside it is untouched
 
     # The worker then takes the cancelled run's message and drops it: nothing more is recorded.
     wait_for(lambda: monitor.health()["queues"]["train"] == 0, 30, "the queue to drain")
