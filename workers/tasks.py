@@ -5,10 +5,12 @@ train_run (queue `train`, or `gpu` for CUDA specs), on a worker that never opens
     2. validate the spec and open its task; an invalid one is recorded `failed` with the reason and
        never retried;
     3. send a `running` record to `record_run`, then train with a progress callback (Celery state
-       PROGRESS: step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, attempt) and a
+       PROGRESS: step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, attempt, and
+       `curve`, the learning curve so far as [step, train loss, valid metric] points) and a
        heartbeat thread that refreshes that state every ELMLAB_HEARTBEAT_S even while the run
        evaluates, and that watches for a cancel request or a newer attempt;
-    4. send the final record (done, failed or cancelled with its partial curve) to `record_run` and
+    4. send the final record (done, failed or cancelled with its partial curve and the cancel
+       request's reason) to `record_run` and
        keep it as the task's SUCCESS result, from which the reaper can recover a lost record.
        A run superseded by a newer attempt stops and records nothing.
 record_run (queue `results`, in the recorder): write a record into the store, unless its attempt
@@ -92,6 +94,8 @@ class Heartbeat:
                                      "step": 0, "total_steps": None, "loss": None, "tokens_per_s": None,
                                      "eta_s": None, "elapsed_s": 0.0, "valid_metric": None}
         self.cancelled = threading.Event()
+        self.cancel_reason: str | None = None
+        self.curve: list[list[Any]] = []  # [step, train loss, valid metric or None] so far, in meta["curve"]
         self.superseded = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -119,6 +123,9 @@ class Heartbeat:
     def progress(self, p: dict[str, Any]) -> None:
         self.meta.update({k: p.get(k) for k in ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s",
                                                 "elapsed_s", "valid_metric", "tokens")})
+        if p.get("points"):
+            self.curve.extend([list(pt) for pt in p["points"]])
+            self.meta["curve"] = self.curve
         self.write()
 
     def should_stop(self) -> bool:
@@ -141,6 +148,7 @@ class Heartbeat:
                 self.superseded.set()
             cancel = state.cancel_requested(backend, self.run_id)
             if cancel is not None and cancel >= self.attempt:
+                self.cancel_reason = state.cancel_reason(backend, self.run_id)
                 self.cancelled.set()
         except Exception as exc:
             log.warning("run %s: could not read cancel/attempt markers: %s", self.run_id, exc)
@@ -207,7 +215,7 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
     if created_at:
         record.created_at = created_at
     if record.status == "cancelled":
-        record.reason = "cancelled by user"
+        record.reason = heartbeat.cancel_reason or "cancelled by user"
     final = record.model_dump(mode="json")
     send_record(record)
     try:

@@ -1,4 +1,13 @@
-"""`elmlab sweep replay`: what the multi-fidelity search would have cost, and found, on a full grid.
+"""`elmlab sweep replay`, `elmlab sweep search` and `elmlab controller`: the multi-fidelity search.
+
+    elmlab sweep search --budget 5e4 --d-m-values 2,4,8,16,32 [--seeds 0,1] [--compute 0.5] [--preset small]
+    elmlab controller                     # carries searches on (elmlab up starts it)
+
+`sweep search` saves the search under $ELMLAB_HOME/searches, queues the first seed of every
+allocation and prints the search id (its sweep id); the controller (workers/controller.py) stops
+and seeds runs from then on.
+
+`sweep replay`: what the multi-fidelity search would have cost, and found, on a full grid.
 
     elmlab sweep replay --input RUNS_WITH_CURVES [--eta 3] [--limit 0.4] [--workers 1] [--json]
 
@@ -94,3 +103,113 @@ def cmd_replay(args: argparse.Namespace) -> int:
     signals = sorted({g["signal_note"] for g in obj["groups"]})
     print("rungs on the " + "; ".join(signals) + f": steps {obj['groups'][0]['rungs']}")
     return 0
+
+
+# --- sweep search: a multi-fidelity search on the queue ---------------------------------------------
+
+
+def add_search(kinds: argparse._SubParsersAction, pass_fields: tuple[str, ...], types: dict[str, Any],
+               int_list: Any, count: Any) -> None:
+    """The `search` sub-command of `elmlab sweep` (the spec flags of `sweep iso` pass through)."""
+    p = kinds.add_parser("search", help="queue a multi-fidelity search over d_m at one or more budgets "
+                         "(the controller stops the arms out of the race and seeds the best)")
+    p.add_argument("--task", default="text")
+    p.add_argument("--budget", type=count, action="append", required=True, help="parameters; repeat for more")
+    p.add_argument("--d-m-values", type=int_list, required=True, help="the allocations, e.g. 2,4,8,16,32")
+    p.add_argument("--seeds", type=int_list, help="seeds an allocation may get, in order (default 0,1,2)")
+    p.add_argument("--compute", type=float, metavar="CPU-HOURS", help="compute limit per budget (default none)")
+    p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta at a rung (default 3)")
+    p.add_argument("--z", type=float, default=1.96, help="interval half-width in standard errors (default 1.96)")
+    p.add_argument("--min-rung", type=int, help="lowest rung in steps (default total / eta)")
+    p.add_argument("--max-seeds", type=int, help="seeds per allocation (default: all of --seeds)")
+    for name in pass_fields:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=types[name], default=None)
+    p.set_defaults(func=cmd_search, _parser=p, _pass=pass_fields)
+
+
+def _total_steps(spec: dict[str, Any], data_dir) -> tuple[int, int | None]:
+    """(steps a run trains, eval_every) from the resolved protocol, as elm_core.train counts them."""
+    from elm_core.spec import parse_spec
+    from elm_core.train import prepare
+
+    parsed = parse_spec(spec)
+    task, _ = prepare(parsed, data_dir)
+    proto = parsed.protocol(task.kind)
+    if task.kind == "spike":
+        per_epoch = proto["batches_per_epoch"] or math.ceil(task.num_items("train") / proto["batch_size"])
+        return int(proto["epochs"] * per_epoch), proto["eval_every"]
+    return int(proto["steps"]), proto["eval_every"]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import sys
+    import time
+
+    from elm_core.search.live import SearchDef, new_search_id, save
+    from elm_core.settings import get_settings
+    from elmlab.cli import UsageError
+    from workers.controller import Controller
+    from workers.submit import BrokerUnavailable, ReadOnlyError, check_writable, validate
+
+    if args.eta < 2:
+        raise UsageError("--eta must be at least 2")
+    if len(set(args.d_m_values)) < 3:
+        raise UsageError("--d-m-values needs at least three allocations (an iso fit needs a bracket)")
+    if args.max_seeds is not None and args.max_seeds < 1:
+        raise UsageError("--max-seeds must be at least 1")
+    if args.compute is not None and not args.compute > 0:
+        raise UsageError("--compute must be a positive number of CPU-hours")
+    settings = get_settings()
+    try:
+        check_writable(settings)
+    except ReadOnlyError as exc:
+        raise UsageError(str(exc)) from None
+    seeds = tuple(dict.fromkeys(args.seeds or [0, 1, 2]))
+    shared = {name: getattr(args, name) for name in args._pass if getattr(args, name, None) is not None}
+    budgets = tuple(dict.fromkeys(float(b) for b in args.budget))
+    arms = tuple(sorted(set(args.d_m_values)))
+    tasks: dict[Any, Any] = {}
+    for b in budgets:  # every allocation must be a valid run before anything is queued
+        for arm in arms:
+            try:
+                validate({**shared, "task": args.task, "budget": b, "d_m": arm, "seed": seeds[0]},
+                         settings=settings, _tasks=tasks)
+            except ValueError as exc:
+                raise UsageError(f"budget {b:g}, d_m {arm}: {exc}") from None
+    total, eval_every = _total_steps({**shared, "task": args.task, "budget": budgets[0], "d_m": arms[0]},
+                                     settings.data_path)
+    defn = SearchDef(
+        search_id=new_search_id(), task=args.task, budgets=budgets, arms=arms, seeds=seeds, total_steps=total,
+        eval_every=eval_every, curve_every=max(1, total // 200), eta=args.eta, z=args.z, min_rung=args.min_rung,
+        max_seeds=args.max_seeds, compute_limit=args.compute, spec=shared, created_at=time.time(),
+    )
+    signal, rungs = defn.signal()
+    if not rungs:
+        raise UsageError(f"{total} steps leave no rung at eta {args.eta}; train longer or lower --min-rung")
+    save(defn, settings.home)
+    try:
+        started = Controller(settings).step(defn)["started"]
+    except BrokerUnavailable as exc:
+        print(f"elmlab sweep: error: {exc}; search {defn.search_id} is saved and the controller queues its "
+              "runs when the broker answers", file=sys.stderr)
+        return 2
+    print(f"search {defn.search_id}: queued {len(started)} runs (first seed of every allocation); rungs at steps "
+          f"{list(rungs)} on the {'validation metric' if signal == 'valid' else 'training loss'}; the controller "
+          "(elmlab up, or elmlab controller) carries it on", file=sys.stderr)
+    print(defn.search_id)
+    return 0
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    from elmlab.cli import UsageError
+    from workers.controller import main
+
+    if not args.interval > 0:
+        raise UsageError("--interval must be a positive number of seconds")
+    return main(args.interval)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("controller", help="carry out the multi-fidelity searches: stop and start their runs")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between decisions (default 2)")
+    p.set_defaults(func=cmd_controller, _parser=p)

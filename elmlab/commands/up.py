@@ -1,4 +1,5 @@
-"""`elmlab up`: the dashboard, one local worker and the recorder, as child processes; Ctrl-C stops them all.
+"""`elmlab up`: the dashboard, one local worker, the recorder and the search controller, as child
+processes; Ctrl-C stops them all.
 
     elmlab up [--port 8501] [--host 127.0.0.1] [--no-browser] [--read-only] [--no-worker]
 
@@ -99,6 +100,7 @@ def _children(args: argparse.Namespace, settings) -> list[Child]:
     ], dash_env, logs / "dashboard.log")]
     if not args.read_only:
         children.append(Child("recorder", [*elmlab, "recorder"], env, logs / "recorder.log"))
+        children.append(Child("controller", [*elmlab, "controller"], env, logs / "controller.log"))
         if not args.no_worker:
             children.append(Child("worker", [*elmlab, "worker", "--queues", args.queues, "--concurrency",
                                              str(args.concurrency)], env, logs / "worker.log"))
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         mode = "embedded broker" if settings.embedded else f"broker {settings.broker_url and _mask(settings)}"
         print(f"ELM Lab is up: {url}  ({mode}; home {settings.home}; logs {settings.logs_path})", flush=True)
-        print("Ctrl-C stops the dashboard, the worker and the recorder.", flush=True)
+        print("Ctrl-C stops the dashboard, the worker, the recorder and the search controller.", flush=True)
         if not args.no_browser:
             try:
                 webbrowser.open(url)
