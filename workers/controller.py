@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from typing import Any
 
 from elm_core.search import Start, Stop, decide

@@ -156,7 +156,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         elif r["status"] == "failed" and r["reason"]:
             prog = r["reason"][:40]
         metric = "" if r["metric"] is None else f"{r['metric']:.4f} {r['metric_name']}"
-        table.append([r["run_id"], "pruned" if pruned else r["status"], r["task"], f"{r['params']:,}", str(r["d_m"]), str(r["n_neurons"]),
+        status = "pruned" if pruned else r["status"]
+        table.append([r["run_id"], status, r["task"], f"{r['params']:,}", str(r["d_m"]), str(r["n_neurons"]),
                       metric, prog])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(STATUS_COLUMNS)]
     print("  ".join(h.ljust(w) for h, w in zip(STATUS_COLUMNS, widths, strict=True)))
