@@ -22,19 +22,75 @@ refused by `submit` and skipped.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from elm_core.search import Start, Stop, decide
-from elm_core.search.live import SearchDef, build_state, load_all, mark_finished
+from elm_core.search.live import SearchDef, build_state, load_all, mark_finished, new_search_id, save
 from elm_core.settings import Settings, get_settings
 from workers import state
-from workers.submit import BrokerUnavailable, cancel, submit
+from workers.submit import BrokerUnavailable, cancel, check_writable, submit, validate
 
 log = logging.getLogger("elmlab.controller")
 
 INTERVAL_S = 2.0
+
+
+def _total_steps(spec: dict[str, Any], settings: Settings) -> tuple[int, int | None]:
+    """(steps a run trains, eval_every) from the resolved protocol, counted as elm_core.train counts them."""
+    from elm_core.spec import parse_spec
+    from elm_core.train import prepare
+
+    parsed = parse_spec(spec)
+    task, _ = prepare(parsed, settings.data_path)
+    proto = parsed.protocol(task.kind)
+    if task.kind == "spike":
+        per_epoch = proto["batches_per_epoch"] or math.ceil(task.num_items("train") / proto["batch_size"])
+        return int(proto["epochs"] * per_epoch), proto["eval_every"]
+    return int(proto["steps"]), proto["eval_every"]
+
+
+def create_search(task: str, budgets: Sequence[float], arms: Sequence[int], seeds: Sequence[int],
+                  spec: dict[str, Any] | None = None, *, eta: int = 3, z: float = 1.96, min_rung: int | None = None,
+                  max_seeds: int | None = None, compute_limit: float | None = None,
+                  settings: Settings | None = None) -> tuple[SearchDef, list[str]]:
+    """Validate, save and start a search: every (budget, d_m) must be a valid run (ValueError naming
+    it, nothing saved); then the definition is saved and the first seed of every allocation queued
+    through the normal submission. Returns (the definition, the run ids queued). ReadOnlyError,
+    BrokerUnavailable (the search is saved; the controller queues its runs later)."""
+    settings = settings or get_settings()
+    check_writable(settings)
+    spec = dict(spec or {})
+    budgets = tuple(dict.fromkeys(float(b) for b in budgets))
+    arms_t = tuple(sorted(set(int(a) for a in arms)))
+    seeds_t = tuple(dict.fromkeys(int(s) for s in seeds))
+    if eta < 2:
+        raise ValueError("eta must be at least 2")
+    if len(arms_t) < 3:
+        raise ValueError("d_m values: a search needs at least three allocations (an iso fit needs a bracket)")
+    if not budgets or not seeds_t:
+        raise ValueError("a search needs a budget and a seed")
+    tasks: dict[Any, Any] = {}
+    for b in budgets:
+        for arm in arms_t:
+            try:
+                validate({**spec, "task": task, "budget": b, "d_m": arm, "seed": seeds_t[0]}, settings=settings,
+                         _tasks=tasks)
+            except ValueError as exc:
+                raise ValueError(f"budget {b:g}, d_m {arm}: {exc}") from None
+    total, eval_every = _total_steps({**spec, "task": task, "budget": budgets[0], "d_m": arms_t[0]}, settings)
+    defn = SearchDef(search_id=new_search_id(), task=task, budgets=budgets, arms=arms_t, seeds=seeds_t,
+                     total_steps=total, eval_every=eval_every, curve_every=max(1, total // 200), eta=eta, z=z,
+                     min_rung=min_rung, max_seeds=max_seeds, compute_limit=compute_limit, spec=spec,
+                     created_at=time.time())
+    if not defn.signal()[1]:
+        raise ValueError(f"{total} steps leave no rung at eta {eta}; train longer or lower the minimum rung")
+    save(defn, settings.home)
+    return defn, Controller(settings).step(defn)["started"]
 
 
 def _cancel_covers(requested: int | None, attempt: int) -> bool:

@@ -127,72 +127,29 @@ def add_search(kinds: argparse._SubParsersAction, pass_fields: tuple[str, ...], 
     p.set_defaults(func=cmd_search, _parser=p, _pass=pass_fields)
 
 
-def _total_steps(spec: dict[str, Any], data_dir) -> tuple[int, int | None]:
-    """(steps a run trains, eval_every) from the resolved protocol, as elm_core.train counts them."""
-    from elm_core.spec import parse_spec
-    from elm_core.train import prepare
-
-    parsed = parse_spec(spec)
-    task, _ = prepare(parsed, data_dir)
-    proto = parsed.protocol(task.kind)
-    if task.kind == "spike":
-        per_epoch = proto["batches_per_epoch"] or math.ceil(task.num_items("train") / proto["batch_size"])
-        return int(proto["epochs"] * per_epoch), proto["eval_every"]
-    return int(proto["steps"]), proto["eval_every"]
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     import sys
-    import time
 
-    from elm_core.search.live import SearchDef, new_search_id, save
-    from elm_core.settings import get_settings
     from elmlab.cli import UsageError
-    from workers.controller import Controller
-    from workers.submit import BrokerUnavailable, ReadOnlyError, check_writable, validate
+    from workers.controller import create_search
+    from workers.submit import BrokerUnavailable, ReadOnlyError
 
-    if args.eta < 2:
-        raise UsageError("--eta must be at least 2")
-    if len(set(args.d_m_values)) < 3:
-        raise UsageError("--d-m-values needs at least three allocations (an iso fit needs a bracket)")
     if args.max_seeds is not None and args.max_seeds < 1:
         raise UsageError("--max-seeds must be at least 1")
     if args.compute is not None and not args.compute > 0:
         raise UsageError("--compute must be a positive number of CPU-hours")
-    settings = get_settings()
+    shared = {name: getattr(args, name) for name in args._pass if getattr(args, name, None) is not None}
     try:
-        check_writable(settings)
+        defn, started = create_search(args.task, args.budget, args.d_m_values, args.seeds or [0, 1, 2], shared,
+                                      eta=args.eta, z=args.z, min_rung=args.min_rung, max_seeds=args.max_seeds,
+                                      compute_limit=args.compute)
     except ReadOnlyError as exc:
         raise UsageError(str(exc)) from None
-    seeds = tuple(dict.fromkeys(args.seeds or [0, 1, 2]))
-    shared = {name: getattr(args, name) for name in args._pass if getattr(args, name, None) is not None}
-    budgets = tuple(dict.fromkeys(float(b) for b in args.budget))
-    arms = tuple(sorted(set(args.d_m_values)))
-    tasks: dict[Any, Any] = {}
-    for b in budgets:  # every allocation must be a valid run before anything is queued
-        for arm in arms:
-            try:
-                validate({**shared, "task": args.task, "budget": b, "d_m": arm, "seed": seeds[0]},
-                         settings=settings, _tasks=tasks)
-            except ValueError as exc:
-                raise UsageError(f"budget {b:g}, d_m {arm}: {exc}") from None
-    total, eval_every = _total_steps({**shared, "task": args.task, "budget": budgets[0], "d_m": arms[0]},
-                                     settings.data_path)
-    defn = SearchDef(
-        search_id=new_search_id(), task=args.task, budgets=budgets, arms=arms, seeds=seeds, total_steps=total,
-        eval_every=eval_every, curve_every=max(1, total // 200), eta=args.eta, z=args.z, min_rung=args.min_rung,
-        max_seeds=args.max_seeds, compute_limit=args.compute, spec=shared, created_at=time.time(),
-    )
-    signal, rungs = defn.signal()
-    if not rungs:
-        raise UsageError(f"{total} steps leave no rung at eta {args.eta}; train longer or lower --min-rung")
-    save(defn, settings.home)
-    try:
-        started = Controller(settings).step(defn)["started"]
     except BrokerUnavailable as exc:
-        print(f"elmlab sweep: error: {exc}; search {defn.search_id} is saved and the controller queues its "
-              "runs when the broker answers", file=sys.stderr)
+        print(f"elmlab sweep: error: {exc}; the search is saved and the controller queues its runs when the "
+              "broker answers", file=sys.stderr)
         return 2
+    signal, rungs = defn.signal()
     print(f"search {defn.search_id}: queued {len(started)} runs (first seed of every allocation); rungs at steps "
           f"{list(rungs)} on the {'validation metric' if signal == 'valid' else 'training loss'}; the controller "
           "(elmlab up, or elmlab controller) carries it on", file=sys.stderr)
