@@ -51,8 +51,9 @@ def _running(lab_store, backend, run_id: str, level: float, upto: int, rng) -> N
 
 def _finish(lab_store, run_id: str, status: str, reason: str | None = None) -> None:
     rec = lab_store.run(run_id)
-    lab_store.put(rec.model_copy(update={"status": status, "reason": reason, "steps": 60, "wall_time_s": 6.0,
-                                         "test_metric": 2.0}))
+    done = status == "done"
+    lab_store.put(rec.model_copy(update={"status": status, "reason": reason, "steps": 60 if done else 24,
+                                         "wall_time_s": 6.0, "test_metric": 2.0 if done else None}))
 
 
 def test_controller_prunes_restarts_and_seeds(home, capsys):
@@ -95,6 +96,10 @@ def test_controller_prunes_restarts_and_seeds(home, capsys):
     Controller(settings).tick()
     assert load(sid, home).finished_at is not None
     assert sid not in Controller(settings).tick()  # a finished search is left alone
+    capsys.readouterr()
+    assert main(["status", "--sweep", sid]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(ids[5]))
+    assert line.split()[1] == "pruned" and line.rstrip().endswith("at step 24")
     assert sorted(store.runs(sweep_id=sid, status="done")["run_id"].to_list()) == sorted([*seed1, ids[2], ids[3],
                                                                                           ids[4]])
     assert store.run(ids[5]).reason.startswith("pruned at step 24")
