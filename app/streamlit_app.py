@@ -18,6 +18,7 @@ pages = [
     # mode: shared links such as /explore then work on a read-only dashboard too.
     st.Page("views/design.py", title="Design and queue", icon=":material/tune:", url_path="design", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
+    st.Page("views/search.py", title="Search", icon=":material/search:", url_path="search"),
     st.Page("views/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
     st.Page("views/sweeps.py", title="Sweeps", icon=":material/stacked_line_chart:", url_path="sweeps"),
     st.Page("views/scaling.py", title="Scaling laws", icon=":material/trending_down:", url_path="scaling"),

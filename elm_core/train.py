@@ -11,7 +11,9 @@ Spike tasks (shd, shd-adding, synthetic-adding): cross-entropy on the last step,
 Both: Adam(ax) with linear warm-up then cosine decay to 0, gradient-norm clipping, label smoothing,
 variational dropout from the config. A non-finite loss ends the run `failed` (reason `diverged`, noticed
 within LOSS_READ_EVERY steps: the losses are read back from the device in groups, not every step);
-`should_stop()` ends it `cancelled` with its partial curve. Never raises for a run that fails
+`should_stop()` ends it `cancelled` with its partial curve. Each `on_progress` dict carries `points`,
+the learning-curve points (step, train loss, valid metric) added since the previous call, so that a
+listener holds the curve while the run trains. Never raises for a run that fails
 while training; invalid specs and missing data raise ValueError before any work starts.
 """
 
@@ -245,6 +247,7 @@ def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progres
     evaluate = _evaluator(model, task, proto, device)
     best_valid: float | None = None
     step = start_step
+    sent = len(curve)  # curve points already handed to on_progress (its "points": the search's live signal)
     try:
         for step_i, (x, y, keep) in enumerate(batches):
             if step_i < start_step:
@@ -286,8 +289,9 @@ def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progres
                                         train_loss=losses.last_plain, valid_metric=valid))
             if on_progress is not None and (now - last_progress >= progress_every_s or valid is not None):
                 last_progress = now  # the loss last read: reading the newest would wait for the device
-                on_progress(_progress(step + 1, total_steps, tokens, losses.last_plain, now - t0, start_step, t0,
-                                      valid))
+                info = _progress(step + 1, total_steps, tokens, losses.last_plain, now - t0, start_step, t0, valid)
+                info["points"], sent = [(c.step, c.train_loss, c.valid_metric) for c in curve[sent:]], len(curve)
+                on_progress(info)
             if save:
                 last_ckpt = now
                 _save_checkpoint(ckpt, model, opt, sched, step + 1, state, curve, tokens)

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "store",
     "fit",
     "queue",
+    "search",
     "up",
     "demo",
     "gpu",

@@ -247,21 +247,23 @@ def _own_run(run_id: str, settings: Settings | None, verb: str):
     return settings, store, rec
 
 
-def cancel(run_id: str, *, settings: Settings | None = None) -> None:
+def cancel(run_id: str, *, reason: str | None = None, settings: Settings | None = None) -> None:
     """Cancel a queued or running run. A queued run not yet picked up is recorded `cancelled` at once
     (and a worker that picks its message up later drops it); a running one stops at its next step
-    and records `cancelled` with its partial curve. ValueError for unknown, reference or finished runs."""
+    and records `cancelled` with its partial curve. `reason` (default "cancelled by user", or
+    "cancelled before it started") is the reason recorded, e.g. "pruned at step 132: ..." for a run
+    the search stopped. ValueError for unknown, reference or finished runs."""
     settings, store, rec = _own_run(run_id, settings, "cancelled")
     if rec.status in TERMINAL:
         raise ValueError(f"run {run_id!r} is already {rec.status}; nothing to cancel")
     app = _celery().app_for(settings)
     try:
-        state.request_cancel(app.backend, run_id, rec.attempt, fast=True)
+        state.request_cancel(app.backend, run_id, rec.attempt, reason=reason, fast=True)
         meta = state.task_metas(app.backend, [run_id]).get(run_id)
     except transient_errors() as exc:
         raise _unavailable(settings, exc) from None
     if rec.status == "queued" and not _started(meta, rec.attempt):
-        store.put(rec.model_copy(update={"status": "cancelled", "reason": "cancelled before it started",
+        store.put(rec.model_copy(update={"status": "cancelled", "reason": reason or "cancelled before it started",
                                          "updated_at": time.time()}))
 
 

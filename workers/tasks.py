@@ -6,10 +6,12 @@ train_run (queue `train`, or `gpu` for CUDA specs), on a worker that never opens
        never retried;
     3. send a `running` record to `record_run`, then train with a progress callback (Celery state
        PROGRESS: step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, attempt, and
-       `curve`: at most CURVE_POINTS learning-curve points, see RecentCurve) and a
+       `curve`: at most CURVE_POINTS learning-curve points, see RecentCurve; `points`: the whole
+       learning curve so far as [step, train loss, valid metric] points, for the search controller) and a
        heartbeat thread that refreshes that state every ELMLAB_HEARTBEAT_S even while the run
        evaluates, and that watches for a cancel request or a newer attempt;
-    4. send the final record (done, failed or cancelled with its partial curve) to `record_run` and
+    4. send the final record (done, failed or cancelled with its partial curve and the cancel
+       request's reason) to `record_run` and
        keep it as the task's SUCCESS result, from which the reaper can recover a lost record.
        A run superseded by a newer attempt stops and records nothing.
     5. after a fatal device error (elm_core.runtime: the CUDA context is broken) the process exits with
@@ -117,6 +119,8 @@ class Heartbeat:
                                      "eta_s": None, "elapsed_s": 0.0, "valid_metric": None, "curve": []}
         self.curve = RecentCurve()
         self.cancelled = threading.Event()
+        self.cancel_reason: str | None = None
+        self.points: list[list[Any]] = []  # [step, train loss, valid metric or None] so far, in meta["points"]
         self.superseded = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -148,6 +152,9 @@ class Heartbeat:
             point = {"step": p["step"], "tokens": p.get("tokens") or 0, "wall_time_s": p.get("elapsed_s") or 0.0,
                      "train_loss": p["loss"], "valid_metric": p.get("valid_metric")}
             self.meta["curve"] = self.curve.add(point)
+        if p.get("points"):
+            self.points.extend([list(pt) for pt in p["points"]])
+            self.meta["points"] = self.points
         self.write()
 
     def should_stop(self) -> bool:
@@ -170,6 +177,7 @@ class Heartbeat:
                 self.superseded.set()
             cancel = state.cancel_requested(backend, self.run_id)
             if cancel is not None and cancel >= self.attempt:
+                self.cancel_reason = state.cancel_reason(backend, self.run_id)
                 self.cancelled.set()
         except Exception as exc:
             log.warning("run %s: could not read cancel/attempt markers: %s", self.run_id, exc)
@@ -241,7 +249,7 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
     if created_at:
         record.created_at = created_at
     if record.status == "cancelled":
-        record.reason = "cancelled by user"
+        record.reason = heartbeat.cancel_reason or "cancelled by user"
     final = record.model_dump(mode="json")
     send_record(record)
     try:

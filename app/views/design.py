@@ -262,6 +262,8 @@ def show_queue(design: data.Design, seconds: float) -> None:
                      disabled=bool(need["sweep"]) and not confirmed):
             queue("Iso-budget sweep", lambda: iso_sweep(
                 task, int(budget), text.parse_ints(dm_text, "d_m values"), seeds, **fields))
+    with q1:
+        show_search_button(task, int(budget), dm_text, seeds, fields)
     with q3:
         st.markdown("**Budget ladder** (the iso-budget sweep at several budgets)")
         if "ladder" not in st.session_state and "ladder" not in st.query_params:
@@ -273,6 +275,19 @@ def show_queue(design: data.Design, seconds: float) -> None:
             queue("Budget ladder", lambda: ladder_sweep(
                 task, text.parse_ints(ladder_text, "budgets"), d_m_values=text.parse_ints(dm_text, "d_m values"),
                 seeds=seeds, **fields))
+
+
+def show_search_button(task: str, budget: int, dm_text: str, seeds: list[int], fields: dict) -> None:
+    """Find the optimum at this budget: a multi-fidelity search over the sweep's d_m values (app/search.py)."""
+    from app import search
+
+    st.markdown("**Find the optimum at this budget** (a search: stops the losing d_m early)")
+    if st.button("Find the optimum at this budget", key="queue_search", icon=":material/search:"):
+        out = ui.run_action("Search", lambda: search.start_search(
+            task, budget, text.parse_ints(dm_text, "d_m values"), seeds if len(seeds) > 1 else [0, 1, 2], fields))
+        if out:
+            ui.flash("success", f"Search {out[0]}: queued {len(out[1])} run(s); the Search page follows it.", out[1])
+        st.rerun()
 
 
 try:

@@ -131,6 +131,7 @@ def _metric(row: dict[str, Any]) -> tuple[float | None, str | None]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from elm_core.search.policy import PRUNED
     from elm_core.settings import get_settings
     from elm_core.store import Store
     from workers.health import broker_reachable, progress
@@ -157,6 +158,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "metric_name": r["metric_name"], "metric": _metric(r)[0], "metric_split": _metric(r)[1],
             "steps": r["steps"], "attempt": r["attempt"],
             "worker": r["worker"], "created_at": r["created_at"], "updated_at": r["updated_at"], "progress": p or None,
+            "pruned": r["status"] == "cancelled" and (r["reason"] or "").startswith(PRUNED),
         })
     if args.json:
         print(json.dumps(out, indent=2, default=str))
@@ -168,14 +170,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in out:
         p = r["progress"]
         prog = ""
-        if p and p.get("total_steps"):
+        pruned = r["status"] == "cancelled" and (r["reason"] or "").startswith(PRUNED)
+        if pruned:
+            prog = f"at step {r['steps']}"
+        elif p and p.get("total_steps"):
             prog = f"{p['step']}/{p['total_steps']}"
             if p.get("eta_s") is not None:
                 prog += f" eta {p['eta_s']:.0f}s"
         elif r["status"] == "failed" and r["reason"]:
             prog = r["reason"][:40]
         metric = "" if r["metric"] is None else f"{r['metric_split']} {r['metric_name']} {r['metric']:.4f}"
-        table.append([r["run_id"], r["status"], r["task"], f"{r['params']:,}", str(r["d_m"]), str(r["n_neurons"]),
+        status = "pruned" if pruned else r["status"]
+        table.append([r["run_id"], status, r["task"], f"{r['params']:,}", str(r["d_m"]), str(r["n_neurons"]),
                       metric, prog])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(STATUS_COLUMNS)]
     print("  ".join(h.ljust(w) for h, w in zip(STATUS_COLUMNS, widths, strict=True)))
@@ -383,9 +389,10 @@ def register(sub) -> None:
             k.add_argument("--d-m", type=int)
             k.add_argument("--n-neurons", type=int)
         k.set_defaults(func=cmd_sweep, _parser=k)
-    from elmlab.commands.search import add_replay
+    from elmlab.commands.search import add_replay, add_search
 
-    add_replay(kinds)  # `sweep replay`: elmlab/commands/search.py
+    add_replay(kinds)  # `sweep replay` and `sweep search`: elmlab/commands/search.py
+    add_search(kinds, SWEEP_PASS, dict(SPEC_FLAGS), _int_list, count)
 
     p = sub.add_parser("status", help="runs in the store, with live progress when the broker answers")
     p.add_argument("--json", action="store_true", help="a JSON list of runs")

@@ -1,4 +1,5 @@
-"""`elmlab up`: the dashboard, one local worker and the recorder, as child processes; Ctrl-C stops them all.
+"""`elmlab up`: the dashboard, one local worker, the recorder and the search controller, as child
+processes; Ctrl-C stops them all.
 
     elmlab up [--port 8501] [--host 127.0.0.1] [--no-browser] [--read-only] [--no-worker]
               [--concurrency N] [--threads-per-run T]     # default: one run per core, one thread each
@@ -100,6 +101,7 @@ def _children(args: argparse.Namespace, settings) -> list[Child]:
     ], dash_env, logs / "dashboard.log")]
     if not args.read_only:
         children.append(Child("recorder", [*elmlab, "recorder"], env, logs / "recorder.log"))
+        children.append(Child("controller", [*elmlab, "controller"], env, logs / "controller.log"))
         if not args.no_worker:
             cores = [f"--{flag}={value}" for flag, value in (("concurrency", args.concurrency),
                                                               ("threads-per-run", args.threads_per_run))

@@ -6,6 +6,7 @@ queued and of a running run, retry. Every test here starts processes: marked slo
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
 from tests.workers.conftest import Lab, tiny, wait_for
@@ -214,3 +215,56 @@ def test_dashboard_submit_spreads_runs_over_two_workers_on_different_queues(redi
     for run_id in run_ids:
         _one_done(redis_lab, run_id)
     assert redis_lab.store.runs()["run_id"].n_unique() == 4
+
+
+def _search_killing_controller(lab: Lab) -> None:
+    """A search on real processes: 2 workers, the recorder, the controller SIGKILLed mid-search and
+    started again. The search ends, no run is started or recorded twice, stopped runs say why."""
+    from elm_core.search.live import load
+    from elmlab.cli import main
+
+    lab.recorder()
+    lab.worker()
+    lab.worker()
+    lab.wait_ready(3)
+    args = ["sweep", "search", "--budget", "20000", "--d-m-values", "2,3,4,5", "--seeds", "0,1", "--max-seeds", "1",
+            "--steps", "45",
+            "--batch-size", "2", "--seq-len", "10", "--d-tree", "3", "--d-brch", "3", "--eval-chars", "100",
+            "--test-chars", "100"]
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(args) == 0
+    sid = out.getvalue().strip().splitlines()[-1]
+    controller = lab.start("controller", "--interval", "0.5")
+    wait_for(lambda: any((p.get("step") or 0) >= 20 for p in monitor.progress(
+        lab.store.runs(sweep_id=sid)["run_id"].to_list(), settings=lab.settings).values()), 90, "a run at step 20")
+    lab.kill(controller)
+    lab.start("controller", "--interval", "0.5")
+    wait_for(lambda: load(sid, lab.home).finished_at is not None, 600, f"search {sid} to finish", every=0.5)
+    runs = lab.store.runs(sweep_id=sid)
+    assert set(runs["status"].to_list()) <= {"done", "cancelled"}, runs
+    assert {int(d) for d in runs.filter(pl.col("seed") == 0)["d_m"].to_list()} == {2, 3, 4, 5}
+    assert runs.height == runs.select("d_m", "seed").unique().height  # no (arm, seed) twice
+    for row in runs.iter_rows(named=True):
+        history = lab.store.history(row["run_id"])
+        terminal = [s for s in history["status"].to_list() if s in ("done", "cancelled")]
+        assert len(terminal) == 1 and history["attempt"].max() == 0, history
+        if row["status"] == "cancelled":
+            assert row["reason"].startswith("pruned at step"), row
+            assert lab.store.run(row["run_id"]).curve  # the partial curve is kept
+    assert runs.filter(pl.col("status") == "done").height >= 3 and runs.height == 4  # one seed each
+
+
+@pytest.mark.timeout(900)
+def test_search_survives_controller_sigkill_embedded(lab: Lab):
+    _search_killing_controller(lab)
+
+
+@pytest.mark.redis
+@pytest.mark.redis_db(14)
+@pytest.mark.timeout(900)
+def test_search_survives_controller_sigkill_redis(redis_lab: Lab):
+    _search_killing_controller(redis_lab)
