@@ -104,6 +104,14 @@ def progress(run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {}
 
 
+@mutating
+def annotate(run_id: str, tags: str, note: str, store: Store | None = None) -> None:
+    """Set a run's tags (comma-separated) and note, kept beside the run files (app.annotations)."""
+    from app import annotations
+
+    annotations.save((store or Store()).path, run_id, annotations.parse_tags(tags), note)
+
+
 # --- the first sweep ------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ sidebar's link and its HTML report. Kept in the session, begun afresh on every r
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import urlencode
 
@@ -50,3 +51,11 @@ def share_url() -> str:
     params = st.query_params
     query = urlencode([(k, v) for k in params for v in params.get_all(k)])
     return f"{base}?{query}" if query else base
+
+
+def public_url() -> str:
+    """This view on the public dashboard (ELMLAB_PUBLIC_URL, e.g. https://elmlab.example.org), for
+    the report's "Live view" link; "" when that is not set (a report never links to localhost)."""
+    from app.report import public_link
+
+    return public_link(share_url(), os.environ.get("ELMLAB_PUBLIC_URL"))

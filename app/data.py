@@ -175,3 +175,32 @@ def predicted_metric(fits: Sequence[IsoFit] | NoFit, design: Design, x: str = "d
             if fit.curve_x.min() <= value <= fit.curve_x.max():
                 return float(np.interp(value, fit.curve_x, fit.curve_y)), fit
     return None
+
+
+CONFIRM_SECONDS = 3600.0  # queueing more compute than this asks first
+CONFIRM_BUDGET_FACTOR = 10.0  # and so does a budget this many times the largest finished one
+
+
+def ladder_default(budget: int, low: int = 1_000, high: int = 1_000_000_000) -> list[int]:
+    """The budget ladder offered for `budget`: 1/4, 1/2, 1, 2 and 4 times it, kept inside the budget
+    box's range [low, high] (rounded to 3 significant digits, duplicates dropped)."""
+    out = []
+    for f in (0.25, 0.5, 1, 2, 4):
+        b = budget * f
+        if low <= b <= high:
+            out.append(int(float(f"{b:.3g}")))
+    return list(dict.fromkeys(out)) or [int(min(max(budget, low), high))]
+
+
+def confirmation_reasons(seconds: float, budget: float, largest_done: float | None) -> list[str]:
+    """Why queueing this needs a second click: more than CONFIRM_SECONDS of estimated compute, or a
+    budget over CONFIRM_BUDGET_FACTOR times the largest finished run of the task ([] when neither)."""
+    from app.text import duration, human
+
+    reasons = []
+    if seconds > CONFIRM_SECONDS:
+        reasons.append(f"it needs about {duration(seconds)} of compute")
+    if largest_done and budget > CONFIRM_BUDGET_FACTOR * largest_done:
+        reasons.append(f"a budget of {human(budget)} is {budget / largest_done:.0f} times the largest finished run "
+                       f"({human(largest_done)})")
+    return reasons

@@ -18,6 +18,7 @@ import polars as pl
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from app.curves import best_so_far, smooth
 from app.fits import NoFit
 from app.text import human, label
 from elm_core.analysis import CapacityFit, IsoFit, ParetoResult, ScalingFit
@@ -39,7 +40,43 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, log_x: bool, log_y: bool
     )
     fig.update_xaxes(title_text=x, type="log" if log_x else "linear")
     fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    if log_x:
+        fig.layout.xaxis.update(**log_ticks(_values(fig, "x")))
+    if log_y:
+        fig.layout.yaxis.update(**log_ticks(_values(fig, "y")))
     return fig
+
+
+def _values(fig: go.Figure, axis: str, ref: str | None = None) -> list[float]:
+    """The finite positive values the figure's traces draw on axis `ref` ("x", "y2", ...; by default
+    the primary one) of coordinate `axis` ("x" or "y")."""
+    ref = ref or axis
+    out: list[float] = []
+    for t in fig.data:
+        on = getattr(t, f"{axis}axis", None) or axis
+        if on != ref or getattr(t, axis, None) is None:
+            continue
+        out += [float(v) for v in np.ravel(np.asarray(getattr(t, axis), dtype=object))
+                if isinstance(v, (int, float, np.number)) and np.isfinite(v) and v > 0]
+    return out
+
+
+def log_ticks(values: Sequence[float]) -> dict[str, Any]:
+    """Tick positions and full labels for a log axis: 1, 2, 5 x 10^k inside the values' range
+    (20, 50, 100, 200, 500, 1k), only the powers of ten when that would crowd (over 12 ticks); {} for
+    no values. Plotly's own log ticks label 2 and 5 as bare digits, which reads as 2 and 5."""
+    vals = [v for v in values if v > 0 and np.isfinite(v)]
+    if not vals:
+        return {}
+    lo, hi = min(vals), max(vals)
+    e0, e1 = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    ticks = [m * 10.0**e for e in range(e0, e1 + 1) for m in (1, 2, 5)]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    if len(inside) > 12:
+        inside = [10.0**e for e in range(e0, e1 + 1)]
+    if len(inside) < 2:
+        inside = sorted({lo, hi})
+    return dict(tickvals=inside, ticktext=[human(t) for t in inside])
 
 
 def _custom(frame: pl.DataFrame) -> tuple[np.ndarray, str]:
@@ -53,11 +90,68 @@ def _custom(frame: pl.DataFrame) -> tuple[np.ndarray, str]:
         ids = [""] * frame.height
     cols = [c for c in HOVER_COLUMNS if c in frame.columns]
     lines = [f"{c} = %{{customdata[{i + 1}]:,}}" for i, c in enumerate(cols)]
-    hover = "<br>".join(lines + [f"runs: %{{customdata[{len(cols) + 1}]}}"])
+    hover = "<br>".join(lines + [f"runs: %{{customdata[{len(cols) + 1}]}}"]) + f"%{{customdata[{len(cols) + 2}]}}"
     if frame.height == 0:
-        return np.empty((0, len(cols) + 2), dtype=object), hover
+        return np.empty((0, len(cols) + 3), dtype=object), hover
     short = [s if len(s) <= 60 else s[:57] + "..." for s in ids]
-    return np.array([ids, *(frame[c].to_list() for c in cols), short], dtype=object).T, hover
+    return np.array([ids, *(frame[c].to_list() for c in cols), short, _notes(frame)], dtype=object).T, hover
+
+
+def _notes(frame: pl.DataFrame) -> list[str]:
+    """The hover note of a point whose runs had not converged (still improving when training ended)."""
+    if "unconverged" in frame.columns:
+        n_seeds = frame.get_column("n_seeds", default=pl.Series([1] * frame.height)).fill_null(1).to_list()
+        return [f"<br><b>not converged</b> ({k} of {n} seed(s) still improving at the end)" if k else ""
+                for k, n in zip(frame["unconverged"].fill_null(0).to_list(), n_seeds, strict=True)]
+    if "converged" in frame.columns:
+        return ["<br><b>not converged</b> (still improving at the end)" if c is False else ""
+                for c in frame["converged"].to_list()]
+    return [""] * frame.height
+
+
+def symbols(frame: pl.DataFrame, base: str = "circle") -> list[str]:
+    """Per point: hollow (`<base>-open`) where a run had not converged, else `base`."""
+    notes = _notes(frame)
+    return [f"{base}-open" if n else base for n in notes]
+
+
+def budget_color(budget: float) -> str:
+    """A budget's colour, the same whatever other budgets are drawn: PALETTE[round(3.78 log2 P) mod 10].
+    3.78 is chosen so that budget ladders in steps of 1.5 (6 budgets), 2 (8), 3 (5) or 10 (4) get
+    distinct colours wherever they start (checked over a grid of starting budgets)."""
+    return PALETTE[int(round(3.78 * np.log2(max(float(budget), 1.0)))) % len(PALETTE)]
+
+
+def _pruned_trace(frame: pl.DataFrame, x: str, y: str, color: str, group: str) -> go.Scatter:
+    custom, hover = _custom(frame)
+    return go.Scatter(x=frame[x].to_list(), y=frame[y].to_list(), mode="markers", name="pruned by a search",
+                      legendgroup=group, marker=dict(color=color, size=7, symbol="x-thin", line=dict(width=1.5,
+                      color=color)), opacity=0.35, customdata=custom, showlegend=False,
+                      hovertemplate=f"<b>pruned</b> (not a finished run; not fitted)<br>{x} = %{{x}}<br>{y} = "
+                      f"%{{y:.4f}}<br>{hover}<extra></extra>")
+
+
+def baseline_lines(fig: go.Figure, baselines: dict[str, float] | None, y_values: Sequence[float]) -> None:
+    """The data set's n-gram baselines (test BPC by order) as horizontal lines named in the legend
+    (a label on the chart would sit on the points); orders far outside the runs' range (more than half
+    the range beyond it) are named in a note above the chart, not drawn, so the unigram does not
+    flatten the curves."""
+    ys = [v for v in y_values if v is not None and np.isfinite(v)]
+    if not baselines or not ys:
+        return
+    lo, hi = min(ys), max(ys)
+    pad = max(hi - lo, 0.05 * abs(hi)) * 0.5
+    off = []
+    for order, value in sorted(baselines.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0):
+        if lo - pad <= value <= hi + pad:
+            fig.add_hline(y=value, line=dict(color="#888888", dash="dashdot", width=1), showlegend=True,
+                          name=f"{order}-gram baseline {value:.3f}", legendgroup="baselines")
+        else:
+            off.append(f"{order}-gram {value:.2f}")
+    if off:
+        fig.add_annotation(text="n-gram baselines off the chart: " + ", ".join(off), xref="paper", yref="paper",
+                           x=1.0, y=1.01, showarrow=False, xanchor="right", yanchor="bottom",
+                           font=dict(size=10, color="#666666"))
 
 
 def _errors(frame: pl.DataFrame, column: str) -> dict[str, Any] | None:
@@ -98,10 +192,14 @@ def iso_figure(
     budgets: Sequence[float] | None = None,
     reference: pl.DataFrame | None = None,
     show_fit: bool = True,
+    pruned: pl.DataFrame | None = None,
+    baselines: dict[str, float] | None = None,
 ) -> go.Figure:
     """U-shaped iso-budget curves: `metric` against the allocation axis `x`, one line per budget
-    (column `iso_budget`), seeds as error bars, each fit dashed with its band and its optimum with the
-    bootstrap interval as a horizontal bar (no fits drawn for a NoFit)."""
+    (column `iso_budget`, coloured by budget_color), seeds as error bars, points whose runs had not
+    converged hollow, each fit dashed with its band and its optimum with the bootstrap interval as a
+    horizontal bar (no fits drawn for a NoFit); runs a search pruned faded crosses, never fitted; the
+    n-gram `baselines` as reference lines."""
     fig = go.Figure()
     fits = () if isinstance(fits, NoFit) else fits
     data = points.filter(pl.col(x).is_not_null() & pl.col(metric).is_not_null()) if points.height else points
@@ -109,34 +207,45 @@ def iso_figure(
     if budgets is not None:
         wanted = [float(b) for b in budgets]
         all_budgets = [b for b in all_budgets if any(abs(b - w) <= 1e-6 * w for w in wanted)]
-    for i, budget in enumerate(all_budgets):
-        color = PALETTE[i % len(PALETTE)]
+    for budget in all_budgets:
+        color = budget_color(budget)
         group = data.filter(pl.col("iso_budget") == budget).sort(x)
         custom, hover = _custom(group)
         fig.add_trace(_scatter_cls(group.height)(
             x=group[x].to_list(), y=group[metric].to_list(), mode="markers+lines", name=f"P ≈ {human(budget)}",
-            legendgroup=str(budget), marker=dict(color=color, size=8), line=dict(color=color, width=1),
+            legendgroup=str(budget), marker=dict(color=color, size=8, symbol=symbols(group),
+                                                 line=dict(color=color, width=2)), line=dict(color=color, width=1),
             error_y=_errors(group, metric), customdata=custom,
             hovertemplate=f"<b>P ≈ {human(budget)}</b><br>{x} = %{{x}}<br>{metric} = %{{y:.4f}}<br>{hover}"
             "<extra></extra>",
         ))
         fit = next((f for f in fits if abs(f.budget - budget) <= 1e-6 * budget), None)
         if fit is not None and show_fit:
-            _add_fit(fig, fit, color, str(budget), x, metric)
+            _add_fit(fig, fit, color, str(budget), x, metric, (float(group[x].min()), float(group[x].max())))
+        stopped = pruned.filter(pl.col("iso_budget") == budget) if pruned is not None and pruned.height else None
+        if stopped is not None and stopped.height and x in stopped.columns:
+            fig.add_trace(_pruned_trace(stopped, x, metric, color, str(budget)))
     ref = _reference_trace(reference, x, metric)
     if ref is not None:
         fig.add_trace(ref)
     if not fig.data:
         _empty(fig, "No finished runs with this metric yet.")
+    baseline_lines(fig, baselines, data[metric].to_list() if data.height else [])
     return _layout(fig, f"Iso-budget curves: {label(metric, metric_name)} against {x}", label(x),
                    label(metric, metric_name), log_x, log_y)
 
 
-def _add_fit(fig: go.Figure, fit: IsoFit, color: str, group: str, x: str, metric: str) -> None:
-    cx, cy = fit.curve_x.tolist(), fit.curve_y.tolist()
-    if np.all(np.isfinite(fit.curve_lo)):
+def _add_fit(fig: go.Figure, fit: IsoFit, color: str, group: str, x: str, metric: str,
+             span: tuple[float, float] | None = None) -> None:
+    """The fit's curve and band, clipped to `span` (the allocations that were run): outside it the
+    curve is the fit's guess, and a band that fans out there would dwarf the data."""
+    keep = np.ones(fit.curve_x.shape, dtype=bool) if span is None else \
+        (fit.curve_x >= span[0] * (1 - 1e-9)) & (fit.curve_x <= span[1] * (1 + 1e-9))
+    cx, cy = fit.curve_x[keep].tolist(), fit.curve_y[keep].tolist()
+    lo_band, hi_band = fit.curve_lo[keep], fit.curve_hi[keep]
+    if cx and np.all(np.isfinite(lo_band)):
         fig.add_trace(go.Scatter(
-            x=cx + cx[::-1], y=fit.curve_hi.tolist() + fit.curve_lo.tolist()[::-1], fill="toself",
+            x=cx + cx[::-1], y=hi_band.tolist() + lo_band.tolist()[::-1], fill="toself",
             fillcolor=color, opacity=0.12, line=dict(width=0), hoverinfo="skip", showlegend=False,
             legendgroup=group, name="fit band",
         ))
@@ -184,7 +293,8 @@ def pareto_figure(
             continue
         custom, hover = _custom(part)
         fig.add_trace(_scatter_cls(part.height)(
-            x=part[x].to_list(), y=part[metric].to_list(), mode="markers", name=name, marker=style,
+            x=part[x].to_list(), y=part[metric].to_list(), mode="markers", name=name,
+            marker={**style, "symbol": symbols(part)},
             error_y=_errors(part, metric), customdata=custom,
             hovertemplate=f"{x} = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra>{name}</extra>",
         ))
@@ -229,7 +339,8 @@ def axis_figure(
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(
             x=group[axis].to_list(), y=group[metric].to_list(), mode="markers+lines", name=name,
-            marker=dict(color=color, size=8), line=dict(color=color), error_y=_errors(group, metric),
+            marker=dict(color=color, size=8, symbol=symbols(group), line=dict(color=color, width=2)),
+            line=dict(color=color), error_y=_errors(group, metric),
             customdata=custom, hovertemplate=f"{axis} = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra></extra>",
         ))
     if not groups:
@@ -255,7 +366,7 @@ def scatter_figure(
         _empty(fig, "Nothing to show for these axes.")
         return _layout(fig, f"{y} against {x}", label(x), label(y, metric_name), log_x, log_y)
     custom, hover = _custom(data)
-    marker: dict[str, Any] = dict(size=8)
+    marker: dict[str, Any] = dict(size=8, symbol=symbols(data))
     if color and color in data.columns and data[color].dtype.is_numeric():
         marker.update(color=data[color].to_list(), colorscale="Viridis", showscale=True,
                       colorbar=dict(title=color))
@@ -332,31 +443,49 @@ def curves_figure(
     metric_name: str | None = "bpc",
     log_x: bool = False,
     log_y: bool = False,
+    smoothing: float = 0.0,
+    best: bool = False,
+    empty_text: str = "No learning curve recorded yet.",
 ) -> go.Figure:
     """Learning curves of several runs overlaid (columns label, step, tokens, wall_time_s, train_loss,
     valid_metric): training loss as lines, validation as markers. The record's training loss is a
     cross-entropy in nats; for BPC runs it is drawn in bits (/ ln 2) beside the validation BPC, for
-    accuracy runs the validation accuracy gets its own axis on the right."""
+    accuracy runs the validation accuracy gets its own axis on the right. `smoothing` > 0 draws the
+    training loss as its bias-corrected moving average (app.curves.smooth) over the raw line, faded;
+    `best` adds the best validation so far as a step line (the value early stopping would keep)."""
     accuracy = metric_name == "accuracy"
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     if curves.height == 0:
-        _empty(fig, "No learning curve recorded yet.")
+        _empty(fig, empty_text)
     scale = 1.0 if accuracy else 1.0 / np.log(2.0)
     for i, (name, group) in enumerate(curves.group_by("label", maintain_order=True)):
         color = PALETTE[i % len(PALETTE)]
         group = group.sort(x)
+        name = str(name[0])
+        train = (group["train_loss"] * scale).to_numpy()
+        line = dict(x=group[x].to_list(), mode="lines", legendgroup=name)
+        if smoothing > 0:
+            fig.add_trace(go.Scatter(**line, y=train.tolist(), name=f"{name} train (raw)", opacity=0.3,
+                                     line=dict(color=color, width=1), showlegend=False, hoverinfo="skip"),
+                          secondary_y=False)
         fig.add_trace(go.Scatter(
-            x=group[x].to_list(), y=(group["train_loss"] * scale).to_list(), mode="lines", name=f"{name[0]} train",
-            line=dict(color=color), legendgroup=str(name[0]),
-            hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>train = %{{y:.4f}}<extra></extra>",
+            **line, y=smooth(train, smoothing).tolist(), name=f"{name} train", line=dict(color=color),
+            hovertemplate=f"{name}<br>{x} = %{{x:,}}<br>train{' (smoothed)' if smoothing > 0 else ''} = "
+            "%{y:.4f}<extra></extra>",
         ), secondary_y=False)
         valid = group.filter(pl.col("valid_metric").is_not_null())
         if valid.height:
             fig.add_trace(go.Scatter(
                 x=valid[x].to_list(), y=valid["valid_metric"].to_list(), mode="markers+lines",
-                name=f"{name[0]} valid", line=dict(color=color, dash="dot"), marker=dict(color=color, size=8),
-                legendgroup=str(name[0]),
-                hovertemplate=f"{name[0]}<br>{x} = %{{x:,}}<br>validation = %{{y:.4f}}<extra></extra>",
+                name=f"{name} valid", line=dict(color=color, dash="dot"), marker=dict(color=color, size=8),
+                legendgroup=name, hovertemplate=f"{name}<br>{x} = %{{x:,}}<br>validation = %{{y:.4f}}<extra></extra>",
+            ), secondary_y=accuracy)
+        if valid.height and best:
+            fig.add_trace(go.Scatter(
+                x=valid[x].to_list(), y=best_so_far(valid["valid_metric"].to_numpy(), accuracy).tolist(),
+                mode="lines", name=f"{name} best so far", line=dict(color=color, shape="hv", width=3),
+                opacity=0.6, legendgroup=name,
+                hovertemplate=f"{name}<br>{x} = %{{x:,}}<br>best validation so far = %{{y:.4f}}<extra></extra>",
             ), secondary_y=accuracy)
     titles = {"step": "step", "tokens": "tokens seen", "wall_time_s": "wall time (s)"}
     y_title = "train loss (nats)" if accuracy else "bits per character (train, validation)"
@@ -448,6 +577,9 @@ def optimum_figure(series: dict[str, pl.DataFrame], points: dict[str, pl.DataFra
         ), row=1, col=col)
     fig.update_xaxes(type="log", title_text="budget (parameters)")
     fig.update_yaxes(type="log")
+    for n in ("", "2"):
+        fig.layout[f"xaxis{n}"].update(**log_ticks(_values(fig, "x", f"x{n}")))
+        fig.layout[f"yaxis{n}"].update(**log_ticks(_values(fig, "y", f"y{n}")))
     fig.update_layout(template="plotly_white", height=420, margin=dict(l=60, r=20, t=60, b=50),
                       title=dict(text="Optimal allocation against budget (95% intervals)", x=0.0),
                       legend=dict(orientation="h", y=-0.25, x=0.0))
@@ -455,20 +587,21 @@ def optimum_figure(series: dict[str, pl.DataFrame], points: dict[str, pl.DataFra
 
 
 def capacity_figure(fit: CapacityFit, points: pl.DataFrame, *, metric: str, metric_name: str | None = "bpc",
-                    max_budgets: int = 6) -> go.Figure:
+                    max_budgets: int = 6, baselines: dict[str, float] | None = None) -> go.Figure:
     """The capacity model beside the data: per iso-budget group, the runs against k_e and the model's
-    predicted U (dashed)."""
+    predicted U (dashed); the n-gram `baselines` as reference lines."""
     fig = go.Figure()
     data = points.filter(pl.col(metric).is_not_null() & pl.col("iso_budget").is_not_null()) if points.height \
         else points
     budgets = sorted({float(b) for b in data["iso_budget"].to_list()})[-max_budgets:] if data.height else []
     for i, budget in enumerate(budgets):
-        color = PALETTE[i % len(PALETTE)]
+        color = budget_color(budget)
         group = data.filter(pl.col("iso_budget") == budget).sort("k_e")
         custom, hover = _custom(group)
         fig.add_trace(go.Scatter(
             x=group["k_e"].to_list(), y=group[metric].to_list(), mode="markers", name=f"runs, P ≈ {human(budget)}",
-            marker=dict(color=color, size=9), error_y=_errors(group, metric), customdata=custom, legendgroup=str(i),
+            marker=dict(color=color, size=9, symbol=symbols(group), line=dict(color=color, width=2)),
+            error_y=_errors(group, metric), customdata=custom, legendgroup=str(i),
             hovertemplate=f"k_e = %{{x:,}}<br>{metric} = %{{y:.4f}}<br>{hover}<extra></extra>",
         ))
         k_c = float(group["k_c"].median())
@@ -482,6 +615,7 @@ def capacity_figure(fit: CapacityFit, points: pl.DataFrame, *, metric: str, metr
         ))
     if not budgets:
         _empty(fig, "No iso-budget groups to compare with.")
+    baseline_lines(fig, baselines, data[metric].to_list() if data.height else [])
     return _layout(fig, "Capacity model (dashed) beside the data", label("k_e"), label(metric, metric_name),
                    True, False)
 

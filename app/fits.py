@@ -26,6 +26,8 @@ from elm_core.analysis import (
     pareto_frontier,
     suggest_next_runs,
 )
+from elm_core.analysis.frame import on_curve
+from elm_core.sweeps import N_MIN
 
 
 @dataclass(frozen=True)
@@ -38,18 +40,42 @@ class NoFit:
 NO_RUNS = "no finished runs with this metric"
 
 
+PRUNED = "pruned at step"  # the reason a search gives the runs it stops (status cancelled)
+
+
 def fit_frame(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     """Done runs with `metric`, seeds collapsed (mean, <metric>_std, n_seeds, run_ids), grouped into
-    iso-budget groups (`iso_budget`)."""
+    iso-budget groups (`iso_budget`), with `unconverged`: how many of the seeds' runs ended with
+    `converged` False (still improving at the end of training; None counts as converged, unknown).
+    Only done runs enter: a run a search pruned is cancelled and never a finished point of a fit."""
     runs = done_runs(frame, metric) if metric in frame.columns else frame.clear()
     if runs.height == 0:
         return runs.with_columns(pl.lit(None, dtype=pl.Float64).alias("iso_budget"),
-                                 pl.lit(None, dtype=pl.UInt32).alias("n_seeds"))
+                                 pl.lit(None, dtype=pl.UInt32).alias("n_seeds"),
+                                 pl.lit(0, dtype=pl.UInt32).alias("unconverged"))
     if "config_key" in runs.columns:
         # collapse_seeds groups by the `config` column besides the architecture columns; the seedless
         # digest of config and spec stands in for the JSON (so runs of different protocols stay apart).
         runs = runs.drop([c for c in ("config",) if c in runs.columns]).rename({"config_key": "config"})
-    return iso_budget_groups(collapse_seeds(runs))
+    out = iso_budget_groups(collapse_seeds(runs))
+    if "converged" not in runs.columns:
+        return out.with_columns(pl.lit(0, dtype=pl.UInt32).alias("unconverged"))
+    flags = runs.select("run_id", (pl.col("converged") == False).fill_null(False).alias("_nc"))  # noqa: E712
+    counts = (out.with_row_index("_row").select("_row", "run_ids").explode("run_ids")
+              .join(flags, left_on="run_ids", right_on="run_id", how="left")
+              .group_by("_row").agg(pl.col("_nc").sum().cast(pl.UInt32).alias("unconverged")))
+    return (out.with_row_index("_row").join(counts, on="_row", how="left").sort("_row").drop("_row")
+            .with_columns(pl.col("unconverged").fill_null(0)))
+
+
+def pruned_runs(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """Runs a search pruned (cancelled, reason "pruned at step ...") that have `metric`, in iso-budget
+    groups: shown faded beside the finished runs, never fitted."""
+    if metric not in frame.columns or "reason" not in frame.columns:
+        return frame.clear().with_columns(pl.lit(None, dtype=pl.Float64).alias("iso_budget"))
+    pruned = frame.filter((pl.col("status") == "cancelled") & pl.col("reason").fill_null("").str.starts_with(PRUNED)
+                          & pl.col(metric).is_not_null())
+    return iso_budget_groups(pruned)
 
 
 def iso_fits(collapsed: pl.DataFrame, x: str, metric: str, n_boot: int = 200) -> list[IsoFit] | NoFit:
@@ -57,7 +83,7 @@ def iso_fits(collapsed: pl.DataFrame, x: str, metric: str, n_boot: int = 200) ->
     if collapsed.height == 0 or x not in collapsed.columns:
         return NoFit(NO_RUNS if collapsed.height == 0 else f"no column {x!r} in the runs")
     try:
-        fits = fit_iso_budgets(collapsed, x=x, metric=metric, n_boot=n_boot)
+        fits = fit_iso_budgets(on_curve(collapsed)[0], x=x, metric=metric, n_boot=n_boot)
     except ValueError as exc:
         return NoFit(str(exc))
     return fits or NoFit(f"an iso-budget fit needs at least three distinct allocations ({x}) at one budget")
@@ -76,7 +102,7 @@ def pareto(collapsed: pl.DataFrame, cost: str, metric: str) -> ParetoResult | No
 def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
     """The surface L(N, k_e, k_c) = E + A N^-alpha + B k_e^-beta (+ C k_c^-gamma) over all budgets."""
     try:
-        fit = fit_scaling_law(collapsed, metric=metric)
+        fit = fit_scaling_law(on_curve(collapsed)[0], metric=metric)
     except ValueError as exc:
         return NoFit(str(exc))
     return fit if fit.ok else NoFit(f"the scaling-law fit failed: {fit.reason}")
@@ -85,19 +111,29 @@ def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
 def capacity(collapsed: pl.DataFrame, metric: str) -> CapacityFit | NoFit:
     """The closed-form capacity model (per-neuron SNR saturating in k_e and k_c)."""
     try:
-        fit = fit_capacity_model(collapsed, metric=metric)
+        fit = fit_capacity_model(on_curve(collapsed)[0], metric=metric)
     except ValueError as exc:
         return NoFit(str(exc))
     return fit if fit.ok else NoFit(f"the capacity-model fit failed: {fit.reason}")
 
 
 def suggestions(collapsed: pl.DataFrame, metric: str, n: int = 5) -> pl.DataFrame | NoFit:
-    """The `n` runs (budget, d_m) that would narrow the optimum's interval most, best first."""
+    """The `n` runs (budget, d_m) that would narrow the optimum's interval most, best first; each a
+    design the Design page would queue: the budget a whole number of parameters (3 significant digits),
+    d_m >= 1 and at least N_MIN hidden neurons (elm_core.sweeps: fewer is another kind of model)."""
     try:
-        ranked = suggest_next_runs(collapsed, x="d_m", metric=metric, n=n)
+        ranked = suggest_next_runs(on_curve(collapsed)[0], x="d_m", metric=metric, n=3 * n)
     except ValueError as exc:
         return NoFit(str(exc))
-    return ranked if ranked.height else NoFit("no iso-budget group with at least three allocations")
+    if ranked.height:
+        digits = (2 - pl.col("budget").log10().floor()).cast(pl.Int32)
+        ranked = (ranked.with_columns(pl.struct(budget="budget", digits=digits).map_elements(
+                      lambda r: float(round(r["budget"], r["digits"])), return_dtype=pl.Float64).cast(pl.Int64))
+                  .filter((pl.col("d_m") >= 1) & (pl.col("n_neurons") >= N_MIN))
+                  .unique(["budget", "d_m"], keep="first", maintain_order=True).head(n)
+                  .with_columns(pl.int_range(1, pl.len() + 1).alias("rank")))
+    return ranked if ranked.height else NoFit("no valid design among the suggestions (each needs d_m >= 1 and "
+                                              f"at least {N_MIN} neurons)")
 
 
 def optima_table(fits: list[IsoFit] | NoFit) -> pl.DataFrame:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import plotly.graph_objects as go
 import polars as pl
@@ -22,9 +23,10 @@ _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
        color: #1f2933; padding: 0 1rem; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+.table { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
-th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.5rem; text-align: right; }
-th { background: #f3f4f6; } td.text { text-align: left; }
+th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.5rem; text-align: right; white-space: nowrap; }
+th { background: #f3f4f6; } td.text { text-align: left; max-width: 22rem; overflow: hidden; text-overflow: ellipsis; }
 .meta { color: #52606d; font-size: 0.9rem; } .note { color: #52606d; font-size: 0.85rem; }
 """
 
@@ -40,8 +42,23 @@ def versions() -> dict[str, str]:
 
 
 def _cell(value: Any) -> str:
-    cls = "" if isinstance(value, (int, float)) and not isinstance(value, bool) else ' class="text"'
-    return f"<td{cls}>{html.escape(plain(value))}</td>"
+    """A cell on one line: long text is cut with an ellipsis (all of it in the tooltip), so that a long
+    reason or configuration neither wraps the report into a column thousands of pixels tall nor widens it."""
+    text = plain(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"<td>{html.escape(text)}</td>"
+    title = f' title="{html.escape(text)}"' if len(text) > 40 else ""
+    return f'<td class="text"{title}>{html.escape(text)}</td>'
+
+
+def public_link(url: str, public: str | None) -> str:
+    """The view's address on the public dashboard: `public` (ELMLAB_PUBLIC_URL) with the view's path
+    and query; "" without one (a local address means nothing to a report's reader)."""
+    if not public or not url:
+        return ""
+    parts = urlsplit(url)
+    base = urlsplit(public.rstrip("/"))
+    return urlunsplit((base.scheme, base.netloc, base.path + parts.path, parts.query, ""))
 
 
 def table_html(frame: pl.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
@@ -49,12 +66,12 @@ def table_html(frame: pl.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
     rows = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in frame.head(max_rows).iter_rows())
     more = (f'<p class="note">First {max_rows:,} of {frame.height:,} rows; download the data for all.</p>'
             if frame.height > max_rows else "")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{more}"
+    return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{more}'
 
 
 def mapping_html(values: dict[str, Any]) -> str:
     rows = "".join(f'<tr><th class="text">{html.escape(str(k))}</th>{_cell(v)}</tr>' for k, v in values.items())
-    return f"<table><tbody>{rows}</tbody></table>"
+    return f'<div class="table"><table><tbody>{rows}</tbody></table></div>'
 
 
 def build_report(
@@ -65,7 +82,8 @@ def build_report(
     provenance: dict[str, Any] | None = None,
     url: str = "",
 ) -> str:
-    """The report as one HTML string (plotly.js inline once, so it works offline)."""
+    """The report as one HTML string (plotly.js inline once, so it works offline). `url` is the view's
+    public address (public_link), left out when empty."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -68,6 +68,25 @@ def fit_frame(task: str, metric: str, path: str | None = None) -> pl.DataFrame:
     return _fit_frame(*token(path), task, metric)
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _pruned(path: str, state: str, task: str, metric: str) -> pl.DataFrame:
+    return fits.pruned_runs(frames.select(_runs(path, state), task=task), metric)
+
+
+def pruned(task: str, metric: str, path: str | None = None) -> pl.DataFrame:
+    """Runs of `task` a search pruned, with `metric` (drawn faded, never fitted)."""
+    return _pruned(*token(path), task, metric)
+
+
+def baselines(task: str) -> dict[str, float]:
+    """The n-gram test BPC by order of `task`'s data set, from its newest finished run ({} if none says)."""
+    done = frames.select(runs(), task=task, status=["done"])
+    done = done.filter(pl.col("source") != "reference") if "source" in done.columns else done
+    newest = frames.latest_ids(done, 1)
+    rec = record(newest[0]) if newest else None
+    return dict(rec.baselines) if rec is not None else {}
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _record(path: str, state: str, run_id: str) -> RunRecord | None:
     return Store(path).run(run_id)
@@ -134,6 +153,25 @@ def _suggestions(points: pl.DataFrame, metric: str, n: int) -> pl.DataFrame | fi
 
 def suggestions(task: str, metric: str, n: int = 5, path: str | None = None) -> pl.DataFrame | fits.NoFit:
     return _suggestions(fit_frame(task, metric, path), metric, n)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _annotations(path: str, mtime: float) -> dict[str, dict]:
+    from app import annotations as notes
+
+    return notes.load(path)
+
+
+def annotations(path: str | None = None) -> dict[str, dict]:
+    """Tags and notes per run (app.annotations), read again whenever the file changes."""
+    from app import annotations as notes
+
+    root = store(path).path
+    try:
+        mtime = notes.path(root).stat().st_mtime_ns / 1e9
+    except OSError:
+        mtime = 0.0
+    return _annotations(str(root), mtime)
 
 
 # --- outside the store ------------------------------------------------------------------------------

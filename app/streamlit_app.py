@@ -3,11 +3,14 @@ this view and its HTML report). Run with `elmlab up` (or `streamlit run app/stre
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from app import actions, current, frames, report, state
+from app import actions, current, frames, report, state, ui
 
-st.set_page_config(page_title="ELM Lab", page_icon=":material/hub:", layout="wide")
+# The tab icon is a file served by this server: a ":material/...:" icon is fetched from Google's CDN.
+st.set_page_config(page_title="ELM Lab", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")
 
 read_only = actions.read_only()
 pages = [
@@ -15,7 +18,9 @@ pages = [
     # mode: shared links such as /explore then work on a read-only dashboard too.
     st.Page("views/design.py", title="Design and queue", icon=":material/tune:", url_path="design", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:", url_path="runs"),
+    st.Page("views/search.py", title="Search", icon=":material/search:", url_path="search"),
     st.Page("views/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
+    st.Page("views/sweeps.py", title="Sweeps", icon=":material/stacked_line_chart:", url_path="sweeps"),
     st.Page("views/scaling.py", title="Scaling laws", icon=":material/trending_down:", url_path="scaling"),
     st.Page("views/run.py", title="Run detail and compare", icon=":material/description:", url_path="run"),
     st.Page("views/share.py", title="Share and export", icon=":material/share:", url_path="share"),
@@ -36,8 +41,11 @@ with st.sidebar:
 
     store_status()
 
+asked = ui.url_asked()
+notes = st.container()  # above the page: what the address asked that the page could not show
 current.begin(page.title, page.url_path)
 page.run()
+ui.url_notes(notes, asked)
 
 with st.sidebar:
     st.divider()
@@ -51,7 +59,8 @@ with st.sidebar:
 
         def _build() -> str:
             return report.build_report(view["title"], view["figures"], view["tables"], view["settings"],
-                                       {"page": view["page"], "store state": stamp}, url)
+                                       {"page": view["page"], "store state": stamp},
+                                       current.public_url())
 
         st.download_button("Download this view as an HTML report", data=_build, mime="text/html",
                            file_name=f"elmlab-{view['page'] or 'view'}.html", key="download_report",

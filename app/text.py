@@ -64,6 +64,18 @@ def duration(seconds: float | None) -> str:
     return f"{s / 86400:.1f} days"
 
 
+def live_line(status: str, progress: dict) -> str:
+    """A training run's progress in one line: 'step 5/20 · loss 1.234 · 812 tokens/s · ETA 30 s · w1'
+    (loss in nats, as the worker reports it); 'queued' or 'starting' before the first step."""
+    total, step = progress.get("total_steps") or 0, progress.get("step") or 0
+    if not total:
+        return "queued, waiting for a worker" if status == "queued" else "starting"
+    loss = "-" if progress.get("loss") is None else f"{progress['loss']:.3f}"
+    worker = f" · {progress['worker']}" if progress.get("worker") else ""
+    return (f"step {step:,}/{total:,} · loss {loss} · {progress.get('tokens_per_s') or 0:,.0f} tokens/s · "
+            f"ETA {duration(progress.get('eta_s'))}{worker}")
+
+
 def plain(value: object) -> str:
     """A table cell as text: floats to 6 significant digits, lists joined by commas, None empty."""
     if value is None:
@@ -87,6 +99,16 @@ def label(column: str, metric_name: str | None = None) -> str:
         unit = {"bpc": "BPC", "accuracy": "accuracy"}.get(metric_name or "", "metric")
         return f"{split} {unit}"
     return LABELS.get(column, column)
+
+
+def parse_number(text: str) -> float:
+    """'60k' -> 60000.0, '1.5M' -> 1.5e6, '1e-3' -> 0.001 (k, M, G suffixes); ValueError otherwise."""
+    part = text.strip().lower()
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(part[-1:], 1.0)
+    value = float(part[:-1] if scale != 1.0 else part) * scale
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
 
 
 def parse_ints(text: str, what: str) -> list[int]:

@@ -3,6 +3,7 @@ the task and metric pickers, links to runs, and the outcome of an action."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,13 +89,99 @@ def first_screen(where: str) -> None:
 
 
 def broker_banner(health: dict[str, Any]) -> None:
-    if health.get("broker_ok"):
+    """The broker is down: say so, unless this dashboard is read-only (it queues nothing, so the broker
+    is none of its business: a fresh read-only home has none)."""
+    if health.get("broker_ok") or actions.read_only():
         return
     st.error(
         f"**The broker is unreachable** ({health.get('error') or 'no answer'}). Queueing, cancel and retry "
         "wait until it is back (`elmlab up` starts it, with a worker); everything stored stays browsable.",
         icon=":material/cloud_off:",
     )
+
+
+def health_metrics(health: dict[str, Any]) -> None:
+    """Training workers (the recorder, which only writes results, is not counted), the runs' messages
+    waiting in the broker's train and gpu queues, and the broker."""
+    names = health.get("workers") or []
+    workers = [w for w in names if not w.startswith("recorder")]
+    queues = health.get("queues") or {}
+    known = [v for q, v in queues.items() if q != "results" and isinstance(v, int)]
+    c = st.columns(3)
+    c[0].metric("training workers", len(workers), "recorder up" if health.get("recorder") else "no recorder",
+                help=", ".join(names) or "none answered", **NOTE)
+    c[1].metric("run messages in broker", sum(known) if known else "-",
+                help="Messages waiting in the train and gpu queues. A cancelled run's message stays there until "
+                     "a worker takes it and drops it, so this can exceed the queued count. "
+                     + ", ".join(f"{k}: {'?' if v is None else v}" for k, v in queues.items()))
+    c[2].metric("broker", "up" if health.get("broker_ok") else "down", health.get("mode"), **NOTE)
+
+
+def annotation_editor(run_id: str, row: dict[str, Any]) -> None:
+    """Tags and a note for one run (the first selected); read-only dashboards show them, unedited."""
+    with st.expander(f"Tags and note: {run_id}", expanded=bool(row.get("tags") or row.get("note"))):
+        if actions.read_only():
+            st.write(f"Tags: {row.get('tags') or '(none)'}")
+            st.write(row.get("note") or "(no note)")
+            return
+        tags = st.text_input("Tags (comma-separated)", value=row.get("tags") or "", key=f"tags_{run_id}")
+        note = st.text_area("Note", value=row.get("note") or "", key=f"note_{run_id}", max_chars=2000)
+        if st.button("Save tags and note", key="save_note", icon=":material/save:"):
+            if run_action("Save", lambda: actions.annotate(run_id, tags, note, state.store()) or True):
+                flash("success", f"Saved the tags and note of {run_id}.")
+            st.rerun()
+
+
+def url_asked() -> dict[str, list[str]]:
+    """The query parameters as the address gave them, before the page's widgets read them."""
+    return {k: st.query_params.get_all(k) for k in st.query_params}
+
+
+def _matches(values: list[str], used: Any) -> bool:
+    """Whether the address's `values` are what the widget shows (`used`): the same number, flag, or
+    text (a widget with labels puts its label in the address, e.g. 'test' for test_metric)."""
+    if isinstance(used, (list, tuple)):
+        return len(values) == len(used) and all(_matches([v], u) for v, u in zip(values, used, strict=True))
+    value = values[0] if values else ""
+    if isinstance(used, bool):
+        return value.lower() == str(used).lower()
+    if isinstance(used, (int, float)):
+        try:
+            return math.isclose(text.parse_number(value), float(used), rel_tol=1e-9)
+        except (ValueError, IndexError):
+            return False
+    a, b = value.lower(), str(used).lower()
+    return a == b or (bool(a) and (a in b or b in a))
+
+
+def url_notes(box: Any, asked: dict[str, list[str]]) -> None:
+    """A note in `box` for each address parameter the page's widgets refused (out of range, not an
+    option): Streamlit drops those from the address and shows the default, so say what was used."""
+    dropped = []
+    for key, values in asked.items():
+        if key not in st.session_state or st.query_params.get_all(key) == values:
+            continue
+        used = st.session_state[key]
+        if not _matches(values, used):
+            shown = ", ".join(map(text.plain, used)) if isinstance(used, (list, tuple)) else text.plain(used)
+            dropped.append(f"**{key}={', '.join(values)}** (not a value this page accepts; showing {shown or 'none'})")
+    if dropped:
+        box.warning("Left out from the address: " + "; ".join(dropped) + ".", icon=":material/link_off:")
+
+
+def budget_value(typed: str, *, default: int, low: int, high: int) -> tuple[int, str]:
+    """(the budget to use, why it is not what was typed: "" when it is). Unparseable -> `default`;
+    out of [low, high] -> the nearest bound. The page shows the reason beside the box, so a box never
+    holds one value while another is used unsaid."""
+    try:
+        value = int(round(text.parse_number(typed)))
+    except (ValueError, IndexError):
+        return default, f"{typed.strip()!r} is not a number of parameters (write 240000, 240k or 2.4e5)"
+    if value < low:
+        return low, f"{typed.strip()} is below the smallest budget this fit can predict ({text.human(low)})"
+    if value > high:
+        return high, f"{typed.strip()} is above the largest budget accepted ({text.human(high)})"
+    return value, ""
 
 
 def task_picker(frame: pl.DataFrame, key: str = "task") -> str | None:

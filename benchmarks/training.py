@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from benchmarks.reference import throughput_spread
 from elm_core.budget import count_params, flops_per_step
 from elm_core.config import ELMConfig
 
@@ -254,6 +255,34 @@ def run_bench(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def run_repeats(
+    names: Iterable[str] | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    repeats: int = 3,
+    steps: int = 10,
+    warmup: int = 2,
+    model_kwargs: dict[str, Any] | None = None,
+    after_round: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """`run_bench` `repeats` times (calling `after_round(i)` after round i, e.g. to measure another
+    implementation in between): `configs` holds each figure's median over the rounds, `spread`
+    min / median / max of the throughputs, `rounds` every round's figures. Medians, because the
+    machine's speed drifts in phases; the spread shows how far."""
+    if repeats < 1:
+        raise ValueError(f"invalid repeats={repeats}: need at least 1")
+    results = []
+    for i in range(repeats):
+        results.append(run_bench(names, device, steps=steps, warmup=warmup, model_kwargs=model_kwargs))
+        if after_round is not None:
+            after_round(i)
+    rounds = [r["configs"] for r in results]
+    configs = {name: {key: statistics.median(r[name][key] for r in rounds) for key in fig}
+               for name, fig in rounds[0].items()}
+    return {**results[-1], "configs": configs, "spread": throughput_spread(rounds), "rounds": rounds,
+            "repeats": repeats, "sgemm_gflops": statistics.median(r["sgemm_gflops"] for r in results)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,11 @@ Layout inside the scan: the neuron axis first, then the batch, then the features
 step t is (N, B, d_m), so that the per-neuron MLP is one `bmm` with the neurons as its batch, and
 the batch-major drive (B, N d1) of a step is a view of it with contiguous rows. The sequence buffers
 come from a pool, and the loops run under a thread cap (elm_core.workspace).
+Mixed precision (autocast, `precision: bf16`): the feed-forward product P over the whole sequence runs
+under the caller's autocast, in bfloat16 on a GPU; the per-layer set-up and the time loop run with autocast
+off in the layer's dtype. The loop writes into float32 buffers through out=, and a bfloat16 state carried
+over thousands of steps would lose the slow memories (8 bits of mantissa against kappa_m close to 1).
+
 The nonlinearity runs as tanh(v) = 2 sigmoid(2 v) - 1 (sigmoid is several times faster than tanh on CPU):
 the slope 2/3 and the 2 are folded into the last MLP layer, so that u is 4/3 of its output and the memory
 update is m_t = km m_{t-1} + 2 c sigmoid(u) - c, with c = (1 - kappa_lam) 1.7159. The scan carries the
@@ -45,8 +50,10 @@ from elm_core.workspace import WORKSPACE, scan_threads
 SIGMOID_SCALE = 2 * TANH_SLOPE  # tanh(slope v) = 2 sigmoid(2 slope v) - 1
 
 # The recurrent block M of F is kept dense while it has at most this many elements; larger layers
-# keep their recurrent synapses sparse.
+# keep their recurrent synapses sparse. On CUDA it is always dense up to CUDA_FUSED_MAX_ELEMENTS (a
+# GiB of float32): one dense product a step is what a GPU runs well, and it keeps the scan off cuSPARSE.
 FUSED_MAX_ELEMENTS = 2**16
+CUDA_FUSED_MAX_ELEMENTS = 2**28
 # The gradient of the sparse W_rec is one sampled product over all steps after the loop while the
 # branch gradients of all steps fit in this many elements, else one such product per step.
 SAMPLED_MAX_ELEMENTS = 2**25
@@ -89,14 +96,14 @@ class _LayerScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, *args):
-        with scan_threads():
-            return _LayerScan._forward(ctx, *args)
+    def forward(ctx, k: _ScanCtx, *args):
+        with scan_threads(), torch.autocast(k.km.device.type, enabled=False):
+            return _LayerScan._forward(ctx, k, *args)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        with scan_threads():
+        with scan_threads(), torch.autocast(ctx.k.km.device.type, enabled=False):
             return _LayerScan._backward(ctx, *grads)
 
     @staticmethod
@@ -395,9 +402,10 @@ class _Plan:
         self.key = key
         self.has_rec = bool((layer.connectome >= s.n_in).any())
         d1 = layer.mlp_w[0].shape[1]
+        cap = FUSED_MAX_ELEMENTS if layer.connectome.device.type == "cpu" else CUDA_FUSED_MAX_ELEMENTS
         if not self.has_rec:
             self.mode = "none"
-        elif s.n_neurons * d1 * s.n_neurons <= FUSED_MAX_ELEMENTS:
+        elif s.n_neurons * d1 * s.n_neurons <= cap:
             self.mode = "fused"
         else:
             self.mode = "sparse"
@@ -408,7 +416,7 @@ class _Plan:
 
 def _plan(layer: ELMLayer) -> _Plan:
     conn = layer.connectome
-    key = (conn.data_ptr(), conn._version, conn.device, FUSED_MAX_ELEMENTS)
+    key = (conn.data_ptr(), conn._version, conn.device, FUSED_MAX_ELEMENTS, CUDA_FUSED_MAX_ELEMENTS)
     plan = layer.__dict__.get("_fast_plan")
     if plan is None or plan.key != key:
         plan = _Plan(layer, key)
@@ -431,11 +439,47 @@ def scan_layer(
     the input token_scale * one_hot(tokens). The state: a0 (N, B), m0 (N, B, d_m), r0 (N, B).
 
     Returns the activity (T, N, B), the memory (T, N, B, d_m) and the final high-pass state (N, B).
+    Under autocast only the product P follows it (module docstring, "Mixed precision").
     """
     s = layer.spec
     plan = _plan(layer)
-    n, n_in = s.n_neurons, s.n_in
+    dtype, device_type = layer.w_y.dtype, layer.w_y.device.type
+    no_autocast = torch.autocast(device_type, enabled=False)
     ws, bs = _layer_weights(layer)
+    with no_autocast:
+        F_ffT, R, c, b0 = _set_up(layer, plan, ws, bs[0])
+    P = table = None
+    if tokens is not None:
+        with no_autocast:
+            table = torch.add(b0, F_ffT, alpha=token_scale)  # (I, N d1)
+    else:
+        steps, batch = u.shape[0], u.shape[1]
+        P = torch.addmm(b0, u.reshape(steps * batch, s.n_in), F_ffT).view(steps, batch, -1).to(dtype)
+    k = _ScanCtx(
+        km=layer.kappa_m.unsqueeze(1),
+        c=c,
+        kr=layer.kappa_r_value(),
+        relu=s.activation == "relu",
+        mode=plan.mode,
+        rec_mask=rec_mask if plan.has_rec else None,
+        sparse=plan.sparse,
+        tokens=tokens,
+    )
+    wb = []
+    for w, b in zip(ws[1:], bs[1:], strict=True):
+        wb += [w, b.unsqueeze(1)]
+    args = (P, table, R, ws[0], layer.w_y, layer.b, a0, m0, r0, *wb)
+    k.keep = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    with no_autocast:
+        return _LayerScan.apply(k, *args)
+
+
+def _set_up(
+    layer: ELMLayer, plan: _Plan, ws: list[Tensor], b_0: Tensor
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """(F_ffT (I, N d1), R for the scan's mode, c (N, 1, d_m), b0 (N d1)): what a forward builds from the weights."""
+    s = layer.spec
+    n = s.n_neurons
     d1 = ws[0].shape[1]
     W0bT = ws[0][:, :, : s.d_tree].transpose(1, 2).reshape(n * s.d_tree, d1)  # row (i, k): W_0[i, :, k]
     F_ffT = _source_matrix(layer, W0bT, plan.ff)  # (I, N d1)
@@ -448,27 +492,5 @@ def scan_layer(
         R = w_rec.new_zeros(sp.nnz).index_add(0, sp.slot, w_rec)
     # the scan feeds the first layer km m - c instead of km m: its bias makes up for it
     c = ((1 - layer.kappa_lam) * TANH_GAIN).unsqueeze(1)  # (N, 1, d_m)
-    b0 = torch.baddbmm(bs[0].unsqueeze(2), ws[0][:, :, s.d_tree :], c.transpose(1, 2)).reshape(n * d1)
-    P = table = None
-    if tokens is not None:
-        table = torch.add(b0, F_ffT, alpha=token_scale)  # (I, N d1)
-    else:
-        steps, batch = u.shape[0], u.shape[1]
-        P = torch.addmm(b0, u.reshape(steps * batch, n_in), F_ffT).view(steps, batch, n * d1)
-    kappa_r = float(layer.kappa_r) if s.tau_r is not None else None
-    k = _ScanCtx(
-        km=layer.kappa_m.unsqueeze(1),
-        c=c,
-        kr=kappa_r,
-        relu=s.activation == "relu",
-        mode=plan.mode,
-        rec_mask=rec_mask if plan.has_rec else None,
-        sparse=plan.sparse,
-        tokens=tokens,
-    )
-    wb = []
-    for w, b in zip(ws[1:], bs[1:], strict=True):
-        wb += [w, b.unsqueeze(1)]
-    args = (P, table, R, ws[0], layer.w_y, layer.b, a0, m0, r0, *wb)
-    k.keep = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
-    return _LayerScan.apply(k, *args)
+    b0 = torch.baddbmm(b_0.unsqueeze(2), ws[0][:, :, s.d_tree :], c.transpose(1, 2)).reshape(n * d1)
+    return F_ffT, R, c, b0

@@ -79,6 +79,14 @@ class ELMLayer(nn.Module):
         tau_r = s.tau_r if s.tau_r is not None else math.inf
         self.kappa_r.fill_(math.exp(-s.dt / max(tau_r, 1e-6)))
 
+    def kappa_r_value(self) -> float | None:
+        """kappa_r as a Python number in the layer's dtype, computed on the host (reading the buffer of a
+        CUDA layer would wait for the device on every forward); None without a high-pass."""
+        s = self.spec
+        if s.tau_r is None:
+            return None
+        return float(torch.tensor(math.exp(-s.dt / max(s.tau_r, 1e-6)), dtype=self.kappa_r.dtype))
+
     def zero_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
         """(a, m, r): activity (N, B), memory (N, d_m, B), high-pass state (N, B); all zero."""
         n, d_m = self.spec.n_neurons, self.spec.d_m

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import SecretStr, field_validator
@@ -77,6 +78,24 @@ class Settings(BaseSettings):
         return self.home / "logs"
 
 
+_CACHE: dict[tuple[tuple[str, str], ...], Settings] = {}
+_CACHE_MAX = 32
+
+
+def _environment_key() -> tuple[tuple[str, str], ...]:
+    """What the settings depend on: every ELMLAB_* variable (any case, as pydantic reads them) and HOME."""
+    env = os.environ.items()
+    return tuple(sorted((k.upper(), v) for k, v in env if k.upper().startswith("ELMLAB_") or k == "HOME"))
+
+
 def get_settings() -> Settings:
-    """Fresh settings from the current environment (cheap; never cached, so tests can set env)."""
-    return Settings()
+    """The settings of the current environment: parsed once per distinct set of ELMLAB_* variables
+    (parsing costs milliseconds, and a submission asks for them every call), and parsed afresh as soon
+    as a variable changes (tests and the dashboard may set them). Each call returns its own copy."""
+    key = _environment_key()
+    settings = _CACHE.get(key)
+    if settings is None:
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        settings = _CACHE[key] = Settings()
+    return settings.model_copy()

@@ -4,13 +4,17 @@
 
 Character tasks (text, enwik8): truncated BPTT over B parallel streams, the carried state reset
 with a probability annealed from 1 to `reset_p_final` over `reset_anneal_steps` (the reference's
-schedule), cross-entropy on every step, metric BPC = CE / ln 2; the final test pass runs batch 1
-over the test split with the state carried throughout.
+schedule), cross-entropy on every step, metric BPC = CE / ln 2; the final test pass runs the test
+split as parallel streams, each carrying its state (elm_core.evaluation; equal to the batch-1 pass
+to 0.01 BPC).
 Spike tasks (shd, shd-adding, synthetic-adding): cross-entropy on the last step, metric accuracy.
 Both: Adam(ax) with linear warm-up then cosine decay to 0, gradient-norm clipping, label smoothing,
 variational dropout from the config. A non-finite loss, a training loss well above the untrained
 model's after warm-up, or a test BPC worse than chance ends the run `failed` (reason `diverged...`);
-`should_stop()` ends it `cancelled` with its partial curve. Never raises for a run that fails
+(the losses are read back from the device every LOSS_READ_EVERY steps, so it is noticed within
+that many); `should_stop()` ends it `cancelled` with its partial curve. Each `on_progress` dict
+carries `points`, the learning-curve points (step, train loss, valid metric) added since the previous
+call, so that a listener holds the curve while the run trains. Never raises for a run that fails
 while training; invalid specs and missing data raise ValueError before any work starts.
 """
 
@@ -39,14 +43,17 @@ from elm_core.config import ELMConfig
 from elm_core.data import get_task
 from elm_core.data.ngram import ngram_baselines
 from elm_core.diagnostics import budget_used, convergence
+from elm_core.evaluation import evaluate_char_streams
 from elm_core.lr_rule import param_groups
 from elm_core.memory import check_fits
 from elm_core.model import ELMNetwork, ELMState
 from elm_core.records import CurvePoint, RunRecord
+from elm_core.runtime import note_device_error, run_globals
 from elm_core.spec import RunSpec
 from elm_core.workspace import clear_workspace
 
 LN2 = math.log(2.0)
+LOSS_READ_EVERY = 25  # steps between reads of the training losses from the device (each read waits for it)
 # Divergence beyond NaN: after warm-up, the mean training loss of the last DIVERGE_WINDOW steps above
 # the untrained model's loss ln(n_out) by more than DIVERGE_MARGIN nats (a run that learns anything
 # sits below ln(n_out)); or a final test BPC above log2(n_out) by as much. Either ends the run failed,
@@ -106,16 +113,16 @@ def evaluate_chars(model: ELMNetwork, task, split: str, *, batch_size: int, seq_
     """(BPC, targets seen) over (the first `max_chars` targets of) a split, the state carried through each stream."""
     was_training = model.training
     model.eval()
-    state, total, count = None, 0.0, 0
+    state, total, count = None, torch.zeros((), dtype=torch.float64, device=device), 0
     for x, y, _ in task.stream(split, batch_size, seq_len, loop=False):
-        logits, state = model(x.to(device), state)
-        total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.to(device).reshape(-1),
-                                 reduction="sum").item()
+        logits, state = model(_to(x, device), state)
+        total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), _to(y, device).reshape(-1),
+                                 reduction="sum")
         count += y.numel()
         if max_chars is not None and count >= max_chars:
             break
     model.train(was_training)
-    return total / max(count, 1) / LN2, count
+    return float(total) / max(count, 1) / LN2, count
 
 
 @torch.no_grad()
@@ -124,15 +131,22 @@ def evaluate_spikes(model: ELMNetwork, task, split: str, *, batch_size: int, max
     """(accuracy, samples seen) of the last step's prediction over (the first `max_samples` samples of) a split."""
     was_training = model.training
     model.eval()
-    correct = count = 0
+    correct, count = torch.zeros((), dtype=torch.int64, device=device), 0
     for x, y in task.batches(split, batch_size, seed=0, epoch=0):
-        logits, _ = model(x.to(device))
-        correct += (logits[:, -1].argmax(-1).cpu() == y).sum().item()
+        logits, _ = model(_to(x, device))
+        correct += (logits[:, -1].argmax(-1) == _to(y, device)).sum()
         count += y.numel()
         if max_samples is not None and count >= max_samples:
             break
     model.train(was_training)
-    return correct / max(count, 1), count
+    return int(correct) / max(count, 1), count
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on `device`; to CUDA through pinned memory, without waiting for the device."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 @functools.cache
@@ -193,7 +207,7 @@ def _char_batches(task, proto, seed: int, device) -> Iterator[tuple[torch.Tensor
     for step, (x, y, new_stream) in enumerate(task.stream("train", proto["batch_size"], proto["seq_len"], seed=seed)):
         p = reset_probability(step, proto["reset_anneal_steps"] or 0, proto["reset_p_final"] or 0.0)
         keep = (torch.rand(x.shape[0], generator=gen) >= p) & ~new_stream
-        yield x.to(device), y.to(device), keep.to(device)
+        yield _to(x, device), _to(y, device), _to(keep, device)
 
 
 def _spike_batches(task, proto, seed: int, device):
@@ -202,7 +216,7 @@ def _spike_batches(task, proto, seed: int, device):
         for i, (x, y) in enumerate(task.batches("train", proto["batch_size"], seed=seed, epoch=epoch)):
             if per_epoch is not None and i >= per_epoch:
                 break
-            yield x.to(device), y.to(device), None
+            yield _to(x, device), _to(y, device), None
 
 
 def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
@@ -212,10 +226,18 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
 
     Checkpoints (when the spec sets `checkpoint_dir`) go to checkpoint_root / checkpoint_dir / <run_id>.pt;
     checkpoint_root defaults to the settings' ELMLAB_CHECKPOINT_DIR. A run too large for the device's
-    memory raises ValueError before anything is allocated (elm_core.memory)."""
+    memory raises ValueError before anything is allocated (elm_core.memory). The process globals the
+    run sets (seed, precision flags) are restored when it ends (elm_core.runtime)."""
     task, cfg = prepare(spec, data_dir)
-    proto = spec.protocol(task.kind)
     device = pick_device(spec.device)
+    with run_globals(spec.seed, spec.precision, device):
+        return _train(spec, task, cfg, device, on_progress, should_stop, progress_every_s, checkpoint_root)
+
+
+def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progress: Progress | None,
+           should_stop: Callable[[], bool] | None, progress_every_s: float,
+           checkpoint_root: Path | None) -> RunRecord:
+    proto = spec.protocol(task.kind)
     check_fits(cfg, batch_size=proto["batch_size"], seq_len=proto["seq_len"] or getattr(task, "seq_len", 1),
                device=device)
     record = base_record(spec, cfg, task)
@@ -229,10 +251,6 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
         total_steps = proto["steps"]
     horizon = proto["schedule_steps"] or total_steps
 
-    torch.manual_seed(spec.seed)
-    torch.set_flush_denormal(True)  # fast-decaying memories produce denormals that slow the CPU 30x
-    if spec.precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = True
     model = ELMNetwork(cfg).to(device)
     model.train()
     opt = make_optimizer(proto["optimizer"], param_groups(model, proto["lr"], proto["lr_rule"] or "constant"),
@@ -241,7 +259,8 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
 
     ckpt = _checkpoint_path(spec, record.run_id, checkpoint_root)
-    start_step, state, curve, tokens, train_losses = 0, None, [], 0, []
+    losses = _StepLosses(task.kind, cfg.n_out, proto["warmup_steps"] or 0)
+    start_step, state, curve, tokens = 0, None, [], 0
     if ckpt is not None and ckpt.exists():
         try:
             start_step, state, curve, tokens = _load_checkpoint(ckpt, model, opt, sched, device)
@@ -258,8 +277,7 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
     evaluate = _evaluator(model, task, proto, device)
     best_valid: float | None = None
     step = start_step
-    chance_loss = math.log(cfg.n_out)  # the cross-entropy of a uniform prediction
-    recent: collections.deque[float] = collections.deque(maxlen=DIVERGE_WINDOW)
+    sent = len(curve)  # curve points already handed to on_progress (its "points": the search's live signal)
     try:
         for step_i, (x, y, keep) in enumerate(batches):
             if step_i < start_step:
@@ -280,52 +298,56 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
                     logits, _ = model(x)
                     flat, target = logits[:, -1].float(), y
                 loss = F.cross_entropy(flat, target, label_smoothing=proto["label_smoothing"] or 0.0)
-            if not torch.isfinite(loss):
-                raise _Stop("failed", f"diverged: loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), proto["clip"])
             opt.step()
             sched.step()
             tokens += y.numel() if task.kind == "char" else x.shape[0] * x.shape[1]
-            plain = F.cross_entropy(flat.detach(), target).item()
-            recent.append(plain)
-            if step >= (proto["warmup_steps"] or 0) + DIVERGE_WINDOW and diverged(recent, chance_loss):
-                raise _Stop("failed", f"diverged: mean training loss {np.mean(recent):.3g} nats over the last "
-                                      f"{DIVERGE_WINDOW} steps exceeds the untrained model's ln({cfg.n_out}) = "
-                                      f"{chance_loss:.3g} by more than {DIVERGE_MARGIN} (step {step})")
-            train_losses.append(plain / LN2 if task.kind == "char" else float((flat.argmax(-1) == target)
-                                                                              .float().mean()))
+            losses.add(step, loss, flat, target)
             now = time.perf_counter()
             valid = None
             if proto["eval_every"] and (step + 1) % proto["eval_every"] == 0 and step + 1 < total_steps:
                 valid, _ = evaluate("valid")
                 best_valid = _better(best_valid, valid, task.metric_name)
-            if valid is not None or (step + 1) % curve_every == 0 or step == start_step:
+            point = valid is not None or (step + 1) % curve_every == 0 or step == start_step
+            save = ckpt is not None and now - last_ckpt >= spec.checkpoint_every_s
+            if (point or save or len(losses.pending) >= LOSS_READ_EVERY) and (why := losses.read()):
+                raise _Stop("failed", why)
+            if point:
                 curve.append(CurvePoint(step=step + 1, tokens=tokens, wall_time_s=round(now - t0, 3),
-                                        train_loss=plain, valid_metric=valid))
+                                        train_loss=losses.last_plain, valid_metric=valid))
             if on_progress is not None and (now - last_progress >= progress_every_s or valid is not None):
-                last_progress = now
-                on_progress(_progress(step + 1, total_steps, tokens, plain, now - t0, start_step, t0, valid))
-            if ckpt is not None and now - last_ckpt >= spec.checkpoint_every_s:
+                last_progress = now  # the loss last read: reading the newest would wait for the device
+                info = _progress(step + 1, total_steps, tokens, losses.last_plain, now - t0, start_step, t0, valid)
+                info["points"], sent = [(c.step, c.train_loss, c.valid_metric) for c in curve[sent:]], len(curve)
+                on_progress(info)
+            if save:
                 last_ckpt = now
                 _save_checkpoint(ckpt, model, opt, sched, step + 1, state, curve, tokens)
+        if why := losses.read():
+            raise _Stop("failed", why)
         step = total_steps
         record.valid_metric, _ = evaluate("valid")
         record.test_metric, record.test_items = evaluate("test")
         record.best_valid_metric = _better(best_valid, record.valid_metric, task.metric_name)
-        _add_final_point(curve, total_steps, tokens, time.perf_counter() - t0, train_losses, record.valid_metric)
+        _add_final_point(curve, total_steps, tokens, time.perf_counter() - t0, record.valid_metric)
         record.status, record.reason = "done", None
-        if task.kind == "char" and record.test_metric > (chance_loss + DIVERGE_MARGIN) / LN2:
+        if task.kind == "char" and record.test_metric > (losses.chance_loss + DIVERGE_MARGIN) / LN2:
             record.status = "failed"
             record.reason = (f"diverged: test BPC {record.test_metric:.4g} is worse than chance, "
-                             f"log2({cfg.n_out}) = {chance_loss / LN2:.3g}, by more than {DIVERGE_MARGIN / LN2:.2g}")
+                             f"log2({cfg.n_out}) = {losses.chance_loss / LN2:.3g}, "
+                             f"by more than {DIVERGE_MARGIN / LN2:.2g}")
     except _Stop as stop:
         record.status, record.reason = stop.status, stop.reason
     except (RuntimeError, FloatingPointError) as exc:  # e.g. out of memory: the run fails, the caller lives
         record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+        note_device_error(exc)  # a fatal CUDA error: the worker must exit (elm_core.runtime)
     finally:
         clear_workspace()  # a worker outlives its runs: give back the scans' pooled buffers
+    if record.status == "cancelled":
+        losses.read()  # the steps it did
+    train_losses = losses.metric
     tail = train_losses[-50:]
     record.train_metric = float(np.mean(tail)) if tail else None
     record.steps = step if record.status == "done" else len(train_losses) + start_step
@@ -342,8 +364,7 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
     return record
 
 
-def _add_final_point(curve: list[CurvePoint], step: int, tokens: int, wall: float, train_losses: list[float],
-                     valid: float) -> None:
+def _add_final_point(curve: list[CurvePoint], step: int, tokens: int, wall: float, valid: float) -> None:
     """The final evaluation joins the learning curve (a run shorter than eval_every still has one)."""
     if curve and curve[-1].step == step:
         curve[-1].valid_metric = valid
@@ -367,6 +388,47 @@ def _diagnose(record: RunRecord, total_steps: int, task) -> None:
             record.baselines = {}
 
 
+class _StepLosses:
+    """The per-step training values, kept on the device and read back a group at a time (a read waits for the
+    device): the optimised loss (a non-finite one is divergence), the plain cross-entropy (the curve's
+    train_loss) and the step's train metric (BPC, or the batch's accuracy)."""
+
+    def __init__(self, kind: str, n_out: int, warmup: int) -> None:
+        self.kind, self.warmup = kind, warmup
+        self.chance_loss = math.log(n_out)  # the cross-entropy of a uniform prediction
+        self.recent: collections.deque[float] = collections.deque(maxlen=DIVERGE_WINDOW)
+        self.pending: list[torch.Tensor] = []
+        self.steps: list[int] = []
+        self.metric: list[float] = []
+        self.last_plain = float("nan")
+        self.diverged: str | None = None
+
+    def add(self, step: int, loss: torch.Tensor, flat: torch.Tensor, target: torch.Tensor) -> None:
+        flat = flat.detach()
+        plain = F.cross_entropy(flat, target)
+        metric = plain / LN2 if self.kind == "char" else (flat.argmax(-1) == target).float().mean()
+        self.pending.append(torch.stack((loss.detach().float(), plain, metric)))
+        self.steps.append(step)
+
+    def read(self) -> str | None:
+        """Read the pending values; the reason the run diverged, if a loss was not finite (later ones dropped)."""
+        if self.pending and self.diverged is None:
+            for step, (loss, plain, metric) in zip(self.steps, torch.stack(self.pending).tolist(), strict=True):
+                if not math.isfinite(loss):
+                    self.diverged = f"diverged: loss is {loss} at step {step}"
+                    break
+                self.recent.append(plain)
+                if step >= self.warmup + DIVERGE_WINDOW and diverged(self.recent, self.chance_loss):
+                    self.diverged = (f"diverged: mean training loss {np.mean(self.recent):.3g} nats over the last "
+                                     f"{DIVERGE_WINDOW} steps exceeds the untrained model's "
+                                     f"{self.chance_loss:.3g} by more than {DIVERGE_MARGIN} (step {step})")
+                    break
+                self.metric.append(metric)
+                self.last_plain = plain
+        self.pending, self.steps = [], []
+        return self.diverged
+
+
 def _better(best: float | None, value: float, metric: str) -> float:
     if best is None:
         return value
@@ -376,10 +438,14 @@ def _better(best: float | None, value: float, metric: str) -> float:
 def _evaluator(model, task, proto, device) -> Callable[[str], tuple[float, int]]:
     def evaluate(split: str) -> tuple[float, int]:
         if task.kind == "char":
-            limit = proto["eval_chars"] if split == "valid" else proto["test_chars"]
-            batch = proto["batch_size"] if split == "valid" else 1  # test: one stream, state carried throughout
-            return evaluate_chars(model, task, split, batch_size=batch, seq_len=max(proto["seq_len"], 250),
-                                  max_chars=limit, device=device)
+            seq_len = max(proto["seq_len"], 250)
+            if split == "test":  # every target once, as parallel streams each carrying its state
+                limit = proto["test_chars"]
+                split_tokens = task.tokens("test")
+                return evaluate_char_streams(model, split_tokens if limit is None else split_tokens[: limit + 1],
+                                             seq_len=seq_len, device=device)
+            return evaluate_chars(model, task, split, batch_size=proto["batch_size"], seq_len=seq_len,
+                                  max_chars=proto["eval_chars"], device=device)
         limit = proto["eval_samples"] if split == "valid" else proto["test_samples"]
         return evaluate_spikes(model, task, split, batch_size=max(proto["batch_size"], 32), max_samples=limit,
                                device=device)
@@ -421,15 +487,24 @@ def _save_checkpoint(path: Path, model, opt, sched, step: int, state: ELMState |
         "state": None if state is None else [t.cpu() for t in state.tensors()],
         "curve": [c.model_dump() for c in curve], "tokens": tokens,
         "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if (device := _device_of(model)).type == "cuda" else None,
     }, tmp)
     os.replace(tmp, path)
 
 
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _load_checkpoint(path: Path, model, opt, sched, device):
-    ck = torch.load(path, map_location=device, weights_only=True)
+    """Load onto the host, then move: the RNG states are host tensors wherever the run trains, and
+    the model and optimiser copy their tensors to their own device."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
     sched.load_state_dict(ck["sched"])
     torch.set_rng_state(ck["rng"])
+    if device.type == "cuda" and ck.get("cuda_rng") is not None:  # the dropout masks after the resume
+        torch.cuda.set_rng_state(ck["cuda_rng"], device)
     state = None if ck["state"] is None else ELMState(*(t.to(device) for t in ck["state"]))
     return ck["step"], state, [CurvePoint(**c) for c in ck["curve"]], ck["tokens"]

@@ -18,8 +18,10 @@ COMMAND_MODULES = (
     "store",
     "fit",
     "queue",
+    "search",
     "up",
     "demo",
+    "gpu",
 )
 
 

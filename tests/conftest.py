@@ -7,6 +7,18 @@ import pytest
 REFERENCE_DATA = Path(__file__).resolve().parents[1] / "elm_core" / "reference_data"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` skip, saying why, where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    why = f"needs a CUDA device: torch {torch.__version__} (CUDA {torch.version.cuda or 'not built'}) sees none"
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
 @pytest.fixture
 def reference_data() -> Path:
     return REFERENCE_DATA

@@ -23,7 +23,7 @@ from workers.celery_app import QUEUES, app_for, broker_folders, broker_url, mask
 __all__ = ["PROGRESS_KEYS", "broker_reachable", "health", "progress", "queue_lengths"]
 
 PROGRESS_KEYS = ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s", "elapsed_s", "valid_metric",
-                 "tokens", "heartbeat", "worker", "attempt")
+                 "tokens", "heartbeat", "worker", "attempt", "curve")
 
 
 def _redis(url: str) -> bool:
@@ -71,10 +71,13 @@ def queue_lengths(settings: Settings) -> dict[str, int | None]:
     return counts
 
 
-def progress(run_ids: Iterable[str], *, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+def progress(run_ids: Iterable[str], *, settings: Settings | None = None,
+             with_curve: bool = False) -> dict[str, dict[str, Any]]:
     """Live progress of running runs, from Celery task state: per run id, {step, total_steps, loss,
     tokens_per_s, steps_per_s, eta_s, elapsed_s, valid_metric, tokens, heartbeat, worker, attempt,
-    age_s} ({} for a run that is not training now, or when the broker cannot be reached)."""
+    curve (at most 48 recent points), age_s} ({} for a run that is not training now, or when the broker
+    cannot be reached); with `with_curve`, `curve` is instead the run's whole learning curve so far,
+    [step, train loss, valid metric] points."""
     settings = settings if settings is not None else get_settings()
     ids = list(dict.fromkeys(run_ids))
     out: dict[str, dict[str, Any]] = {i: {} for i in ids}
@@ -92,6 +95,8 @@ def progress(run_ids: Iterable[str], *, settings: Settings | None = None) -> dic
         if meta.get("status") != "PROGRESS" or not isinstance(info, dict):
             continue
         entry = {k: info.get(k) for k in PROGRESS_KEYS}
+        if with_curve:
+            entry["curve"] = info.get("points") or []
         if isinstance(entry.get("heartbeat"), (int, float)):
             entry["age_s"] = round(max(0.0, now - entry["heartbeat"]), 2)
         out[run_id] = entry

@@ -119,8 +119,9 @@ class Reaper:
         backend = self.app.backend
         cancel = state.cancel_requested(backend, run_id)
         if cancel is not None and cancel >= rec.attempt:
-            self.store.put(rec.model_copy(update={"status": "cancelled", "reason": "cancelled (its worker was lost)",
-                                                  "updated_at": time.time()}))
+            why = state.cancel_reason(backend, run_id)
+            reason = f"{why} (its worker was lost)" if why else "cancelled (its worker was lost)"
+            self.store.put(rec.model_copy(update={"status": "cancelled", "reason": reason, "updated_at": time.time()}))
             did["cancelled"].append(run_id)
             return
         history = self.store.history(run_id)

@@ -8,8 +8,9 @@ Per run id (the Celery task id), the result backend holds:
     elmlab-attempt-<run_id>     {"attempt": n}: the attempt the latest (re-)queue issued. A worker
                                 drops a message of an older attempt, and a worker running an older
                                 attempt stops without recording anything.
-    elmlab-cancel-<run_id>      {"attempt": n}: a cancel request for attempt n (and older). A worker
-                                drops such a message, or stops its run and records it `cancelled`.
+    elmlab-cancel-<run_id>      {"attempt": n, "reason": text or null}: a cancel request for attempt n
+                                (and older). A worker drops such a message, or stops its run and
+                                records it `cancelled` with that reason (default "cancelled by user").
     elmlab-reap-<run_id>-<n>    the claim of the reaper that acts on lost attempt n: created only if
                                 absent (Redis SET NX, an exclusive file create), so however many
                                 recorders watch one broker, a lost attempt is re-queued once.
@@ -72,8 +73,15 @@ def cancel_requested(backend, run_id: str) -> int | None:
     return None if value is None else int(value.get("attempt", 0))
 
 
-def request_cancel(backend, run_id: str, attempt: int, *, fast: bool = False) -> None:
-    kv_set(backend, _key(CANCEL_PREFIX, run_id), {"attempt": attempt}, fast=fast)
+def cancel_reason(backend, run_id: str) -> str | None:
+    """The reason a cancel request gave (e.g. "pruned at step 132: ..."), or None."""
+    value = kv_get(backend, _key(CANCEL_PREFIX, run_id))
+    reason = None if value is None else value.get("reason")
+    return reason if isinstance(reason, str) and reason else None
+
+
+def request_cancel(backend, run_id: str, attempt: int, *, reason: str | None = None, fast: bool = False) -> None:
+    kv_set(backend, _key(CANCEL_PREFIX, run_id), {"attempt": attempt, "reason": reason}, fast=fast)
 
 
 def task_metas(backend, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

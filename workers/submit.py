@@ -15,9 +15,12 @@ without it): the app (workers/celery_app.py) is imported when a message is sent.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -111,22 +114,62 @@ def publish(settings: Settings, spec_json: dict[str, Any], run_id: str, attempt:
         app = celery_app.app_for(settings)
         if attempt > 0:
             state.set_issued_attempt(app.backend, run_id, attempt, fast=True)
+        kwargs = {"spec": spec_json, "attempt": attempt, "created_at": created_at}
+        queue = celery_app.route_for(device, spec_json.get("queue"))
         app.send_task(
-            celery_app.TRAIN_TASK, kwargs={"spec": spec_json, "attempt": attempt, "created_at": created_at},
-            task_id=run_id, queue=celery_app.route_for(device, spec_json.get("queue")), ignore_result=True,
-            retry=True, retry_policy=PUBLISH_RETRY,
+            celery_app.TRAIN_TASK, kwargs=kwargs, task_id=run_id, queue=queue, ignore_result=True, retry=True,
+            # what Flower shows, made cheaply (Celery's own repr walks the spec, a millisecond a message)
+            retry_policy=PUBLISH_RETRY, argsrepr="()", kwargsrepr=json.dumps(kwargs)[:1024],
         )
     except transient_errors() as exc:
         raise _unavailable(settings, exc) from None
 
 
-def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None,
-             _tasks: dict[Any, Any] | None = None) -> tuple[RunSpec, RunRecord]:
+_TASKS: dict[tuple[str, str, str], tuple[tuple, Any]] = {}
+_TASKS_MAX = 16
+_tasks_lock = threading.Lock()
+
+
+def _files_signature(task: Any) -> tuple:
+    """(path, size, mtime) of every file a task was opened from: a changed or replaced file changes it."""
+    paths = {*getattr(task, "files", ()), *([task.path] if getattr(task, "path", None) else [])}
+    out = []
+    for path in sorted(str(p) for p in paths):
+        try:
+            st = os.stat(path)
+            out.append((path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((path, None, None))
+    return tuple(out)
+
+
+def _open_task(parsed: RunSpec, data_path: Path) -> Any:
+    """The spec's task, opened once per process and kept while its files are unchanged.
+
+    Opening a task reads and hashes its data (milliseconds for the bundled corpus); a submission needs
+    only its sizes, metric and hash, so a dashboard or a script that submits run after run opens it once.
+    ValueError as elm_core.data.get_task raises it."""
+    from elm_core.data import get_task
+
+    options = parsed.resolved_task_options()
+    key = (parsed.task, json.dumps(options, sort_keys=True, default=str), str(data_path))
+    with _tasks_lock:
+        cached = _TASKS.get(key)
+    if cached is not None and _files_signature(cached[1]) == cached[0]:
+        return cached[1]
+    task = get_task(parsed.task, data_path, **options)
+    with _tasks_lock:
+        if len(_TASKS) >= _TASKS_MAX:
+            _TASKS.clear()
+        _TASKS[key] = (_files_signature(task), task)
+    return task
+
+
+def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None) -> tuple[RunSpec, RunRecord]:
     """The validated spec (with a run id) and its `queued` record; ValueError naming the field if invalid.
 
-    `_tasks`: a cache of opened tasks for one batch of submissions (a data set is opened and hashed
-    once per batch; the configuration is resolved per spec as elm_core.train.prepare does)."""
-    from elm_core.train import base_record, prepare
+    The configuration is resolved as elm_core.train.prepare does, on the task opened by `_open_task`."""
+    from elm_core.train import base_record
 
     settings = _settings(settings)
     if not isinstance(spec, (RunSpec, dict)):
@@ -136,14 +179,8 @@ def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None
         data["run_id"] = uuid.uuid4().hex[:12]
     parsed = parse_spec(data)
     try:
-        key = (parsed.task, json.dumps(parsed.resolved_task_options(), sort_keys=True, default=str))
-        if _tasks is not None and key in _tasks:
-            task = _tasks[key]
-            cfg = parsed.resolve_config(n_in=task.n_in, n_out=task.n_out, kind=task.kind)
-        else:
-            task, cfg = prepare(parsed, settings.data_path)
-            if _tasks is not None:
-                _tasks[key] = task
+        task = _open_task(parsed, settings.data_path)
+        cfg = parsed.resolve_config(n_in=task.n_in, n_out=task.n_out, kind=task.kind)
     except ValueError as exc:
         msg = str(exc)
         raise ValueError(msg if msg.startswith("invalid run spec") else f"invalid run spec: {msg}") from None
@@ -169,10 +206,9 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     check_writable(settings)
     prepared: list[tuple[RunSpec, RunRecord]] = []
     specs = list(specs)
-    tasks: dict[Any, Any] = {}
     for i, spec in enumerate(specs):
         try:
-            prepared.append(validate(spec, settings=settings, _tasks=tasks))
+            prepared.append(validate(spec, settings=settings))
         except ValueError as exc:
             raise ValueError(f"spec {i}: {exc}" if len(specs) > 1 else str(exc)) from None
     ids = [p.run_id for p, _ in prepared]
@@ -237,21 +273,23 @@ def _own_run(run_id: str, settings: Settings | None, verb: str):
     return settings, store, rec
 
 
-def cancel(run_id: str, *, settings: Settings | None = None) -> None:
+def cancel(run_id: str, *, reason: str | None = None, settings: Settings | None = None) -> None:
     """Cancel a queued or running run. A queued run not yet picked up is recorded `cancelled` at once
     (and a worker that picks its message up later drops it); a running one stops at its next step
-    and records `cancelled` with its partial curve. ValueError for unknown, reference or finished runs."""
+    and records `cancelled` with its partial curve. `reason` (default "cancelled by user", or
+    "cancelled before it started") is the reason recorded, e.g. "pruned at step 132: ..." for a run
+    the search stopped. ValueError for unknown, reference or finished runs."""
     settings, store, rec = _own_run(run_id, settings, "cancelled")
     if rec.status in TERMINAL:
         raise ValueError(f"run {run_id!r} is already {rec.status}; nothing to cancel")
     app = _celery().app_for(settings)
     try:
-        state.request_cancel(app.backend, run_id, rec.attempt, fast=True)
+        state.request_cancel(app.backend, run_id, rec.attempt, reason=reason, fast=True)
         meta = state.task_metas(app.backend, [run_id]).get(run_id)
     except transient_errors() as exc:
         raise _unavailable(settings, exc) from None
     if rec.status == "queued" and not _started(meta, rec.attempt):
-        store.put(rec.model_copy(update={"status": "cancelled", "reason": "cancelled before it started",
+        store.put(rec.model_copy(update={"status": "cancelled", "reason": reason or "cancelled before it started",
                                          "updated_at": time.time()}))
 
 

@@ -5,12 +5,18 @@ train_run (queue `train`, or `gpu` for CUDA specs), on a worker that never opens
     2. validate the spec and open its task; an invalid one is recorded `failed` with the reason and
        never retried;
     3. send a `running` record to `record_run`, then train with a progress callback (Celery state
-       PROGRESS: step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, attempt) and a
+       PROGRESS: step, total_steps, loss, tokens_per_s, eta_s, heartbeat, worker, attempt, and
+       `curve`: at most CURVE_POINTS learning-curve points, see RecentCurve; `points`: the whole
+       learning curve so far as [step, train loss, valid metric] points, for the search controller) and a
        heartbeat thread that refreshes that state every ELMLAB_HEARTBEAT_S even while the run
        evaluates, and that watches for a cancel request or a newer attempt;
-    4. send the final record (done, failed or cancelled with its partial curve) to `record_run` and
+    4. send the final record (done, failed or cancelled with its partial curve and the cancel
+       request's reason) to `record_run` and
        keep it as the task's SUCCESS result, from which the reaper can recover a lost record.
        A run superseded by a newer attempt stops and records nothing.
+    5. after a fatal device error (elm_core.runtime: the CUDA context is broken) the process exits with
+       DEVICE_LOST_EXIT once the failed record is sent and the task's SUCCESS state stored (so that the
+       message is acknowledged, not redelivered); its supervisor starts a fresh one.
 record_run (queue `results`, in the recorder): write a record into the store, unless its attempt
 is older than the run's latest recorded attempt (see docs/queue.md, "Exactly once").
 """
@@ -24,13 +30,12 @@ import threading
 import time
 from typing import Any
 
-from celery import signals
 from celery.exceptions import OperationalError as CeleryOperationalError
 from kombu.exceptions import OperationalError
 
 from elm_core.records import RunRecord
 from elm_core.settings import get_settings
-from workers import signing, spool, state
+from workers import cores, signing, spool, state
 from workers.celery_app import RECORD_TASK, RESULTS_QUEUE, TRAIN_TASK, app
 
 log = logging.getLogger("elmlab.worker")
@@ -45,16 +50,6 @@ except ImportError:  # pragma: no cover
 
 # Sending the final record outlasts a broker restart: up to about an hour of retries.
 RECORD_RETRY = {"max_retries": 120, "interval_start": 1, "interval_step": 5, "interval_max": 30}
-
-
-@signals.worker_process_init.connect
-def _share_cores(**_: Any) -> None:
-    """A pool process uses its share of the cores (N pool processes, each on cores / N threads)."""
-    conc = int(os.environ.get("ELMLAB_WORKER_CONCURRENCY", "1") or 1)
-    if conc > 1:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // conc))
 
 
 def send_record(record: RunRecord, *, retry_policy: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -84,6 +79,37 @@ def _failed_record(payload: dict[str, Any], run_id: str, attempt: int, reason: s
     )
 
 
+CURVE_POINTS = 48  # learning-curve points kept in the PROGRESS state (about 4 KB of JSON)
+
+
+class RecentCurve:
+    """The learning curve so far in at most `limit` points, evenly spread over the whole run: half for
+    training-only points, half for points with a validation value. Each half keeps every `stride`-th
+    point it was given, plus its newest; past its share the stride doubles (every other point goes), so
+    the spacing stays even at any run length."""
+
+    def __init__(self, limit: int = CURVE_POINTS):
+        self.share = max(2, limit // 2)
+        self.halves: dict[bool, dict[str, Any]] = {v: {"stride": 1, "seen": 0, "kept": []} for v in (False, True)}
+
+    def add(self, point: dict[str, Any]) -> list[dict[str, Any]]:
+        """Add a point; returns the kept points, oldest first."""
+        half = self.halves[point.get("valid_metric") is not None]
+        kept = half["kept"]
+        if kept and kept[-1][0] % half["stride"]:
+            kept.pop()  # the previous newest point was kept only as the newest
+        kept.append((half["seen"], point))
+        half["seen"] += 1
+        while len(kept) > self.share:
+            half["stride"] *= 2
+            kept[:] = [(k, p) for i, (k, p) in enumerate(kept) if k % half["stride"] == 0 or i == len(kept) - 1]
+        return self.points()
+
+    def points(self) -> list[dict[str, Any]]:
+        both = [p for half in self.halves.values() for _, p in half["kept"]]
+        return sorted(both, key=lambda p: p.get("step") or 0)
+
+
 class Heartbeat:
     """Writes the run's PROGRESS state (on progress, and every `interval` seconds regardless) and
     watches the result backend for a cancel request or a newer attempt."""
@@ -94,8 +120,11 @@ class Heartbeat:
         self.worker = _worker_name(task)
         self.meta: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "worker": self.worker, "pid": os.getpid(),
                                      "step": 0, "total_steps": None, "loss": None, "tokens_per_s": None,
-                                     "eta_s": None, "elapsed_s": 0.0, "valid_metric": None}
+                                     "eta_s": None, "elapsed_s": 0.0, "valid_metric": None, "curve": []}
+        self.curve = RecentCurve()
         self.cancelled = threading.Event()
+        self.cancel_reason: str | None = None
+        self.points: list[list[Any]] = []  # [step, train loss, valid metric or None] so far, in meta["points"]
         self.superseded = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -123,6 +152,13 @@ class Heartbeat:
     def progress(self, p: dict[str, Any]) -> None:
         self.meta.update({k: p.get(k) for k in ("step", "total_steps", "loss", "tokens_per_s", "steps_per_s", "eta_s",
                                                 "elapsed_s", "valid_metric", "tokens")})
+        if p.get("step") is not None and p.get("loss") is not None:
+            point = {"step": p["step"], "tokens": p.get("tokens") or 0, "wall_time_s": p.get("elapsed_s") or 0.0,
+                     "train_loss": p["loss"], "valid_metric": p.get("valid_metric")}
+            self.meta["curve"] = self.curve.add(point)
+        if p.get("points"):
+            self.points.extend([list(pt) for pt in p["points"]])
+            self.meta["points"] = self.points
         self.write()
 
     def should_stop(self) -> bool:
@@ -145,6 +181,7 @@ class Heartbeat:
                 self.superseded.set()
             cancel = state.cancel_requested(backend, self.run_id)
             if cancel is not None and cancel >= self.attempt:
+                self.cancel_reason = state.cancel_reason(backend, self.run_id)
                 self.cancelled.set()
         except Exception as exc:
             log.warning("run %s: could not read cancel/attempt markers: %s", self.run_id, exc)
@@ -190,6 +227,7 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
     running.status, running.attempt, running.worker = "running", attempt, _worker_name(self)
     if created_at:
         running.created_at = created_at
+    cores.pin_threads()  # this pool process's share of the cores, before the run's record names its device
     heartbeat = Heartbeat(self, run_id, attempt, settings.heartbeat_s)
     heartbeat.start()
     try:
@@ -198,25 +236,40 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
             record = train(run_spec, on_progress=heartbeat.progress, should_stop=heartbeat.should_stop,
                            data_dir=settings.data_path, progress_every_s=min(1.0, settings.heartbeat_s))
         except Exception as exc:  # anything train() did not turn into a record
+            from elm_core.runtime import note_device_error
+
             log.exception("run %s failed", run_id)
+            note_device_error(exc)
             record = running.model_copy(update={"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
                                                 "updated_at": time.time()})
     finally:
         heartbeat.stop()
     if heartbeat.superseded.is_set():
         log.info("run %s: attempt %d superseded while running; nothing recorded", run_id, attempt)
+        _exit_if_device_lost(run_id)
         return {"run_id": run_id, "dropped": "superseded"}
     record.attempt, record.worker = attempt, running.worker
     if created_at:
         record.created_at = created_at
     if record.status == "cancelled":
-        record.reason = "cancelled by user"
+        record.reason = heartbeat.cancel_reason or "cancelled by user"
     final = send_record(record)
     try:
         backend.store_result(run_id, final, "SUCCESS")
     except Exception as exc:  # the record is on its way; the stored state is a convenience
         log.warning("run %s: could not store the final state: %s", run_id, exc)
+    _exit_if_device_lost(run_id)
     return {"run_id": run_id, "status": record.status, "attempt": attempt}
+
+
+def _exit_if_device_lost(run_id: str) -> None:
+    """Leave the process after a fatal device error: every later run in it would fail on the broken context."""
+    from elm_core.runtime import DEVICE_LOST_EXIT, device_lost
+
+    lost = device_lost()
+    if lost is not None:
+        log.error("run %s: fatal device error (%s); this worker process exits for a fresh one", run_id, lost)
+        raise SystemExit(DEVICE_LOST_EXIT)
 
 
 def record_is_stale(store, record: RunRecord) -> bool:

@@ -42,12 +42,19 @@ def nearest_step(value: float) -> int:
     return min(BUDGET_STEPS, key=lambda b: abs(b - value) / b)
 
 
+def follow_budget() -> None:
+    """The ladder box follows the budget (what it offers is around the budget chosen)."""
+    st.session_state["ladder"] = ", ".join(map(text.human, data.ladder_default(int(st.session_state["budget"]))))
+
+
 def on_budget_number() -> None:
     st.session_state["budget_slider"] = nearest_step(st.session_state["budget"])
+    follow_budget()
 
 
 def on_budget_slider() -> None:
     st.session_state["budget"] = int(st.session_state["budget_slider"])
+    follow_budget()
 
 
 def on_preset() -> None:
@@ -57,6 +64,7 @@ def on_preset() -> None:
     st.session_state["d_brch"] = preset["model"]["d_brch"]
     st.session_state["budget"] = default_budget(st.session_state["task"], st.session_state["preset"])
     st.session_state["budget_slider"] = nearest_step(st.session_state["budget"])
+    follow_budget()
 
 
 def on_task() -> None:
@@ -100,8 +108,8 @@ c_slider.select_slider("Budget (log scale)", options=BUDGET_STEPS, value=nearest
 # --- allocation -------------------------------------------------------------------------------------
 mode = st.segmented_control(
     "The budget sets", list(data.MODES), key="mode", default="neurons", required=True, bind="query-params",
-    format_func=lambda m: {"neurons": "N (neurons)", "memory": "d_m / k_e (complexity)",
-                           "connectivity": "d_brch / k_c (connectivity)"}[m],
+    help="neurons: N follows from the budget; memory: d_m (and k_e); connectivity: d_brch (and k_c). The "
+         "address takes the same short names (?mode=memory).",
 ) or "neurons"
 st.caption(data.MODES[mode] + ". Change the other two; the third follows from the budget.")
 layer = PRESETS[preset]["model"]
@@ -222,28 +230,64 @@ def show_queue(design: data.Design, seconds: float) -> None:
     fields = {k: v for k, v in design.spec.model_dump(exclude_defaults=True).items()
               if k not in ("task", "budget", "d_m", "n_neurons", "seed", "run_id", "sweep_id")}
     seeds = list(range(int(n_seeds)))
+    done = runs.filter((pl.col("task") == task) & (pl.col("status") == "done")) if runs.height else runs
+    largest = done["budget"].max() if done.height else None
+    try:
+        n_dm = len(text.parse_ints(st.session_state.get("sweep_dm") or "1, 2, 4, 8, 16, 32", "d_m values"))
+    except ValueError:
+        n_dm = 1
+    # Run time grows about in proportion to the budget: the ladder's rungs (1/4 to 4 times) cost 7.75 runs.
+    need = {"run": data.confirmation_reasons(seconds * len(seeds), budget, largest),
+            "sweep": data.confirmation_reasons(seconds * len(seeds) * n_dm, budget, largest),
+            "ladder": data.confirmation_reasons(seconds * len(seeds) * n_dm * 7.75, 4 * budget, largest)}
+    confirmed = True
+    if any(need.values()):
+        worst = next(v for v in (need["run"], need["sweep"], need["ladder"]) if v)
+        which = next(k for k in ("run", "sweep", "ladder") if need[k])
+        confirmed = st.checkbox(f"I mean it: queue even though {'; '.join(worst)}"
+                                + ("" if which == "run" else f" (the {which} below)"), key="confirm_big")
     q1, q2, q3 = st.columns(3)
     with q1:
         st.markdown("**This run**")
         st.caption(f"{len(seeds)} seed(s), about {text.duration(seconds * len(seeds))} of compute.")
-        if st.button("Queue this run", key="queue_run", type="primary", icon=":material/play_arrow:"):
+        if st.button("Queue this run", key="queue_run", type="primary", icon=":material/play_arrow:",
+                     disabled=bool(need["run"]) and not confirmed):
             sweep = new_sweep_id("run")
             queue("Queue this run",
                   lambda: [design.spec.model_copy(update={"seed": s, "sweep_id": sweep}) for s in seeds])
     with q2:
         st.markdown("**Iso-budget sweep** (this budget, several d_m; N follows)")
         dm_text = st.text_input("d_m values", "1, 2, 4, 8, 16, 32", key="sweep_dm", bind="query-params")
-        if st.button("Queue an iso-budget sweep", key="queue_sweep", icon=":material/stacked_line_chart:"):
+        if st.button("Queue an iso-budget sweep", key="queue_sweep", icon=":material/stacked_line_chart:",
+                     disabled=bool(need["sweep"]) and not confirmed):
             queue("Iso-budget sweep", lambda: iso_sweep(
                 task, int(budget), text.parse_ints(dm_text, "d_m values"), seeds, **fields))
+    with q1:
+        show_search_button(task, int(budget), dm_text, seeds, fields)
     with q3:
         st.markdown("**Budget ladder** (the iso-budget sweep at several budgets)")
-        default_ladder = ", ".join(text.human(budget * f) for f in (0.25, 0.5, 1, 2, 4))
-        ladder_text = st.text_input("budgets", default_ladder, key="ladder", bind="query-params")
-        if st.button("Queue a budget ladder", key="queue_ladder", icon=":material/stairs:"):
+        if "ladder" not in st.session_state and "ladder" not in st.query_params:
+            st.session_state["ladder"] = ", ".join(map(text.human, data.ladder_default(int(budget))))
+        ladder_text = st.text_input("budgets", key="ladder", bind="query-params",
+                                    help="Defaults to 1/4 to 4 times the budget above, within 1k to 1G.")
+        if st.button("Queue a budget ladder", key="queue_ladder", icon=":material/stairs:",
+                     disabled=bool(need["ladder"]) and not confirmed):
             queue("Budget ladder", lambda: ladder_sweep(
                 task, text.parse_ints(ladder_text, "budgets"), d_m_values=text.parse_ints(dm_text, "d_m values"),
                 seeds=seeds, **fields))
+
+
+def show_search_button(task: str, budget: int, dm_text: str, seeds: list[int], fields: dict) -> None:
+    """Find the optimum at this budget: a multi-fidelity search over the sweep's d_m values (app/search.py)."""
+    from app import search
+
+    st.markdown("**Find the optimum at this budget** (a search: stops the losing d_m early)")
+    if st.button("Find the optimum at this budget", key="queue_search", icon=":material/search:"):
+        out = ui.run_action("Search", lambda: search.start_search(
+            task, budget, text.parse_ints(dm_text, "d_m values"), seeds if len(seeds) > 1 else [0, 1, 2], fields))
+        if out:
+            ui.flash("success", f"Search {out[0]}: queued {len(out[1])} run(s); the Search page follows it.", out[1])
+        st.rerun()
 
 
 try:

@@ -45,7 +45,10 @@ else:
         wanted = [b for b in points["iso_budget"].drop_nulls().unique().to_list()
                   if not budgets or int(round(b)) in budgets]
         fig = figures.iso_figure(points, iso, x=x, metric=metric, metric_name=mname, log_x=log_x, log_y=log_y,
-                                 budgets=wanted, reference=reference, show_fit=show_fit)
+                                 budgets=wanted, reference=reference, show_fit=show_fit,
+                                 pruned=state.pruned(task, metric),
+                                 baselines=state.baselines(task) if mname == "bpc" and metric != "train_metric"
+                                 else None)
         settings.update(x=x, budgets=budgets or "all", fit=show_fit)
     elif view == "pareto":
         cost = o[0].selectbox("Cost", list(text.COST_AXES), key="cost", bind="query-params",
@@ -81,8 +84,12 @@ else:
     if picked:
         ui.open_runs(picked, f"Open the {len(picked)} selected run(s)")
     else:
-        st.caption("Click a point, or drag a box or lasso, to open its runs. Error bars: standard deviation over "
-                   "seeds. Hover for the run's details.")
+        st.caption("Click a point to open its runs, or pick the box or lasso tool in the chart's toolbar and "
+                   "drag around several (a plain drag zooms; double-click zooms back out). Error bars: standard "
+                   "deviation over seeds. Hollow markers: runs still improving when training ended (not "
+                   "converged). Faded crosses: runs a search pruned (not fitted). Fitted curves and their bands "
+                   "are drawn only across the allocations that were run (clipped to the data's range). Hover for "
+                   "the run's details.")
 
     if view == "iso" and not isinstance(iso, fits.NoFit):
         st.subheader("Optimum per budget")

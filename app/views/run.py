@@ -7,7 +7,7 @@ import json
 import polars as pl
 import streamlit as st
 
-from app import current, figures, frames, state, text, ui
+from app import actions, current, curves, figures, frames, state, text, ui
 from elm_core.records import RunRecord
 from elm_core.spec import DEFAULT_PRESET, RunSpec
 
@@ -16,6 +16,7 @@ CONFIG_FIELDS = ("task", "status", "reason", "sweep_id", "source", "params", "bu
                  "valid_metric", "best_valid_metric", "train_metric", "steps", "tokens_seen", "wall_time_s")
 PROTOCOL_FIELDS = ("preset", "steps", "batch_size", "seq_len", "lr", "optimizer", "eval_chars", "test_chars",
                    "epochs", "batches_per_epoch", "device", "precision")
+DIFFERS = "background-color: rgba(255, 193, 7, 0.25)"
 PROVENANCE_FIELDS = ("dataset", "dataset_hash", "device", "host", "worker", "attempt", "code_version", "created_at",
                      "updated_at")
 
@@ -44,11 +45,13 @@ def side_by_side(records: list[RunRecord], fields: tuple[str, ...], source: str 
     return pl.DataFrame(cols)
 
 
-def curve_frame(records: list[RunRecord]) -> pl.DataFrame:
-    rows = [{"label": f"{r.run_id} (d_m={r.d_m}, N={r.n_neurons})", **p.model_dump()} for r in records for p in r.curve]
-    schema = {"label": pl.String, "step": pl.Int64, "tokens": pl.Int64, "wall_time_s": pl.Float64,
-              "train_loss": pl.Float64, "valid_metric": pl.Float64}
-    return pl.DataFrame(rows, schema=schema)
+def show_fields(where, table: pl.DataFrame, key: str, only_differing: bool) -> None:
+    """A side-by-side table, the rows that differ highlighted (or the only ones shown)."""
+    flags = frames.differs(table)
+    if only_differing:
+        table, flags = table.filter(pl.Series(flags, dtype=pl.Boolean)), [True] * sum(flags)
+    styled = table.to_pandas().style.apply(lambda row: [DIFFERS if flags[row.name] else "" for _ in row], axis=1)
+    where.dataframe(styled, hide_index=True, key=key, height=36 * (table.height + 1) + 3)
 
 
 st.title("Run detail and compare")
@@ -57,7 +60,10 @@ if runs.height == 0:
     ui.first_screen("run")
 else:
     known = set(runs["run_id"].to_list())
-    wanted = [r for r in st.query_params.get_all("runs") if r in known]
+    asked = st.query_params.get_all("runs")
+    wanted = [r for r in asked if r in known]
+    if unknown := [r for r in asked if r not in known]:
+        st.warning(f"Not in the store, left out: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}.")
     options = list(dict.fromkeys(wanted + frames.latest_ids(runs, 300)))
     info = {r["run_id"]: r for r in runs.filter(pl.col("run_id").is_in(options)).select(
         "run_id", "task", "status", "d_m", "n_neurons", "test_metric").iter_rows(named=True)}
@@ -80,26 +86,56 @@ else:
     if not picked:
         st.info("Pick one or more runs above, or open them from the Runs or Explore page.")
     else:
-        records = [r for r in (state.record(i) for i in picked) if r is not None]
-        c = st.columns([2, 1, 1])
+        c = st.columns([2, 1, 1, 2, 1])
         cx = c[0].segmented_control("Curve against", ["step", "tokens", "wall_time_s"], key="cx", default="step",
                                     required=True, bind="query-params") or "step"
         log_x = c[1].toggle("log x", value=False, key="curve_logx", bind="query-params")
         log_y = c[2].toggle("log y", value=False, key="curve_logy", bind="query-params")
-        fig = figures.curves_figure(curve_frame(records), x=cx, metric_name=records[0].metric_name, log_x=log_x,
-                                    log_y=log_y)
-        st.plotly_chart(fig, key="run_curves")
-        current.add_figure("Learning curves", fig)
+        smoothing = c[3].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="curve_smooth",
+                                help="Moving average of the training loss (0 = raw).")
+        best = c[4].toggle("best so far", value=True, key="curve_best", help="The best validation so far.")
+        statuses = runs.filter(pl.col("run_id").is_in(picked))["status"].to_list()
+        training = any(s in ("queued", "running") for s in statuses)
+
+        # While a picked run is queued or training, the curve redraws itself every 2 s from the
+        # progress channel, and the record is read again (a run that ends shows its final record).
+        @st.fragment(run_every=2 if training else None)
+        def learning_curves() -> None:
+            records = [r for r in (state.record(i) for i in picked) if r is not None]
+            if not records:
+                st.info("None of these runs has a record in the store.")
+                return
+            active = [r.run_id for r in records if r.status in ("queued", "running")]
+            live = actions.progress(active)
+            before = st.session_state.get("_run_watch")
+            st.session_state["_run_watch"] = (picked, active)
+            if before is not None and before[0] == picked and set(before[1]) - set(active):
+                st.rerun()  # a run ended: the whole page shows its final record
+            for r in records:
+                if r.run_id in active:
+                    st.caption(f"{r.run_id}: {text.live_line(r.status, live.get(r.run_id) or {})}")
+            fig = figures.curves_figure(curves.curve_frame(records, live), x=cx, metric_name=records[0].metric_name,
+                                        log_x=log_x, log_y=log_y, smoothing=smoothing, best=best,
+                                        empty_text="Waiting for the first points of the learning curve."
+                                        if active else "No learning curve recorded.")
+            st.plotly_chart(fig, key="run_curves")
+            current.add_figure("Learning curves", fig)
+
+        learning_curves()
+        records = [r for r in (state.record(i) for i in picked) if r is not None]
         config = side_by_side(records, CONFIG_FIELDS)
         proto = side_by_side(records, PROTOCOL_FIELDS, source="spec")
         provenance = side_by_side(records, PROVENANCE_FIELDS)
+        only = len(records) > 1 and st.toggle("only the fields that differ", key="only_diff")
+        if len(records) > 1:
+            st.caption("Fields whose values differ between the runs are highlighted.")
         left, right = st.columns(2)
         left.markdown("**Configuration and results**")
-        left.dataframe(config, hide_index=True, key="run_config", height=36 * (config.height + 1) + 3)
+        show_fields(left, config, "run_config", only)
         right.markdown("**Training protocol (the run spec, preset values filled in)**")
-        right.dataframe(proto, hide_index=True, key="run_protocol", height=36 * (proto.height + 1) + 3)
+        show_fields(right, proto, "run_protocol", only)
         right.markdown("**Provenance**")
-        right.dataframe(provenance, hide_index=True, key="run_provenance", height=36 * (provenance.height + 1) + 3)
+        show_fields(right, provenance, "run_provenance", only)
         for caption, table in (("Configuration and results", config), ("Training protocol", proto),
                                ("Provenance", provenance)):
             current.add_table(caption, table)

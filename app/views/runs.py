@@ -6,20 +6,17 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from app import actions, current, frames, state, text, ui
+from app import actions, annotations, current, curves, figures, frames, state, text, ui
 
 COLUMNS = {
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
     "params": st.column_config.NumberColumn("params", format="localized"),
-    "test_metric": st.column_config.NumberColumn("test", format="%.4f"),
-    "valid_metric": st.column_config.NumberColumn("valid", format="%.4f"),
-    "loss": st.column_config.NumberColumn("loss now", format="%.4f"),
-    "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f"),
-    "live_tokens_per_s": st.column_config.NumberColumn("tokens/s now", format="%.0f"),
-    "eta_s": st.column_config.NumberColumn("ETA (s)", format="%.0f"),
+    "loss": st.column_config.TextColumn("loss now", help="Training loss (nats) of a run that trains now."),
+    "tokens/s": st.column_config.TextColumn("tokens/s", help="Now for a running run; the average for a finished one."),
     "wall_time_s": st.column_config.NumberColumn("wall (s)", format="%.1f"),
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
 }
+LIVE_CURVES = 6  # running runs drawn in the live panel
 
 st.title("Runs")
 ui.show_flash()
@@ -39,43 +36,62 @@ else:
                        .unique(maintain_order=True).head(200).to_list()]]
     sweep = f3.selectbox("Sweep", sweeps, key="filter_sweep", bind="query-params")
     live = f4.toggle("Live refresh", value=True, key="live", help="Refresh every 2 s without reloading the page.")
-    current.add_settings(status=status, task=task, sweep=sweep)
+    g1, g2, g3 = st.columns([3, 3, 1])
+    expression = g1.text_input("Filter", key="filter_expr", bind="query-params",
+                               placeholder="d_m >= 8 and test_metric < 2.1 and reason ~ pruned",
+                               help="Clauses joined by 'and': column < <= > >= == != value, or column ~ text "
+                                    "(contains). Numbers may be written 60k or 1e5.")
+    picked_columns = g2.multiselect("Columns", frames.TABLE_COLUMNS, default=frames.TABLE_COLUMNS, key="table_columns")
+    grouped = g3.toggle("Group by sweep", key="group_sweep")
+    current.add_settings(status=status, task=task, sweep=sweep, filter=expression)
+
+    c1, c2 = st.columns(2)
+    smoothing = c1.slider("Smoothing of the live curves", 0.0, 0.95, 0.6, 0.05, key="live_smooth")
+    best = c2.toggle("best validation so far", value=True, key="live_best")
 
     @st.fragment(run_every=2 if live else None)
     def live_runs() -> None:
         health = state.health()
         ui.broker_banner(health)
         frame = frames.select(state.runs(), task=None if task == "all" else task, status=status or None,
-                            sweep=None if sweep == "all" else sweep)
-        counts = frames.status_counts(frame)
-        cols = st.columns(8)
-        for col, (name, n) in zip(cols, counts.items(), strict=False):
+                              sweep=None if sweep == "all" else sweep)
+        if expression.strip():
+            try:
+                frame = frames.filter_expression(frame, expression)
+            except ValueError as exc:
+                st.warning(f"{exc}. Showing the runs without this filter.", icon=":material/filter_alt_off:")
+        for col, (name, n) in zip(st.columns(5), frames.status_counts(frame).items(), strict=True):
             col.metric(name, n)
-        cols[5].metric("workers online", len(health.get("workers") or []),
-                       help=", ".join(health.get("workers") or []) or "none")
-        queues = health.get("queues") or {}
-        waiting = sum(v for v in queues.values() if isinstance(v, int))
-        cols[6].metric("waiting in queues", waiting if queues else "-",
-                       help=", ".join(f"{k}: {'?' if v is None else v}" for k, v in queues.items()) or None)
-        cols[7].metric("broker", "up" if health.get("broker_ok") else "down", health.get("mode"), **ui.NOTE)
+        ui.health_metrics(health)
         if state.settings().flower_url:
             st.link_button("Open Flower (task monitor)", state.settings().flower_url)
 
-        running = frame.filter(pl.col("status") == "running")["run_id"].to_list()
-        progress = actions.progress(running[:50])
-        for run_id in running[:12]:
+        running = frame.filter(pl.col("status") == "running").sort("created_at", descending=True)
+        progress = actions.progress(running["run_id"].head(50).to_list())
+        for run_id in running["run_id"].head(12).to_list():
             p = progress.get(run_id) or {}
             total, step = p.get("total_steps") or 0, p.get("step") or 0
-            loss = "-" if p.get("loss") is None else f"{p['loss']:.3f}"
-            line = (f"{run_id}: step {step:,}/{total:,} · loss {loss} · {p.get('tokens_per_s') or 0:,.0f} tokens/s · "
-                    f"ETA {text.duration(p.get('eta_s'))}" + (f" · {p['worker']}" if p.get("worker") else "")
-                    ) if total else f"{run_id}: starting"
-            st.progress(min(1.0, step / total) if total else 0.0, text=line)
+            st.progress(min(1.0, step / total) if total else 0.0, text=f"{run_id}: {text.live_line('running', p)}")
+        if running.height:
+            shown = running.head(LIVE_CURVES)
+            labels = {r["run_id"]: f"{r['run_id']} (d_m={r['d_m']}, N={r['n_neurons']})"
+                      for r in shown.select("run_id", "d_m", "n_neurons").iter_rows(named=True)}
+            fig = figures.curves_figure(curves.live_frame(progress, labels), metric_name=frames.metric_name(
+                shown, shown["task"][0]), smoothing=smoothing, best=best,
+                empty_text="Waiting for the first points of the running runs' curves.")
+            fig.update_layout(title_text=f"Live learning curves (the newest {len(labels)} running run(s))", height=380)
+            st.plotly_chart(fig, key="live_curves")
 
-        table = frames.runs_table(frame, progress)
+        if grouped:
+            summary = frames.sweep_summary(frame, "test_metric", frames.metric_name(frame, task) == "accuracy")
+            st.dataframe(summary, key="sweep_table", hide_index=True)
+            current.add_table("Sweeps", summary)
+        table = annotations.join(frames.runs_table(frame, progress), state.annotations())
+        act = "open" if actions.read_only() else "open, annotate, cancel or retry"
         st.caption(f"{frame.height:,} run(s) match; the newest {table.height:,} are listed. "
-                   "Select rows to act on them.")
-        event = st.dataframe(table, key="runs_table", on_select="rerun", selection_mode="multi-row",
+                   f"Select rows to {act} them.")
+        visible = table.select(["run_id", *[c for c in frames.TABLE_COLUMNS if c in picked_columns and c != "run_id"]])
+        event = st.dataframe(visible, key="runs_table", on_select="rerun", selection_mode="multi-row",
                              hide_index=True, column_config=COLUMNS, height=420)
         current.add_table("Runs", table)
         rows = event.selection.rows if event is not None else []
@@ -86,6 +102,7 @@ else:
         b1, b2, b3 = st.columns(3)
         with b1:
             ui.open_runs(ids)
+        ui.annotation_editor(ids[0], table.filter(pl.col("run_id") == ids[0]).row(0, named=True))
         if actions.read_only():
             return
         active = chosen.filter(pl.col("status").is_in(["queued", "running"]))["run_id"].to_list()

@@ -52,11 +52,13 @@ def show(task: str, metric: str) -> None:
         st.subheader("The fitted surface")
         st.latex(r"L(N, k_e, k_c) = E + A\,N^{-\alpha} + B\,k_e^{-\beta}" + (r" + C\,k_c^{-\gamma}" if "C" in
                  fit.params else ""))
-        left, right = st.columns([2, 1])
+        left, right = st.columns([3, 2])
         surface = figures.surface_figure(fit, points, metric=metric, metric_name=mname, budgets=budgets)
         left.plotly_chart(surface, key="scaling_surface")
         table = params_table(fit)
-        right.dataframe(table, hide_index=True, key="scaling_params")
+        right.dataframe(table, hide_index=True, key="scaling_params", width="stretch",
+                        column_config={c: st.column_config.NumberColumn(c, format="engineering")
+                                       for c in ("value", "ci_low", "ci_high")})
         right.caption(f"{fit.n_runs} configurations; RMSE {fit.rmse:.4f}; residual sd of log L {fit.sigma_log:.3f}. "
                       "95% intervals from a pairs bootstrap. Details: docs/analysis.md.")
         current.add_figure("Fitted surface", surface)
@@ -77,8 +79,13 @@ def show(task: str, metric: str) -> None:
             for r in laws.iter_rows(named=True)))
 
         st.subheader("Predict a budget")
-        p = st.number_input("Budget to predict (parameters)", min_value=1_000, max_value=10**11,
-                            value=int(hi * 2), step=1_000, key="predict", bind="query-params")
+        box, why = st.columns([1, 3])
+        typed = box.text_input("Budget to predict (parameters)", text.human(hi * 2), key="predict",
+                               bind="query-params", help="A number of parameters: 240000, 240k, 2.4e5, 1.5M.")
+        p, problem = ui.budget_value(typed, default=int(hi * 2), low=max(1_000, int(2 * fit.overhead)),
+                                     high=10**11)
+        if problem:
+            why.warning(f"Predicting **{text.human(p)}** ({p:,} parameters): {problem}.", icon=":material/info:")
         row = fit.predict_budget(float(p)).row(0, named=True)
         c = st.columns(4)
         c[0].metric(f"Predicted {text.METRICS[metric]} {mname}", f"{row['metric']:.4f}",
@@ -89,8 +96,11 @@ def show(task: str, metric: str) -> None:
                     f"{row['n_neurons_lo']:,.0f} to {row['n_neurons_hi']:,.0f}", **ui.NOTE)
         c[3].metric("Optimal k_e", f"{row['k_e']:,.0f}", f"{row['k_e_lo']:,.0f} to {row['k_e_hi']:,.0f}",
                     **ui.NOTE)
-        if not budgets or p > 10 * max(budgets) or p < min(budgets) / 10:
-            st.caption("This budget lies far outside the runs: the prediction is an extrapolation.")
+        seen = (min(budgets), max(budgets)) if budgets else fit.budget_range
+        if not seen[0] <= p <= seen[1]:
+            st.warning(f"**Extrapolation:** the fit saw budgets {text.human(seen[0])} to {text.human(seen[1])}; "
+                       f"{text.human(p)} lies {'above' if p > seen[1] else 'below'} them, so the prediction rests "
+                       "on the power law holding beyond the data.", icon=":material/warning:")
         current.add_settings(task=task, metric=metric, predict_budget=int(p))
 
     st.subheader("Capacity model beside the data")
@@ -99,7 +109,8 @@ def show(task: str, metric: str) -> None:
     else:
         st.caption("Our closed-form model (not the paper's): per-neuron SNR saturating in k_e and k_c, effective "
                    "neurons N_0 ln(1 + N / N_0), loss a power law of the capacity.")
-        cap_fig = figures.capacity_figure(cap, points, metric=metric, metric_name=mname)
+        cap_fig = figures.capacity_figure(cap, points, metric=metric, metric_name=mname, baselines=state.baselines(task)
+                                          if mname == "bpc" and metric != "train_metric" else None)
         left, right = st.columns([2, 1])
         left.plotly_chart(cap_fig, key="capacity_chart")
         right.dataframe(params_table(cap), hide_index=True, key="capacity_params")

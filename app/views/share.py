@@ -8,7 +8,7 @@ import io
 import polars as pl
 import streamlit as st
 
-from app import current, figures, fits, frames, report, state, text, ui
+from app import annotations, current, figures, fits, frames, report, state, text, ui
 
 st.title("Share and export")
 st.markdown(
@@ -32,7 +32,9 @@ else:
 
     points = state.fit_frame(task, metric)
     iso = state.iso_fits(task, metric, x)
-    figs = [("Iso-budget curves", figures.iso_figure(points, iso, x=x, metric=metric, metric_name=mname)),
+    ngram = state.baselines(task) if mname == "bpc" and metric != "train_metric" else None
+    figs = [("Iso-budget curves", figures.iso_figure(points, iso, x=x, metric=metric, metric_name=mname,
+                                                     pruned=state.pruned(task, metric), baselines=ngram)),
             ("Pareto frontier", figures.pareto_figure(state.pareto(task, metric, "params"), metric_name=mname))]
     fit = state.scaling(task, metric)
     if not isinstance(fit, fits.NoFit):
@@ -49,7 +51,7 @@ else:
 
     def task_report() -> str:
         return report.build_report(f"ELM Lab: {task}", figs, tables, {"task": task, "metric": metric, "axis": x},
-                                   provenance, url)
+                                   provenance, current.public_url())
 
     st.download_button("Download the task report (HTML)", data=task_report, file_name=f"elmlab-{task}-report.html",
                        mime="text/html", key="download_task_report", icon=":material/download:")
@@ -70,8 +72,10 @@ else:
     with_curve = st.toggle("Include learning curves (JSON column)", value=False, key="with_curve")
 
     def export() -> bytes:
-        """Full records (configuration, spec and versions as JSON, curves if asked) of the chosen runs."""
+        """Full records (configuration, spec and versions as JSON, curves if asked) of the chosen runs,
+        with their tags and notes."""
         frame = state.store().runs(with_curve=with_curve).filter(pl.col("run_id").is_in(chosen["run_id"].implode()))
+        frame = annotations.join(frame, state.annotations())
         buf = io.BytesIO()
         if fmt == "parquet":
             frame.write_parquet(buf)

@@ -149,6 +149,21 @@ def done_runs(df: pl.DataFrame, metric: str | None = None, columns: Sequence[str
     return df
 
 
+def on_curve(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """(rows that belong on an iso-budget curve, how many were left out): at least N_MIN hidden neurons
+    and, where a budget is recorded, at least 95% of it spent (elm_core.sweeps.design_problem). Fits
+    leave the others out unless the user asks for them (`elmlab fit --keep-off-curve`)."""
+    from elm_core.sweeps import MAX_UNDER_BUDGET, N_MIN
+
+    keep = pl.lit(True)
+    if "n_neurons" in df.columns:
+        keep = keep & (pl.col("n_neurons").is_null() | (pl.col("n_neurons") >= N_MIN))
+    if "budget" in df.columns and "params" in df.columns:
+        keep = keep & (pl.col("budget").is_null() | (pl.col("params") >= (1 - MAX_UNDER_BUDGET) * pl.col("budget")))
+    kept = df.filter(keep)
+    return kept, df.height - kept.height
+
+
 def fit_metric(df: pl.DataFrame, metric: str | None = None) -> str:
     """The metric a fit locates its optimum on: `metric` when given; else valid_metric when every done
     run with a test_metric also has one (choosing an allocation on the test set would make the test

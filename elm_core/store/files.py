@@ -115,11 +115,12 @@ def record_file_name(record: RunRecord) -> str:
     return f"{safe_id(record.run_id)}--a{record.attempt:05d}-{record.status}.parquet"
 
 
-def write_atomic(folder: Path, name: str, table: pa.Table) -> bool:
+def write_atomic(folder: Path, name: str, table: pa.Table, *, sync: bool = True) -> bool:
     """Write `table` as `folder/name` unless that file exists; True if this call created it.
 
-    Temp file in the same folder, fsync, then a hard link (fails if the name exists, so the first of
-    two racing writers wins) or, where links are not supported, os.replace.
+    Temp file in the same folder, fsync (unless `sync` is False), then a hard link (fails if the name
+    exists, so the first of two racing writers wins) or, where links are not supported, os.replace.
+    Without `sync` the file is still whole or absent, but a power cut may lose it.
     """
     final = folder / name
     if final.exists():
@@ -130,7 +131,8 @@ def write_atomic(folder: Path, name: str, table: pa.Table) -> bool:
         with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         try:
             os.link(tmp, final)
         except FileExistsError:
@@ -139,7 +141,8 @@ def write_atomic(folder: Path, name: str, table: pa.Table) -> bool:
             if final.exists():
                 return False
             os.replace(tmp, final)
-        fsync_dir(folder)
+        if sync:
+            fsync_dir(folder)
         return True
     finally:
         if os.path.exists(tmp):

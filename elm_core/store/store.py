@@ -106,10 +106,11 @@ class Store:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def put(self, record: RunRecord) -> bool:
+    def put(self, record: RunRecord, *, sync: bool = True) -> bool:
         """Record one state of a run; True if this call wrote it. Writing a record whose (run_id,
         attempt, status) is already recorded changes nothing (the first write wins). Reference runs
-        are read-only."""
+        are read-only. `sync=False` skips the fsyncs (the file is still whole or absent; a power cut may
+        lose it): for a record that is no more durable than what it describes, such as a queued run's message."""
         existing = self._reference_files(record.run_id)
         name = record_file_name(record)
         if existing and record.source != "reference":
@@ -124,7 +125,7 @@ class Store:
             )
         folder = self.path / (REFERENCE_DIR if record.source == "reference" else RUNS_DIR)
         table = pa.Table.from_pylist([record_row(record)], schema=SCHEMA)
-        return write_atomic(folder, name, table)
+        return write_atomic(folder, name, table, sync=sync)
 
     def withdraw(self, record: RunRecord) -> None:
         """Remove the one file `put(record)` wrote (a `queued` record whose message could not be sent:

@@ -2,6 +2,7 @@
 
     elmlab fit [--input FILE]                      every fit below, in short
     elmlab fit iso --x d_m [--json]                iso-budget optima with bootstrap intervals
+    elmlab fit iso --extrapolate                   ... with pruned and running runs at their extrapolated metric
     elmlab fit pareto --cost params                the Pareto frontier
     elmlab fit scaling [--budget P ...]            parametric loss surface, optimal allocation, power laws
     elmlab fit capacity [--budget P ...]           the capacity model (ours) and its optima
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import warnings
 from typing import Any
 
@@ -41,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     iso.add_argument("--smoothing", type=float, default=1.0, help="P-spline penalty lambda (default 1)")
     iso.add_argument("--tol", type=float, default=0.05, help="relative width of a budget group (default 0.05)")
     iso.add_argument("--curve", action="store_true", help="with --json, include the fitted curves")
+    iso.add_argument("--extrapolate", action="store_true",
+                     help="pruned and running runs enter at their extrapolated metric (marked)")
 
     pareto = sub.add_parser("pareto", help="Pareto frontier of the metric against a cost")
     _common(pareto, suppress=True)
@@ -84,6 +88,8 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument("--json", action="store_true", default=d(False), help="print JSON only")
     parser.add_argument("--n-boot", type=int, default=d(200), help="bootstrap replicates (default 200)")
     parser.add_argument("--seed", type=int, default=d(0), help="bootstrap seed (default 0)")
+    parser.add_argument("--keep-off-curve", action="store_true", default=d(False),
+                        help="fit runs with fewer than 8 neurons or under 95%% of their budget too")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,14 +107,23 @@ def _load(args: argparse.Namespace) -> pl.DataFrame:
             from elm_core.store import Store
         except ImportError as exc:
             raise UsageError("no store available; pass --input FILE") from exc
-        df = normalize_frame(Store(get_settings().store_path).runs())
+        df = normalize_frame(Store(get_settings().store_path).runs(with_curve=getattr(args, "extrapolate", False)))
     if args.task:
         if "task" not in df.columns:
             raise UsageError("the runs have no task column; drop --task")
         df = df.filter(pl.col("task") == args.task)
+    if getattr(args, "extrapolate", False):
+        return _with_extrapolated(args, df)
     if "status" in df.columns:
         df = df.filter(pl.col("status") == "done")
     from elm_core.analysis import fit_metric
+    from elm_core.analysis.frame import on_curve
+
+    if not args.keep_off_curve:
+        df, dropped = on_curve(df)
+        if dropped and not args.json:
+            print(f"left out {dropped} run(s) off the iso-budget curve (fewer than 8 neurons or under 95% of "
+                  "the budget); --keep-off-curve keeps them", file=sys.stderr)
 
     args.metric = fit_metric(df, args.metric)
     if args.metric not in df.columns:
@@ -118,6 +133,30 @@ def _load(args: argparse.Namespace) -> pl.DataFrame:
             "no done runs with a value of " + args.metric + (" in --input" if args.input else " in the store")
         )
     return df
+
+
+def _with_extrapolated(args: argparse.Namespace, df: pl.DataFrame) -> pl.DataFrame:
+    """The done runs plus the pruned and running ones at their extrapolated metric (elm_core.search.partial);
+    `args.extrapolated` keeps what happened to each for the report."""
+    from elm_core.analysis import fit_metric
+    from elm_core.search.partial import extrapolate_runs
+    from elmlab.cli import UsageError
+
+    if "curve" not in df.columns or "status" not in df.columns:
+        raise UsageError("--extrapolate needs runs with status and learning curves (the store, or an export of it)")
+    args.metric = fit_metric(df.filter(pl.col("status") == "done"), args.metric)
+    if args.metric not in df.columns:
+        raise UsageError(f"no column {args.metric!r} in the runs")
+    live: dict[str, Any] = {}
+    running = df.filter(pl.col("status") == "running")["run_id"].to_list()
+    if running and not args.input:
+        from workers.health import progress
+
+        live = {k: v.get("curve") for k, v in progress(running, with_curve=True).items() if v}
+    out, args.extrapolated = extrapolate_runs(df, args.metric, live=live, seed=args.seed)
+    if out.height == 0:
+        raise UsageError("no done runs with a value of " + args.metric)
+    return out.drop("status")  # every row is a point now (fits keep status done only); `extrapolated` marks them
 
 
 def _clean(obj: Any) -> Any:
@@ -177,6 +216,14 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
         seed=args.seed,
     )
     obj = {"groups": [f.to_dict(curve=getattr(args, "curve", False)) for f in fits]}
+    extra = getattr(args, "extrapolated", None)
+    notes = []
+    if extra is not None:
+        obj["extrapolated"] = [{"run_id": e.run_id, "status": e.status, "step": e.step, "value": e.value,
+                                "ci": list(e.ci) if e.ci else None, "note": e.note} for e in extra]
+        notes = [f"{'extrapolated' if e.value is not None else 'left out'}: {e.run_id} ({e.status} at step {e.step})"
+                 + (f" at {_fmt(e.value)} [{_fmt(e.ci[0])}, {_fmt(e.ci[1])}]" if e.ci else f": {e.note}")
+                 for e in extra]
     if not fits:
         from elm_core.analysis.frame import done_runs, fit_metric
 
@@ -184,7 +231,7 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
         if df.height and metric in df.columns and done_runs(df, metric).height == 0:
             raise ValueError(f"no done run has a finite {metric} (NaN or infinite in all {df.height} rows); "
                              "nothing to fit")
-        return obj, [f"no iso-budget group with 3 or more distinct values of {args.x}"]
+        return obj, [f"no iso-budget group with 3 or more distinct values of {args.x}", *notes]
     direction = "maximised" if fits[0].maximize else "minimised"
     lines = [
         f"iso-budget optimum of {args.metric} ({direction}) against {args.x}; "
@@ -205,7 +252,7 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
                 f"{f.task or '-'} at {_fmt(f.budget)}: the optimum or its interval reaches the edge of the sampled "
                 f"{args.x}; extend the sweep to {f.extend_toward} {args.x}"
             )
-    return obj, lines
+    return obj, lines + notes
 
 
 def _pareto(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:

@@ -4,7 +4,7 @@
     elmlab sweep iso --budget 6e4 --d-m-values 2,4,8,16 --seeds 0,1   # prints the run ids
     elmlab status [--json] [--sweep S]
     elmlab cancel RUN ; elmlab retry RUN
-    elmlab worker [--queues train,gpu] [--concurrency N]             # trains runs (any machine)
+    elmlab worker [--queues train,gpu] [--concurrency N] [--threads-per-run T]  # trains runs (any machine)
     elmlab recorder                                                  # writes records; re-queues lost runs
 """
 
@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from typing import Any
 
 from elmlab.cli import UsageError
@@ -65,6 +66,22 @@ def _sweep_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in SWEEP_PASS if getattr(args, name, None) is not None}
 
 
+def _screen(specs: list) -> list:
+    """Drop the designs an iso-budget curve should not contain (elm_core.sweeps.screen), saying why."""
+    from elm_core import sweeps
+    from elm_core.data import get_task
+    from elm_core.settings import get_settings
+
+    task = get_task(specs[0].task, get_settings().data_path, **specs[0].resolved_task_options())
+    kept, skipped = sweeps.screen(specs, n_in=task.n_in, n_out=task.n_out, kind=task.kind)
+    for spec, why in skipped:
+        print(f"skipped (budget {spec.budget:,}, seed {spec.seed}): {why}", file=sys.stderr)
+    if not kept:
+        raise UsageError("every design of this sweep was skipped; widen the budget or narrow --d-m-values "
+                         "(or pass --keep-off-curve)")
+    return kept
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from elm_core import sweeps
     from workers.submit import BrokerUnavailable, ReadOnlyError, submit_many
@@ -82,6 +99,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         fixed = {**fields, **{k: getattr(args, k) for k in ("budget", "d_m", "n_neurons")
                               if getattr(args, k) is not None and k != args.axis}}
         specs = sweeps.axis_sweep(args.task, args.axis, args.values, seeds, sweep_id=args.sweep_id, **fixed)
+    if args.kind in ("iso", "ladder") and not args.keep_off_curve:
+        specs = _screen(specs)
     if args.dry_run:
         print(json.dumps([s.model_dump(mode="json", exclude_none=True) for s in specs], indent=2))
         return 0
@@ -100,14 +119,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 STATUS_COLUMNS = ("run_id", "status", "task", "params", "d_m", "n_neurons", "metric", "progress")
 
 
-def _metric(row: dict[str, Any]) -> float | None:
-    for key in ("test_metric", "valid_metric", "train_metric"):
+METRIC_SPLITS = {"test_metric": "test", "valid_metric": "valid", "train_metric": "train"}
+
+
+def _metric(row: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The run's best-known metric and which split it is (test, then validation, then train)."""
+    for key, split in METRIC_SPLITS.items():
         if row.get(key) is not None:
-            return row[key]
-    return None
+            return row[key], split
+    return None, None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from elm_core.search.policy import PRUNED
     from elm_core.settings import get_settings
     from elm_core.store import Store
     from workers.health import broker_reachable, progress
@@ -131,8 +155,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             "run_id": r["run_id"], "status": r["status"], "reason": r["reason"], "sweep_id": r["sweep_id"],
             "task": r["task"], "params": r["params"], "budget": r["budget"], "d_m": r["d_m"],
             "n_neurons": r["n_neurons"], "d_tree": r["d_tree"], "d_brch": r["d_brch"], "seed": r["seed"],
-            "metric_name": r["metric_name"], "metric": _metric(r), "steps": r["steps"], "attempt": r["attempt"],
+            "metric_name": r["metric_name"], "metric": _metric(r)[0], "metric_split": _metric(r)[1],
+            "steps": r["steps"], "attempt": r["attempt"],
             "worker": r["worker"], "created_at": r["created_at"], "updated_at": r["updated_at"], "progress": p or None,
+            "pruned": r["status"] == "cancelled" and (r["reason"] or "").startswith(PRUNED),
         })
     if args.json:
         print(json.dumps(out, indent=2, default=str))
@@ -144,14 +170,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in out:
         p = r["progress"]
         prog = ""
-        if p and p.get("total_steps"):
+        pruned = r["status"] == "cancelled" and (r["reason"] or "").startswith(PRUNED)
+        if pruned:
+            prog = f"at step {r['steps']}"
+        elif p and p.get("total_steps"):
             prog = f"{p['step']}/{p['total_steps']}"
             if p.get("eta_s") is not None:
                 prog += f" eta {p['eta_s']:.0f}s"
         elif r["status"] == "failed" and r["reason"]:
             prog = r["reason"][:40]
-        metric = "" if r["metric"] is None else f"{r['metric']:.4f} {r['metric_name']}"
-        table.append([r["run_id"], r["status"], r["task"], f"{r['params']:,}", str(r["d_m"]), str(r["n_neurons"]),
+        metric = "" if r["metric"] is None else f"{r['metric_split']} {r['metric_name']} {r['metric']:.4f}"
+        status = "pruned" if pruned else r["status"]
+        table.append([r["run_id"], status, r["task"], f"{r['params']:,}", str(r["d_m"]), str(r["n_neurons"]),
                       metric, prog])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(STATUS_COLUMNS)]
     print("  ".join(h.ljust(w) for h, w in zip(STATUS_COLUMNS, widths, strict=True)))
@@ -201,28 +231,54 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if bad or not queues:
         raise UsageError(f"invalid queue name(s) {', '.join(bad) or '(none)'}: use train, gpu or names of "
                          "lower-case letters, digits, - and _ (results is the recorder's)")
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+    from workers.cores import RUN_THREADS_ENV, run_slots
+
     if args.gpus is not None:
         return _gpu_workers(args, queues)
-    os.environ["ELMLAB_WORKER_CONCURRENCY"] = str(args.concurrency)
+    if args.pool == "solo" and (args.concurrency or 1) > 1:
+        raise UsageError("--pool solo trains one run at a time: leave --concurrency out or use the prefork pool")
+    concurrency, threads = run_slots(1 if args.pool == "solo" else args.concurrency, args.threads_per_run)
+    os.environ[RUN_THREADS_ENV] = str(threads)  # inherited by the pool processes (workers/cores.py)
     from elm_core.settings import get_settings
     from workers.celery_app import app, ensure_dirs
 
     ensure_dirs(get_settings())
 
+    from elm_core.runtime import DEVICE_LOST_EXIT, device_lost
+
+    print(f"elmlab worker: {concurrency} run(s) at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
     hostname = args.hostname or f"worker-{os.getpid()}@%h"
-    app.worker_main(_celery_argv(queues, args.concurrency, args.pool, hostname, args.loglevel, args.logfile))
-    return 0
+    code = 0
+    try:
+        app.worker_main(_celery_argv(queues, concurrency, args.pool, hostname, args.loglevel, args.logfile))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
+    # a solo worker ran the runs itself: after a fatal device error it must exit non-zero to be restarted
+    return DEVICE_LOST_EXIT if device_lost() else code
 
 
-def gpu_worker_commands(n_gpus: int, queues: str, pid: int) -> list[tuple[list[str], dict[str, str]]]:
+def gpu_masks(n_gpus: int, inherited: str | None) -> list[str]:
+    """CUDA_VISIBLE_DEVICES for each of n_gpus worker processes: the i-th GPU this process may see.
+
+    Without an inherited mask that is GPU i; with one (e.g. "2,3", or GPU UUIDs) it is the i-th entry
+    of that mask, so that the workers stay on the GPUs this process was given. ValueError when fewer are visible.
+    """
+    if inherited is None:
+        return [str(i) for i in range(n_gpus)]
+    visible = [d.strip() for d in inherited.split(",") if d.strip()]
+    if n_gpus > len(visible):
+        raise ValueError(f"--gpus {n_gpus}: CUDA_VISIBLE_DEVICES={inherited!r} leaves {len(visible)} GPU(s) visible")
+    return visible[:n_gpus]
+
+
+def gpu_worker_commands(n_gpus: int, queues: str, pid: int,
+                        inherited: str | None = None) -> list[tuple[list[str], dict[str, str]]]:
     """One worker process per GPU: (argv, extra environment) with CUDA_VISIBLE_DEVICES pinning each to one GPU."""
     queues = queues if "gpu" in queues.split(",") else f"gpu,{queues}"
     return [
         ([sys.executable, "-m", "elmlab", "worker", "--queues", queues, "--concurrency", "1",
-          "--hostname", f"gpu{i}-{pid}@%h"], {"CUDA_VISIBLE_DEVICES": str(i)})
-        for i in range(n_gpus)
+          "--hostname", f"gpu{i}-{pid}@%h"], {"CUDA_VISIBLE_DEVICES": mask})
+        for i, mask in enumerate(gpu_masks(n_gpus, inherited))
     ]
 
 
@@ -240,16 +296,32 @@ def _gpu_workers(args: argparse.Namespace, queues: str) -> int:
         raise UsageError(f"--gpus takes a number or 'all', not {args.gpus!r}")
     if n < 1:
         raise UsageError("--gpus: no CUDA device is visible on this machine")
-    procs = [subprocess.Popen(argv, env={**os.environ, **env})
-             for argv, env in gpu_worker_commands(n, queues, os.getpid())]
+    from elm_core.runtime import DEVICE_LOST_EXIT
+
+    commands = gpu_worker_commands(n, queues, os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    procs = [subprocess.Popen(argv, env={**os.environ, **env}) for argv, env in commands]
     print(f"started {n} GPU worker(s): one process per GPU", file=sys.stderr)
     try:
-        return max(p.wait() for p in procs)
+        codes: list[int] = []
+        while any(p is not None for p in procs):
+            time.sleep(1.0)
+            for i, p in enumerate(procs):
+                if p is None or p.poll() is None:
+                    continue
+                if p.returncode == DEVICE_LOST_EXIT:  # a broken CUDA context: a fresh process for that GPU
+                    print(f"GPU worker {i} exited after a device error; starting it again", file=sys.stderr)
+                    procs[i] = subprocess.Popen(commands[i][0], env={**os.environ, **commands[i][1]})
+                else:
+                    codes.append(p.returncode)
+                    procs[i] = None
+        return max(codes)
     except KeyboardInterrupt:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p is not None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
-            p.wait()
+            if p is not None:
+                p.wait()
         return 130
 
 
@@ -276,6 +348,17 @@ def cmd_recorder(args: argparse.Namespace) -> int:
     return 0
 
 
+N_MIN = 8  # elm_core.sweeps.N_MIN, spelled here so that building the parser imports no torch
+
+
+def add_core_arguments(p: argparse.ArgumentParser) -> None:
+    """--concurrency and --threads-per-run (`elmlab worker`, `elmlab up`; workers/cores.py)."""
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="runs trained at a time, each in its own process (default: one per core)")
+    p.add_argument("--threads-per-run", type=int, default=None,
+                   help="torch threads of each run (default 1 when several runs train at a time, else every core)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("submit", help="queue one run (prints its run id)")
     add_spec_arguments(p)
@@ -291,6 +374,9 @@ def register(sub) -> None:
         k.add_argument("--seeds", type=_int_list, help="comma-separated seeds (default 0)")
         k.add_argument("--sweep-id", help="default: <kind>-<random hex>")
         k.add_argument("--dry-run", action="store_true", help="print the specs as JSON; queue nothing")
+        if kind != "axis":
+            k.add_argument("--keep-off-curve", action="store_true",
+                           help=f"queue designs with fewer than {N_MIN} neurons or under 95%% of their budget too")
         types = dict(SPEC_FLAGS)
         for name in SWEEP_PASS:
             k.add_argument("--" + name.replace("_", "-"), dest=name, type=types[name], default=None)
@@ -308,9 +394,10 @@ def register(sub) -> None:
             k.add_argument("--d-m", type=int)
             k.add_argument("--n-neurons", type=int)
         k.set_defaults(func=cmd_sweep, _parser=k)
-    from elmlab.commands.search import add_replay
+    from elmlab.commands.search import add_replay, add_search
 
-    add_replay(kinds)  # `sweep replay`: elmlab/commands/search.py
+    add_replay(kinds)  # `sweep replay` and `sweep search`: elmlab/commands/search.py
+    add_search(kinds, SWEEP_PASS, dict(SPEC_FLAGS), _int_list, count)
 
     p = sub.add_parser("status", help="runs in the store, with live progress when the broker answers")
     p.add_argument("--json", action="store_true", help="a JSON list of runs")
@@ -329,9 +416,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("worker", help="a training worker (for this or another machine)")
     p.add_argument("--queues", default="train", help="comma-separated: train, gpu (default train)")
-    p.add_argument("--concurrency", type=int, default=1, help="runs at a time (default 1)")
-    p.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork",
-                   help="prefork (default): runs in a child process, the worker answers pings meanwhile")
+    add_core_arguments(p)
+    p.add_argument("--pool", choices=("prefork", "solo"), default="prefork",
+                   help="prefork (default): each run in its own child process, the worker answers pings meanwhile; "
+                   "solo: one run at a time in the worker itself")
     p.add_argument("--hostname", help="Celery node name (default worker-<pid>@<host>)")
     p.add_argument("--gpus", help="N or 'all': start one worker process per GPU (queues gpu and train)")
     p.add_argument("--loglevel", default="INFO")

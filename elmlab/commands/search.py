@@ -1,4 +1,13 @@
-"""`elmlab sweep replay`: what the multi-fidelity search would have cost, and found, on a full grid.
+"""`elmlab sweep replay`, `elmlab sweep search` and `elmlab controller`: the multi-fidelity search.
+
+    elmlab sweep search --budget 5e4 --d-m-values 2,4,8,16,32 [--seeds 0,1] [--compute 0.5] [--preset small]
+    elmlab controller                     # carries searches on (elmlab up starts it)
+
+`sweep search` saves the search under $ELMLAB_HOME/searches, queues the first seed of every
+allocation and prints the search id (its sweep id); the controller (workers/controller.py) stops
+and seeds runs from then on.
+
+`sweep replay`: what the multi-fidelity search would have cost, and found, on a full grid.
 
     elmlab sweep replay --input RUNS_WITH_CURVES [--eta 3] [--limit 0.4] [--workers 1] [--json]
 
@@ -94,3 +103,70 @@ def cmd_replay(args: argparse.Namespace) -> int:
     signals = sorted({g["signal_note"] for g in obj["groups"]})
     print("rungs on the " + "; ".join(signals) + f": steps {obj['groups'][0]['rungs']}")
     return 0
+
+
+# --- sweep search: a multi-fidelity search on the queue ---------------------------------------------
+
+
+def add_search(kinds: argparse._SubParsersAction, pass_fields: tuple[str, ...], types: dict[str, Any],
+               int_list: Any, count: Any) -> None:
+    """The `search` sub-command of `elmlab sweep` (the spec flags of `sweep iso` pass through)."""
+    p = kinds.add_parser("search", help="queue a multi-fidelity search over d_m at one or more budgets "
+                         "(the controller stops the arms out of the race and seeds the best)")
+    p.add_argument("--task", default="text")
+    p.add_argument("--budget", type=count, action="append", required=True, help="parameters; repeat for more")
+    p.add_argument("--d-m-values", type=int_list, required=True, help="the allocations, e.g. 2,4,8,16,32")
+    p.add_argument("--seeds", type=int_list, help="seeds an allocation may get, in order (default 0,1,2)")
+    p.add_argument("--compute", type=float, metavar="CPU-HOURS", help="compute limit per budget (default none)")
+    p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta at a rung (default 3)")
+    p.add_argument("--z", type=float, default=1.96, help="interval half-width in standard errors (default 1.96)")
+    p.add_argument("--min-rung", type=int, help="lowest rung in steps (default total / eta)")
+    p.add_argument("--max-seeds", type=int, help="seeds per allocation (default: all of --seeds)")
+    for name in pass_fields:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=types[name], default=None)
+    p.set_defaults(func=cmd_search, _parser=p, _pass=pass_fields)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import sys
+
+    from elmlab.cli import UsageError
+    from workers.controller import create_search
+    from workers.submit import BrokerUnavailable, ReadOnlyError
+
+    if args.max_seeds is not None and args.max_seeds < 1:
+        raise UsageError("--max-seeds must be at least 1")
+    if args.compute is not None and not args.compute > 0:
+        raise UsageError("--compute must be a positive number of CPU-hours")
+    shared = {name: getattr(args, name) for name in args._pass if getattr(args, name, None) is not None}
+    try:
+        defn, started = create_search(args.task, args.budget, args.d_m_values, args.seeds or [0, 1, 2], shared,
+                                      eta=args.eta, z=args.z, min_rung=args.min_rung, max_seeds=args.max_seeds,
+                                      compute_limit=args.compute)
+    except ReadOnlyError as exc:
+        raise UsageError(str(exc)) from None
+    except BrokerUnavailable as exc:
+        print(f"elmlab sweep: error: {exc}; the search is saved and the controller queues its runs when the "
+              "broker answers", file=sys.stderr)
+        return 2
+    signal, rungs = defn.signal()
+    print(f"search {defn.search_id}: queued {len(started)} runs (first seed of every allocation); rungs at steps "
+          f"{list(rungs)} on the {'validation metric' if signal == 'valid' else 'training loss'}; the controller "
+          "(elmlab up, or elmlab controller) carries it on", file=sys.stderr)
+    print(defn.search_id)
+    return 0
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    from elmlab.cli import UsageError
+    from workers.controller import main
+
+    if not args.interval > 0:
+        raise UsageError("--interval must be a positive number of seconds")
+    return main(args.interval)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("controller", help="carry out the multi-fidelity searches: stop and start their runs")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between decisions (default 2)")
+    p.set_defaults(func=cmd_controller, _parser=p)

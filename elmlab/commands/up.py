@@ -1,6 +1,8 @@
-"""`elmlab up`: the dashboard, one local worker and the recorder, as child processes; Ctrl-C stops them all.
+"""`elmlab up`: the dashboard, one local worker, the recorder and the search controller, as child
+processes; Ctrl-C stops them all.
 
     elmlab up [--port 8501] [--host 127.0.0.1] [--no-browser] [--read-only] [--no-worker]
+              [--concurrency N] [--threads-per-run T]     # default: one run per core, one thread each
 
 One `elmlab up` per home: a second one is refused, naming the first (a lock held while it lives).
 Each child runs in its own process group with its output in $ELMLAB_HOME/logs/<name>.log, and is
@@ -104,9 +106,13 @@ def _children(args: argparse.Namespace, settings) -> list[Child]:
     ], dash_env, logs / "dashboard.log")]
     if not args.read_only:
         children.append(Child("recorder", [*elmlab, "recorder"], env, logs / "recorder.log"))
+        children.append(Child("controller", [*elmlab, "controller"], env, logs / "controller.log"))
         if not args.no_worker:
-            children.append(Child("worker", [*elmlab, "worker", "--queues", args.queues, "--concurrency",
-                                             str(args.concurrency)], env, logs / "worker.log"))
+            cores = [f"--{flag}={value}" for flag, value in (("concurrency", args.concurrency),
+                                                              ("threads-per-run", args.threads_per_run))
+                     if value is not None]
+            children.append(Child("worker", [*elmlab, "worker", "--queues", args.queues, *cores], env,
+                                  logs / "worker.log"))
     return children + flower
 
 
@@ -136,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"the dashboard is missing: {APP} not found")
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, not {args.port}")
+    if not (args.read_only or args.no_worker):
+        from workers.cores import run_slots
+
+        run_slots(args.concurrency, args.threads_per_run)  # a bad value: one line now, not a worker dying later
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     url_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
@@ -177,7 +187,10 @@ def _supervise(args: argparse.Namespace, settings, url: str) -> int:
             return 0
         mode = "embedded broker" if settings.embedded else f"broker {settings.broker_url and _mask(settings)}"
         print(f"ELM Lab is up: {url}  ({mode}; home {settings.home}; logs {settings.logs_path})", flush=True)
-        print("Ctrl-C stops the dashboard, the worker and the recorder.", flush=True)
+        names = [f"the {c.name}" for c in children]
+        started = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        print(f"Ctrl-C stops {started}." + (" Read-only: no worker or recorder was started." if args.read_only
+                                           else ""), flush=True)
         if not args.no_browser:
             try:
                 webbrowser.open(url)
@@ -211,6 +224,8 @@ def _mask(settings) -> str:
 
 
 def register(sub) -> None:
+    from elmlab.commands.queue import add_core_arguments
+
     p = sub.add_parser("up", help="start the dashboard, a local worker and the recorder (Ctrl-C stops them)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1", help="address the dashboard listens on (default 127.0.0.1)")
@@ -219,7 +234,7 @@ def register(sub) -> None:
                    help="publish results only: no queueing, cancel or retry; starts no worker or recorder")
     p.add_argument("--no-worker", action="store_true", help="start no training worker (workers run elsewhere)")
     p.add_argument("--queues", default="train", help="queues of the local worker (default train)")
-    p.add_argument("--concurrency", type=int, default=1, help="runs the local worker trains at a time")
+    add_core_arguments(p)  # the local worker's: one run per core by default
     p.add_argument("--flower", type=int, nargs="?", const=5555, default=None, metavar="PORT",
                    help="also start Flower (default port 5555); the Runs page links to it")
     p.set_defaults(func=run, _parser=p)

@@ -80,8 +80,12 @@ def test_runs_table_merges_live_progress(filled_store):
     table = frames.runs_table(frame, {"live-running": {"step": 5, "total_steps": 20, "loss": 3.1, "tokens_per_s": 900.0,
                                                      "eta_s": 12.0}})
     row = table.filter(pl.col("run_id") == "live-running").row(0, named=True)
-    assert (row["progress"], row["loss"], row["eta_s"]) == (0.25, 3.1, 12.0)
-    assert table.filter(pl.col("status") == "done")["progress"].to_list()[0] == 1.0
+    assert (row["progress"], row["loss"], row["tokens/s"], row["ETA"]) == (0.25, "3.1000", "900", "12 s")
+    done = table.filter(pl.col("status") == "done").row(0, named=True)
+    assert done["progress"] == 1.0 and done["ETA"] == "0 s" and done["loss"] == ""
+    assert done["tokens/s"] == "16,000" and float(done["test"]) > 1.5  # 320k tokens in 20 s; its test BPC
+    failed = table.filter(pl.col("status") == "failed").row(0, named=True)
+    assert (failed["test"], failed["tokens/s"], failed["ETA"]) == ("", "", "")  # blank, never "None"
     assert table.columns[:3] == ["run_id", "status", "progress"]
     assert frames.status_counts(frame) == {"queued": 1, "running": 1, "done": 50, "failed": 1, "cancelled": 0}
     assert frames.tasks_by_done(frame) == ["text", "enwik8"]  # most finished runs first

@@ -13,7 +13,7 @@ from app import actions
 from elm_core.store import Store
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-PAGES = ("design", "runs", "explore", "scaling", "run", "share")
+PAGES = ("design", "runs", "explore", "sweeps", "scaling", "run", "share")
 QUEUE_KEYS = ("queue_run", "queue_sweep", "queue_ladder", "queue_suggested", "cancel", "retry")
 FIRST_SCREEN_KEYS = ("import_reference", "first_sweep")
 
@@ -71,7 +71,7 @@ def test_every_page_with_runs(filled_store: Store):
     assert metrics["Parameters (exact)"] == "59,923"
     assert metrics["Predicted test bpc"] != "-"  # the iso-budget fit at 60k exists
     at = open_page("runs")
-    assert at.dataframe and {m.label for m in at.metric} >= {"queued", "running", "done", "workers online"}
+    assert at.dataframe and {m.label for m in at.metric} >= {"queued", "running", "done", "training workers"}
     at = open_page("explore")
     assert charts(at) == 1 and "Optimum per budget" in [h.value for h in at.subheader]
     assert "95% bootstrap interval" in at.markdown[-1].value or any("95%" in m.value for m in at.markdown)

@@ -30,3 +30,19 @@ def test_report_is_self_contained_and_complete():
 def test_long_tables_are_cut_with_a_note():
     html = report.table_html(pl.DataFrame({"i": list(range(1500))}), max_rows=100)
     assert html.count("<tr>") == 101 and "First 100 of 1,500 rows" in html
+
+
+def test_long_text_stays_on_one_line_and_wide_tables_scroll():
+    reason = "diverged: " + "loss is nan at step 3; " * 40
+    html = report.table_html(pl.DataFrame({"run_id": ["a"], "reason": [reason]}))
+    assert html.startswith('<div class="table">')  # scrolls inside the page instead of widening it
+    cell = re.search(r'<td class="text" title="([^"]*)">', html)
+    assert cell and cell.group(1) == reason  # the whole text in the tooltip; the cell is cut by CSS
+    assert "white-space: nowrap" in report._CSS and "text-overflow: ellipsis" in report._CSS
+
+
+def test_live_view_link_is_public_or_absent():
+    local = "http://127.0.0.1:8501/explore?view=pareto"
+    assert report.public_link(local, None) == ""
+    assert report.public_link(local, "https://elmlab.example.org/") == "https://elmlab.example.org/explore?view=pareto"
+    assert "Live view" not in report.build_report("Explore", url=report.public_link(local, None))

@@ -15,9 +15,9 @@ def _sane(out: dict, mode: str, n: int) -> None:
     for key in ("per_submission_ms", "validate_ms", "publish_ms", "store_put_ms"):
         ms = out[key]
         assert 0 < ms["p50"] <= ms["p95"] <= ms["max"] and ms["mean"] > 0, key
-    assert out["submissions_per_s"] > 0 and out["submit_many_ms_per_run"] > 0
-    # warm-up + n one by one + n in one submit_many, all still queued (no worker runs)
-    assert out["runs_in_store"] == 2 * n + 1 and out["queued_after"]["train"] == 2 * n + 1
+    assert out["submissions_per_s"] > 0 and out["submit_many_ms_per_run"] > 0 and out["submit_total_s"] > 0
+    # warm-up + n through the client + n timed by part + n in one submit_many, all still queued (no worker runs)
+    assert out["runs_in_store"] == 3 * n + 1 and out["queued_after"]["train"] == 3 * n + 1
 
 
 def test_embedded_figures_are_sane():

@@ -51,8 +51,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(capsys):
     assert "CUDA" in capsys.readouterr().err
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_bench_runs_on_cuda(capsys):
     assert main(["bench", "--json", "--device", "cuda", "--configs", "small", "--steps", "2", "--warmup", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -62,9 +61,25 @@ def test_bench_runs_on_cuda(capsys):
 def test_module_prints_the_table(capsys):
     from benchmarks.training import main as module_main
 
-    assert module_main(["--configs", "small", "--steps", "1", "--warmup", "0"]) == 0
+    assert module_main(["--configs", "small", "--steps", "1", "--warmup", "0", "--repeats", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("device cpu, ") and "GFLOP/s" in lines[0] and lines[1].split()[0] == "config"
+    assert lines[0].startswith("device cpu, ") and "GFLOP/s" in lines[0] and "2 round(s)" in lines[0]
+    assert lines[1].split()[0] == "config"
     row = lines[2].split()
-    assert row[0] == "small" and float(row[1]) > 0 and float(row[3]) > 0  # train and forward chars/s
+    assert row[0] == "small" and float(row[1]) > 0 and float(row[4]) > 0  # train and forward chars/s (medians)
+    for median, span in ((row[1], row[2]), (row[4], row[5])):  # min-max around the median
+        low, high = (float(v) for v in span.split("-"))
+        assert low <= float(median) <= high
     assert lines[-1].startswith("x ref:")
+
+
+def test_repeats_report_the_spread(capsys):
+    assert main(["bench", "--json", "--configs", "small", "--steps", "1", "--warmup", "0", "--repeats", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["repeats"] == 3 and len(out["rounds"]) == 3
+    for key in ("train_chars_per_s", "fwd_chars_per_s"):
+        values = sorted(r["small"][key] for r in out["rounds"])
+        assert out["spread"]["small"][key] == {"min": values[0], "median": values[1], "max": values[2]}
+        assert out["configs"]["small"][key] == values[1]
+    assert main(["bench", "--repeats", "0"]) == 2
+    assert "--repeats must be at least 1" in capsys.readouterr().err

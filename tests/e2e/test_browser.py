@@ -57,10 +57,11 @@ def metric(page, name: str):
 def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     from playwright.sync_api import expect
 
+    expect.set_options(timeout=30_000)  # a loaded machine reruns slowly; a wait is not a failure
     # Design: a budget, a tiny protocol, queue.
     page.goto(elmlab_up)
     settle(page)
-    expect(page.get_by_role("heading", name="Design and queue")).to_be_visible()
+    expect(page.get_by_role("heading", name="Design and queue")).to_be_visible(timeout=60_000)  # a fresh server
     fill(page, "Budget (parameters)", "40000")
     page.get_by_text("Advanced: training length").click()
     for label, value in TINY.items():
@@ -136,12 +137,35 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     # A long run, seen training (progress bar with step, loss, throughput, ETA), cancelled from Runs.
     page.goto(f"{elmlab_up}/?budget=40000&steps=20000&batch=2&seq_len=20&eval_chars=200&test_chars=200")
     settle(page)
-    page.get_by_role("button", name="Queue this run").click()
+    queue_run = page.get_by_role("button", name="Queue this run")
+    expect(queue_run).to_be_visible()
+    if queue_run.is_disabled():  # an estimate over an hour asks first
+        page.get_by_text(re.compile(r"^I mean it: queue even though")).first.click()
+        settle(page)
+    expect(queue_run).to_be_enabled()
+    queue_run.click()
     settle(page)
     nav(page, "Runs")
-    expect(page.get_by_text(re.compile(r"step [\d,]+/20,000 · loss [\d.]+ · [\d,]+ tokens/s · ETA"))).to_be_visible(
-        timeout=90_000)
+    line = page.get_by_text(re.compile(r"step [\d,]+/20,000 · loss [\d.]+ · [\d,]+ tokens/s · ETA"))
+    expect(line).to_be_visible(timeout=90_000)
+    run_id = line.inner_text().split(":")[0].strip()
+    # The live panel draws the running run's curve from the progress channel, and redraws it.
+    live = page.locator(".js-plotly-plot").filter(has_text="Live learning curves")
+    expect(live).to_be_visible(timeout=30_000)
+    expect(live.locator(".scatterlayer .trace").first).to_be_attached(timeout=30_000)
     shot(page, "09-runs-training")
+    # Run detail follows it too: a curve that grows, the live status, never "No learning curve recorded".
+    page.goto(f"{elmlab_up}/run?runs={run_id}")
+    settle(page)
+    chart = page.locator(".js-plotly-plot").first
+    expect(chart.locator(".scatterlayer .trace").first).to_be_attached(timeout=30_000)
+    expect(page.get_by_text(re.compile(rf"{re.escape(run_id)}: step [\d,]+/20,000"))).to_be_visible()
+    assert "No learning curve recorded" not in chart.inner_text()
+    first = chart.locator(".scatterlayer .trace path.js-line").first.get_attribute("d") or ""
+    page.wait_for_timeout(5_000)  # two refreshes later the line has grown (more points, a longer path)
+    assert len(chart.locator(".scatterlayer .trace path.js-line").first.get_attribute("d") or "") > len(first)
+    shot(page, "09b-run-detail-live")
+    nav(page, "Runs")
     grid = page.get_by_test_id("stDataFrame").first.bounding_box()
     page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 18)  # the newest run's row: select it
     page.get_by_role("button", name="Cancel 1 run(s)").click()

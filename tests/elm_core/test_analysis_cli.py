@@ -97,3 +97,14 @@ def test_fits_default_to_the_validation_metric_and_report_test_there(sweep_csv, 
     fit = json.loads(capsys.readouterr().out)
     assert fit["metric"] == "valid_metric"
     assert all(1.5 < r["test_metric"] < 1.8 for r in fit["optimal_allocation"])
+
+
+def test_fit_leaves_off_curve_runs_out_unless_asked(capsys):
+    from elmlab.cli import main
+
+    demo = "elm_core/demo_data/demo_runs.parquet"
+    assert main(["fit", "iso", "--input", demo, "--json"]) == 0
+    kept = {g["budget"]: g["n_points"] for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert main(["fit", "iso", "--input", demo, "--json", "--keep-off-curve"]) == 0
+    everything = {g["budget"]: g["n_points"] for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert sum(everything.values()) > sum(kept.values())  # the demo's d_m 64 / N = 1 runs

@@ -67,7 +67,7 @@ class Lab:
         from elm_core.settings import Settings
 
         return Settings(**{k.removeprefix("ELMLAB_").lower(): v for k, v in self.env.items()
-                           if k.startswith("ELMLAB_") and k != "ELMLAB_WORKER_CONCURRENCY"})
+                           if k.startswith("ELMLAB_") and k != "ELMLAB_RUN_THREADS"})
 
     @property
     def store(self):

@@ -6,6 +6,7 @@ queued and of a running run, retry. Every test here starts processes: marked slo
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
 from tests.workers.conftest import Lab, tiny, wait_for
@@ -86,12 +87,39 @@ def test_sigkill_mid_run_redis(redis_lab: Lab):
     _sigkill_mid_run(redis_lab)
 
 
+def _interval(lab: Lab, run_id: str) -> tuple[float, float]:
+    """(start, end) of a run's training: its `running` record's time and its `done` record's."""
+    history = lab.store.history(run_id)
+    times = dict(zip(history["status"].to_list(), history["updated_at"].to_list(), strict=True))
+    return times["running"], times["done"]
+
+
+@pytest.mark.parametrize("extra", [(), ("--pool", "prefork", "--concurrency", "2", "--threads-per-run", "1")])
+def test_two_runs_train_at_once_each_on_its_own_thread(lab: Lab, extra: tuple[str, ...]):
+    """The worker's default on a two-core machine (and explicit options anywhere): two runs in two
+    pool processes at the same time, each record naming one thread."""
+    import os
+
+    if not extra and len(os.sched_getaffinity(0)) != 2:
+        pytest.skip("the default is one run per core: this case needs exactly two cores")
+    lab.recorder()
+    lab.worker(*extra)
+    ids = submit.submit_many([tiny(seed=s, steps=400) for s in range(2)])
+    records = [lab.wait_status(run_id, "done", timeout=120) for run_id in ids]
+    (start_a, end_a), (start_b, end_b) = (_interval(lab, r) for r in ids)
+    assert start_a < end_b and start_b < end_a, "the two runs did not train at the same time"
+    assert all(rec.device.endswith("x1") for rec in records), [rec.device for rec in records]
+    assert records[0].worker == records[1].worker  # one worker, two pool processes
+
+
 def test_cancel_queued_and_running_then_retry(lab: Lab):
     lab.recorder()
-    lab.worker()  # one run at a time: the second waits in the queue
+    lab.worker("--concurrency", "2")  # two runs at a time: the third waits in the queue
     running = submit.submit(tiny(steps=2000))
+    other = submit.submit(tiny(seed=4, steps=1000))
     queued = submit.submit(tiny(seed=3))
     lab.wait_progress(running, min_step=3)
+    lab.wait_progress(other, min_step=1)
 
     submit.cancel(queued)  # not picked up yet: recorded cancelled at once
     assert lab.status(queued) == "cancelled"
@@ -99,6 +127,7 @@ def test_cancel_queued_and_running_then_retry(lab: Lab):
     rec = lab.wait_status(running, "cancelled", timeout=30)
     assert rec.reason == "cancelled by user"
     assert 0 < rec.steps < 2000 and rec.curve and rec.curve[-1].step <= rec.steps
+    assert lab.wait_status(other, "done", timeout=60).steps == 1000  # the run beside it is untouched
 
     # The worker then takes the cancelled run's message and drops it: nothing more is recorded.
     wait_for(lambda: monitor.health()["queues"]["train"] == 0, 30, "the queue to drain")
@@ -186,3 +215,56 @@ def test_dashboard_submit_spreads_runs_over_two_workers_on_different_queues(redi
     for run_id in run_ids:
         _one_done(redis_lab, run_id)
     assert redis_lab.store.runs()["run_id"].n_unique() == 4
+
+
+def _search_killing_controller(lab: Lab) -> None:
+    """A search on real processes: 2 workers, the recorder, the controller SIGKILLed mid-search and
+    started again. The search ends, no run is started or recorded twice, stopped runs say why."""
+    from elm_core.search.live import load
+    from elmlab.cli import main
+
+    lab.recorder()
+    lab.worker()
+    lab.worker()
+    lab.wait_ready(3)
+    args = ["sweep", "search", "--budget", "20000", "--d-m-values", "2,3,4,5", "--seeds", "0,1", "--max-seeds", "1",
+            "--steps", "45",
+            "--batch-size", "2", "--seq-len", "10", "--d-tree", "3", "--d-brch", "3", "--eval-chars", "100",
+            "--test-chars", "100"]
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(args) == 0
+    sid = out.getvalue().strip().splitlines()[-1]
+    controller = lab.start("controller", "--interval", "0.5")
+    wait_for(lambda: any((p.get("step") or 0) >= 20 for p in monitor.progress(
+        lab.store.runs(sweep_id=sid)["run_id"].to_list(), settings=lab.settings).values()), 90, "a run at step 20")
+    lab.kill(controller)
+    lab.start("controller", "--interval", "0.5")
+    wait_for(lambda: load(sid, lab.home).finished_at is not None, 600, f"search {sid} to finish", every=0.5)
+    runs = lab.store.runs(sweep_id=sid)
+    assert set(runs["status"].to_list()) <= {"done", "cancelled"}, runs
+    assert {int(d) for d in runs.filter(pl.col("seed") == 0)["d_m"].to_list()} == {2, 3, 4, 5}
+    assert runs.height == runs.select("d_m", "seed").unique().height  # no (arm, seed) twice
+    for row in runs.iter_rows(named=True):
+        history = lab.store.history(row["run_id"])
+        terminal = [s for s in history["status"].to_list() if s in ("done", "cancelled")]
+        assert len(terminal) == 1 and history["attempt"].max() == 0, history
+        if row["status"] == "cancelled":
+            assert row["reason"].startswith("pruned at step"), row
+            assert lab.store.run(row["run_id"]).curve  # the partial curve is kept
+    assert runs.filter(pl.col("status") == "done").height >= 3 and runs.height == 4  # one seed each
+
+
+@pytest.mark.timeout(900)
+def test_search_survives_controller_sigkill_embedded(lab: Lab):
+    _search_killing_controller(lab)
+
+
+@pytest.mark.redis
+@pytest.mark.redis_db(14)
+@pytest.mark.timeout(900)
+def test_search_survives_controller_sigkill_redis(redis_lab: Lab):
+    _search_killing_controller(redis_lab)

@@ -1,0 +1,122 @@
+"""Inputs and charts that never mislead: refused address parameters are named, typed budgets show the
+value used, big requests ask first, ladders follow the budget, suggestions are valid designs, log axes
+carry full labels, fit bands stay over the data, read-only pages say only what they do."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import data, figures, fits, frames
+from elm_core.records import RunRecord
+from elm_core.store import Store
+from elmlab.cli import main
+from tests.app.test_pages import APP, keys, open_page
+
+
+def home(query: dict) -> AppTest:
+    """The default page (Design) opened at an address with `query`, as a browser first loads it."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def notes(at) -> str:
+    return " ".join(w.value for w in at.warning)
+
+
+def test_refused_address_parameters_are_named(filled_store: Store):
+    at = home({"budget": "1e12", "task": "bogus"})
+    assert "budget=1e12" in notes(at) and "showing 60000" in notes(at) and "task=bogus" in notes(at)
+    at = open_page("explore", {"view": "garbage"})
+    assert "view=garbage" in notes(at)
+    at = open_page("explore", {"view": "Pareto frontier"})  # a label is a valid value: no note
+    assert "Left out" not in notes(at)
+    at = open_page("run", {"runs": "doesnotexist"})
+    assert "doesnotexist" in notes(at)
+
+
+def test_design_mode_takes_short_names(store: Store):
+    at = home({"mode": "memory"})
+    assert at.button_group(key="mode").value == "memory"
+    assert "n" in keys(at, "number_input") and "d_m" not in keys(at, "number_input")
+    assert "Left out" not in notes(at)
+
+
+def charts_spec(at, i: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[i].proto.spec)
+
+
+def test_scaling_budget_box_says_what_it_uses(filled_store: Store):
+    at = open_page("scaling", {"predict": "100"})
+    assert "Predicting" in notes(at) and "below the smallest budget" in notes(at)
+    at = open_page("scaling", {"predict": "1e6x"})
+    assert "is not a number of parameters" in notes(at)
+    at = open_page("scaling", {"predict": "5e9"})
+    assert "Extrapolation" in notes(at) and "30k to 120k" in notes(at)
+    at = open_page("scaling", {"predict": "60k"})
+    assert "Extrapolation" not in notes(at) and "Predicting" not in notes(at)
+
+
+def test_big_requests_ask_first(filled_store: Store):
+    at = home({"budget": "100000000"})  # 833 times the largest finished text run
+    label = at.checkbox(key="confirm_big").label
+    assert label.startswith("I mean it: queue even though") and "100M is 833 times the largest finished run" in label
+    assert at.button(key="queue_run").disabled
+    at.checkbox(key="confirm_big").check().run()
+    assert not at.button(key="queue_run").disabled
+    at = home({"budget": "60000"})
+    assert not at.get("checkbox") or "confirm_big" not in keys(at, "checkbox")
+    assert data.confirmation_reasons(2 * 3600, 1e5, 1e5) == ["it needs about 2.0 h of compute"]
+
+
+def test_ladder_follows_the_budget_inside_the_box_range(store: Store):
+    assert data.ladder_default(60_000) == [15_000, 30_000, 60_000, 120_000, 240_000]
+    assert data.ladder_default(2_000) == [1_000, 2_000, 4_000, 8_000]
+    assert data.ladder_default(900_000_000) == [225_000_000, 450_000_000, 900_000_000]
+    at = open_page("design")
+    at.number_input(key="budget").set_value(2_000_000).run()
+    assert at.text_input(key="ladder").value == "500k, 1M, 2M, 4M, 8M"
+
+
+def test_suggestions_are_valid_designs(filled_store: Store, monkeypatch: pytest.MonkeyPatch):
+    raw = pl.DataFrame({"rank": [1, 2, 3], "budget": [20862.5, 60_000.0, 61_234.0], "d_m": [1, 2, 0],
+                        "n_neurons": [1, 100, 50]})
+    monkeypatch.setattr(fits, "suggest_next_runs", lambda *a, **k: raw)
+    out = fits.suggestions(pl.DataFrame(), "test_metric")
+    assert out.select("rank", "budget", "d_m").rows() == [(1, 60_000, 2)]  # N = 1 and d_m = 0 are not designs
+    monkeypatch.undo()
+    real = fits.suggestions(fits.fit_frame(frames.prepare_runs(filled_store.runs()), "test_metric"), "test_metric")
+    assert real.height and real["budget"].dtype == pl.Int64 and real["n_neurons"].min() >= 8
+
+
+def test_log_axes_have_full_labels_and_fit_bands_stay_over_the_data(filled_store: Store):
+    points = fits.fit_frame(frames.select(frames.prepare_runs(filled_store.runs()), task="text"), "test_metric")
+    fig = figures.iso_figure(points, fits.iso_fits(points, "d_m", "test_metric", n_boot=20), x="d_m")
+    assert list(fig.layout.xaxis.ticktext) == ["1", "2", "5", "10", "20"]  # d_m 1 to 32
+    fits_x = [x for t in fig.data if t.name and t.name.startswith("fit") for x in t.x]
+    assert fits_x and min(fits_x) >= 1 and max(fits_x) <= 32
+    assert figures.log_ticks([900, 2.5e8])["ticktext"] == ["100", "1k", "10k", "100k", "1M", "10M", "100M", "1G"]
+
+
+def test_read_only_pages_say_only_what_they_do(filled_store: Store, store: Store, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ELMLAB_READ_ONLY", "1")
+    monkeypatch.setattr("workers.health.health", lambda **kw: {"broker_ok": False, "error": "not writable"})
+    at = open_page("runs")
+    assert not at.error  # a read-only dashboard has no broker to miss
+    assert any("Select rows to open them." in c.value for c in at.caption)
+
+
+def test_status_names_the_metric_it_shows(filled_store: Store, capsys):
+    rec = filled_store.run("t60000-8-0")
+    filled_store.put(RunRecord(**{**rec.model_dump(), "run_id": "stopped", "status": "cancelled", "test_metric": None,
+                                  "valid_metric": None, "train_metric": 2.5, "source": "elmlab"}))
+    assert main(["status", "--all"]) == 0
+    line = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("stopped"))
+    assert "train bpc 2.5000" in line

@@ -1,0 +1,75 @@
+"""Runs that train now: their curves from the progress channel on the Runs page and in Run detail,
+smoothing and the best validation so far, and the Runs page's counts and blanks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from app import curves, figures
+from elm_core.store import Store
+from tests.app.test_pages import open_page
+
+CURVE = [{"step": s, "tokens": 40 * s, "wall_time_s": s / 10, "train_loss": 3.0 - s / 100,
+          "valid_metric": 4.0 - s / 50 if s % 40 == 0 else None} for s in range(10, 130, 10)]
+LIVE = {"live-running": {"step": 120, "total_steps": 400, "loss": 1.8, "tokens_per_s": 812.0, "eta_s": 30.0,
+                         "worker": "w1", "curve": CURVE}}
+
+
+@pytest.fixture
+def training(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workers.health.progress", lambda ids, **kw: {i: LIVE.get(i, {}) for i in ids})
+    monkeypatch.setattr("workers.health.health", lambda **kw: {
+        "broker_ok": True, "mode": "distributed", "workers": ["recorder@h", "train@h"], "recorder": True,
+        "queues": {"train": 2, "gpu": 0, "results": 5}})
+
+
+def traces(at, key: str) -> list[dict]:
+    chart = next(c for c in at.get("plotly_chart") if c.proto.id and key in c.proto.id)
+    return json.loads(chart.proto.spec)["data"]
+
+
+def test_runs_page_draws_running_runs_live(filled_store: Store, training):
+    at = open_page("runs")
+    data = traces(at, "live_curves")
+    train = next(t for t in data if t["name"].endswith(" train"))
+    assert train["x"] == [p["step"] for p in CURVE]  # the worker's recent points, not the (empty) record
+    assert any(t["name"].endswith("best so far") for t in data)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["training workers"] == "1"  # the recorder is not a training worker
+    assert metrics["run messages in broker"] == "2"  # train + gpu queues; the results queue is the recorder's
+    assert "step 120/400 · loss 1.800 · 812 tokens/s · ETA 30 s · w1" in at.get("progress")[0].proto.text
+
+
+def test_run_detail_follows_a_running_run(filled_store: Store, training):
+    at = open_page("run", {"runs": "live-running"})
+    data = traces(at, "run_curves")
+    assert [p["step"] for p in CURVE] == next(t for t in data if t["name"].endswith(" train"))["x"]
+    assert any("step 120/400" in c.value for c in at.caption)
+    at = open_page("run", {"runs": "doesnotexist"})
+    assert any("doesnotexist" in w.value for w in at.warning)
+
+
+def test_smoothing_and_best_so_far():
+    x = [3.0, 1.0, float("nan"), 2.0, 0.5]
+    assert np.array_equal(curves.smooth(x, 0.0), np.asarray(x), equal_nan=True)
+    s = curves.smooth(x, 0.5)
+    assert s[0] == 3.0  # bias-corrected: the first point is itself, not pulled towards 0
+    assert math.isclose(s[1], (0.25 * 3 + 0.5 * 1) / 0.75) and s[2] == s[1]  # NaN keeps the average
+    assert curves.best_so_far([4, 5, 3, 3.5], maximize=False).tolist() == [4, 4, 3, 3]
+    assert curves.best_so_far([0.1, 0.3, 0.2], maximize=True).tolist() == [0.1, 0.3, 0.3]
+    with pytest.raises(ValueError):
+        curves.smooth(x, 1.0)
+
+
+def test_curves_figure_draws_smoothed_over_raw():
+    noisy = [{**p, "train_loss": p["train_loss"] + (0.3 if i % 2 else -0.3)} for i, p in enumerate(CURVE)]
+    frame = curves.live_frame({"a": {"curve": noisy}}, {"a": "r"})
+    fig = figures.curves_figure(frame, smoothing=0.8, best=True)
+    names = [t.name for t in fig.data]
+    assert names == ["r train (raw)", "r train", "r valid", "r best so far"]
+    raw, smoothed = fig.data[0].y, fig.data[1].y
+    assert np.abs(np.diff(smoothed)).max() < np.abs(np.diff(raw)).min() and smoothed[0] == raw[0]

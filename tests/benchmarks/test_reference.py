@@ -1,0 +1,89 @@
+"""`elmlab bench --vs-reference PATH`: a harness written here prints the reference harness's output format."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from elmlab.cli import main
+
+FAKE = '''
+import argparse, json, sys
+p = argparse.ArgumentParser()
+p.add_argument("--json", action="store_true")
+p.add_argument("--configs")
+p.add_argument("--steps", type=int)
+p.add_argument("--warmup", type=int)
+p.add_argument("--threads", type=int)
+a = p.parse_args()
+with open("calls.log", "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+n = sum(1 for _ in open("calls.log"))
+FAIL
+print("compiling", flush=True)  # the harness may print more before its JSON
+configs = {c: {"params": 1, "train_chars_per_s": 1000.0 * n, "fwd_chars_per_s": 4000.0, "train_step_ms": 1.0}
+           for c in a.configs.split(",")}
+print(json.dumps({"configs": configs, "jax": "0"}))
+'''
+
+
+def _harness(folder: Path, fail: str = "") -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "ref_bench.py").write_text(FAKE.replace("FAIL", fail))
+    return folder
+
+
+def _bench(folder: Path, *extra: str) -> list[str]:
+    return ["bench", "--configs", "small,paper", "--steps", "1", "--warmup", "0", "--vs-reference", str(folder),
+            "--reference-python", sys.executable, *extra]
+
+
+def test_reference_runs_after_each_round_and_ratios_pair_the_rounds(tmp_path, capsys):
+    folder = _harness(tmp_path / "ref")
+    assert main([*_bench(folder, "--repeats", "2", "--threads", "1", "--json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    calls = [json.loads(line) for line in (folder / "calls.log").read_text().splitlines()]
+    # once per round, only the configurations it knows ("paper" is ours alone), our steps and thread count
+    assert calls == [["--json", "--configs", "small", "--steps", "1", "--warmup", "0", "--threads=1"]] * 2
+    ref = out["reference"]
+    assert [r["small"]["train_chars_per_s"] for r in ref["rounds"]] == [1000.0, 2000.0]
+    assert ref["spread"]["small"]["train_chars_per_s"] == {"min": 1000.0, "median": 1500.0, "max": 2000.0}
+    ours = [r["small"]["train_chars_per_s"] for r in out["rounds"]]
+    ratios = sorted(o / r for o, r in zip(ours, (1000.0, 2000.0), strict=True))
+    assert ref["ratios"]["small"]["train_chars_per_s"] == pytest.approx(
+        {"min": ratios[0], "median": sum(ratios) / 2, "max": ratios[1]})
+    assert set(ref["ratios"]) == {"small"} and set(out["configs"]) == {"small", "paper"}
+
+
+def test_table_prints_the_reference_and_the_ratios(tmp_path, capsys):
+    assert main(_bench(_harness(tmp_path / "ref"), "--repeats", "1")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("reference harness"))
+    row = lines[at + 2].split()
+    assert row[0] == "small" and float(row[1]) == 1000.0 and float(row[3]) > 0 and float(row[5]) == 4000.0
+
+
+@pytest.mark.parametrize(("fail", "says"), [
+    (None, "no ref_bench.py in"),
+    ("sys.exit('no module named jax')", "exited with status 1: no module named jax"),
+    ("print('not json'); sys.exit(0)", "printed no JSON"),
+])
+def test_a_broken_harness_is_one_line(tmp_path, capsys, fail, says):
+    folder = tmp_path / "ref"
+    if fail is None:
+        folder.mkdir()
+    else:
+        _harness(folder, fail)
+    assert main(_bench(folder, "--repeats", "1")) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+def test_a_missing_reference_python_is_one_line(tmp_path, capsys):
+    argv = _bench(_harness(tmp_path / "ref"))
+    argv[argv.index("--reference-python") + 1] = str(tmp_path / "no-such-python")
+    assert main(argv) == 2
+    assert "--reference-python" in capsys.readouterr().err
