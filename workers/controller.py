@@ -74,12 +74,10 @@ def create_search(task: str, budgets: Sequence[float], arms: Sequence[int], seed
         raise ValueError("d_m values: a search needs at least three allocations (an iso fit needs a bracket)")
     if not budgets or not seeds_t:
         raise ValueError("a search needs a budget and a seed")
-    tasks: dict[Any, Any] = {}
     for b in budgets:
         for arm in arms_t:
             try:
-                validate({**spec, "task": task, "budget": b, "d_m": arm, "seed": seeds_t[0]}, settings=settings,
-                         _tasks=tasks)
+                validate({**spec, "task": task, "budget": b, "d_m": arm, "seed": seeds_t[0]}, settings=settings)
             except ValueError as exc:
                 raise ValueError(f"budget {b:g}, d_m {arm}: {exc}") from None
     total, eval_every = _total_steps({**spec, "task": task, "budget": budgets[0], "d_m": arms_t[0]}, settings)

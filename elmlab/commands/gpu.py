@@ -210,8 +210,9 @@ def _run_part(args: argparse.Namespace) -> dict[str, Any]:
     dropout = {"recurrent_dropout": 0.2, "input_dropout": 0.1}
     if args.part == "resume-whole":
         return _summary(train(_spec(args, steps=steps, run_id="whole", model=dropout, eval_every=steps)))
-    spec = _spec(args, steps=steps, run_id="resume", model=dropout, eval_every=steps, checkpoint_dir=args.workdir,
+    spec = _spec(args, steps=steps, run_id="resume", model=dropout, eval_every=steps, checkpoint_dir="resume",
                  checkpoint_every_s=1e-6)
+    root = Path(args.workdir)  # the checkpoint folder a worker's settings would name
     if args.part == "resume-kill":  # killed as a lost worker is: no clean-up, the checkpoint of the step before
         calls: list[int] = []
 
@@ -221,8 +222,8 @@ def _run_part(args: argparse.Namespace) -> dict[str, Any]:
                 os.kill(os.getpid(), signal.SIGKILL)
             return False
 
-        train(spec, should_stop=kill)
+        train(spec, should_stop=kill, checkpoint_root=root)
         return {"ok": False, "summary": "the run was not killed"}
     if args.part == "resume-run":
-        return _summary(train(spec))
+        return _summary(train(spec, checkpoint_root=root))
     raise ValueError(f"unknown gpu-check part {args.part!r}")

@@ -46,7 +46,7 @@ def _running(lab_store, backend, run_id: str, level: float, upto: int, rng) -> N
     rec = lab_store.run(run_id)
     lab_store.put(rec.model_copy(update={"status": "running"}))
     backend.store_result(run_id, {"attempt": 0, "step": upto, "total_steps": 60, "elapsed_s": upto * 0.1,
-                                  "curve": _curve(level, upto, rng)}, "PROGRESS")
+                                  "points": _curve(level, upto, rng)}, "PROGRESS")
 
 
 def _finish(lab_store, run_id: str, status: str, reason: str | None = None) -> None:
