@@ -10,7 +10,9 @@ from elmlab.commands.queue import gpu_masks, gpu_worker_commands
 
 def test_a_thread_pool_of_runs_is_not_offered(capsys, elmlab_home):
     # several runs in one process would share its seed, precision flags and buffer pool
-    assert main(["worker", "--pool", "threads", "--concurrency", "2"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["worker", "--pool", "threads", "--concurrency", "2"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "--pool" in err and "prefork" in err and "Traceback" not in err
 
