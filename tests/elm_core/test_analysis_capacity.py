@@ -111,7 +111,10 @@ def test_a_degenerate_fit_is_reported_failed_with_its_reason(tmp_path, capsys):
     assert main(["fit", "capacity", "--input", str(path), "--json"]) == 0
     captured = capsys.readouterr()
     out = __import__("json").loads(captured.out)
-    assert out["status"] == "failed" and out["reason"] == fit.reason and out["optimal_allocation"] == []
+    # the CLI selects its runs itself (done, on the iso-budget curve, its default metric), so the values it
+    # reaches can differ from the direct fit's; the verdict and its kind do not
+    assert out["status"] == "failed" and out["reason"].startswith("parameters ran to their bounds")
+    assert out["optimal_allocation"] == []
     assert captured.err == ""  # no numpy warning reaches the terminal
     assert main(["fit", "capacity", "--input", str(path)]) == 0
     text = capsys.readouterr().out

@@ -76,11 +76,12 @@ def test_a_checkpoint_loads_onto_another_device_with_the_rng_on_the_host(tmp_pat
 
 
 def test_a_resumed_run_with_dropout_equals_the_whole_run(tmp_path):
-    spec = RunSpec(**TINY, steps=10, run_id="resume-drop", checkpoint_dir=str(tmp_path), checkpoint_every_s=1e-9,
+    spec = RunSpec(**TINY, steps=10, run_id="resume-drop", checkpoint_dir="ck", checkpoint_every_s=1e-9,
                    model={"recurrent_dropout": 0.2, "input_dropout": 0.1})
     calls = []
-    assert train(spec, should_stop=lambda: calls.append(1) or len(calls) > 6).status == "cancelled"
-    resumed = train(spec)
+    stopped = train(spec, should_stop=lambda: calls.append(1) or len(calls) > 6, checkpoint_root=tmp_path)
+    assert stopped.status == "cancelled"
+    resumed = train(spec, checkpoint_root=tmp_path)
     whole = train(spec.model_copy(update=dict(checkpoint_dir=None, run_id="whole-drop")))
     assert resumed.status == "done" and resumed.test_metric == whole.test_metric
 
