@@ -87,7 +87,8 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     nav(page, "Explore")
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     expect(page.get_by_role("heading", name="Optimum per budget")).to_be_visible()  # the sweep's fit
-    expect(page.get_by_text("95% bootstrap interval").first).to_be_visible()
+    # five single-seed points: the interval needs more points than that to estimate the noise, and says so
+    expect(page.get_by_text(re.compile(r"95% bootstrap interval|no interval \(too few runs\)")).first).to_be_visible()
     shot(page, "04-explore-iso")
     # Click a point: its runs open in Run detail with their learning curves.
     page.locator(".js-plotly-plot .scatterlayer .trace .points path").first.click(force=True)

@@ -20,7 +20,7 @@ PAGES = ("", "runs", "explore", "sweeps", "scaling", "run", "share")
 FILL = {
     "demo": "from elm_core.demo import load_demo; from elm_core.store import Store; load_demo(Store())",
     "bench": "from elm_core.settings import get_settings; from elm_core.store import Store; "
-             "from elm_core.store_bench import write_synthetic; "
+             "from benchmarks.store import write_synthetic; "
              "write_synthetic(Store(get_settings().store_path), 300_000, 1_000)",  # 100k runs, 3 records each
 }
 LIMIT_S = {"demo": 1.5, "bench": 2.5}
