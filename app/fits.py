@@ -99,22 +99,23 @@ def pareto(collapsed: pl.DataFrame, cost: str, metric: str) -> ParetoResult | No
         return NoFit(str(exc))
 
 
-def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
-    """The surface L(N, k_e, k_c) = E + A N^-alpha + B k_e^-beta (+ C k_c^-gamma) over all budgets."""
+def _surface(fitter, collapsed: pl.DataFrame, metric: str, what: str):
+    """A fit over all budgets of the runs on the iso-budget curve; NoFit when it cannot be made or failed."""
     try:
-        fit = fit_scaling_law(on_curve(collapsed)[0], metric=metric)
+        fit = fitter(on_curve(collapsed)[0], metric=metric)
     except ValueError as exc:
         return NoFit(str(exc))
-    return fit if fit.ok else NoFit(f"the scaling-law fit failed: {fit.reason}")
+    return fit if fit.ok else NoFit(f"the {what} fit failed: {fit.reason}")
+
+
+def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
+    """The surface L(N, k_e, k_c) = E + A N^-alpha + B k_e^-beta (+ C k_c^-gamma) over all budgets."""
+    return _surface(fit_scaling_law, collapsed, metric, "scaling-law")
 
 
 def capacity(collapsed: pl.DataFrame, metric: str) -> CapacityFit | NoFit:
     """The closed-form capacity model (per-neuron SNR saturating in k_e and k_c)."""
-    try:
-        fit = fit_capacity_model(on_curve(collapsed)[0], metric=metric)
-    except ValueError as exc:
-        return NoFit(str(exc))
-    return fit if fit.ok else NoFit(f"the capacity-model fit failed: {fit.reason}")
+    return _surface(fit_capacity_model, collapsed, metric, "capacity-model")
 
 
 def suggestions(collapsed: pl.DataFrame, metric: str, n: int = 5) -> pl.DataFrame | NoFit:
