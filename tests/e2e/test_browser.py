@@ -151,8 +151,10 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     expect(line).to_be_visible(timeout=90_000)
     run_id = line.inner_text().split(":")[0].strip()
     # The live panel draws the running run's curve from the progress channel, and redraws it.
-    live = page.locator(".js-plotly-plot").filter(has_text="Live learning curves")
+    # Located by the chart's key: while the fragment redraws, the previous copy can linger for a moment.
+    live = page.locator(".st-key-live_curves .js-plotly-plot").last
     expect(live).to_be_visible(timeout=30_000)
+    expect(live).to_contain_text("Live learning curves")
     expect(live.locator(".scatterlayer .trace").first).to_be_attached(timeout=30_000)
     shot(page, "09-runs-training")
     # Run detail follows it too: a curve that grows, the live status, never "No learning curve recorded".
