@@ -49,7 +49,15 @@ import numpy as np
 import polars as pl
 
 from elm_core.analysis.frame import fit_metric, hidden_overhead, loss_target, resolve_maximize, seed_weights
-from elm_core.analysis.parametric import bootstrap, degenerate, fit_quality, interval, nnls_start, refine
+from elm_core.analysis.parametric import (
+    bootstrap,
+    degenerate,
+    fit_quality,
+    interval,
+    nnls_start,
+    on_test_metric,
+    refine,
+)
 
 PARAM_NAMES = ("E", "A", "gamma", "k_0", "N_0")
 _KE_GRID = np.logspace(0, 8, 801)
@@ -307,15 +315,5 @@ def fit_capacity_model(
         points=points,
         status="ok" if reason is None else "failed",
         reason=reason,
-        test_model=_test_model(df, metric, maximize, seed),
+        test_model=getattr(on_test_metric(fit_capacity_model, df, metric, maximize, seed), "model", None),
     )
-
-
-def _test_model(df: pl.DataFrame, metric: str, maximize: bool, seed: int) -> CapacityModel | None:
-    """The model through test_metric when `metric` is another one (None when it cannot be fitted)."""
-    if metric == "test_metric" or "test_metric" not in df.columns:
-        return None
-    try:
-        return fit_capacity_model(df, "test_metric", maximize, n_boot=0, seed=seed).model
-    except ValueError:
-        return None

@@ -16,6 +16,7 @@ in four steps, each a function here:
   resamples with too few distinct runs (by default fewer than parameters) are skipped and replicates
   with a log-parameter beyond +-MAX_LOG_PARAM have diverged and are dropped.
 - `fit_quality` and `interval`: the residual scale of log L, the RMSE of L, and bootstrap quantiles.
+- `on_test_metric`: the same fit through test_metric, for a fit located on another metric.
 - `degenerate`: why a fit failed, if it did: a log-parameter at +-MAX_LOG_PARAM (the fit ran to a
   bound: the runs do not pin it), a Jacobian at the estimate with condition number above
   MAX_CONDITION (a singular system: some direction of the parameters is not determined), or fewer
@@ -154,3 +155,14 @@ def degenerate(
     if n_boot > 0 and n_survived < MIN_BOOT_FRACTION * n_boot:
         return f"only {n_survived} of {n_boot} bootstrap replicates converged: the estimate is not stable"
     return None
+
+
+def on_test_metric(fit: Callable[..., Any], df: Any, metric: str, maximize: bool, seed: int) -> Any | None:
+    """`fit(df, "test_metric", maximize, n_boot=0, seed=seed)` when the fit was located on another
+    metric; None when it was located on test_metric, the runs have none, or it cannot be fitted."""
+    if metric == "test_metric" or "test_metric" not in df.columns:
+        return None
+    try:
+        return fit(df, "test_metric", maximize, n_boot=0, seed=seed)
+    except ValueError:
+        return None

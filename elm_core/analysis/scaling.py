@@ -43,6 +43,7 @@ from elm_core.analysis.parametric import (
     interval,
     logsumexp,
     nnls_start,
+    on_test_metric,
     refine,
 )
 
@@ -369,15 +370,5 @@ def fit_scaling_law(
         smallest_neuron=float(np.min(np.exp(lke) + kcv)),
         status="ok" if reason is None else "failed",
         reason=reason,
-        test_fit=_test_fit(df, metric, maximize, seed),
+        test_fit=on_test_metric(fit_scaling_law, df, metric, maximize, seed),
     )
-
-
-def _test_fit(df: pl.DataFrame, metric: str, maximize: bool, seed: int) -> ScalingFit | None:
-    """The surface through test_metric when `metric` is another one (None when it cannot be fitted)."""
-    if metric == "test_metric" or "test_metric" not in df.columns:
-        return None
-    try:
-        return fit_scaling_law(df, "test_metric", maximize, n_boot=0, seed=seed)
-    except ValueError:
-        return None
