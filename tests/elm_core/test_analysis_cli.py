@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from elmlab.cli import main
@@ -99,12 +100,23 @@ def test_fits_default_to_the_validation_metric_and_report_test_there(sweep_csv, 
     assert all(1.5 < r["test_metric"] < 1.8 for r in fit["optimal_allocation"])
 
 
-def test_fit_leaves_off_curve_runs_out_unless_asked(capsys):
+def test_fit_leaves_off_curve_runs_out_unless_asked(tmp_path, capsys):
+    import polars as pl
+
     from elmlab.cli import main
 
-    demo = "elm_core/demo_data/demo_runs.parquet"
-    assert main(["fit", "iso", "--input", demo, "--json"]) == 0
-    kept = {g["budget"]: g["n_points"] for g in json.loads(capsys.readouterr().out)["groups"]}
-    assert main(["fit", "iso", "--input", demo, "--json", "--keep-off-curve"]) == 0
-    everything = {g["budget"]: g["n_points"] for g in json.loads(capsys.readouterr().out)["groups"]}
-    assert sum(everything.values()) > sum(kept.values())  # the demo's d_m 64 / N = 1 runs
+    # An iso-budget sweep at 50k (a U in d_m, two seeds) plus two designs that do not belong on it:
+    # d_m 64 buys one neuron, and d_m 32 spends only 84% of the budget.
+    rows = [dict(task="text", status="done", budget=50_000.0, params=49_800, d_m=d_m, n_neurons=n, seed=seed,
+                 test_metric=2.3 + 0.05 * (np.log2(d_m) - 2.0) ** 2 + 0.002 * seed)
+            for d_m, n in ((1, 90), (2, 70), (4, 45), (8, 25), (16, 12)) for seed in (0, 1)]
+    rows += [dict(rows[0], d_m=64, n_neurons=1, params=42_000, test_metric=3.4),
+             dict(rows[0], d_m=32, n_neurons=8, params=42_100, test_metric=2.9)]
+    path = tmp_path / "runs.csv"
+    pl.DataFrame(rows).write_csv(path)
+    assert main(["fit", "iso", "--input", str(path), "--metric", "test_metric", "--json"]) == 0
+    kept = json.loads(capsys.readouterr().out)["groups"][0]
+    assert main(["fit", "iso", "--input", str(path), "--metric", "test_metric", "--json", "--keep-off-curve"]) == 0
+    everything = json.loads(capsys.readouterr().out)["groups"][0]
+    assert (kept["n_points"], everything["n_points"]) == (10, 12)
+    assert 2.5 < kept["optimum"] < 6.5  # the planted U's bottom is at d_m 4
