@@ -3,9 +3,10 @@
     celery -A workers.celery_app:app worker -Q train      # what `elmlab worker` runs
     celery -A workers.celery_app:app flower               # monitoring
 
-Embedded mode (no ELMLAB_BROKER_URL): kombu's `filesystem://` transport under
-$ELMLAB_HOME/broker (messages in `queue/`, exchange tables in `control/`) and a file result
-backend under $ELMLAB_HOME/results; nothing to install or start. Distributed mode:
+Embedded mode (no ELMLAB_BROKER_URL): kombu's filesystem transport with first-in-first-out file
+names (`elmfs://`, workers/fstransport.py) under $ELMLAB_HOME/broker (messages in `queue/`,
+exchange tables in `control/`) and a file result backend under $ELMLAB_HOME/results; nothing to
+install or start. Distributed mode:
 ELMLAB_BROKER_URL (e.g. redis://host:6379/0), results in ELMLAB_RESULT_BACKEND or the same Redis.
 
 JSON only (never pickle); late acknowledgement, reject on worker loss, prefetch 1; a visibility
@@ -24,6 +25,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from elm_core.settings import Settings, get_settings
+from workers import fstransport
 
 TRAIN_QUEUE, GPU_QUEUE, RESULTS_QUEUE = "train", "gpu", "results"
 QUEUES = (TRAIN_QUEUE, GPU_QUEUE, RESULTS_QUEUE)
@@ -47,7 +49,7 @@ def results_path(settings: Settings) -> Path:
 
 
 def broker_url(settings: Settings) -> str:
-    return settings.broker_url or "filesystem://localhost/"
+    return settings.broker_url or f"{fstransport.SCHEME}://localhost/"
 
 
 def backend_url(settings: Settings) -> str:
