@@ -2,8 +2,9 @@
 workers' side, progress and records, is written here the way a worker writes it).
 
 An arm whose live curve is far worse is pruned through the cooperative cancel with a "pruned at
-step k" reason; the best arms past the top rung get their next seed; a restarted controller stops
-nothing twice and starts nothing twice; a finished search is marked finished.
+step k" reason; once three arms are past the top rung, the best contender gets its next seed; a
+restarted controller stops nothing twice and starts nothing twice; a finished search is marked
+finished.
 """
 
 from __future__ import annotations
@@ -72,11 +73,17 @@ def test_controller_prunes_restarts_and_seeds(home, capsys):
 
     rng = np.random.default_rng(0)
     levels = {2: 1.0, 3: 1.02, 4: 1.05, 5: 3.0}  # d_m 5 is far out of the race at the rung (step 20)
-    for arm, level in levels.items():
-        _running(store, backend, ids[arm], level, 24, rng)
+    for arm in (2, 3):
+        _running(store, backend, ids[arm], levels[arm], 24, rng)
+    for arm in (4, 5):
+        _running(store, backend, ids[arm], levels[arm], 10, rng)
+    # Two arms past the top rung rank nothing: no seed yet, nobody stopped.
+    assert Controller(settings).tick()[sid] == {"stopped": [], "started": []}
+    for arm in (4, 5):
+        _running(store, backend, ids[arm], levels[arm], 24, rng)
     did = Controller(settings).tick()[sid]
-    seed1 = [run_id_for(sid, 20000.0, arm, 1) for arm in (2, 3)]
-    # Past the top rung, the best ceil(4 / 3) = 2 arms get their next seed at once (ASHA's promotion).
+    seed1 = [run_id_for(sid, 20000.0, 2, 1)]
+    # d_m 5 is stopped; of the three contenders left, the best ceil(3 / 3) = 1 gets its next seed.
     assert did == {"stopped": [ids[5]], "started": seed1}
     reason = state.cancel_reason(backend, ids[5])
     assert reason.startswith("pruned at step 24: rank 4 of 4 at rung 20")
@@ -89,7 +96,7 @@ def test_controller_prunes_restarts_and_seeds(home, capsys):
     for arm in (2, 3, 4):
         _finish(store, ids[arm], "done")
     assert Controller(settings).tick()[sid] == {"stopped": [], "started": []}
-    assert load(sid, home).finished_at is None  # seed 1 of d_m 2 and 3 still queued
+    assert load(sid, home).finished_at is None  # seed 1 of d_m 2 still queued
 
     for run_id in seed1:
         _finish(store, run_id, "done")
