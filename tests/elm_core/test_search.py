@@ -350,3 +350,53 @@ def test_the_cli_says_in_one_line_when_the_runs_have_no_curves(tmp_path, capsys)
     assert main(["sweep", "replay", "--input", str(path)]) == 2
     err = capsys.readouterr().err
     assert "no curve column" in err and "Traceback" not in err
+
+
+def search_export(sweep_id: str | None = "search-1a2b3c4d") -> pl.DataFrame:
+    """What `elmlab export --sweep SEARCH` gives for a search over the planted grid: the runs it let
+    finish, the runs it stopped (cancelled at their rung), none of the runs it never started."""
+    grid = planted_runs()
+    (g,) = replay(grid, Policy(), n_boot=20)
+    assert g.stopped and len(g.finished) + len(g.stopped) < grid.height  # a search, not the grid
+    stopped = grid.filter(pl.col("run_id").is_in(list(g.stopped))).with_columns(
+        status=pl.lit("cancelled"), steps=pl.lit(g.rungs[-1], pl.Int64), test_metric=pl.lit(None, pl.Float64),
+        reason=pl.col("run_id").replace_strict(g.stopped, return_dtype=pl.String),
+    )
+    done = grid.filter(pl.col("run_id").is_in(list(g.finished))).with_columns(reason=pl.lit(None, pl.String))
+    out = pl.concat([done, stopped])
+    return out.with_columns(sweep_id=pl.lit(sweep_id)) if sweep_id else out
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("search", "these are the runs of a search (search-1a2b3c4d)"),
+        ("pruned", "2 of 7 runs did not finish (stopped by a search: pruned)"),
+        ("done only", "the allocations have different seeds (d_m 2: seeds 0; d_m 4: seeds 0; d_m 8: seeds 0, 1;"),
+        ("failed", "1 of 12 runs did not finish (1 failed)"),
+        ("short", "the runs trained different numbers of steps (200, 400)"),
+    ],
+)
+def test_the_cli_refuses_what_is_not_a_full_grid_in_one_line(tmp_path, capsys, case, expected):
+    from elmlab.cli import main
+
+    if case == "search":
+        df = search_export()
+    elif case == "pruned":
+        df = search_export(sweep_id=None)
+    elif case == "done only":
+        df = search_export(sweep_id=None).filter(pl.col("status") == "done")
+    else:
+        first = pl.col("run_id") == "r50000-4-0"
+        df = planted_runs().with_columns(
+            status=pl.when(first).then(pl.lit("failed")).otherwise("status") if case == "failed" else pl.col("status"),
+            steps=pl.when(first).then(200).otherwise("steps") if case == "short" else pl.col("steps"),
+        )
+    path = tmp_path / "runs.parquet"
+    df.write_parquet(path)
+    assert main(["sweep", "replay", "--input", str(path), "--n-boot", "20"]) == 2
+    captured = capsys.readouterr()
+    line = captured.err.splitlines()[0]  # the error, then the command's usage
+    assert line.startswith("elmlab sweep: error: budget 50,000: ") and expected in line
+    assert "full grid, every allocation and seed trained to the end" in line
+    assert "Traceback" not in captured.err and not captured.out
