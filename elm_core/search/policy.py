@@ -327,11 +327,9 @@ def judge(
     best = order[0]
     if rank < keep or (policy.protect_bracket and arm in _bracket(group.arms, best)):
         return None
-    (v, se), (vb, seb) = values[arm], values[best]
-    if not (np.isfinite(se) and np.isfinite(seb)):
-        return None
     if _overlaps(values[arm], values[best], policy.z):
         return None
+    (v, se), (vb, seb) = values[arm], values[best]
     sign = -1.0 if group.maximize else 1.0
     return (
         f"rank {rank + 1} of {len(order)} at rung {rung} ({group.signal} {sign * v:.4g} +- {policy.z * se:.2g}, "
@@ -377,9 +375,9 @@ def promoted(
     group: GroupState, top_values: Mapping[float, tuple[float, float]], out: set[float], policy: Policy
 ) -> list[float]:
     """The arms that may get their next seed, best first (module docstring): none before MIN_ARMS
-    arms have reached the top rung; then ceil(n / eta) places among the n contenders there (the arms
-    not stopped, `out`), taken first by the arms already seeded, then by the best of the others;
-    an arm whose interval does not overlap the best arm's gets no seed."""
+    arms have reached the top rung; then ceil(m / eta) places among the m contenders there (the
+    arms not in `out`, the stopped ones), taken first by the arms already seeded, then by the best
+    of the others; an arm whose interval does not overlap the best arm's gets no seed."""
     if len(top_values) < MIN_ARMS:
         return []
     order = sorted(top_values, key=lambda a: top_values[a][0])
