@@ -3,10 +3,10 @@
     celery -A workers.celery_app:app worker -Q train      # what `elmlab worker` runs
     celery -A workers.celery_app:app flower               # monitoring
 
-Embedded mode (no ELMLAB_BROKER_URL): kombu's filesystem transport with first-in-first-out file
-names (`elmfs://`, workers/fstransport.py) under $ELMLAB_HOME/broker (messages in `queue/`,
-exchange tables in `control/`) and a file result backend under $ELMLAB_HOME/results; nothing to
-install or start. Distributed mode:
+Embedded mode (no ELMLAB_BROKER_URL): kombu's `filesystem://` transport (first in first out, whole
+message files: workers/fstransport.py) under $ELMLAB_HOME/broker (messages in `queue/`, exchange
+tables in `control/`) and a file result backend under $ELMLAB_HOME/results; nothing to install or
+start. Distributed mode:
 ELMLAB_BROKER_URL (e.g. redis://host:6379/0), results in ELMLAB_RESULT_BACKEND or the same Redis.
 
 JSON only (never pickle); late acknowledgement, reject on worker loss, prefetch 1; a visibility
@@ -25,7 +25,6 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from elm_core.settings import Settings, get_settings
-from workers import fstransport
 
 TRAIN_QUEUE, GPU_QUEUE, RESULTS_QUEUE = "train", "gpu", "results"
 QUEUES = (TRAIN_QUEUE, GPU_QUEUE, RESULTS_QUEUE)
@@ -37,6 +36,7 @@ RESULT_EXPIRES_S = 7 * 24 * 3600  # longer than the visibility timeout: attempt 
 CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 3.0  # a healthy Redis answers in milliseconds; a hung one fails a submit within seconds
 EMBEDDED_POLL_S = 0.25
+EMBEDDED_TRANSPORT = "workers.fstransport:Transport"  # kombu's, first in first out, whole message files
 
 
 def broker_folders(settings: Settings) -> dict[str, Path]:
@@ -49,7 +49,7 @@ def results_path(settings: Settings) -> Path:
 
 
 def broker_url(settings: Settings) -> str:
-    return settings.broker_url or f"{fstransport.SCHEME}://localhost/"
+    return settings.broker_url or "filesystem://localhost/"
 
 
 def backend_url(settings: Settings) -> str:
@@ -85,6 +85,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     exchange = Exchange("elmlab", type="direct")
     return dict(
         broker_url=broker_url(settings),
+        broker_transport=EMBEDDED_TRANSPORT if settings.embedded else None,
         result_backend=backend_url(settings),
         broker_transport_options=transport,
         result_backend_transport_options={"socket_connect_timeout": CONNECT_TIMEOUT_S},

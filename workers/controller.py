@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from elm_core.search import Start, Stop, decide
-from elm_core.search.live import SearchDef, build_state, load_all, mark_finished, new_search_id, save
+from elm_core.search.live import SearchDef, build_state, load_all, mark_finished, new_search_id, run_id_for, save
 from elm_core.settings import Settings, get_settings
 from workers import state
 from workers.submit import BrokerUnavailable, cancel, check_writable, submit, validate
@@ -60,8 +60,9 @@ def create_search(task: str, budgets: Sequence[float], arms: Sequence[int], seed
                   settings: Settings | None = None) -> tuple[SearchDef, list[str]]:
     """Validate, save and start a search: every (budget, d_m) must be a valid run (ValueError naming
     it, nothing saved); then the definition is saved and the first seed of every allocation queued
-    through the normal submission. Returns (the definition, the run ids queued). ReadOnlyError,
-    BrokerUnavailable (the search is saved; the controller queues its runs later)."""
+    through the normal submission. Returns (the definition, the run ids of the first seeds now queued,
+    by this call or by a controller already running). ReadOnlyError, BrokerUnavailable (the search
+    is saved; the controller queues its runs later)."""
     settings = settings or get_settings()
     check_writable(settings)
     spec = dict(spec or {})
@@ -88,7 +89,12 @@ def create_search(task: str, budgets: Sequence[float], arms: Sequence[int], seed
     if not defn.signal()[1]:
         raise ValueError(f"{total} steps leave no rung at eta {eta}; train longer or lower the minimum rung")
     save(defn, settings.home)
-    return defn, Controller(settings).step(defn)["started"]
+    controller = Controller(settings)
+    controller.step(defn)
+    # A controller already running may load the saved search and queue some of these first: the
+    # second submission of a run id is refused and skipped, so each run is queued once, by either.
+    first = [run_id_for(defn.search_id, b, arm, seeds_t[0]) for b in budgets for arm in arms_t]
+    return defn, [run_id for run_id in first if controller.store.run(run_id) is not None]
 
 
 def _cancel_covers(requested: int | None, attempt: int) -> bool:

@@ -224,7 +224,7 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     for parsed, record in prepared:
         try:
             _put_then_publish(settings, store, record, parsed.model_dump(mode="json"), parsed.device)
-        except (BrokerUnavailable, OSError) as exc:
+        except (BrokerUnavailable, OSError, ValueError) as exc:
             if done:
                 raise type(exc)(f"{exc}; {len(done)} of {len(prepared)} runs were queued before it failed") \
                     from None
@@ -238,12 +238,16 @@ def _put_then_publish(settings: Settings, store, queued: RunRecord, spec_json: d
 
     In this order a store that cannot take the record (a full disk: OSError, with a one-line
     message) stops the run before any worker trains it, and no run trains without a record for the
-    reaper to watch."""
+    reaper to watch. The record is the run id's claim: when another submitter wrote the same queued
+    record first (two processes starting one run id at once), this one sends nothing (ValueError)."""
     try:
         wrote = store.put(queued)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot record run {queued.run_id} in the store at {store.path}: "
                                  f"{exc.strerror or exc}; nothing was queued") from None
+    if not wrote:
+        raise ValueError(f"run {queued.run_id!r} (attempt {queued.attempt}) was queued by another submitter at the "
+                         "same moment; nothing was sent")
     try:
         publish(settings, spec_json, queued.run_id, queued.attempt, queued.created_at, device)
     except BrokerUnavailable:

@@ -17,6 +17,21 @@ signal on [k / eta, k], predicted at the final step T, plus the median offset me
 of the group's finished runs; the warm-up part of a curve is no power law, and a curve stopped
 earlier is too short to say where it goes). `inside`: the search optimum lies in the grid's
 interval.
+
+The input must be a full grid (`check_full_grid`, a one-line ValueError otherwise): per budget,
+every allocation with the same seeds, every run done with its metric and trained the same number
+of steps. A search's own runs are not one (its sweep id starts with "search-", the runs it stopped
+are cancelled at their rung, the runs it never started are missing): replayed, the runs it let
+finish would stand for the grid and the search be compared with itself. To replay on a grid:
+
+    elmlab sweep iso --budget 1e5 --d-m-values 2,4,8,16,32,64 --seeds 0,1 --preset cpu   # names its sweep id
+    elmlab status --sweep SWEEP                    # wait until every run is done
+    elmlab export --sweep SWEEP [--sweep SWEEP2] --format parquet --out grid.parquet    # with the curves
+    elmlab sweep replay --input grid.parquet [--limit 0.4] [--workers N] [--json]
+
+One `sweep iso` per budget (`--sweep` repeats for the export); a run that failed must be retried
+(`elmlab retry RUN`) and finish before the export. The shipped demo set,
+elm_core/demo_data/demo_runs.parquet, is such a grid (three budgets, six d_m, two seeds each).
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,7 +49,9 @@ import polars as pl
 from elm_core.analysis.frame import done_runs, resolve_maximize
 from elm_core.analysis.iso import IsoFit, fit_iso, iso_budget_groups
 from elm_core.search.extrapolate import fit_curve
+from elm_core.search.live import SEARCH_ID_PREFIX
 from elm_core.search.policy import (
+    PRUNED,
     GroupState,
     Policy,
     Progress,
@@ -278,12 +296,17 @@ def replay(
     if "curve" not in df.columns:
         raise ValueError("the runs have no curve column; export them with their curves (elmlab export)")
     maximize = resolve_maximize(df, metric, maximize)
-    runs = iso_budget_groups(done_runs(df, metric, [x, "steps"]), tol).filter(pl.col("iso_budget").is_not_null())
+    for name in (x, "steps"):
+        if name not in df.columns:
+            raise ValueError(f"column {name!r} not in the runs (columns: {', '.join(df.columns)})")
+    every = iso_budget_groups(df.filter(pl.col(x).is_not_null()), tol).filter(pl.col("iso_budget").is_not_null())
     out = []
-    keys = ["task", "iso_budget"] if "task" in runs.columns else ["iso_budget"]
-    for _, group in runs.sort(keys).group_by(keys, maintain_order=True):
-        if group[x].n_unique() < 3:
+    keys = ["task", "iso_budget"] if "task" in every.columns else ["iso_budget"]
+    for _, whole in every.sort(keys).group_by(keys, maintain_order=True):
+        if whole[x].n_unique() < 3:
             continue
+        group = done_runs(whole, metric, [x, "steps"])
+        check_full_grid(whole, group, x, metric)
         pol = policy
         if limit_fraction is not None:
             grid = group["steps"].sum() if policy.limit_unit == "steps" else group["wall_time_s"].sum() / 3600.0
@@ -292,6 +315,38 @@ def replay(
     if not out:
         raise ValueError(f"no budget group with 3 or more distinct values of {x} among the done runs")
     return out
+
+
+def check_full_grid(whole: pl.DataFrame, done: pl.DataFrame, x: str = "d_m", metric: str = "test_metric") -> None:
+    """ValueError, one line, unless the budget group `whole` (all its runs) is a full grid: every run
+    done with its metric (`done`), all trained the same number of steps, every allocation with the
+    same seeds. A search's own runs are not one: the runs it stopped are cancelled at their rung."""
+    budget = f"budget {float(whole['iso_budget'][0]):,.0f}"
+    hint = "the replay needs a full grid, every allocation and seed trained to the end (an iso sweep's runs)"
+    sweeps = whole["sweep_id"].drop_nulls().unique().to_list() if "sweep_id" in whole.columns else []
+    searches = sorted(s for s in sweeps if s.startswith(SEARCH_ID_PREFIX))
+    if searches:
+        raise ValueError(f"{budget}: these are the runs of a search ({', '.join(searches)}); {hint}")
+    if done.height < whole.height:
+        missing = whole.join(done.select("run_id"), on="run_id", how="anti")
+        reasons = missing["reason"].cast(pl.String).fill_null("") if "reason" in missing.columns else pl.Series([""])
+        if reasons.str.starts_with(PRUNED).any():
+            what = "stopped by a search: pruned"
+        else:
+            status = missing["status"].fill_null("?").to_list() if "status" in missing.columns else []
+            counts = Counter(f"done without {metric}" if st == "done" else st for st in status)
+            what = ", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or f"no {metric}"
+        raise ValueError(f"{budget}: {missing.height} of {whole.height} runs did not finish ({what}); {hint}")
+    steps = done["steps"].unique().sort().to_list()
+    if len(steps) > 1:
+        raise ValueError(f"{budget}: the runs trained different numbers of steps ({', '.join(map(str, steps))}); "
+                         f"{hint}")
+    if "seed" not in done.columns:
+        return
+    seeds = {a: tuple(sorted(done.filter(pl.col(x) == a)["seed"].to_list())) for a in done[x].unique().sort()}
+    if len(set(seeds.values())) > 1:
+        arms = "; ".join(f"{x} {a:g}: seeds {', '.join(map(str, s))}" for a, s in seeds.items())
+        raise ValueError(f"{budget}: the allocations have different seeds ({arms}); {hint}")
 
 
 def _replay_group(
@@ -312,12 +367,10 @@ def _replay_group(
     group = group.sort("created_at") if "created_at" in group.columns else group
     recs = _recorded(group, x, signal)
     arms = tuple(sorted({r.arm for r in recs}))
-    seeds = tuple(sorted({r.seed for r in recs}))
-    # An arm's seeds are the ones recorded for it; the group offers the seeds every arm has.
-    common = tuple(s for s in seeds if all(any(r.arm == a and r.seed == s for r in recs) for a in arms))
+    seeds = tuple(sorted({r.seed for r in recs}))  # a full grid: every arm has them all
     sig_max = maximize and signal == "valid"
-    g = GroupState(budget, arms, common or seeds[:1], total, rungs, signal, sig_max)  # type: ignore[arg-type]
-    result, search_wall = _simulate([r for r in recs if r.seed in g.seeds], g, policy, workers)
+    g = GroupState(budget, arms, seeds, total, rungs, signal, sig_max)  # type: ignore[arg-type]
+    result, search_wall = _simulate(recs, g, policy, workers)
 
     grid_steps = float(sum(r.total_steps for r in recs))
     grid_wall = _makespan([r.wall_time_s for r in recs], workers)

@@ -28,6 +28,7 @@ from elm_core.analysis.frame import metric_name_for_task
 from elm_core.search.policy import GroupState, Policy, RunState, SearchState, Signal, choose_signal
 
 SEARCHES_DIR = "searches"
+SEARCH_ID_PREFIX = "search-"
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class SearchDef:
 
 
 def new_search_id() -> str:
-    return f"search-{uuid.uuid4().hex[:8]}"
+    return f"{SEARCH_ID_PREFIX}{uuid.uuid4().hex[:8]}"
 
 
 def run_id_for(search_id: str, budget: float, arm: float, seed: int) -> str:
@@ -111,7 +112,7 @@ def load(search_id: str, home: Path) -> SearchDef:
 def load_all(home: Path) -> list[SearchDef]:
     """Every search under `home`, oldest first; an unreadable file is skipped."""
     out = []
-    for path in sorted(searches_path(home).glob("search-*.json")):
+    for path in sorted(searches_path(home).glob(f"{SEARCH_ID_PREFIX}*.json")):
         try:
             out.append(SearchDef.from_json(path.read_text()))
         except (ValueError, TypeError, KeyError):

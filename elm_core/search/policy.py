@@ -31,12 +31,21 @@ the iso fit needs a bracket), and (d) at least three arms have reached the rung 
 arms stay unstopped. A stopped arm's runs are cancelled with the reason "pruned at step k: ..." and
 it gets no further seeds.
 
-Seeds: every arm starts with its first seed, whatever the limit (the grid's cover). An arm gets its
-next seed when all its runs are done or past the top rung and it ranks in the best ceil(n / eta)
-there, best first, up to `max_seeds`, while the compute limit allows: the steps (or CPU-hours) spent
-plus what the active runs still need, counting each as running to the end, plus the new run must fit
-under the limit. Without a limit every promoted arm gets all its seeds. The limit is per budget
-group; budget groups are independent.
+Seeds: every arm starts with its first seed, whatever the limit (the grid's cover). Further seeds
+go to the contenders near the optimum (`promoted`), judged at the top rung:
+  - none before at least three arms have reached the top rung (or finished): a ranking of one or
+    two arms says nothing, and with one worker the first arm to finish would always be "the best";
+  - the contenders are the arms there that are not stopped; ceil(m / eta) of the m contenders get
+    seeds: a grid padded with hopeless arms earns its best ones no extra seeds;
+  - an arm that already has a later seed keeps its place (the places do not churn as the ranking
+    moves: each arm that gets a seed costs a full run), the free places go to the best others;
+  - an arm whose interval at the top rung does not overlap the best arm's gets no seed: it is
+    not a contender for the optimum.
+An arm so chosen gets its next seed when all its runs are done or past the top rung, best first, up
+to `max_seeds`, while the compute limit allows: the steps (or CPU-hours) spent plus what the active
+runs still need, counting each as running to the end, plus the new run must fit under the limit.
+Without a limit every chosen arm gets all its seeds. The limit is per budget group; budget groups
+are independent.
 
 Contract for a controller. Rebuild a `SearchState` from the store at any time: per run its arm,
 seed, status, step and signal curve; a cancelled run whose reason starts with "pruned at step"
@@ -300,6 +309,12 @@ def _bracket(arms: Sequence[float], best: float) -> set[float]:
     return set(arms[lo : lo + 3])
 
 
+def _overlaps(value: tuple[float, float], best: tuple[float, float], z: float) -> bool:
+    """Whether the interval v +- z se reaches the best arm's (loss orientation); an unknown one does."""
+    (v, se), (vb, seb) = value, best
+    return not (np.isfinite(se) and np.isfinite(seb)) or v - z * se <= vb + z * seb
+
+
 def judge(
     group: GroupState, arm: float, rung: int, values: Mapping[float, tuple[float, float]], policy: Policy
 ) -> str | None:
@@ -312,11 +327,9 @@ def judge(
     best = order[0]
     if rank < keep or (policy.protect_bracket and arm in _bracket(group.arms, best)):
         return None
+    if _overlaps(values[arm], values[best], policy.z):
+        return None
     (v, se), (vb, seb) = values[arm], values[best]
-    if not (np.isfinite(se) and np.isfinite(seb)):
-        return None
-    if v - policy.z * se <= vb + policy.z * seb:
-        return None
     sign = -1.0 if group.maximize else 1.0
     return (
         f"rank {rank + 1} of {len(order)} at rung {rung} ({group.signal} {sign * v:.4g} +- {policy.z * se:.2g}, "
@@ -358,6 +371,24 @@ def _stops(g: GroupState, policy: Policy, values: RungValues) -> list[Stop]:
     ]
 
 
+def promoted(
+    group: GroupState, top_values: Mapping[float, tuple[float, float]], out: set[float], policy: Policy
+) -> list[float]:
+    """The arms that may get their next seed, best first (module docstring): none before MIN_ARMS
+    arms have reached the top rung; then ceil(m / eta) places among the m contenders there (the
+    arms not in `out`, the stopped ones), taken first by the arms already seeded, then by the best
+    of the others; an arm whose interval does not overlap the best arm's gets no seed."""
+    if len(top_values) < MIN_ARMS:
+        return []
+    order = sorted(top_values, key=lambda a: top_values[a][0])
+    contenders = [a for a in order if a not in out]
+    seeded = {r.arm for r in group.runs if r.seed != group.seeds[0]}
+    near = [a for a in contenders if _overlaps(top_values[a], top_values[order[0]], policy.z)]
+    places = math.ceil(len(contenders) / policy.eta)
+    fresh = [a for a in near if a not in seeded][: max(0, places - len(seeded & set(contenders)))]
+    return [a for a in near if a in seeded or a in fresh]
+
+
 def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]) -> list[Start]:
     """The first seed of every arm without a run; the next seed of the promoted arms, best first,
     while the compute limit allows."""
@@ -373,13 +404,10 @@ def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]
     per_run = float(g.total_steps) if unit == "steps" else g.total_steps * rate / 3600.0
     max_seeds = min(policy.max_seeds or len(g.seeds), len(g.seeds))
     top = g.rungs[-1] if g.rungs else g.total_steps
-    top_values = values.get(top) or arm_values(g, top, policy.eta)
-    order = sorted(top_values, key=lambda a: top_values[a][0])
-    for arm in order[: math.ceil(len(order) / policy.eta)]:
+    for arm in promoted(g, values.get(top) or arm_values(g, top, policy.eta), out, policy):
         runs = [r for r in g.runs if r.arm == arm]
         if (
-            arm in out
-            or len(runs) >= max_seeds
+            len(runs) >= max_seeds
             or any(r.status in ACTIVE and r.step < top for r in runs)
             or all(r.status == "failed" for r in runs)
         ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -169,6 +170,38 @@ def test_a_rung_decision_does_not_wait_for_slower_arms():
     assert "a32s0" not in stopped
 
 
+def test_no_seed_is_promoted_before_three_arms_reached_the_top_rung():
+    done = [_run(d, 0, TOTAL, planted_final(d), status="done") for d in (8, 16)]
+    early = [_run(d, 0, 100, planted_final(d)) for d in (2, 4)]  # below the top rung (132)
+    arms = (2, 4, 8, 16)
+    state = SearchState((_group(done + early, arms=arms),))
+    assert not [a for a in decide(state) if isinstance(a, Start)]  # two arms at the top rank nothing
+    third = replace(early[1], step=140, curve=_run(4, 0, 140, planted_final(4)).curve)
+    starts = [a for a in decide(SearchState((_group([*done, early[0], third], arms=arms),))) if isinstance(a, Start)]
+    assert starts == [Start(50_000.0, 8.0, 1)]  # the best of the three that reached it
+
+
+def test_seeds_go_to_a_third_of_the_contenders_whose_interval_overlaps_the_best():
+    stopped = [replace(_run(d, 0, 132, planted_final(d) + 1.0), status="cancelled", reason=f"{PRUNED} 132: rank 6")
+               for d in (2, 32, 64)]
+    runs = [*stopped, *[_run(d, 0, TOTAL, planted_final(d), status="done") for d in (4, 8, 16)]]
+    # Six arms reached the top rung but three were stopped: one place among the three contenders.
+    assert [a for a in decide(SearchState((_group(runs),))) if isinstance(a, Start)] == [Start(50_000.0, 8.0, 1)]
+    level = {4: 2.0, 8: 2.004, 16: 2.5}
+    close = [_run(d, 0, TOTAL, level[d], status="done", noise=0.01) for d in level]
+    starts = [a for a in decide(SearchState((_group(close, arms=(4, 8, 16)),), Policy(eta=2))) if isinstance(a, Start)]
+    # eta 2 leaves two places, but d_m 16 is clearly behind the best: only the two close ones get a seed.
+    assert starts == [Start(50_000.0, 4.0, 1), Start(50_000.0, 8.0, 1)]
+
+
+def test_an_arm_that_got_a_seed_keeps_its_place_as_the_ranking_moves():
+    runs = [_run(d, 0, TOTAL, planted_final(d), status="done") for d in (4, 8, 16)]
+    # d_m 4 was the best when it got its second seed; that seed ended worse and d_m 8 leads now.
+    runs.append(_run(4, 1, TOTAL, planted_final(4) + 0.2, status="done"))
+    state = SearchState((_group(runs, arms=(4, 8, 16), seeds=(0, 1, 2)),), Policy(max_seeds=2))
+    assert not [a for a in decide(state) if isinstance(a, Start)]  # one place, taken: no new arm seeded
+
+
 def test_events_are_folded_in_and_a_finished_run_stays_finished():
     runs = [_run(d, 0, 132, planted_final(d)) for d in ARMS]
     state = SearchState((_group(runs),))
@@ -191,8 +224,6 @@ def test_the_compute_limit_bounds_new_seeds_but_every_arm_starts():
 
 
 def test_a_limit_in_cpu_hours_counts_the_recorded_wall_time():
-    from dataclasses import replace
-
     runs = [replace(_run(d, 0, TOTAL, planted_final(d), status="done"), wall_time_s=360.0) for d in ARMS]
     group = _group(runs)  # 0.6 CPU-hours spent; another run costs 400 steps x 0.9 s = 0.1 h
     starts = [
@@ -243,13 +274,15 @@ def _nearest_arm(x: float) -> float:
 
 
 def check_search_finds_the_planted_optimum(df: pl.DataFrame) -> None:
-    """The search must finish the planted optimum's arm, land inside the grid's interval and save compute."""
+    """The search must finish the planted optimum's arm, land inside the grid's interval and, with
+    no compute limit, spend under half the grid: two arms stopped at the rung, the four others
+    finished, one of them (the best) seeded again is 0.47 of the grid."""
     (g,) = replay(df, Policy(), n_boot=100)
     finished_arms = {float(r.split("-")[1]) for r in g.finished}
     assert OPTIMUM in finished_arms, f"the optimum's arm was stopped: {g.stopped}"
     assert g.inside, (g.search_optimum, g.grid_ci)
     assert _nearest_arm(g.search_optimum) == OPTIMUM
-    assert g.compute_fraction < 0.8
+    assert g.compute_fraction < 0.5, f"compute {g.compute_fraction:.3f} of the grid; finished {g.finished}"
 
 
 def test_the_replay_finds_the_planted_optimum_for_less_compute():
@@ -270,6 +303,16 @@ def test_a_policy_that_stops_the_best_arm_fails_the_check(monkeypatch):
 
     monkeypatch.setattr(policy_module, "judge", prune_the_best)
     with pytest.raises(AssertionError, match="the optimum's arm was stopped"):
+        check_search_finds_the_planted_optimum(planted_runs())
+
+
+def test_a_policy_that_seeds_every_early_leader_fails_the_check(monkeypatch):
+    def eager(group, top_values, out, policy):  # the best third of whoever reached the rung, from the first
+        order = sorted(top_values, key=lambda a: top_values[a][0])
+        return [a for a in order[: -(-len(order) // policy.eta)] if a not in out]
+
+    monkeypatch.setattr(policy_module, "promoted", eager)
+    with pytest.raises(AssertionError, match=r"compute 0\.\d+ of the grid"):
         check_search_finds_the_planted_optimum(planted_runs())
 
 
@@ -307,3 +350,53 @@ def test_the_cli_says_in_one_line_when_the_runs_have_no_curves(tmp_path, capsys)
     assert main(["sweep", "replay", "--input", str(path)]) == 2
     err = capsys.readouterr().err
     assert "no curve column" in err and "Traceback" not in err
+
+
+def search_export(sweep_id: str | None = "search-1a2b3c4d") -> pl.DataFrame:
+    """What `elmlab export --sweep SEARCH` gives for a search over the planted grid: the runs it let
+    finish, the runs it stopped (cancelled at their rung), none of the runs it never started."""
+    grid = planted_runs()
+    (g,) = replay(grid, Policy(), n_boot=20)
+    assert g.stopped and len(g.finished) + len(g.stopped) < grid.height  # a search, not the grid
+    stopped = grid.filter(pl.col("run_id").is_in(list(g.stopped))).with_columns(
+        status=pl.lit("cancelled"), steps=pl.lit(g.rungs[-1], pl.Int64), test_metric=pl.lit(None, pl.Float64),
+        reason=pl.col("run_id").replace_strict(g.stopped, return_dtype=pl.String),
+    )
+    done = grid.filter(pl.col("run_id").is_in(list(g.finished))).with_columns(reason=pl.lit(None, pl.String))
+    out = pl.concat([done, stopped])
+    return out.with_columns(sweep_id=pl.lit(sweep_id)) if sweep_id else out
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("search", "these are the runs of a search (search-1a2b3c4d)"),
+        ("pruned", "2 of 7 runs did not finish (stopped by a search: pruned)"),
+        ("done only", "the allocations have different seeds (d_m 2: seeds 0; d_m 4: seeds 0; d_m 8: seeds 0, 1;"),
+        ("failed", "1 of 12 runs did not finish (1 failed)"),
+        ("short", "the runs trained different numbers of steps (200, 400)"),
+    ],
+)
+def test_the_cli_refuses_what_is_not_a_full_grid_in_one_line(tmp_path, capsys, case, expected):
+    from elmlab.cli import main
+
+    if case == "search":
+        df = search_export()
+    elif case == "pruned":
+        df = search_export(sweep_id=None)
+    elif case == "done only":
+        df = search_export(sweep_id=None).filter(pl.col("status") == "done")
+    else:
+        first = pl.col("run_id") == "r50000-4-0"
+        df = planted_runs().with_columns(
+            status=pl.when(first).then(pl.lit("failed")).otherwise("status") if case == "failed" else pl.col("status"),
+            steps=pl.when(first).then(200).otherwise("steps") if case == "short" else pl.col("steps"),
+        )
+    path = tmp_path / "runs.parquet"
+    df.write_parquet(path)
+    assert main(["sweep", "replay", "--input", str(path), "--n-boot", "20"]) == 2
+    captured = capsys.readouterr()
+    line = captured.err.splitlines()[0]  # the error, then the command's usage
+    assert line.startswith("elmlab sweep: error: budget 50,000: ") and expected in line
+    assert "full grid, every allocation and seed trained to the end" in line
+    assert "Traceback" not in captured.err and not captured.out

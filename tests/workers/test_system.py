@@ -259,6 +259,58 @@ def _search_killing_controller(lab: Lab) -> None:
 
 
 @pytest.mark.timeout(900)
+def test_a_three_budget_search_created_while_the_controller_runs_embedded(lab: Lab):
+    """`sweep search` at three budgets while a controller already ticks: both decide on the new
+    search, so both start the first seeds; each run is sent, received and recorded once, and the
+    user sees no error."""
+    import contextlib
+    import io
+    import re
+    from collections import Counter
+
+    from elm_core.search.live import load
+    from elmlab.cli import main
+
+    lab.recorder()
+    lab.worker()
+    lab.worker()
+    lab.wait_ready(3, timeout=120)
+    lab.start("controller", "--interval", "0.2")
+    lab.wait_log("controller: watching")
+    args = ["sweep", "search", "--budget", "20000", "--budget", "30000", "--budget", "40000", "--d-m-values", "2,3,4",
+            "--seeds", "0,1", "--steps", "45", "--batch-size", "2", "--seq-len", "10", "--d-tree", "3", "--d-brch", "3",
+            "--eval-chars", "100", "--test-chars", "100"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(args) == 0
+    assert "queued 9 runs" in err.getvalue() and "error" not in err.getvalue(), err.getvalue()
+    sid = out.getvalue().strip().splitlines()[-1]
+    try:
+        wait_for(lambda: load(sid, lab.home).finished_at is not None, 600, f"search {sid} to finish", every=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{lab.store.runs(sweep_id=sid).select('run_id', 'status', 'attempt')}\n"
+                             f"{lab.logs()}") from None
+    runs = lab.store.runs(sweep_id=sid)
+    assert set(runs["status"].to_list()) == {"done"}, runs
+    assert runs.height == runs.select("budget", "d_m", "seed").unique().height  # no (budget, arm, seed) twice
+    for budget in (20000, 30000, 40000):
+        mine = runs.filter(pl.col("budget") == budget)
+        assert sorted(mine.filter(pl.col("seed") == 0)["d_m"].to_list()) == [2, 3, 4]
+        assert mine.filter(pl.col("seed") == 1).height == 1  # the best of three contenders: one more seed
+    logs = "".join(p.read_text(errors="replace") for p in (lab.home / "test-logs").glob("*.log"))
+    # On a loaded machine a heartbeat can lag past the reap limit: the reaper then queues the run
+    # again as the next attempt, one more message, and the older attempt records nothing.
+    requeued = Counter(re.findall(r"run (\S+): re-queued", logs))
+    for run_id in runs["run_id"].to_list():
+        history = lab.store.history(run_id)
+        assert history["status"].to_list().count("done") == 1, history
+        assert history["attempt"].max() == requeued[run_id], history
+    received = Counter(re.findall(r"Task workers\.tasks\.train_run\[([^\]]+)\] received", logs))
+    assert received == {run_id: 1 + requeued[run_id] for run_id in runs["run_id"].to_list()}  # one per attempt
+    assert "step failed" not in logs and "Traceback" not in logs
+
+
+@pytest.mark.timeout(900)
 def test_search_survives_controller_sigkill_embedded(lab: Lab):
     _search_killing_controller(lab)
 
