@@ -47,6 +47,13 @@ runs still need, counting each as running to the end, plus the new run must fit 
 Without a limit every chosen arm gets all its seeds. The limit is per budget group; budget groups
 are independent.
 
+Reopening (`reopened`): a rung ranks arms by how fast they start, and a slow starter can end better
+than the arm that led at the rung. When the race is over (no arm that is still in it has an active
+run) and the best finished arm has a neighbour on the allocation axis that was stopped and has no
+finished run, that neighbour gets its next seed, trained to the end and never judged again: the
+iso fit needs finished runs on both sides of its optimum. Reopening comes before seed promotion
+and counts against the compute limit like any new run.
+
 Contract for a controller. Rebuild a `SearchState` from the store at any time: per run its arm,
 seed, status, step and signal curve; a cancelled run whose reason starts with "pruned at step"
 counts as stopped. Call `decide(state, events)`: it folds the progress events into the state
@@ -356,10 +363,11 @@ RungValues = dict[int, dict[float, tuple[float, float]]]  # rung -> arm -> (valu
 
 def _stops(g: GroupState, policy: Policy, values: RungValues) -> list[Stop]:
     """Stop every active run of an arm that `judge` stops now or that was stopped before."""
-    pruned = {r.arm for r in g.runs if r.pruned}
+    again = _reopened_arms(g)
+    pruned = {r.arm for r in g.runs if r.pruned} - again
     why: dict[float, str] = {}
     alive = len(set(g.arms) - pruned)
-    for arm in sorted({r.arm for r in g.runs if r.status == "running"} - pruned):
+    for arm in sorted({r.arm for r in g.runs if r.status == "running"} - pruned - again):
         rung = _rung_of(g, max(r.step for r in g.runs if r.arm == arm))
         reason = judge(g, arm, rung, values[rung], policy) if rung is not None else None
         if reason and alive - len(why) > MIN_ARMS:
@@ -369,6 +377,35 @@ def _stops(g: GroupState, policy: Policy, values: RungValues) -> list[Stop]:
         for r in g.runs
         if r.status in ACTIVE and (r.arm in pruned or r.arm in why)
     ]
+
+
+def _reopened_arms(g: GroupState) -> set[float]:
+    """Arms stopped once and started again (a run with a later seed than a pruned one): never judged again."""
+    first_pruned = {}
+    for r in g.runs:
+        if r.pruned:
+            first_pruned[r.arm] = min(first_pruned.get(r.arm, r.seed), r.seed)
+    return {r.arm for r in g.runs if r.arm in first_pruned and not r.pruned and r.seed > first_pruned[r.arm]}
+
+
+def reopened(group: GroupState, out: set[float]) -> list[float]:
+    """The stopped arms to train once more to the end (module docstring): the neighbours of the best
+    finished arm that are in `out` and have no finished or active run, once no arm outside `out` has an
+    active run; none before MIN_ARMS arms have finished."""
+    if any(r.status in ACTIVE for r in group.runs if r.arm not in out):
+        return []
+    finals: dict[float, list[float]] = {}
+    for r in group.runs:
+        if r.status == "done" and r.curve:
+            finals.setdefault(r.arm, []).append(r.curve[-1][1])
+    if len(finals) < MIN_ARMS:
+        return []
+    sign = -1.0 if group.maximize else 1.0
+    best = min(finals, key=lambda a: sign * float(np.mean(finals[a])))
+    i = group.arms.index(best)
+    sides = group.arms[max(i - 1, 0) : i] + group.arms[i + 1 : i + 2]
+    busy = {r.arm for r in group.runs if r.status in ACTIVE}
+    return [a for a in sides if a in out and a not in finals and a not in busy]
 
 
 def promoted(
@@ -390,8 +427,8 @@ def promoted(
 
 
 def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]) -> list[Start]:
-    """The first seed of every arm without a run; the next seed of the promoted arms, best first,
-    while the compute limit allows."""
+    """The first seed of every arm without a run; the next seed of the reopened arms, then of the
+    promoted ones, best first, while the compute limit allows."""
     actions = [Start(g.budget, arm, g.seeds[0]) for arm in g.arms if arm not in {r.arm for r in g.runs}]
     stopping = {s.run_id for s in stops}
     out = {r.arm for r in g.runs if r.pruned or r.run_id in stopping}
@@ -404,7 +441,8 @@ def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]
     per_run = float(g.total_steps) if unit == "steps" else g.total_steps * rate / 3600.0
     max_seeds = min(policy.max_seeds or len(g.seeds), len(g.seeds))
     top = g.rungs[-1] if g.rungs else g.total_steps
-    for arm in promoted(g, values.get(top) or arm_values(g, top, policy.eta), out, policy):
+    again = reopened(g, out)
+    for arm in [*again, *promoted(g, values.get(top) or arm_values(g, top, policy.eta), out, policy)]:
         runs = [r for r in g.runs if r.arm == arm]
         if (
             len(runs) >= max_seeds

@@ -202,6 +202,41 @@ def test_an_arm_that_got_a_seed_keeps_its_place_as_the_ranking_moves():
     assert not [a for a in decide(state) if isinstance(a, Start)]  # one place, taken: no new arm seeded
 
 
+def _pruned(arm: float, final: float) -> RunState:
+    return replace(_run(arm, 0, 132, final), status="cancelled", reason=f"{PRUNED} 132: rank 6 of 6")
+
+
+def test_a_stopped_neighbour_of_the_finished_best_is_trained_again_to_the_end():
+    # d_m 16 started slowly and was stopped at the rung; d_m 8 ended best of the finished arms.
+    runs = [*[_run(d, 0, TOTAL, planted_final(d), status="done") for d in (2, 4, 8)],
+            *[_pruned(d, planted_final(d) + 0.5) for d in (16, 32, 64)]]
+    state = SearchState((_group(runs),), Policy(max_seeds=2))
+    starts = [a for a in decide(state) if isinstance(a, Start)]
+    assert starts[0] == Start(50_000.0, 16.0, 1)  # reopened before any seed promotion
+    state = apply_actions(state, starts)
+    # The reopened run looks as bad at the rung as the first one did: it is not judged again.
+    again = next(r for r in state.groups[0].runs if r.arm == 16.0 and r.seed == 1)
+    slow = replace(again, status="running", step=200, curve=_run(16, 1, 200, planted_final(16) + 0.5).curve)
+    rebuilt = SearchState((replace(state.groups[0], runs=tuple(slow if r is again else r
+                                                                for r in state.groups[0].runs)),), state.policy)
+    actions = decide(rebuilt)
+    assert not [a for a in actions if isinstance(a, Stop)]
+    assert not [a for a in actions if isinstance(a, Start) and a.arm == 16.0]  # started once
+
+
+def test_nothing_is_reopened_while_the_race_runs_or_beyond_the_limit():
+    done = [_run(d, 0, TOTAL, planted_final(d), status="done") for d in (2, 4)]
+    runs = [*done, _run(8, 0, 300, planted_final(8)), *[_pruned(d, planted_final(d) + 0.5) for d in (16, 32, 64)]]
+    assert not [a for a in decide(SearchState((_group(runs),))) if isinstance(a, Start) and a.arm == 16.0]
+    finished = [*done, _run(8, 0, TOTAL, planted_final(8), status="done"),
+                *[_pruned(d, planted_final(d) + 0.5) for d in (16, 32, 64)]]
+    spent = 3 * TOTAL + 3 * 132
+    assert not [a for a in decide(SearchState((_group(finished),), Policy(compute_limit=spent + TOTAL - 1)))
+                if isinstance(a, Start)]
+    assert not [a for a in decide(SearchState((_group(finished),), Policy(max_seeds=1)))
+                if isinstance(a, Start)]
+
+
 def test_events_are_folded_in_and_a_finished_run_stays_finished():
     runs = [_run(d, 0, 132, planted_final(d)) for d in ARMS]
     state = SearchState((_group(runs),))
@@ -279,7 +314,8 @@ def check_search_finds_the_planted_optimum(df: pl.DataFrame) -> None:
     finished, one of them (the best) seeded again is 0.47 of the grid."""
     (g,) = replay(df, Policy(), n_boot=100)
     finished_arms = {float(r.split("-")[1]) for r in g.finished}
-    assert OPTIMUM in finished_arms, f"the optimum's arm was stopped: {g.stopped}"
+    stopped_arms = {float(r.split("-")[1]) for r in g.stopped}
+    assert OPTIMUM in finished_arms and OPTIMUM not in stopped_arms, f"the optimum's arm was stopped: {g.stopped}"
     assert g.inside, (g.search_optimum, g.grid_ci)
     assert _nearest_arm(g.search_optimum) == OPTIMUM
     assert g.compute_fraction < 0.5, f"compute {g.compute_fraction:.3f} of the grid; finished {g.finished}"
