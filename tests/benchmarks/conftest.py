@@ -13,7 +13,8 @@ def tiny_configs(monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks import training
 
     for name in ("small", "paper"):
-        monkeypatch.setitem(training.CONFIGS, name, training.BenchConfig(name, training._cfg(16, 4, 4, 4),
-                                                                         batch=2, seq_len=10))
+        monkeypatch.setitem(
+            training.CONFIGS, name, training.BenchConfig(name, training._cfg(16, 4, 4, 4), batch=2, seq_len=10)
+        )
     sgemm_flops = training.sgemm_flops
     monkeypatch.setattr(training, "sgemm_flops", lambda device: sgemm_flops(device, n=256))
