@@ -17,7 +17,7 @@ D_M = (1, 2, 4, 8, 16, 32)
 
 def synthetic_runs(store: Store, budgets=BUDGETS, d_m_values=D_M, seeds=(0, 1), task: str = "text") -> list[str]:
     """Done runs with a U-shaped test BPC at each budget (a planted surface plus noise), and one
-    running, one queued and one failed run."""
+    running, one queued and one failed run (written without fsyncs: nothing here tests durability)."""
     rng = np.random.default_rng(0)
     ids = []
     for budget in budgets:
@@ -38,14 +38,15 @@ def synthetic_runs(store: Store, budgets=BUDGETS, d_m_values=D_M, seeds=(0, 1), 
                     wall_time_s=20.0, device="cpu", host="test", config={**cfg.to_dict(), "seed": seed},
                     spec={"task": task, "preset": "small", "budget": budget, "d_m": d_m, "seed": seed},
                     curve=curve, created_at=1.7e9 + len(ids), updated_at=1.7e9 + len(ids),
-                ))
+                ), sync=False)
                 ids.append(run_id)
     cfg = allocate(60_000, n_in=83, n_out=83, d_m=8, d_tree=16, d_brch=8)
     base = dict(task=task, n_in=83, n_out=83, n_neurons=cfg.n_neurons, d_m=8, l_mlp=1, d_mlp=16, d_tree=16, d_brch=8,
                 k_e=cfg.k_e, k_c=cfg.k_c, params=count_params(cfg), budget=60_000, created_at=1.8e9)
-    store.put(RunRecord(run_id="live-running", status="running", **base))
-    store.put(RunRecord(run_id="live-queued", status="queued", **base))
-    store.put(RunRecord(run_id="live-failed", status="failed", reason="diverged: loss is nan at step 3", **base))
+    store.put(RunRecord(run_id="live-running", status="running", **base), sync=False)
+    store.put(RunRecord(run_id="live-queued", status="queued", **base), sync=False)
+    store.put(RunRecord(run_id="live-failed", status="failed", reason="diverged: loss is nan at step 3", **base),
+              sync=False)
     return ids
 
 

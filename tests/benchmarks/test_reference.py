@@ -41,7 +41,7 @@ def _bench(folder: Path, *extra: str) -> list[str]:
             "--reference-python", sys.executable, *extra]
 
 
-def test_reference_runs_after_each_round_and_ratios_pair_the_rounds(tmp_path, capsys):
+def test_reference_runs_after_each_round_and_ratios_pair_the_rounds(tmp_path, capsys, tiny_configs):
     folder = _harness(tmp_path / "ref")
     assert main([*_bench(folder, "--repeats", "2", "--threads", "1", "--json")]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -58,7 +58,7 @@ def test_reference_runs_after_each_round_and_ratios_pair_the_rounds(tmp_path, ca
     assert set(ref["ratios"]) == {"small"} and set(out["configs"]) == {"small", "paper"}
 
 
-def test_table_prints_the_reference_and_the_ratios(tmp_path, capsys):
+def test_table_prints_the_reference_and_the_ratios(tmp_path, capsys, tiny_configs):
     assert main(_bench(_harness(tmp_path / "ref"), "--repeats", "1")) == 0
     lines = capsys.readouterr().out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("reference harness"))
@@ -71,7 +71,7 @@ def test_table_prints_the_reference_and_the_ratios(tmp_path, capsys):
     ("sys.exit('no module named jax')", "exited with status 1: no module named jax"),
     ("print('not json'); sys.exit(0)", "printed no JSON"),
 ])
-def test_a_broken_harness_is_one_line(tmp_path, capsys, fail, says):
+def test_a_broken_harness_is_one_line(tmp_path, capsys, tiny_configs, fail, says):
     folder = tmp_path / "ref"
     if fail is None:
         folder.mkdir()

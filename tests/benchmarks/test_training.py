@@ -58,7 +58,7 @@ def test_bench_runs_on_cuda(capsys):
     assert KEYS <= set(out["configs"]["small"])
 
 
-def test_module_prints_the_table(capsys):
+def test_module_prints_the_table(capsys, tiny_configs):
     from benchmarks.training import main as module_main
 
     assert module_main(["--configs", "small", "--steps", "1", "--warmup", "0", "--repeats", "2"]) == 0
@@ -73,7 +73,7 @@ def test_module_prints_the_table(capsys):
     assert lines[-1].startswith("x ref:")
 
 
-def test_repeats_report_the_spread(capsys):
+def test_repeats_report_the_spread(capsys, tiny_configs):
     assert main(["bench", "--json", "--configs", "small", "--steps", "1", "--warmup", "0", "--repeats", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["repeats"] == 3 and len(out["rounds"]) == 3

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 import torch
 
 from elmlab.cli import main
+from elmlab.commands import gpu
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -17,6 +19,7 @@ def test_without_cuda_it_prints_why_and_succeeds(capsys):
     assert out["cuda"] is False and "no CUDA device" in out["skipped"]
 
 
+@pytest.mark.slow  # a process per part (a pytest run, a bench, three runs, a kill and two resumes): about a minute
 def test_every_part_of_the_check_runs_and_passes(capsys):
     """The same parts on the CPU: CUDA tests (skipped here), bench, a run per precision, kill and resume."""
     assert main(["gpu-check", "--json", "--device", "cpu", "--tiny", "--train-s", "2"]) == 0
@@ -28,6 +31,15 @@ def test_every_part_of_the_check_runs_and_passes(capsys):
     resume = out["parts"]["resume"]
     assert resume["killed"] and resume["resumed"]["attempt"] == 1
     assert resume["resumed"]["test_metric"] == resume["whole"]["test_metric"]
+
+
+def test_the_train_part_runs_in_each_precision():
+    """The check's per-precision child, in this process (the whole check, above, runs it as a process)."""
+    for precision in gpu.PRECISIONS:
+        args = argparse.Namespace(part="train", precision=precision, device="cpu", tiny=True, train_s=0.2)
+        out = gpu._run_part(args)
+        assert out["ok"] is True and out["status"] == "cancelled" and out["steps"] > 0, (precision, out)
+        assert out["tokens_per_s"] > 0, (precision, out)
 
 
 def test_a_bad_duration_is_a_usage_error(capsys):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from elm_core.runtime import DEVICE_LOST_EXIT
 from tests.workers.conftest import ROOT, Lab, tiny, wait_for
 from workers import submit as client
@@ -57,6 +59,7 @@ def test_a_fatal_device_error_fails_the_run_and_the_pool_process_exits(lab: Lab)
     assert lab.store.history(bad)["status"].to_list()[-1] == "failed"  # acknowledged, not run again
 
 
+@pytest.mark.slow  # the same exit as the pool process's, above; here the worker process itself exits
 def test_a_solo_worker_exits_non_zero_after_a_fatal_device_error(lab: Lab):
     lab.recorder()
     worker = _worker(lab, "--pool", "solo")
