@@ -48,11 +48,11 @@ Without a limit every chosen arm gets all its seeds. The limit is per budget gro
 are independent.
 
 Reopening (`reopened`): a rung ranks arms by how fast they start, and a slow starter can end better
-than the arm that led at the rung. When the race is over (no arm that is still in it has an active
-run) and the best finished arm has a neighbour on the allocation axis that was stopped and has no
-finished run, that neighbour gets its next seed, trained to the end and never judged again: the
-iso fit needs finished runs on both sides of its optimum. Reopening comes before seed promotion
-and counts against the compute limit like any new run.
+than the arm that led at the rung. When the race is over (every arm still in it that has an active
+run has finished one) and the best finished arm has a neighbour on the allocation axis that was
+stopped and has no finished run, that neighbour gets its next seed, trained to the end and never
+judged again: the iso fit needs finished runs on both sides of its optimum. Reopening comes before
+seed promotion and counts against the compute limit like any new run.
 
 Contract for a controller. Rebuild a `SearchState` from the store at any time: per run its arm,
 seed, status, step and signal curve; a cancelled run whose reason starts with "pruned at step"
@@ -390,15 +390,15 @@ def _reopened_arms(g: GroupState) -> set[float]:
 
 def reopened(group: GroupState, out: set[float]) -> list[float]:
     """The stopped arms to train once more to the end (module docstring): the neighbours of the best
-    finished arm that are in `out` and have no finished or active run, once no arm outside `out` has an
-    active run; none before MIN_ARMS arms have finished."""
-    if any(r.status in ACTIVE for r in group.runs if r.arm not in out):
-        return []
+    finished arm that are in `out` and have no finished or active run, once every arm outside `out`
+    that has an active run has also finished one (the race is over; later seeds do not hold it up);
+    none before MIN_ARMS arms have finished."""
     finals: dict[float, list[float]] = {}
     for r in group.runs:
         if r.status == "done" and r.curve:
             finals.setdefault(r.arm, []).append(r.curve[-1][1])
-    if len(finals) < MIN_ARMS:
+    racing = {r.arm for r in group.runs if r.status in ACTIVE and r.arm not in out and r.arm not in finals}
+    if racing or len(finals) < MIN_ARMS:
         return []
     sign = -1.0 if group.maximize else 1.0
     best = min(finals, key=lambda a: sign * float(np.mean(finals[a])))
