@@ -14,6 +14,7 @@ from app import data, figures, fits, frames
 from elm_core.records import RunRecord
 from elm_core.store import Store
 from elmlab.cli import main
+from tests.app.conftest import synthetic_runs
 from tests.app.test_pages import APP, keys, open_page
 
 
@@ -120,3 +121,14 @@ def test_status_names_the_metric_it_shows(filled_store: Store, capsys):
     assert main(["status", "--all"]) == 0
     line = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("stopped"))
     assert "train bpc 2.5000" in line
+
+
+def test_an_optimum_not_bracketed_says_which_way_to_extend(store: Store):
+    synthetic_runs(store, budgets=(60_000,), d_m_values=(1, 2, 4))  # the optimum lies beyond d_m = 4
+    at = open_page("explore", {"x": "d_m"})
+    said = " ".join(m.value for m in at.markdown)
+    assert "not bracketed; extend the sweep to larger d_m" in said
+    table = next(d.value for d in at.dataframe if "extend_toward" in d.value.columns)
+    assert table["extend_toward"].to_list() == ["larger"]
+    hover = [t["hovertemplate"] for t in charts_spec(at)["data"] if (t.get("name") or "").startswith("optimum")]
+    assert hover and "extend the sweep to larger d_m" in hover[0]
