@@ -85,7 +85,8 @@ else:
         ui.open_runs(picked, f"Open the {len(picked)} selected run(s)")
     else:
         st.caption("Click a point to open its runs, or pick the box or lasso tool in the chart's toolbar and "
-                   "drag around several (a plain drag zooms; double-click zooms back out). Error bars: standard "
+                   "drag around several (a plain drag pans: a selecting drag would stop a click from opening a "
+                   "point; double-click clears the selection and resets the axes). Error bars: standard "
                    "deviation over seeds. Hollow markers: runs still improving when training ended (not "
                    "converged). Faded crosses: runs a search pruned (not fitted). Fitted curves and their bands "
                    "are drawn only across the allocations that were run (clipped to the data's range). Hover for "
