@@ -34,10 +34,11 @@ def overflow(locator) -> int:
 def test_tables_and_labels_fit_and_the_chart_selects(demo_up: str, page):
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=60_000)
+    expect.set_options(timeout=120_000)  # a loaded machine reruns slowly; a wait is not a failure
+    page.set_default_timeout(120_000)
     assert page.viewport_size["width"] == 1400
-    page.goto(f"{demo_up}/scaling")
-    settle(page, 120_000)
+    page.goto(f"{demo_up}/scaling", wait_until="commit", timeout=300_000)
+    settle(page, 300_000)
     table = page.locator(".st-key-scaling_params [data-testid='stDataFrame']")
     expect(table).to_be_visible()
     scroller = table.locator(".dvn-scroller").first
@@ -46,8 +47,8 @@ def test_tables_and_labels_fit_and_the_chart_selects(demo_up: str, page):
     assert box["x"] + box["width"] <= column["x"] + column["width"] + 1
     shot(page, "layout-scaling")
 
-    page.goto(f"{demo_up}/runs")
-    settle(page, 120_000)
+    page.goto(f"{demo_up}/runs", wait_until="commit", timeout=300_000)
+    settle(page, 300_000)
     for key, label in (("group_sweep", "Group by sweep"), ("live", "Live refresh")):
         text = page.locator(f".st-key-{key} [data-testid='stMarkdownContainer'] p").first
         expect(text).to_have_text(label)
@@ -56,8 +57,8 @@ def test_tables_and_labels_fit_and_the_chart_selects(demo_up: str, page):
         assert height < 1.5, f"the {label!r} label wraps"
     shot(page, "layout-runs")
 
-    page.goto(f"{demo_up}/explore")
-    settle(page, 120_000)
+    page.goto(f"{demo_up}/explore", wait_until="commit", timeout=300_000)
+    settle(page, 300_000)
     chart = page.locator(".st-key-explore_chart .js-plotly-plot")
     expect(chart.locator(".scatterlayer .trace .points path").first).to_be_attached()
     expect(page.get_by_text(re.compile("a plain drag pans"))).to_be_visible()
