@@ -39,8 +39,7 @@ def test_tables_and_labels_fit_and_the_chart_selects(demo_up: str, page):
     assert page.viewport_size["width"] == 1400
     page.goto(f"{demo_up}/scaling", wait_until="commit", timeout=300_000)
     settle(page, 300_000)
-    table = page.locator(".st-key-scaling_params[data-testid='stDataFrame'], "
-                         ".st-key-scaling_params [data-testid='stDataFrame']").first
+    table = page.locator("[data-testid='stMain'] [data-testid='stDataFrame']").first  # the parameter table
     expect(table).to_be_visible()
     scroller = table.locator(".dvn-scroller").first
     assert overflow(scroller) <= 1, "the parameter table scrolls sideways: columns are cut off"
