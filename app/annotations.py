@@ -3,7 +3,8 @@ object {run_id: {"tags": [...], "note": "..."}} (no Streamlit here; actions.anno
 
 The store reads only its runs/ and reference/ folders, so this file never enters a record; it is
 written whole to a temporary file and renamed, so a reader sees the old or the new file, never half
-of one. Exports of runs join it as the `tags` (comma-separated) and `note` columns.
+of one. Exports of runs join it as the `tags` (comma-separated) and `note` columns, and importing
+such an export brings them back (`merge_export`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def save(store_path: str | Path, run_id: str, tags: list[str], note: str) -> Non
         data[run_id] = {"tags": list(tags), "note": note.strip()}
     else:
         data.pop(run_id, None)
+    _write(store_path, data)
+
+
+def _write(store_path: str | Path, data: dict[str, dict]) -> None:
     target = path(store_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{FILE}.", suffix=".tmp", dir=target.parent)
@@ -66,3 +71,32 @@ def join(frame: pl.DataFrame, notes: dict[str, dict]) -> pl.DataFrame:
         pl.Series("tags", [", ".join((notes.get(i) or {}).get("tags") or []) for i in ids], dtype=pl.String),
         pl.Series("note", [(notes.get(i) or {}).get("note") or "" for i in ids], dtype=pl.String),
     )
+
+
+def from_export(export: str | Path) -> dict[str, dict]:
+    """The tags and notes of an export's rows (its `tags` and `note` columns, as `join` writes them),
+    by run id; rows with neither are left out, and an export without the columns gives {}.
+    ValueError (naming the file and run) for a tag or note over its limit."""
+    export = Path(export)
+    scan = pl.scan_csv(export, infer_schema=False) if export.suffix == ".csv" else pl.scan_parquet(export)
+    present = [c for c in ("tags", "note") if c in scan.collect_schema().names()]
+    if not present:
+        return {}
+    found = {}
+    for row in scan.select("run_id", *present).collect().iter_rows(named=True):
+        note = (row.get("note") or "").strip()
+        try:
+            tags = parse_tags(row.get("tags") or "")
+            if len(note) > MAX_NOTE:
+                raise ValueError(f"note: {len(note)} characters, at most {MAX_NOTE}")
+        except ValueError as exc:
+            raise ValueError(f"{export}: run {row['run_id']}: {exc}") from None
+        if tags or note:
+            found[str(row["run_id"])] = {"tags": tags, "note": note}
+    return found
+
+
+def merge(store_path: str | Path, notes: dict[str, dict]) -> None:
+    """Set the tags and notes of the runs in `notes` (as `from_export` reads them); the others keep theirs."""
+    if notes:
+        _write(store_path, {**load(store_path), **notes})

@@ -138,7 +138,8 @@ def suggestions(collapsed: pl.DataFrame, metric: str, n: int = 5) -> pl.DataFram
 
 
 def optima_table(fits: list[IsoFit] | NoFit) -> pl.DataFrame:
-    """One row per iso-budget fit: the optimum with its interval (no rows without a fit)."""
+    """One row per iso-budget fit: the optimum with its interval, and which way to extend the sweep
+    when it is not bracketed (no rows without a fit)."""
     rows = [
         {
             "budget": f.budget,
@@ -147,13 +148,15 @@ def optima_table(fits: list[IsoFit] | NoFit) -> pl.DataFrame:
             "ci_high": f.ci[1],
             "metric_at_optimum": f.optimum_metric,
             "bracketed": f.interior,
+            "extend_toward": f.extend_toward or None,
             "runs": f.n_points,
             "note": f.note,
         }
         for f in ([] if isinstance(fits, NoFit) else fits)
     ]
     schema = {"budget": pl.Float64, "optimum": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-              "metric_at_optimum": pl.Float64, "bracketed": pl.Boolean, "runs": pl.Int64, "note": pl.String}
+              "metric_at_optimum": pl.Float64, "bracketed": pl.Boolean, "extend_toward": pl.String, "runs": pl.Int64,
+              "note": pl.String}
     return pl.DataFrame(rows, schema=schema)
 
 

@@ -169,19 +169,43 @@ def url_notes(box: Any, asked: dict[str, list[str]]) -> None:
         box.warning("Left out from the address: " + "; ".join(dropped) + ".", icon=":material/link_off:")
 
 
-def budget_value(typed: str, *, default: int, low: int, high: int) -> tuple[int, str]:
-    """(the budget to use, why it is not what was typed: "" when it is). Unparseable -> `default`;
-    out of [low, high] -> the nearest bound. The page shows the reason beside the box, so a box never
-    holds one value while another is used unsaid."""
+def whole_number(typed: str, *, default: int, low: int, high: int, noun: str = "a whole number",
+                 low_why: str = "the smallest value accepted", high_why: str = "the largest value accepted",
+                 ) -> tuple[int, str]:
+    """(the number to use, why it is not what was typed: "" when it is), read by text.parse_number
+    (240000, 240k, 2.4e5). Unparseable -> `default`; a fraction -> the nearest whole number; out of
+    [low, high] -> the nearest bound. The page shows the reason beside the box, so a box never holds
+    one value while another is used unsaid."""
+    shown = typed.strip()
     try:
-        value = int(round(text.parse_number(typed)))
+        number = text.parse_number(typed)
     except (ValueError, IndexError):
-        return default, f"{typed.strip()!r} is not a number of parameters (write 240000, 240k or 2.4e5)"
+        return default, f"{shown!r} is not {noun} (write 240000, 240k or 2.4e5)"
+    value = int(round(number))
     if value < low:
-        return low, f"{typed.strip()} is below the smallest budget this fit can predict ({text.human(low)})"
+        return low, f"{shown} is below {low_why} ({text.human(low)})"
     if value > high:
-        return high, f"{typed.strip()} is above the largest budget accepted ({text.human(high)})"
+        return high, f"{shown} is above {high_why} ({text.human(high)})"
+    if value != number:
+        return value, f"{shown} is not a whole number"
     return value, ""
+
+
+def budget_value(typed: str, *, default: int, low: int, high: int) -> tuple[int, str]:
+    """`whole_number` for a parameter budget."""
+    return whole_number(typed, default=default, low=low, high=high, noun="a number of parameters",
+                        low_why="the smallest budget this fit can predict", high_why="the largest budget accepted")
+
+
+def int_box(where: Any, label: str, *, low: int, high: int, default: int, key: str, **kw: Any) -> int:
+    """A whole number typed in a text box (bound to the address) and read by our own parser, not a
+    number box that would keep a refused value on screen: when what is typed is not a whole number in
+    [low, high], a note under the box says which value is used and why."""
+    typed = where.text_input(label, str(default), key=key, bind="query-params", **kw)
+    value, problem = whole_number(typed, default=default, low=low, high=high)
+    if problem:
+        where.warning(f"Using **{value:,}**: {problem}.", icon=":material/info:")
+    return value
 
 
 def task_picker(frame: pl.DataFrame, key: str = "task") -> str | None:

@@ -14,6 +14,7 @@ from elm_core.data import TASKS
 from elm_core.spec import PRESETS, RunSpec
 from elm_core.sweeps import iso_sweep, ladder_sweep, new_sweep_id
 
+BUDGET_MIN, BUDGET_MAX = 1_000, 1_000_000_000
 BUDGET_STEPS = sorted({int(m * 10**e) for e in range(3, 9) for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8)})
 ADVANCED = {  # key -> (spec field, label, kind of task, float?)
     "steps": ("steps", "training steps", "char", False),
@@ -42,28 +43,35 @@ def nearest_step(value: float) -> int:
     return min(BUDGET_STEPS, key=lambda b: abs(b - value) / b)
 
 
+def typed_budget() -> int:
+    """The budget in the box as the page uses it (ui.whole_number: the nearest bound when out of range)."""
+    default = default_budget(st.session_state["task"], st.session_state["preset"])
+    return ui.whole_number(st.session_state["budget"], default=default, low=BUDGET_MIN, high=BUDGET_MAX)[0]
+
+
 def follow_budget() -> None:
     """The ladder box follows the budget (what it offers is around the budget chosen)."""
-    st.session_state["ladder"] = ", ".join(map(text.human, data.ladder_default(int(st.session_state["budget"]))))
+    st.session_state["ladder"] = ", ".join(map(text.human, data.ladder_default(typed_budget())))
 
 
 def on_budget_number() -> None:
-    st.session_state["budget_slider"] = nearest_step(st.session_state["budget"])
+    st.session_state["budget_slider"] = nearest_step(typed_budget())
     follow_budget()
 
 
 def on_budget_slider() -> None:
-    st.session_state["budget"] = int(st.session_state["budget_slider"])
+    st.session_state["budget"] = str(int(st.session_state["budget_slider"]))
     follow_budget()
 
 
 def on_preset() -> None:
     """A new preset brings its layer settings (d_tree, d_brch) and a budget that suits it."""
     preset = PRESETS[st.session_state["preset"]]
-    st.session_state["d_tree"] = preset["model"]["d_tree"]
-    st.session_state["d_brch"] = preset["model"]["d_brch"]
-    st.session_state["budget"] = default_budget(st.session_state["task"], st.session_state["preset"])
-    st.session_state["budget_slider"] = nearest_step(st.session_state["budget"])
+    st.session_state["d_tree"] = str(preset["model"]["d_tree"])
+    st.session_state["d_brch"] = str(preset["model"]["d_brch"])
+    budget = default_budget(st.session_state["task"], st.session_state["preset"])
+    st.session_state["budget"] = str(budget)
+    st.session_state["budget_slider"] = nearest_step(budget)
     follow_budget()
 
 
@@ -99,9 +107,9 @@ if not info.available:
     st.warning(f"The data for **{task}** is not here: {info.why}. You can design for it; queueing needs the files.")
 
 c_slider, c_number = st.columns([3, 1])
-budget = c_number.number_input("Budget (parameters)", min_value=1_000, max_value=1_000_000_000, step=1_000,
-                               value=default_budget(task, preset), key="budget", bind="query-params",
-                               on_change=on_budget_number)
+budget = ui.int_box(c_number, "Budget (parameters)", low=BUDGET_MIN, high=BUDGET_MAX,
+                    default=default_budget(task, preset), key="budget", on_change=on_budget_number,
+                    help="A number of parameters: 240000, 240k, 2.4e5, 1.5M.")
 c_slider.select_slider("Budget (log scale)", options=BUDGET_STEPS, value=nearest_step(budget), key="budget_slider",
                        format_func=text.human, on_change=on_budget_slider)
 
@@ -116,14 +124,14 @@ layer = PRESETS[preset]["model"]
 cols = st.columns(4)
 d_m = n_neurons = 0
 if mode != "memory":
-    d_m = cols[0].number_input("d_m: memory units per neuron", 1, 10_000, 8, key="d_m", bind="query-params")
+    d_m = ui.int_box(cols[0], "d_m: memory units per neuron", low=1, high=10_000, default=8, key="d_m")
 if mode != "neurons":
-    n_neurons = cols[1].number_input("N: neurons", 1, 1_000_000, 64, key="n", bind="query-params")
-d_tree = cols[2].number_input("d_tree: branches", 1, 1_000, layer["d_tree"], key="d_tree", bind="query-params")
+    n_neurons = ui.int_box(cols[1], "N: neurons", low=1, high=1_000_000, default=64, key="n")
+d_tree = ui.int_box(cols[2], "d_tree: branches", low=1, high=1_000, default=layer["d_tree"], key="d_tree")
 d_brch = layer["d_brch"]
 if mode != "connectivity":
-    d_brch = cols[3].number_input("d_brch: synapses per branch", 1, 1_000, layer["d_brch"], key="d_brch",
-                                  bind="query-params")
+    d_brch = ui.int_box(cols[3], "d_brch: synapses per branch", low=1, high=1_000, default=layer["d_brch"],
+                        key="d_brch")
 
 with st.expander("Advanced: training length, batch, evaluation (empty = the preset's value)"):
     proto = RunSpec(task=task, preset=preset, budget=10**9, d_m=1).protocol(info.kind)

@@ -85,7 +85,8 @@ else:
         ui.open_runs(picked, f"Open the {len(picked)} selected run(s)")
     else:
         st.caption("Click a point to open its runs, or pick the box or lasso tool in the chart's toolbar and "
-                   "drag around several (a plain drag zooms; double-click zooms back out). Error bars: standard "
+                   "drag around several (a plain drag pans: a selecting drag would stop a click from opening a "
+                   "point; double-click clears the selection and resets the axes). Error bars: standard "
                    "deviation over seeds. Hollow markers: runs still improving when training ended (not "
                    "converged). Faded crosses: runs a search pruned (not fitted). Fitted curves and their bands "
                    "are drawn only across the allocations that were run (clipped to the data's range). Hover for "
@@ -98,7 +99,8 @@ else:
         for row in table.iter_rows(named=True):
             ci = (f"{row['ci_low']:.3g} to {row['ci_high']:.3g} (95% bootstrap interval)"
                   if row["ci_low"] == row["ci_low"] else "no interval (too few runs)")
-            edge = "" if row["bracketed"] else " **at the edge of the sampled range: not bracketed, extend the sweep**"
+            edge = ("" if row["bracketed"] else " **at the edge of the sampled range: not bracketed; extend the sweep "
+                    f"to {row['extend_toward']} {x}**")
             lines.append(f"- P ≈ **{text.human(row['budget'])}**: optimal {x} ≈ **{row['optimum']:.3g}**, {ci}; "
                          f"{text.METRICS[metric]} {mname} there ≈ {row['metric_at_optimum']:.4f} "
                          f"({row['runs']} configurations){edge}")

@@ -36,7 +36,7 @@ else:
                        .unique(maintain_order=True).head(200).to_list()]]
     sweep = f3.selectbox("Sweep", sweeps, key="filter_sweep", bind="query-params")
     live = f4.toggle("Live refresh", value=True, key="live", help="Refresh every 2 s without reloading the page.")
-    g1, g2, g3 = st.columns([3, 3, 1])
+    g1, g2, g3 = st.columns([3, 3, 1.4], vertical_alignment="bottom")  # room for the toggle's whole label
     expression = g1.text_input("Filter", key="filter_expr", bind="query-params",
                                placeholder="d_m >= 8 and test_metric < 2.1 and reason ~ pruned",
                                help="Clauses joined by 'and': column < <= > >= == != value, or column ~ text "

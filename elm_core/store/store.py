@@ -334,12 +334,16 @@ class Store:
         fmt: Literal["parquet", "csv"] = "parquet",
         *,
         with_curve: bool = True,
+        extra: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
         **selection: Any,
     ) -> int:
-        """Write the runs of a selection (the filters of `runs`) to `path`; returns the row count."""
+        """Write the runs of a selection (the filters of `runs`) to `path`, with the columns `extra`
+        adds to the frame (the CLI adds the runs' tags and notes); returns the row count."""
         if fmt not in ("parquet", "csv"):
             raise ValueError(f"unknown export format {fmt!r}: use parquet or csv")
         frame = self.runs(with_curve=with_curve, **selection)
+        if extra is not None:
+            frame = extra(frame)
         path = Path(path)
         tmp = temp_path(path.parent, path.name)
         if fmt == "parquet":

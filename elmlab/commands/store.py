@@ -2,9 +2,11 @@
 
     elmlab store info                      runs per status, files, bytes
     elmlab store compact                   fold the run files into one (answers unchanged)
-    elmlab store import FILE               records exported by `elmlab export` (Parquet or CSV)
+    elmlab store import FILE               records exported by `elmlab export` (Parquet or CSV), with their
+                                           tags and notes
     elmlab store bench [--n 100000]        query times before and after compaction, as JSON
     elmlab export --format csv --out runs.csv [--task T] [--sweep S] [--status S] [--source SRC]
+                                           (with the runs' tags and notes)
     elmlab import-reference [FILE]         a published sweep (default: the packaged enwik8 sweep)
 
 The store is settings.store_path ($ELMLAB_STORE_DIR, else $ELMLAB_HOME/store) unless --store DIR.
@@ -64,8 +66,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    n = _store(args).import_records(args.file)
-    print(f"imported {n} records from {args.file}")
+    import polars as pl
+
+    from app import annotations
+
+    store = _store(args)
+    try:  # a tag or note over its limit stops the import before anything is written
+        notes = annotations.from_export(args.file)
+    except (pl.exceptions.PolarsError, OSError):
+        notes = {}  # not a readable export: import_records says why
+    n = store.import_records(args.file)
+    annotations.merge(store.path, notes)
+    print(f"imported {n} records from {args.file}" + (f", with the tags and notes of {len(notes)}" if notes else ""))
     return 0
 
 
@@ -80,6 +92,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from app import annotations
     from elmlab.cli import UsageError
 
     out = args.out or f"elmlab-runs.{args.format}"
@@ -94,12 +109,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         "budget_tol": args.budget_tol,
     }
     store = _store(args)
+
+    def with_notes(frame: pl.DataFrame) -> pl.DataFrame:
+        return annotations.join(frame, annotations.load(store.path))
+
     if out == "-":
-        store.runs(with_curve=not args.no_curve, **selection).write_csv(sys.stdout)
+        with_notes(store.runs(with_curve=not args.no_curve, **selection)).write_csv(sys.stdout)
         return 0
     if not Path(out).parent.is_dir():
         raise UsageError(f"cannot write {out}: folder {Path(out).parent} does not exist")
-    n = store.export(out, args.format, with_curve=not args.no_curve, **selection)
+    n = store.export(out, args.format, with_curve=not args.no_curve, extra=with_notes, **selection)
     print(f"wrote {n} runs to {out}")
     return 0
 

@@ -14,6 +14,7 @@ from app import data, figures, fits, frames
 from elm_core.records import RunRecord
 from elm_core.store import Store
 from elmlab.cli import main
+from tests.app.conftest import synthetic_runs
 from tests.app.test_pages import APP, keys, open_page
 
 
@@ -33,7 +34,8 @@ def notes(at) -> str:
 
 def test_refused_address_parameters_are_named(filled_store: Store):
     at = home({"budget": "1e12", "task": "bogus"})
-    assert "budget=1e12" in notes(at) and "showing 60000" in notes(at) and "task=bogus" in notes(at)
+    assert "task=bogus" in notes(at)
+    assert "Using **1,000,000,000**: 1e12 is above the largest value accepted (1G)" in notes(at)
     at = open_page("explore", {"view": "garbage"})
     assert "view=garbage" in notes(at)
     at = open_page("explore", {"view": "Pareto frontier"})  # a label is a valid value: no note
@@ -45,7 +47,7 @@ def test_refused_address_parameters_are_named(filled_store: Store):
 def test_design_mode_takes_short_names(store: Store):
     at = home({"mode": "memory"})
     assert at.button_group(key="mode").value == "memory"
-    assert "n" in keys(at, "number_input") and "d_m" not in keys(at, "number_input")
+    assert "n" in keys(at, "text_input") and "d_m" not in keys(at, "text_input")
     assert "Left out" not in notes(at)
 
 
@@ -81,7 +83,7 @@ def test_ladder_follows_the_budget_inside_the_box_range(store: Store):
     assert data.ladder_default(2_000) == [1_000, 2_000, 4_000, 8_000]
     assert data.ladder_default(900_000_000) == [225_000_000, 450_000_000, 900_000_000]
     at = open_page("design")
-    at.number_input(key="budget").set_value(2_000_000).run()
+    at.text_input(key="budget").set_value("2000000").run()
     assert at.text_input(key="ladder").value == "500k, 1M, 2M, 4M, 8M"
 
 
@@ -120,3 +122,36 @@ def test_status_names_the_metric_it_shows(filled_store: Store, capsys):
     assert main(["status", "--all"]) == 0
     line = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("stopped"))
     assert "train bpc 2.5000" in line
+
+
+def test_an_optimum_not_bracketed_says_which_way_to_extend(store: Store):
+    synthetic_runs(store, budgets=(60_000,), d_m_values=(1, 2, 4))  # the optimum lies beyond d_m = 4
+    at = open_page("explore", {"x": "d_m"})
+    said = " ".join(m.value for m in at.markdown)
+    assert "not bracketed; extend the sweep to larger d_m" in said
+    table = next(d.value for d in at.dataframe if "extend_toward" in d.value.columns)
+    assert table["extend_toward"].to_list() == ["larger"]
+    hover = [t["hovertemplate"] for t in charts_spec(at)["data"] if (t.get("name") or "").startswith("optimum")]
+    assert hover and "extend the sweep to larger d_m" in hover[0]
+
+
+@pytest.mark.parametrize(("key", "typed", "note"), [
+    ("budget", "5e9", "Using **1,000,000,000**: 5e9 is above the largest value accepted (1G)"),
+    ("budget", "100", "Using **1,000**: 100 is below the smallest value accepted (1k)"),
+    ("budget", "1e6", None),
+    ("d_m", "0", "Using **1**: 0 is below the smallest value accepted (1)"),
+    ("d_m", "1e6", "Using **10,000**: 1e6 is above the largest value accepted (10k)"),
+    ("d_m", "eight", "Using **8**: 'eight' is not a whole number"),
+    ("d_m", "2.4", "Using **2**: 2.4 is not a whole number"),
+    ("d_tree", "16", None),
+])
+def test_design_boxes_say_which_value_they_use(store: Store, key: str, typed: str, note: str | None):
+    at = open_page("design")
+    at.text_input(key=key).set_value(typed).run()
+    assert at.text_input(key=key).value == typed  # what was typed stays, and the note beside it says what is used
+    assert (note in notes(at)) if note else "Using" not in notes(at), notes(at)
+    if key == "budget":  # the slider follows the value used
+        slider = {"5e9": 800_000_000, "100": 1_000, "1e6": 1_000_000}[typed]  # the largest step is 800M
+        assert at.select_slider(key="budget_slider").value == slider
+    if typed == "0":  # the design is the one of the value used
+        assert next(m.value for m in at.metric if m.label == "d_m") == note.split("**")[1].replace(",", "")

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from app import annotations
 from elm_core.store import Store
 from elmlab.cli import main
 from tests.elm_core.test_store import done, make_record
@@ -95,6 +96,33 @@ def test_compact_and_import(elmlab_home: Path, tmp_path: Path, capsys: pytest.Ca
     code, out, _ = run_cli(capsys, "store", "import", str(exported), "--store", str(tmp_path / "copy"))
     assert code == 0 and "imported 3 records" in out
     assert Store(tmp_path / "copy").runs().equals(before)
+
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_and_import_carry_tags_and_notes(
+    elmlab_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    store = Store()
+    for i in range(3):
+        store.put(done(make_record(f"r{i}"), t=101.0 + i))
+    annotations.save(store.path, "r1", ["best", "check lr"], "lr looks high, too")
+    exported = tmp_path / f"runs.{fmt}"
+    assert run_cli(capsys, "export", "--format", fmt, "--out", str(exported))[0] == 0
+    frame = pl.read_csv(exported) if fmt == "csv" else pl.read_parquet(exported)
+    row = frame.filter(pl.col("run_id") == "r1").row(0, named=True)
+    assert (row["tags"], row["note"]) == ("best, check lr", "lr looks high, too")
+    copy = tmp_path / "copy"
+    annotations.save(copy, "r2", ["mine"], "kept: the export says nothing of r2")
+    code, out, _ = run_cli(capsys, "store", "import", str(exported), "--store", str(copy))
+    assert code == 0 and "imported 3 records" in out and "tags and notes of 1" in out
+    assert annotations.load(copy) == {"r1": {"tags": ["best", "check lr"], "note": "lr looks high, too"},
+                                      "r2": {"tags": ["mine"], "note": "kept: the export says nothing of r2"}}
+    if fmt == "csv":  # a tag over the limit stops the import before any record is written
+        exported.write_text(exported.read_text().replace("check lr", "x" * 60))
+        code, _, err = run_cli(capsys, "store", "import", str(exported), "--store", str(tmp_path / "other"))
+        assert code == 2 and "run r1" in err and "longer than 40" in err
+        assert Store(tmp_path / "other").runs().height == 0
 
 
 def test_store_bench_prints_its_figures_as_json(
