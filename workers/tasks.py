@@ -227,7 +227,7 @@ def drop_stale_strategy(task, app, consumer, **kwargs):
         except Exception:  # noqa: BLE001 - not ours to judge here: the task decides
             why = None
         if why is not None:
-            ack()
+            ack(log, consumer.connection_errors)  # what Celery's Request passes to message.ack_log_error
             return None
         return handle(message, body, ack, reject, callbacks, **kw)
 
