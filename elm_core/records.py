@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+PRUNED = "pruned at step"  # how the reason of a run a search stopped begins (elm_core/search/policy.py)
 
 
 class CurvePoint(BaseModel):

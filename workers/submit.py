@@ -201,8 +201,9 @@ def submit(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None) 
 
 def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings | None = None) -> list[str]:
     """Submit several runs. All are validated before any is queued (one invalid spec: ValueError
-    naming its index and field, nothing queued). If the broker fails part-way, the runs queued so
-    far stay queued and recorded, and BrokerUnavailable says how many."""
+    naming its index and field, nothing queued); their queued records are written as one store file
+    (Store.put_many), then their messages sent. If the broker fails part-way, the runs queued so far
+    stay queued and recorded, the others are withdrawn, and BrokerUnavailable says how many."""
     settings = _settings(settings)
     check_writable(settings)
     prepared: list[tuple[RunSpec, RunRecord]] = []
@@ -221,17 +222,30 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     for run_id in explicit:  # a run id given by the caller must be new
         if store.run(run_id) is not None:
             raise ValueError(f"run_id: run {run_id!r} already exists; use retry to run it again")
-    done: list[str] = []
-    for parsed, record in prepared:
+    if len(prepared) == 1:
+        parsed, record = prepared[0]
+        _put_then_publish(settings, store, record, parsed.model_dump(mode="json"), parsed.device)
+        return ids
+    # Many runs: their queued records in one store file (one write, and a reader of the store opens
+    # one file, not one per run), then the messages; runs whose message could not be sent are withdrawn.
+    records = [record for _, record in prepared]
+    try:
+        batch = store.put_many(records)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot record {len(records)} runs in the store at {store.path}: "
+                                 f"{exc.strerror or exc}; nothing was queued") from None
+    for i, (parsed, record) in enumerate(prepared):
         try:
-            _put_then_publish(settings, store, record, parsed.model_dump(mode="json"), parsed.device)
-        except (BrokerUnavailable, OSError) as exc:
-            if done:
-                raise type(exc)(f"{exc}; {len(done)} of {len(prepared)} runs were queued before it failed") \
-                    from None
+            publish(settings, parsed.model_dump(mode="json"), record.run_id, record.attempt, record.created_at,
+                    parsed.device)
+        except BrokerUnavailable as exc:
+            if i:
+                store.put_many(records[:i])
+            store.withdraw_file(batch)
+            if i:
+                raise BrokerUnavailable(f"{exc}; {i} of {len(prepared)} runs were queued before it failed") from None
             raise
-        done.append(record.run_id)
-    return done
+    return ids
 
 
 def _put_then_publish(settings: Settings, store, queued: RunRecord, spec_json: dict[str, Any], device: str) -> None:

@@ -131,7 +131,7 @@ def _metric(row: dict[str, Any]) -> tuple[float | None, str | None]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from elm_core.search.policy import PRUNED
+    from elm_core.records import PRUNED
     from elm_core.settings import get_settings
     from elm_core.store import Store
     from workers.health import broker_reachable, progress
