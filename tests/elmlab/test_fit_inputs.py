@@ -68,11 +68,12 @@ def test_an_accuracy_below_chance_is_left_out_with_its_reason():
 
 
 def test_the_dashboard_fit_frame_leaves_diverged_runs_out(sweep):
-    from app.frames import prepare_runs
     from app.fits import fit_frame
+    from app.frames import prepare_runs
     from elm_core.analysis.frame import normalize_frame
 
     frame = normalize_frame(_planted(sweep, test_metric=2e6)).with_columns(
-        pl.lit("done").alias("status"), pl.lit(0).alias("seed"), pl.format("r{}", pl.int_range(pl.len())).alias("run_id"))
+        pl.lit("done").alias("status"), pl.lit(0).alias("seed"),
+        pl.format("r{}", pl.int_range(pl.len())).alias("run_id"))
     fitted = fit_frame(prepare_runs(frame), "test_metric")
     assert fitted["test_metric"].max() < 2 and fitted.height == sweep.height
