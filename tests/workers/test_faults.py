@@ -358,3 +358,13 @@ def test_a_worker_drops_cancelled_messages_without_a_delay_each_embedded(lab: La
 @pytest.mark.redis_db(10)
 def test_a_worker_drops_cancelled_messages_without_a_delay_each_redis(redis_lab: Lab):
     _drains_cancelled_messages_fast(redis_lab, 120)
+
+
+def test_the_recorder_folds_a_pile_of_run_files_into_one(lab: Lab):
+    ids = [submit.submit(tiny(seed=i)) for i in range(12)]  # one by one: a file each
+    before = lab.store.runs()
+    reaper = Reaper(lab.settings)
+    assert reaper.fold(at=20) is None and len(_store_files(lab)) == 12  # few files: left alone
+    assert reaper.fold(at=10)["folded_files"] == 12
+    assert len(_store_files(lab)) == 1 and lab.store.runs().equals(before)
+    assert sorted(lab.store.runs()["run_id"]) == sorted(ids)
