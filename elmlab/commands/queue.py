@@ -141,11 +141,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                                             source=None if args.all else "elmlab")
     rows = frame.to_dicts()
     active = [r["run_id"] for r in rows if r["status"] in ("queued", "running")]
+    running = [r["run_id"] for r in rows if r["status"] == "running"]  # the ones with live progress
     live: dict[str, dict[str, Any]] = {}
     if active:
         ok, why = broker_reachable(settings, 1.0)
         if ok:
-            live = progress(active, settings=settings)
+            live = progress(running, settings=settings)
         else:
             print(f"elmlab status: warning: broker unreachable ({why}); showing stored data only", file=sys.stderr)
     out = []
