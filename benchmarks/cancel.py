@@ -5,10 +5,11 @@ cancelled messages; embedded or on Redis (figures for docs/queue.md).
 
 A fresh temporary ELMLAB_HOME (and, for Redis, the given DB, flushed before and after). N runs are
 queued as one sweep (`submit_many`), no worker running; then `elmlab status` runs `--status-repeats`
-times as a fresh process (`status_s`: each wall time); then every run is cancelled in one call
-(`cancel_s`); then one worker (`--concurrency 1`) starts and `drain_per_s` is the number of cancelled
-messages it took off the train queue per second, from its first to its last (or until
-`--drain-timeout` seconds). Prints JSON.
+times as a fresh process (`status_s`: each wall time, `status_cpu_s`: its CPU time, the figure to
+compare on a loaded machine); then every run is cancelled in one call (`cancel_s`, `cancel_cpu_s`);
+then one worker (`--concurrency 1`) starts and `drain_per_s` is the number of cancelled messages it
+took off the train queue per second, from its first to its last (or until `--drain-timeout`
+seconds). Prints JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -85,19 +87,22 @@ def bench(mode: str, n: int, redis_url: str, status_repeats: int, drain_timeout:
         flush.flushdb()
     try:
         ids = submit.submit_many([{**SPEC, "seed": i, "sweep_id": "load"} for i in range(n)], settings=settings)
-        status_s = []
+        status_s, status_cpu_s = [], []
         for _ in range(status_repeats):
-            t0 = time.perf_counter()
+            r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
             subprocess.run([sys.executable, "-m", "elmlab.cli", "status"], env=env, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             status_s.append(round(time.perf_counter() - t0, 3))
-        t0 = time.perf_counter()
+            status_cpu_s.append(round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 3))
+        t0, c0 = time.perf_counter(), time.process_time()
         _cancel_all(submit, ids, settings)
-        cancel_s = time.perf_counter() - t0
+        cancel_s, cancel_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         from elm_core.store import Store
 
         cancelled = Store(settings.store_path).counts_by_status()["cancelled"]
-        return {"mode": mode, "n": n, "status_s": status_s, "cancel_s": round(cancel_s, 2),
+        return {"mode": mode, "n": n, "status_s": status_s, "status_cpu_s": status_cpu_s,
+                "cancel_s": round(cancel_s, 2), "cancel_cpu_s": round(cancel_cpu_s, 2),
                 "cancel_ms_per_run": round(cancel_s / n * 1e3, 2), "recorded_cancelled": cancelled,
                 **_drain(env, settings, n, drain_timeout)}
     finally:
