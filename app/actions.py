@@ -69,11 +69,7 @@ def submit(specs: Sequence[RunSpec | dict[str, Any]]) -> list[str]:
 
 @mutating
 def cancel(run_ids: Iterable[str]) -> int:
-    client = _client()
-    ids = list(run_ids)
-    for run_id in ids:
-        client.cancel(run_id)
-    return len(ids)
+    return len(_client().cancel_many(run_ids))
 
 
 @mutating

@@ -29,6 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+PRUNED = "pruned at step"  # how the reason of a run a search stopped begins (elm_core/search/policy.py)
+# A run has diverged when its loss ends this many nats above the untrained model's ln(n_out), or its BPC
+# as many bits over log2(n_out) (elm_core/train.py marks such runs failed; elm_core.analysis.frame
+# keeps done runs recorded before that out of fits).
+DIVERGE_MARGIN = 1.0
 
 
 class CurvePoint(BaseModel):

@@ -47,7 +47,7 @@ from elm_core.evaluation import evaluate_char_streams
 from elm_core.lr_rule import param_groups
 from elm_core.memory import check_fits
 from elm_core.model import ELMNetwork, ELMState
-from elm_core.records import CurvePoint, RunRecord
+from elm_core.records import DIVERGE_MARGIN, CurvePoint, RunRecord
 from elm_core.runtime import note_device_error, run_globals
 from elm_core.spec import RunSpec
 from elm_core.workspace import clear_workspace
@@ -59,7 +59,6 @@ LOSS_READ_EVERY = 25  # steps between reads of the training losses from the devi
 # sits below ln(n_out)); or a final test BPC above log2(n_out) by as much. Either ends the run failed,
 # "diverged", and the fits (which take done runs only) never see it.
 DIVERGE_WINDOW = 20
-DIVERGE_MARGIN = 1.0
 log = logging.getLogger("elmlab.train")
 Progress = Callable[[dict[str, Any]], None]
 

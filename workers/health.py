@@ -18,7 +18,9 @@ from typing import Any
 
 from elm_core.settings import Settings, get_settings
 from workers import state
-from workers.celery_app import QUEUES, app_for, broker_folders, broker_url, mask_url
+
+# workers.celery_app (Celery) is imported by the functions that talk to the broker: `elmlab status`
+# over queued runs only needs `broker_reachable` and no Celery at all.
 
 __all__ = ["PROGRESS_KEYS", "broker_reachable", "health", "progress", "queue_lengths"]
 
@@ -54,6 +56,8 @@ def queue_lengths(settings: Settings) -> dict[str, int | None]:
     """Messages waiting per queue (train, gpu, results); None for every queue when the broker cannot say."""
     from kombu.exceptions import ChannelError
 
+    from workers.celery_app import QUEUES, app_for
+
     if not (settings.embedded or _redis(settings.broker_url or "")):
         return dict.fromkeys(QUEUES, None)
     counts: dict[str, int | None] = {}
@@ -83,6 +87,8 @@ def progress(run_ids: Iterable[str], *, settings: Settings | None = None,
     out: dict[str, dict[str, Any]] = {i: {} for i in ids}
     if not ids:
         return out
+    from workers.celery_app import app_for
+
     try:
         if settings.broker_url and not broker_reachable(settings, 0.5)[0]:
             return out
@@ -110,6 +116,8 @@ def health(timeout: float = 1.0, *, settings: Settings | None = None) -> dict[st
      "mode": "embedded" | "distributed", "workers": [names answering a ping] (train workers and the
      recorder, named recorder@...), "recorder": bool, "queues": {"train": n, "gpu": n, "results": n}
      (None where unknown)}"""
+    from workers.celery_app import QUEUES, app_for, broker_folders, broker_url, mask_url
+
     out: dict[str, Any] = {"broker_ok": False, "error": None, "broker_url": "", "mode": "embedded", "workers": [],
                            "recorder": False, "queues": dict.fromkeys(QUEUES, None)}
     try:

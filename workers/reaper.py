@@ -15,7 +15,7 @@ Every few seconds, for each run whose latest record is `queued` or `running`:
   - A run whose worker finished (SUCCESS with the final record) but whose record has not reached
     the store for ELMLAB_REAP_AFTER_S is recorded from that final state (a lost results message).
 It also removes stale control messages (pings, replies, events for dead consumers) from the
-embedded broker's folder.
+embedded broker's folder, and folds the store's run files into one when they pile up (`fold`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ log = logging.getLogger("elmlab.reaper")
 
 MAX_REQUEUES = 3
 STALE_CONTROL_S = 600.0
+FOLD_AT_FILES = 500  # run files past which the recorder folds the store (Store.compact), once a minute at most
 
 
 class Reaper:
@@ -175,6 +176,20 @@ class Reaper:
                 pass
         return removed
 
+    def fold(self, at: int = FOLD_AT_FILES) -> dict[str, Any] | None:
+        """Fold the store's run files into one (Store.compact) when there are more than `at`: a process
+        that opens the store afresh (`elmlab status`, a new dashboard) reads every file once, so a
+        queue of 1,000 runs submitted one by one would cost it 1,000 file reads. None if not needed."""
+        try:
+            n = sum(1 for name in os.listdir(self.store.path / "runs") if name.endswith(".parquet"))
+        except FileNotFoundError:
+            return None
+        if n <= at:
+            return None
+        stats = self.store.compact()
+        log.info("folded %d run files of the store into %s", stats["folded_files"], stats["output"])
+        return stats
+
     # --- the background thread --------------------------------------------------------------------
 
     def interval(self) -> float:
@@ -189,6 +204,7 @@ class Reaper:
                 if time.monotonic() - self._last_janitor > 60:
                     self._last_janitor = time.monotonic()
                     self.janitor()
+                    self.fold()
             except Exception:  # a store or broker hiccup: try again next time
                 log.exception("reaper pass failed")
 

@@ -84,6 +84,25 @@ def request_cancel(backend, run_id: str, attempt: int, *, reason: str | None = N
     kv_set(backend, _key(CANCEL_PREFIX, run_id), {"attempt": attempt, "reason": reason}, fast=fast)
 
 
+def request_cancel_many(backend, attempts: dict[str, int], *, reason: str | None = None, fast: bool = False) -> None:
+    """`request_cancel` for many runs ({run_id: attempt}): on Redis in one round trip (a pipeline),
+    with the expiry the backend gives its own keys; in the file backend one small file each."""
+    items = {_key(CANCEL_PREFIX, run_id): json.dumps({"attempt": a, "reason": reason}).encode()
+             for run_id, a in attempts.items()}
+    if not (hasattr(backend, "ensure") and hasattr(backend, "client")):
+        for key, data in items.items():
+            backend.set(key, data)
+        return
+
+    def write() -> None:
+        with backend.client.pipeline(transaction=False) as pipe:
+            for key, data in items.items():
+                pipe.set(key, data, ex=backend.expires or None)
+            pipe.execute()
+
+    backend.ensure(write, (), **(FAST_RETRY if fast else {}))
+
+
 def task_metas(backend, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Celery's stored state per run id: {"status": ..., "result": ...}; absent ids are left out."""
     ids = list(run_ids)

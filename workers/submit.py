@@ -2,7 +2,7 @@
 
     run_id = submit({"task": "text", "budget": 60_000, "d_m": 8})   # validated, queued, recorded queued
     ids = submit_many(specs)
-    cancel(run_id); run_id = retry(run_id)                          # retry: same run id, attempt + 1
+    cancel(run_id); cancel_many(run_ids); run_id = retry(run_id)  # retry: same run id, attempt + 1
 
 Every function takes `settings=None` (default: the environment's ELMLAB_* settings, read afresh).
 Errors: ValueError (invalid spec, unknown run, a run in the wrong state: the message names the
@@ -33,6 +33,7 @@ __all__ = [
     "BrokerUnavailable",
     "ReadOnlyError",
     "cancel",
+    "cancel_many",
     "check_writable",
     "publish",
     "requeue_record",
@@ -200,8 +201,9 @@ def submit(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None) 
 
 def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings | None = None) -> list[str]:
     """Submit several runs. All are validated before any is queued (one invalid spec: ValueError
-    naming its index and field, nothing queued). If the broker fails part-way, the runs queued so
-    far stay queued and recorded, and BrokerUnavailable says how many."""
+    naming its index and field, nothing queued); their queued records are written as one store file
+    (Store.put_many), then their messages sent. If the broker fails part-way, the runs queued so far
+    stay queued and recorded, the others are withdrawn, and BrokerUnavailable says how many."""
     settings = _settings(settings)
     check_writable(settings)
     prepared: list[tuple[RunSpec, RunRecord]] = []
@@ -220,17 +222,30 @@ def submit_many(specs: Iterable[RunSpec | dict[str, Any]], *, settings: Settings
     for run_id in explicit:  # a run id given by the caller must be new
         if store.run(run_id) is not None:
             raise ValueError(f"run_id: run {run_id!r} already exists; use retry to run it again")
-    done: list[str] = []
-    for parsed, record in prepared:
+    if len(prepared) == 1:
+        parsed, record = prepared[0]
+        _put_then_publish(settings, store, record, parsed.model_dump(mode="json"), parsed.device)
+        return ids
+    # Many runs: their queued records in one store file (one write, and a reader of the store opens
+    # one file, not one per run), then the messages; runs whose message could not be sent are withdrawn.
+    records = [record for _, record in prepared]
+    try:
+        batch = store.put_many(records)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot record {len(records)} runs in the store at {store.path}: "
+                                 f"{exc.strerror or exc}; nothing was queued") from None
+    for i, (parsed, record) in enumerate(prepared):
         try:
-            _put_then_publish(settings, store, record, parsed.model_dump(mode="json"), parsed.device)
-        except (BrokerUnavailable, OSError, ValueError) as exc:
-            if done:
-                raise type(exc)(f"{exc}; {len(done)} of {len(prepared)} runs were queued before it failed") \
-                    from None
+            publish(settings, parsed.model_dump(mode="json"), record.run_id, record.attempt, record.created_at,
+                    parsed.device)
+        except BrokerUnavailable as exc:
+            if i:
+                store.put_many(records[:i])
+            store.withdraw_file(batch)
+            if i:
+                raise BrokerUnavailable(f"{exc}; {i} of {len(prepared)} runs were queued before it failed") from None
             raise
-        done.append(record.run_id)
-    return done
+    return ids
 
 
 def _put_then_publish(settings: Settings, store, queued: RunRecord, spec_json: dict[str, Any], device: str) -> None:
@@ -283,18 +298,53 @@ def cancel(run_id: str, *, reason: str | None = None, settings: Settings | None 
     and records `cancelled` with its partial curve. `reason` (default "cancelled by user", or
     "cancelled before it started") is the reason recorded, e.g. "pruned at step 132: ..." for a run
     the search stopped. ValueError for unknown, reference or finished runs."""
-    settings, store, rec = _own_run(run_id, settings, "cancelled")
-    if rec.status in TERMINAL:
-        raise ValueError(f"run {run_id!r} is already {rec.status}; nothing to cancel")
+    cancel_many([run_id], reason=reason, settings=settings)
+
+
+def _ids_text(ids: list[str]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:5])
+    return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
+def cancel_many(run_ids: Iterable[str], *, reason: str | None = None, settings: Settings | None = None) -> list[str]:
+    """Cancel several queued or running runs (as `cancel` does each) in one pass: one store read,
+    the cancel markers written together (one round trip on Redis), one read of their Celery states,
+    and the `cancelled` records of the runs not yet started in one store file (Store.put_many).
+    Every run is checked first: unknown, reference or finished runs are a ValueError naming them,
+    and nothing is written. Returns the run ids cancelled."""
+    settings = _settings(settings)
+    check_writable(settings)
+    ids = list(dict.fromkeys(run_ids))
+    if not ids:
+        return []
+    store = _store(settings)
+    latest = store.latest(ids)
+    unknown = [i for i in ids if i not in latest]
+    if unknown:
+        raise ValueError(f"run_id: no run {_ids_text(unknown)} in the store")
+    reference = sorted({i for i in ids if latest[i].source == "reference"} | set(store.reference_runs(ids)))
+    if reference:
+        what = "run" if len(reference) == 1 else "runs"
+        raise ValueError(f"{what} {_ids_text(reference)} {'is a' if len(reference) == 1 else 'are'} reference "
+                         f"(published) {what}; {'it' if len(reference) == 1 else 'they'} cannot be cancelled")
+    ended = [i for i in ids if latest[i].status in TERMINAL]
+    if ended:
+        states = sorted({latest[i].status for i in ended})
+        raise ValueError(f"run {_ids_text(ended)} {'is' if len(ended) == 1 else 'are'} already "
+                         f"{' or '.join(states)}; nothing to cancel")
     app = _celery().app_for(settings)
     try:
-        state.request_cancel(app.backend, run_id, rec.attempt, reason=reason, fast=True)
-        meta = state.task_metas(app.backend, [run_id]).get(run_id)
+        state.request_cancel_many(app.backend, {i: latest[i].attempt for i in ids}, reason=reason, fast=True)
+        metas = state.task_metas(app.backend, ids)
     except transient_errors() as exc:
         raise _unavailable(settings, exc) from None
-    if rec.status == "queued" and not _started(meta, rec.attempt):
-        store.put(rec.model_copy(update={"status": "cancelled", "reason": reason or "cancelled before it started",
-                                         "updated_at": time.time()}))
+    now = time.time()
+    store.put_many([
+        latest[i].model_copy(update={"status": "cancelled", "reason": reason or "cancelled before it started",
+                                     "updated_at": now})
+        for i in ids if latest[i].status == "queued" and not _started(metas.get(i), latest[i].attempt)
+    ])
+    return ids
 
 
 def retry(run_id: str, *, settings: Settings | None = None) -> str:

@@ -1,7 +1,8 @@
 """The two Celery tasks; thin wrappers around elm_core (docs/design.md decision 1).
 
 train_run (queue `train`, or `gpu` for CUDA specs), on a worker that never opens the store:
-    1. drop the message if a newer attempt was issued or the run was cancelled (workers/state.py);
+    1. drop the message if a newer attempt was issued or the run was cancelled (workers/state.py),
+       in the worker's main process as it arrives (drop_stale_strategy), and again before training;
     2. validate the spec and open its task; an invalid one is recorded `failed` with the reason and
        never retried;
     3. send a `running` record to `record_run`, then train with a progress callback (Celery state
@@ -194,8 +195,48 @@ class Heartbeat:
                 self.write()
 
 
+def dropped(backend, run_id: str, attempt: int) -> str | None:
+    """Why a message of this attempt must not train ("superseded" or "cancelled"; logged), else None."""
+    issued = state.issued_attempt(backend, run_id)
+    if issued is not None and issued > attempt:
+        log.info("run %s: attempt %d superseded by attempt %d; dropped", run_id, attempt, issued)
+        return "superseded"
+    cancel = state.cancel_requested(backend, run_id)
+    if cancel is not None and cancel >= attempt:
+        log.info("run %s: cancelled before it started; dropped", run_id)
+        return "cancelled"
+    return None
+
+
+def drop_stale_strategy(task, app, consumer, **kwargs):
+    """Celery's own strategy for train_run, with a message of a cancelled or superseded attempt
+    acknowledged and dropped in the worker's main process, where it arrives: it never goes to a
+    pool process, so a queue of cancelled messages drains as fast as the markers can be read
+    (handing each to the pool and waiting for its acknowledgement cost a poll interval each:
+    4 messages a second on the embedded broker). A marker that cannot be read lets the message
+    through; the task checks again before training."""
+    from celery.worker.strategy import default
+
+    handle = default(task, app, consumer, **kwargs)
+
+    def on_message(message, body, ack, reject, callbacks, **kw):
+        try:
+            run_id = message.headers["id"]
+            _, task_kwargs, _ = message.payload
+            why = dropped(task.backend, run_id, int(task_kwargs.get("attempt", 0)))
+        except Exception:  # noqa: BLE001 - not ours to judge here: the task decides
+            why = None
+        if why is not None:
+            ack(log, consumer.connection_errors)  # what Celery's Request passes to message.ack_log_error
+            return None
+        return handle(message, body, ack, reject, callbacks, **kw)
+
+    return on_message
+
+
 @app.task(name=TRAIN_TASK, bind=True, ignore_result=True, acks_late=True, reject_on_worker_lost=True,
-          autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=120, retry_jitter=True, max_retries=8)
+          autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=120, retry_jitter=True, max_retries=8,
+          Strategy="workers.tasks:drop_stale_strategy")
 def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | None = None) -> dict[str, Any]:
     """Train one run (task id = run id) and send its records to the recorder."""
     from elm_core.spec import parse_spec
@@ -204,14 +245,9 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
     run_id = self.request.id
     settings = get_settings()
     backend = self.backend
-    issued = state.issued_attempt(backend, run_id)
-    if issued is not None and issued > attempt:
-        log.info("run %s: attempt %d superseded by attempt %d; dropped", run_id, attempt, issued)
-        return {"run_id": run_id, "dropped": "superseded"}
-    cancel = state.cancel_requested(backend, run_id)
-    if cancel is not None and cancel >= attempt:
-        log.info("run %s: cancelled before it started; dropped", run_id)
-        return {"run_id": run_id, "dropped": "cancelled"}
+    why = dropped(backend, run_id, attempt)
+    if why is not None:
+        return {"run_id": run_id, "dropped": why}
 
     extra = {"created_at": created_at} if created_at else {}
     payload = dict(spec) if isinstance(spec, dict) else {}

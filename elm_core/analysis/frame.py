@@ -10,6 +10,7 @@ k_e and k_c come from the closed forms of `elm_core.budget` (docs/science.md sec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,11 +136,48 @@ def read_runs(path: str | Path) -> pl.DataFrame:
     return normalize_frame(df)
 
 
+METRIC_COLUMNS = ("test_metric", "valid_metric", "best_valid_metric", "train_metric")
+
+
+def split_diverged(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+    """(the rows that do not look diverged, [(run_id, reason)] for those that do).
+
+    A run looks diverged when one of its metrics is worse than chance: a BPC above log2(n_out) by
+    more than DIVERGE_MARGIN / ln 2 bits (what elm_core.train marks `failed, diverged` since it checks;
+    a run stored `done` before then, e.g. with a test BPC of 2e6, is caught here), or an accuracy
+    below 1 / n_out. Rows without n_out or a metric are kept."""
+    from elm_core.records import DIVERGE_MARGIN
+
+    present = [c for c in METRIC_COLUMNS if c in df.columns]
+    if df.height == 0 or "n_out" not in df.columns or not present:
+        return df, []
+    n_out = pl.col("n_out").cast(pl.Float64)
+    accuracy = pl.col("metric_name") == "accuracy" if "metric_name" in df.columns else pl.lit(False)
+    bpc_limit = n_out.log(2) + DIVERGE_MARGIN / math.log(2)
+    worse = [pl.when(n_out > 1).then(pl.when(accuracy).then(pl.col(c) < 1 / n_out).otherwise(pl.col(c) > bpc_limit))
+             .fill_null(False).alias(c) for c in present]
+    flags = df.select(worse)
+    bad = flags.select(pl.any_horizontal(pl.all())).to_series()
+    if not bad.any():
+        return df, []
+    reasons = []
+    names = df["metric_name"] if "metric_name" in df.columns else pl.Series([None] * df.height)
+    for i in bad.arg_true().to_list():
+        col = next(c for c in present if flags[c][i])
+        n, value = int(df["n_out"][i]), float(df[col][i])
+        chance = f"1/{n}" if names[i] == "accuracy" else f"log2({n}) = {math.log2(n):.3g}"
+        what = "accuracy" if names[i] == "accuracy" else "BPC"
+        run_id = str(df["run_id"][i]) if "run_id" in df.columns else f"row {i + 1}"
+        reasons.append((run_id, f"{col.removesuffix('_metric')} {what} {value:.4g} is worse than chance ({chance})"))
+    return df.filter(~bad), reasons
+
+
 def done_runs(df: pl.DataFrame, metric: str | None = None, columns: Sequence[str] = ()) -> pl.DataFrame:
-    """Rows that may enter a fit: status == 'done' (when there is a status column), with `metric`
-    and every column in `columns` non-null and finite."""
+    """Rows that may enter a fit: status == 'done' (when there is a status column), not looking
+    diverged (`split_diverged`), with `metric` and every column in `columns` non-null and finite."""
     if "status" in df.columns:
         df = df.filter(pl.col("status") == "done")
+    df = split_diverged(df)[0]
     for name in [*([metric] if metric else []), *columns]:
         if name not in df.columns:
             raise ValueError(f"column {name!r} not in the run frame (columns: {', '.join(df.columns)})")

@@ -76,8 +76,9 @@ from typing import Literal
 
 import numpy as np
 
+from elm_core.records import PRUNED
+
 Signal = Literal["valid", "train"]
-PRUNED = "pruned at step"
 ACTIVE = frozenset({"queued", "running"})
 TERMINAL = frozenset({"done", "failed", "cancelled"})
 MIN_ARMS = 3  # an iso fit needs three allocations; a rung with fewer arms stops nobody

@@ -4,6 +4,7 @@ Layout of a store folder:
 
     runs/<run id>--a<attempt>-<status>.parquet   one record (one row) per file, immutable
     runs/compact-<time>-<tag>.parquet            many records folded together by `Store.compact`
+    runs/batch-<time>-<tag>.parquet              many records written at once by `Store.put_many`
     reference/<run id>--a<attempt>-<status>.parquet   published runs (read-only, never folded)
     runs/.<name>.<random>.tmp                    a write in progress (ignored by readers)
 

@@ -14,7 +14,7 @@ import glob
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +127,33 @@ class Store:
         table = pa.Table.from_pylist([record_row(record)], schema=SCHEMA)
         return write_atomic(folder, name, table, sync=sync)
 
+    def put_many(self, records: Sequence[RunRecord], *, sync: bool = True) -> str | None:
+        """Record many local states at once, as one file (`batch-<time>-<tag>.parquet`): one write and
+        one fsync, not one per record, and readers see all of them or none. Returns the file's name
+        (None when `records` is empty), for `withdraw_file`. Duplicates of records already stored count
+        once, as for `put`. A reference record, or a record of a run the store holds as a reference run,
+        is a ReadOnlyRecordError before anything is written."""
+        if not records:
+            return None
+        held = sorted({r.run_id for r in records if r.source == "reference"} |
+                      set(self.reference_runs(r.run_id for r in records)))
+        if held:
+            raise ReadOnlyRecordError(f"reference (published) runs are read-only: {', '.join(map(repr, held[:5]))}"
+                                      f"{f' and {len(held) - 5} more' if len(held) > 5 else ''}")
+        name = f"batch-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}.parquet"
+        table = pa.Table.from_pylist([record_row(r) for r in records], schema=SCHEMA)
+        write_atomic(self.path / RUNS_DIR, name, table, sync=sync)
+        return name
+
+    def withdraw_file(self, name: str) -> None:
+        """Remove a file `put_many` wrote (its runs' messages could not all be sent)."""
+        if not name.startswith("batch-") or os.sep in name:
+            raise ValueError(f"not a batch file of this store: {name!r}")
+        try:
+            os.unlink(self.path / RUNS_DIR / name)
+        except FileNotFoundError:
+            pass
+
     def withdraw(self, record: RunRecord) -> None:
         """Remove the one file `put(record)` wrote (a `queued` record whose message could not be sent:
         the store must not show a run that no queue holds). Reference records are never withdrawn."""
@@ -179,6 +206,17 @@ class Store:
         for record in records:
             self.put(record)
         return len(records)
+
+    def reference_runs(self, run_ids: Iterable[str]) -> list[str]:
+        """Those of `run_ids` the store holds a reference (read-only) record of, in one directory listing."""
+        held = {n.split("--", 1)[0] for n in self._names((REFERENCE_DIR,))}
+        return [r for r in dict.fromkeys(run_ids) if safe_id(r) in held]
+
+    def latest(self, run_ids: Iterable[str]) -> dict[str, RunRecord]:
+        """The latest record (without its learning curve) of each of `run_ids` the store holds, in one read."""
+        ids = list(dict.fromkeys(run_ids))
+        frame = self.runs().filter(pl.col("run_id").is_in(ids))
+        return {row["run_id"]: _record_from_row(row) for row in frame.iter_rows(named=True)}
 
     def is_reference(self, run_id: str) -> bool:
         """Whether the store holds a reference (published, read-only) record of this run id."""

@@ -117,7 +117,13 @@ def _load(args: argparse.Namespace) -> pl.DataFrame:
     if "status" in df.columns:
         df = df.filter(pl.col("status") == "done")
     from elm_core.analysis import fit_metric
-    from elm_core.analysis.frame import on_curve
+    from elm_core.analysis.frame import on_curve, split_diverged
+
+    df, diverged = split_diverged(df)
+    if diverged and not args.json:
+        shown = "; ".join(f"{run_id}: {why}" for run_id, why in diverged[:5])
+        print(f"left out {len(diverged)} done run(s) that look diverged ({shown}"
+              f"{f'; and {len(diverged) - 5} more' if len(diverged) > 5 else ''})", file=sys.stderr)
 
     if not args.keep_off_curve:
         df, dropped = on_curve(df)

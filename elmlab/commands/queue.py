@@ -3,7 +3,7 @@
     elmlab submit --task text --budget 6e4 --d-m 8 --steps 200       # prints the run id last
     elmlab sweep iso --budget 6e4 --d-m-values 2,4,8,16 --seeds 0,1   # prints the run ids
     elmlab status [--json] [--sweep S]
-    elmlab cancel RUN ; elmlab retry RUN
+    elmlab cancel RUN [RUN ...] | --sweep S | --all-queued ; elmlab retry RUN
     elmlab worker [--queues train,gpu] [--concurrency N] [--threads-per-run T]  # trains runs (any machine)
     elmlab recorder                                                  # writes records; re-queues lost runs
 """
@@ -131,7 +131,7 @@ def _metric(row: dict[str, Any]) -> tuple[float | None, str | None]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from elm_core.search.policy import PRUNED
+    from elm_core.records import PRUNED
     from elm_core.settings import get_settings
     from elm_core.store import Store
     from workers.health import broker_reachable, progress
@@ -141,11 +141,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                                             source=None if args.all else "elmlab")
     rows = frame.to_dicts()
     active = [r["run_id"] for r in rows if r["status"] in ("queued", "running")]
+    running = [r["run_id"] for r in rows if r["status"] == "running"]  # the ones with live progress
     live: dict[str, dict[str, Any]] = {}
     if active:
         ok, why = broker_reachable(settings, 1.0)
         if ok:
-            live = progress(active, settings=settings)
+            live = progress(running, settings=settings)
         else:
             print(f"elmlab status: warning: broker unreachable ({why}); showing stored data only", file=sys.stderr)
     out = []
@@ -190,14 +191,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    from workers.submit import BrokerUnavailable, ReadOnlyError, cancel
+def _cancel_selection(args: argparse.Namespace) -> list[str]:
+    """The run ids a cancel names: RUN..., or the active runs of --sweep, or every queued run."""
+    chosen = [bool(args.run_ids), args.sweep is not None, args.all_queued]
+    if sum(chosen) != 1:
+        raise UsageError("give run ids, --sweep ID or --all-queued (one of them)")
+    if args.run_ids:
+        return args.run_ids
+    from elm_core.settings import get_settings
+    from elm_core.store import Store
 
+    status = "queued" if args.all_queued else ["queued", "running"]
+    return Store(get_settings().store_path).runs(sweep_id=args.sweep, status=status, source="elmlab")[
+        "run_id"].to_list()
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from workers.submit import BrokerUnavailable, ReadOnlyError, cancel_many
+
+    ids = _cancel_selection(args)
+    if not ids:
+        print("elmlab cancel: nothing to cancel: " + (f"sweep {args.sweep} has no queued or running run"
+                                                      if args.sweep else "no run is queued"), file=sys.stderr)
+        return 0
     try:
-        cancel(args.run_id)
+        cancel_many(ids)
     except (BrokerUnavailable, ReadOnlyError) as exc:
         return _broker_error(exc, "cancel")
-    print(f"cancel requested for run {args.run_id}")
+    if len(ids) == 1:
+        print(f"cancel requested for run {ids[0]}")
+    else:
+        print(f"cancel requested for {len(ids)} runs")
     return 0
 
 
@@ -406,8 +430,10 @@ def register(sub) -> None:
     p.add_argument("--all", action="store_true", help="include reference (published) runs")
     p.set_defaults(func=cmd_status, _parser=p)
 
-    p = sub.add_parser("cancel", help="cancel a queued or running run")
-    p.add_argument("run_id", metavar="RUN")
+    p = sub.add_parser("cancel", help="cancel queued or running runs: by id, a whole sweep, or every queued run")
+    p.add_argument("run_ids", metavar="RUN", nargs="*")
+    p.add_argument("--sweep", metavar="ID", help="every queued or running run of this sweep")
+    p.add_argument("--all-queued", action="store_true", help="every queued run (running ones go on)")
     p.set_defaults(func=cmd_cancel, _parser=p)
 
     p = sub.add_parser("retry", help="queue a failed or cancelled run again (same run id, next attempt)")

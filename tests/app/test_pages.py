@@ -141,7 +141,7 @@ def test_read_only_actions_refuse_on_the_server(store: Store, monkeypatch: pytes
     monkeypatch.setenv("ELMLAB_READ_ONLY", "1")
     called = []
     monkeypatch.setattr("workers.submit.submit_many", lambda specs, **k: called.append(specs) or ["id"])
-    monkeypatch.setattr("workers.submit.cancel", lambda *a, **k: called.append(a))
+    monkeypatch.setattr("workers.submit.cancel_many", lambda *a, **k: called.append(a))
     monkeypatch.setattr("workers.submit.retry", lambda *a, **k: called.append(a))
     spec = {"task": "text", "budget": 60_000, "d_m": 8}
     for action in (lambda: actions.submit([spec]), lambda: actions.cancel(["x"]), lambda: actions.retry(["x"]),

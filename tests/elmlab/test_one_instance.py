@@ -69,3 +69,69 @@ def test_children_die_with_a_supervisor_killed_with_sigkill():
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the child outlived its killed parent")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (children of children too), from /proc."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = {int(k) for k in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += sorted(kids - found)
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its reaping is left
+
+
+@pytest.mark.slow
+def test_kill_9_of_elmlab_up_leaves_no_child_running(tmp_path: Path):
+    """The real `elmlab up` (dashboard, recorder, controller, worker and its pool) killed with SIGKILL:
+    every process it started exits within seconds instead of living on under init."""
+    from tests.e2e.conftest import free_port
+
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELMLAB_")}
+    env.update(ELMLAB_HOME=str(home), PYTHONUNBUFFERED="1")
+    up = subprocess.Popen([sys.executable, "-m", "elmlab.cli", "up", "--no-browser", "--port", str(free_port()),
+                           "--concurrency", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True)
+    children: set[int] = set()
+    try:
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if line.startswith("ELM Lab is up"):
+                break
+        else:
+            raise AssertionError("elmlab up did not come up:\n" + "".join(lines))
+        deadline = time.monotonic() + 30  # the worker's pool processes come a moment after the worker
+        while time.monotonic() < deadline and len(children := _descendants(up.pid)) < 5:
+            time.sleep(0.2)
+        assert len(children) >= 5, f"expected dashboard, recorder, controller, worker and a pool process: {children}"
+        os.kill(up.pid, signal.SIGKILL)
+        up.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in children):
+            time.sleep(0.1)
+        left = {p: Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")[:120] for p in children if _alive(p)}
+        assert not left, f"children of the killed elmlab up still run: {left}"
+    finally:
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        up.stdout.close()

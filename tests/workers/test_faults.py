@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from elm_core.store import Store
 from elmlab.cli import main
 from tests.workers.conftest import Lab, tiny, wait_for
 from workers import signing, spool, state, submit
-from workers.celery_app import app_for, broker_folders
+from workers.celery_app import TRAIN_TASK, app_for, broker_folders
 from workers.reaper import Reaper
 from workers.tasks import record_run
 
@@ -264,3 +265,106 @@ def _answers(port: int) -> bool:
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+# --- under load -----------------------------------------------------------------------------------
+
+
+def _queue_sweep(lab: Lab, n: int, sweep_id: str = "load") -> list[str]:
+    return submit.submit_many([tiny(seed=i, sweep_id=sweep_id) for i in range(n)])
+
+
+def _store_files(lab: Lab) -> set[str]:
+    return {p.name for p in (lab.store.path / "runs").glob("*.parquet")}
+
+
+def test_cancelling_a_whole_sweep_is_one_call_and_one_store_file(lab: Lab, capsys):
+    ids = _queue_sweep(lab, 120)
+    other = submit.submit(tiny(seed=999))  # another sweep's run: untouched
+    before = _store_files(lab)
+    assert main(["cancel", "--sweep", "load"]) == 0
+    assert capsys.readouterr().out.strip() == "cancel requested for 120 runs"
+    assert len(_store_files(lab) - before) == 1  # the 120 cancelled records: one batched write
+    runs = {r["run_id"]: r for r in lab.store.runs().to_dicts()}
+    assert {runs[i]["status"] for i in ids} == {"cancelled"} and runs[other]["status"] == "queued"
+    assert {runs[i]["reason"] for i in ids} == {"cancelled before it started"}
+    backend = app_for(lab.settings).backend
+    assert all(state.cancel_requested(backend, i) == 0 for i in ids) and state.cancel_requested(backend, other) is None
+    assert main(["cancel", "--sweep", "load"]) == 0  # again: nothing left to cancel, said so
+    assert "nothing to cancel" in capsys.readouterr().err
+
+
+def test_all_queued_cancels_every_queued_run_and_leaves_running_ones(lab: Lab, capsys):
+    queued = _queue_sweep(lab, 5, "a") + _queue_sweep(lab, 5, "b")
+    running = submit.submit(tiny(seed=50))
+    lab.store.put(lab.store.run(running).model_copy(update={"status": "running", "worker": "w@x"}))
+    assert main(["cancel", "--all-queued"]) == 0
+    assert capsys.readouterr().out.strip() == "cancel requested for 10 runs"
+    assert [lab.status(i) for i in queued] == ["cancelled"] * 10 and lab.status(running) == "running"
+    assert state.cancel_requested(app_for(lab.settings).backend, running) is None
+
+
+@pytest.mark.parametrize("bad", ["unknown", "reference", "done"])
+def test_a_cancel_of_many_runs_with_one_bad_run_does_nothing_and_names_it(lab: Lab, bad):
+    ids = _queue_sweep(lab, 4)
+    if bad == "reference":
+        lab.store.import_reference_csv()
+        culprit = lab.store.runs(source="reference")["run_id"][0]
+    elif bad == "done":
+        culprit = ids[1]
+        lab.store.put(lab.store.run(culprit).model_copy(update={"status": "done", "steps": 5}))
+    else:
+        culprit = "no-such-run"
+    with pytest.raises(ValueError, match=rf"{culprit!r}.*(in the store|reference|already done)"):
+        submit.cancel_many([*ids, culprit])
+    backend = app_for(lab.settings).backend
+    assert all(state.cancel_requested(backend, i) is None for i in ids)
+    assert {lab.status(i) for i in ids if i != culprit} == {"queued"}
+
+
+@pytest.mark.parametrize("args", [[], ["a", "--all-queued"], ["--sweep", "s", "--all-queued"]])
+def test_cancel_needs_exactly_one_selection(lab: Lab, args, capsys):
+    assert main(["cancel", *args]) == 2
+    assert "give run ids, --sweep ID or --all-queued" in capsys.readouterr().err
+
+
+def _drains_cancelled_messages_fast(lab: Lab, n: int) -> None:
+    """n cancelled messages: the worker takes them all off the queue without training any, each in
+    well under the embedded broker's poll interval (a message handed to a pool process and waited
+    for took 0.25 s: n of them, n / 4 seconds)."""
+    from workers.health import queue_lengths
+
+    ids = _queue_sweep(lab, n)
+    submit.cancel_many(ids)
+    lab.worker("--concurrency", "1")
+    lab.wait_log("cancelled before it started; dropped", timeout=60)  # the worker is up and dropping
+    t0 = time.monotonic()
+    wait_for(lambda: queue_lengths(lab.settings)["train"] == 0, 60, "the cancelled messages to drain", every=0.05)
+    assert time.monotonic() - t0 < n / 4 / 3, f"{n} cancelled messages took {time.monotonic() - t0:.1f} s"
+    assert {lab.status(i) for i in ids} == {"cancelled"}
+    assert lab.store.runs(status="running").height == 0
+    log = "".join(p.read_text(errors="replace") for p in (lab.home / "test-logs").glob("worker-*.log"))
+    assert log.count("cancelled before it started; dropped") == n
+    assert f"{TRAIN_TASK}[" not in log  # none reached the pool (Celery logs each task it hands there)
+
+
+@pytest.mark.slow
+def test_a_worker_drops_cancelled_messages_without_a_delay_each_embedded(lab: Lab):
+    _drains_cancelled_messages_fast(lab, 120)
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.redis_db(10)
+def test_a_worker_drops_cancelled_messages_without_a_delay_each_redis(redis_lab: Lab):
+    _drains_cancelled_messages_fast(redis_lab, 120)
+
+
+def test_the_recorder_folds_a_pile_of_run_files_into_one(lab: Lab):
+    ids = [submit.submit(tiny(seed=i)) for i in range(12)]  # one by one: a file each
+    before = lab.store.runs()
+    reaper = Reaper(lab.settings)
+    assert reaper.fold(at=20) is None and len(_store_files(lab)) == 12  # few files: left alone
+    assert reaper.fold(at=10)["folded_files"] == 12
+    assert len(_store_files(lab)) == 1 and lab.store.runs().equals(before)
+    assert sorted(lab.store.runs()["run_id"]) == sorted(ids)
