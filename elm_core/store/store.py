@@ -139,8 +139,9 @@ class Store:
             pass
 
     def _reference_files(self, run_id: str) -> list[str]:
-        """The reference folder's record files of `run_id`: `<safe id>--a<attempt>-<status>.parquet` (one
-        listing matched by name, no pattern compiled per run id; "a--x" is not a record of run "a")."""
+        """The reference folder's record files of `run_id`, `<safe id>--a<attempt>-<status>.parquet`: one
+        listing matched by name, no glob compiled per run id (and "abc---a00000-done.parquet", a record
+        of run "abc-", is not one of run "abc")."""
         folder = self.path / REFERENCE_DIR
         try:
             names = os.listdir(folder)
