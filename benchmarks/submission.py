@@ -2,11 +2,12 @@
 
     python -m benchmarks.submission --n 1000 [--modes embedded,redis] [--redis-url redis://127.0.0.1:6379/15]
 
-Each mode gets a fresh temporary ELMLAB_HOME (and, for Redis, the given DB, flushed before and
-after); no worker runs, so every message stays queued. First N runs submitted one by one through
-the client (`submit(spec)`, settings from the environment, as the CLI and the dashboard call it):
-`submit_total_s`; then N more by the same path with each part timed: validation (parse_spec, the
-task's sizes, the queued record), the broker message, the `queued` record written to the store;
+Each mode gets a fresh temporary ELMLAB_HOME (and, for Redis, the given DB, which must be empty:
+the keys the run added are deleted after it, so no other DB is touched); no worker runs, so every
+message stays queued. First N runs submitted one by one through the client (`submit(spec)`,
+settings from the environment, as the CLI and the dashboard call it): `submit_total_s`; then N more
+by the same path with each part timed: validation (parse_spec, the task's sizes, the queued record),
+the `queued` record written to the store (fsynced, as the client writes it), the broker message;
 then N more in one `submit_many` (a sweep). Prints JSON.
 """
 
@@ -63,12 +64,15 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
 
     home = Path(tempfile.mkdtemp(prefix=f"elmlab-bench-{mode}-"))
     settings = Settings(home=home, broker_url=redis_url if mode == "redis" else None)
-    flush = None
+    client = keys_before = None
     if mode == "redis":
         import redis
 
-        flush = redis.Redis.from_url(redis_url)
-        flush.flushdb()
+        client = redis.Redis.from_url(redis_url)
+        keys_before = set(client.scan_iter(count=1000))
+        if keys_before:
+            raise ValueError(f"{redis_url} holds {len(keys_before)} keys: give the benchmark a Redis DB of its own "
+                             "(--redis-url redis://HOST:PORT/DB)")
     try:
         store = Store(settings.store_path)
         submit.submit({**SPEC, "seed": 10_000}, settings=settings)  # warm-up: connections, imports
@@ -82,13 +86,13 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
             t0 = time.perf_counter()
             spec, rec = submit.validate({**SPEC, "seed": i}, settings=settings)
             t1 = time.perf_counter()
-            submit.publish(settings, spec.model_dump(mode="json"), rec.run_id, 0, rec.created_at, spec.device)
+            store.put(rec)  # as the client writes it: fsynced with its folder
             t2 = time.perf_counter()
-            store.put(rec, sync=False)
+            submit.publish(settings, spec.model_dump(mode="json"), rec.run_id, 0, rec.created_at, spec.device)
             t3 = time.perf_counter()
             validate.append(t1 - t0)
-            publish.append(t2 - t1)
-            record.append(t3 - t2)
+            record.append(t2 - t1)
+            publish.append(t3 - t2)
             total.append(t3 - t0)
         t0 = time.perf_counter()
         many = submit.submit_many([{**SPEC, "seed": 20_000 + i} for i in range(n)], settings=settings)
@@ -104,9 +108,11 @@ def bench(mode: str, n: int, redis_url: str) -> dict[str, Any]:
             "queued_after": queued, "runs_in_store": store.runs().height,
         }
     finally:
-        if flush is not None:
-            flush.flushdb()
-            flush.close()
+        if client is not None:
+            added = set(client.scan_iter(count=1000)) - keys_before
+            if added:
+                client.delete(*added)
+            client.close()
         shutil.rmtree(home, ignore_errors=True)
 
 

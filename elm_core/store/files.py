@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import types
 import typing
 import uuid
@@ -119,21 +118,32 @@ def record_file_name(record: RunRecord) -> str:
 def write_atomic(folder: Path, name: str, table: pa.Table, *, sync: bool = True) -> bool:
     """Write `table` as `folder/name` unless that file exists; True if this call created it.
 
-    Temp file in the same folder, fsync (unless `sync` is False), then a hard link (fails if the name
-    exists, so the first of two racing writers wins) or, where links are not supported, os.replace.
-    Without `sync` the file is still whole or absent, but a power cut may lose it.
+    The file is encoded in memory (one write, no statistics or dictionaries: a record file holds one
+    row), written to a temp file in the same folder, fsynced (unless `sync` is False), then hard-linked
+    to its name (fails if the name exists, so the first of two racing writers wins) or, where links
+    are not supported, os.replace'd; with `sync` the folder is fsynced too, so the record is on disk
+    when this returns. Without `sync` the file is still whole or absent, but a power cut may lose it.
     """
     final = folder / name
     if final.exists():
         return False
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, use_dictionary=False, write_statistics=False)
+    data = memoryview(sink.getvalue())
+    tmp = temp_path(folder, name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            while data:
+                data = data[os.write(fd, data):]
             if sync:
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         try:
             os.link(tmp, final)
         except FileExistsError:

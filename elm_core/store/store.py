@@ -10,9 +10,9 @@ its status is that of its latest record (ordering in elm_core/store/sql.py).
 from __future__ import annotations
 
 import fcntl
-import glob
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -47,6 +47,7 @@ Selection = str | Sequence[str] | None
 Builder = Callable[[Snapshot], tuple[str, dict[str, Any]]]
 _RETRIES = 5
 _STALE_TEMP_S = 3600.0
+_RECORD_SUFFIX = re.compile(r"a\d{5,}-[a-z]+\.parquet")  # what follows "<safe id>--" in a record's file name
 
 
 class ReadOnlyRecordError(ValueError):
@@ -165,8 +166,17 @@ class Store:
             pass
 
     def _reference_files(self, run_id: str) -> list[str]:
-        pattern = os.path.join(glob.escape(str(self.path / REFERENCE_DIR)), glob.escape(safe_id(run_id)))
-        return glob.glob(pattern + "--*.parquet")
+        """The reference folder's record files of `run_id`, `<safe id>--a<attempt>-<status>.parquet`: one
+        listing matched by name, no glob compiled per run id (and "abc---a00000-done.parquet", a record
+        of run "abc-", is not one of run "abc")."""
+        folder = self.path / REFERENCE_DIR
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        prefix = safe_id(run_id) + "--"
+        return [os.path.join(folder, n) for n in names
+                if n.startswith(prefix) and _RECORD_SUFFIX.fullmatch(n, len(prefix))]
 
     def import_reference_csv(self, path: str | Path = REFERENCE_CSV) -> int:
         """Load a published sweep (CSV of the reference shape) as read-only reference records.

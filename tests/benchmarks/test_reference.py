@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -87,3 +88,40 @@ def test_a_missing_reference_python_is_one_line(tmp_path, capsys):
     argv[argv.index("--reference-python") + 1] = str(tmp_path / "no-such-python")
     assert main(argv) == 2
     assert "--reference-python" in capsys.readouterr().err
+
+
+REAL_HARNESS = os.environ.get("ELMLAB_REFERENCE_HARNESS")  # the folder holding the real ref_bench.py
+REAL_PYTHON = os.environ.get("ELMLAB_REFERENCE_PYTHON")  # the Python of the reference's environment (jax, equinox)
+REFERENCE_SRC = os.environ.get("ELMREF_SRC")  # the scratch copy of the reference's src/ that the harness imports
+
+
+def _real_harness_missing() -> str:
+    if not (REAL_HARNESS and REAL_PYTHON and REFERENCE_SRC):
+        return ("the reference harness is not set up here: set ELMLAB_REFERENCE_HARNESS (the folder of ref_bench.py), "
+                "ELMLAB_REFERENCE_PYTHON (its environment's Python) and ELMREF_SRC (the reference's files)")
+    for what, path in (("ELMLAB_REFERENCE_HARNESS", Path(REAL_HARNESS) / "ref_bench.py"),
+                       ("ELMLAB_REFERENCE_PYTHON", Path(REAL_PYTHON)),
+                       ("ELMREF_SRC", Path(REFERENCE_SRC) / "src" / "models" / "elm_network.py")):
+        if not path.exists():
+            return f"{what}: no {path}"
+    return ""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the reference compiles its step first: minutes on a busy machine
+@pytest.mark.skipif(bool(_real_harness_missing()), reason=_real_harness_missing() or "set up")
+def test_the_real_reference_harness_runs_beside_the_bench(capsys):
+    """One timed step of `small` on each side: the real harness compiles and trains the reference's own
+    step, on a network of exactly our parameter count, and the ratios pair its round with ours."""
+    argv = ["bench", "--configs", "small", "--steps", "1", "--warmup", "0", "--repeats", "1", "--threads", "1",
+            "--vs-reference", REAL_HARNESS, "--reference-python", REAL_PYTHON, "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    (ref,) = out["reference"]["rounds"]
+    theirs, ours = ref["small"], out["configs"]["small"]
+    assert theirs["params"] == ours["params"] and theirs["batch"] == 8 and theirs["seq_len"] == 100
+    assert theirs["train_finite"] and theirs["train_chars_per_s"] > 0 and theirs["fwd_chars_per_s"] > 0
+    assert theirs["fwd_logits_shape"] == [8, 100, 205]
+    q = out["reference"]["ratios"]["small"]
+    assert q["train_chars_per_s"]["median"] == pytest.approx(ours["train_chars_per_s"] / theirs["train_chars_per_s"])
+    assert q["fwd_chars_per_s"]["median"] == pytest.approx(ours["fwd_chars_per_s"] / theirs["fwd_chars_per_s"])

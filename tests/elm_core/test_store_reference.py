@@ -162,3 +162,12 @@ def test_export_writes_only_the_selection(mixed: Store, tmp_path: Path, fmt: str
 def test_export_refuses_an_unknown_format(mixed: Store, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown export format"):
         mixed.export(tmp_path / "x.json", "json")  # type: ignore[arg-type]
+
+
+def test_a_reference_run_makes_only_its_own_run_id_read_only(store: Store):
+    store.put(make_record("abc-", source="reference", status="done"))  # its file "abc---a00000-done.parquet"
+    assert store.is_reference("abc-") and not store.is_reference("abc") and not store.is_reference("ab")
+    assert store.put(make_record("abc", status="queued"))  # a local run whose id is a prefix of it
+    assert store.run("abc").status == "queued" and store.run("abc-").source == "reference"
+    with pytest.raises(ReadOnlyRecordError, match="read-only"):
+        store.put(make_record("abc-", status="queued"))
