@@ -456,7 +456,13 @@ def fit_iso_budgets(
     transform: str = "auto",
 ) -> list[IsoFit]:
     """`fit_iso` for every iso-budget group (per task) with at least 3 distinct allocations,
-    ordered by task and budget; `metric` as in `fit_iso`."""
+    ordered by task and budget; `metric` as in `fit_iso`. Without `maximize`, runs of several tasks
+    whose metrics differ (BPC and accuracy) are fitted task by task, each in its own direction."""
+    kw = dict(tol=tol, smoothing=smoothing, n_boot=n_boot, seed=seed, ci_level=ci_level, transform=transform)
+    mixed = {"task", "metric_name"} <= set(df.columns) and df["metric_name"].drop_nulls().n_unique() > 1
+    if maximize is None and mixed:
+        return [f for _, part in df.sort("task").group_by("task", maintain_order=True)
+                for f in fit_iso_budgets(part, x, metric, None, **kw)]
     metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs = iso_budget_groups(done_runs(df, metric, [x]), tol).filter(pl.col("iso_budget").is_not_null())

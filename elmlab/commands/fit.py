@@ -238,7 +238,9 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
             raise ValueError(f"no done run has a finite {metric} (NaN or infinite in all {df.height} rows); "
                              "nothing to fit")
         return obj, [f"no iso-budget group with 3 or more distinct values of {args.x}", *notes]
-    direction = "maximised" if fits[0].maximize else "minimised"
+    directions = {f.maximize for f in fits}
+    direction = ("maximised" if fits[0].maximize else "minimised") if len(directions) == 1 else \
+        "per task: accuracy maximised, BPC minimised"
     lines = [
         f"iso-budget optimum of {args.metric} ({direction}) against {args.x}; "
         f"{int(100 * fits[0].ci_level)}% bootstrap interval ({args.n_boot} replicates)",

@@ -120,3 +120,22 @@ def test_fit_leaves_off_curve_runs_out_unless_asked(tmp_path, capsys):
     everything = json.loads(capsys.readouterr().out)["groups"][0]
     assert (kept["n_points"], everything["n_points"]) == (10, 12)
     assert 2.5 < kept["optimum"] < 6.5  # the planted U's bottom is at d_m 4
+
+
+def test_runs_of_a_bpc_task_and_an_accuracy_task_are_fitted_each_in_its_direction(tmp_path, capsys):
+    import polars as pl
+
+    rows = [dict(task="text", metric_name="bpc", status="done", budget=50_000.0, params=49_800, d_m=d_m, n_neurons=n,
+                 seed=seed, test_metric=2.3 + 0.05 * (np.log2(d_m) - 2.0) ** 2 + 0.002 * seed)
+            for d_m, n in ((1, 90), (2, 70), (4, 45), (8, 25), (16, 12)) for seed in (0, 1)]
+    rows += [dict(task="synthetic-adding", metric_name="accuracy", status="done", budget=30_000.0, params=29_800,
+                  d_m=d_m, n_neurons=n, seed=seed, test_metric=0.9 - 0.04 * (np.log2(d_m) - 3.0) ** 2 + 0.003 * seed)
+             for d_m, n in ((2, 220), (4, 124), (8, 54), (16, 18), (24, 10)) for seed in (0, 1)]
+    path = tmp_path / "runs.csv"
+    pl.DataFrame(rows).write_csv(path)
+    assert main(["fit", "iso", "--input", str(path), "--metric", "test_metric", "--json"]) == 0
+    groups = {g["task"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert not groups["text"]["maximize"] and groups["synthetic-adding"]["maximize"]
+    assert 2.5 < groups["text"]["optimum"] < 6.5 and 5.0 < groups["synthetic-adding"]["optimum"] < 12.0
+    assert main(["fit", "iso", "--input", str(path), "--metric", "test_metric"]) == 0
+    assert "per task: accuracy maximised, BPC minimised" in capsys.readouterr().out
