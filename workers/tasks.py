@@ -195,8 +195,15 @@ class Heartbeat:
                 self.write()
 
 
-def dropped(backend, run_id: str, attempt: int) -> str | None:
-    """Why a message of this attempt must not train ("superseded" or "cancelled"; logged), else None."""
+def dropped(backend, run_id: str, attempt: int, retries: int = 0) -> str | None:
+    """Why a message of this attempt must not train ("superseded", "cancelled" or "duplicate";
+    logged), else None.
+
+    "duplicate": a second delivery of a message whose attempt has already finished or is training
+    elsewhere (its heartbeat younger than ELMLAB_REAP_AFTER_S); a broker delivers at least once, and
+    one attempt must train once. A delivery after its worker died is dropped while the heartbeat is
+    young; the reaper then queues the run as a new attempt. Celery's own retries (`retries` > 0)
+    re-send the same attempt on purpose and are let through."""
     issued = state.issued_attempt(backend, run_id)
     if issued is not None and issued > attempt:
         log.info("run %s: attempt %d superseded by attempt %d; dropped", run_id, attempt, issued)
@@ -205,6 +212,15 @@ def dropped(backend, run_id: str, attempt: int) -> str | None:
     if cancel is not None and cancel >= attempt:
         log.info("run %s: cancelled before it started; dropped", run_id)
         return "cancelled"
+    if not retries:
+        meta = state.task_metas(backend, [run_id]).get(run_id) or {}
+        info = meta.get("result") if isinstance(meta.get("result"), dict) else {}
+        if info and int(info.get("attempt", -1)) == attempt:
+            young = time.time() - float(info.get("heartbeat") or 0.0) < get_settings().reap_after_s
+            if meta.get("status") == "SUCCESS" or (meta.get("status") == "PROGRESS" and young):
+                log.warning("run %s: attempt %d already %s; this second delivery is dropped", run_id, attempt,
+                            "finished" if meta.get("status") == "SUCCESS" else "training elsewhere")
+                return "duplicate"
     return None
 
 
@@ -223,7 +239,8 @@ def drop_stale_strategy(task, app, consumer, **kwargs):
         try:
             run_id = message.headers["id"]
             _, task_kwargs, _ = message.payload
-            why = dropped(task.backend, run_id, int(task_kwargs.get("attempt", 0)))
+            why = dropped(task.backend, run_id, int(task_kwargs.get("attempt", 0)),
+                          int(message.headers.get("retries") or 0))
         except Exception:  # noqa: BLE001 - not ours to judge here: the task decides
             why = None
         if why is not None:
@@ -245,7 +262,7 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
     run_id = self.request.id
     settings = get_settings()
     backend = self.backend
-    why = dropped(backend, run_id, attempt)
+    why = dropped(backend, run_id, attempt, self.request.retries)
     if why is not None:
         return {"run_id": run_id, "dropped": why}
 
