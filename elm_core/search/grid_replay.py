@@ -30,8 +30,9 @@ finish would stand for the grid and the search be compared with itself. To repla
     elmlab sweep replay --input grid.parquet [--limit 0.4] [--workers N] [--json]
 
 One `sweep iso` per budget (`--sweep` repeats for the export); a run that failed must be retried
-(`elmlab retry RUN`) and finish before the export. The shipped demo set,
-elm_core/demo_data/demo_runs.parquet, is such a grid (three budgets, six d_m, two seeds each).
+(`elmlab retry RUN`) and finish before the export. The shipped smoke grid,
+elm_core/demo_data/smoke_grid.parquet, is such a grid (three budgets, six d_m, two seeds each, the
+`small` preset); the demo set is a search's own runs and is refused.
 """
 
 from __future__ import annotations

@@ -6,11 +6,12 @@ arXiv 1810.05934), and spends what it saves on more seeds of the arms near the o
 
 Rungs (`rung_schedule`): r_k = T / eta^k for k = 1, 2, ... down to the minimum rung, each rounded
 down to a step where the signal exists (a multiple of `every`). The default minimum rung is T / eta
-(one rung): early rungs rank arms by how fast they start, not where they end. On the demo set
-(400 steps) the training loss at T / 9 = 44 steps ranks d_m = 16 first at 50k and 200k parameters,
-where it ends 4th; by T / 3 the order is the final one; a 4-worker replay with a rung at 44 stopped
-d_m = 4, the optimum's arm at 200k. Longer presets can afford lower rungs (`min_rung`). The signal
-is the validation metric when its steps carry every rung, else the training loss (`choose_signal`).
+(one rung): early rungs rank arms by how fast they start, not where they end. On the smoke grid
+(elm_core/demo_data/smoke_grid.parquet, 400 steps) the training loss at T / 9 = 44 steps ranks
+d_m = 16 first at 50k and 200k parameters, where it ends 4th; by T / 3 the order is the final one;
+a 4-worker replay with a rung at 44 stopped d_m = 4, the optimum's arm at 200k. Longer presets can
+afford lower rungs (`min_rung`). The signal is the validation metric when its steps carry every
+rung, else the training loss (`choose_signal`).
 
 The value of a run at rung r: a straight line fitted to its signal points in the window
 r (1 - 1/eta) < s <= r (and at least its last 3 points at or before r), read at r, with the
