@@ -12,7 +12,7 @@ and seeds runs from then on.
     elmlab sweep replay --input RUNS_WITH_CURVES [--eta 3] [--limit 0.4] [--workers 1] [--json]
 
 RUNS_WITH_CURVES: an export of the store with learning curves (`elmlab export`, Parquet or CSV),
-e.g. elm_core/demo_data/demo_runs.parquet. Per budget: the fraction of the grid's training steps and
+e.g. elm_core/demo_data/smoke_grid.parquet. Per budget: the fraction of the grid's training steps and
 wall time the search spends, its optimum and the full grid's (the iso-budget fit of `elmlab fit
 iso`), and whether the search's optimum lies in the grid's 95% interval (elm_core.search.grid_replay).
 """
