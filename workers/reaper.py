@@ -81,6 +81,9 @@ class Reaper:
                 if self._unchanged(run_id, ("finished", attempt), now):
                     self._recover(info, did)
                 continue
+            if celery_state == "FAILURE":  # the task raised before train_run recorded anything of its own
+                self._fail(row, meta.get("result"), did)
+                continue
             picked_up = celery_state == "PROGRESS" and mine
             if status == "queued" and not picked_up:
                 self._seen.pop(run_id, None)  # waiting in the queue: nothing to judge
@@ -111,6 +114,23 @@ class Reaper:
                         record.run_id, record.status)
             did["recovered"].append(record.run_id)
         self._seen.pop(record.run_id, None)
+
+    def _fail(self, row: dict[str, Any], error: Any, did: dict[str, list[str]]) -> None:
+        """A run whose task failed in the worker outside training (an import error in a pool process,
+        say) has no record of its own and would stay queued or running forever: it is recorded failed
+        with the error, not re-queued (it would fail the same way; `elmlab retry` once it is fixed)."""
+        rec = self.store.run(row["run_id"])
+        self._seen.pop(row["run_id"], None)
+        if rec is None or rec.status in TERMINAL:
+            return
+        if isinstance(error, BaseException):
+            error = f"{type(error).__name__}: {error}"
+        elif isinstance(error, dict):
+            error = f"{error.get('exc_type', 'error')}: {error.get('exc_message', '')}"
+        reason = f"the worker's task failed before training: {error}"
+        self.store.put(rec.model_copy(update={"status": "failed", "reason": reason, "updated_at": time.time()}))
+        log.warning("run %s: %s; recorded failed", rec.run_id, reason)
+        did["failed"].append(rec.run_id)
 
     def _requeue(self, run_id: str, did: dict[str, list[str]]) -> None:
         rec = self.store.run(run_id)

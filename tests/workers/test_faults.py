@@ -74,6 +74,16 @@ def test_the_reaper_does_not_record_a_forged_final_state(lab: Lab):
     assert reaper.tick()["recovered"] == [] and lab.status(run_id) == "queued"
 
 
+def test_a_task_that_failed_before_training_is_recorded_failed_not_left_queued(lab: Lab):
+    run_id = submit.submit(tiny())
+    backend = app_for(lab.settings).backend
+    backend.mark_as_failure(run_id, ImportError("cannot import name 'X' from 'elm_core.records'"))
+    did = Reaper(lab.settings, clock=FakeClock()).tick()
+    assert did["failed"] == [run_id] and did["requeued"] == []
+    rec = lab.store.run(run_id)
+    assert rec.status == "failed" and "ImportError" in rec.reason and "cannot import name" in rec.reason
+
+
 # --- nothing lost ---------------------------------------------------------------------------------
 
 
