@@ -5,45 +5,15 @@ test-artifacts/e2e/."""
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.pages import CHROMIUM, CHROMIUM_ARGS, ROOT, serve
+
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def elmlab_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELMLAB_")}
-    env.update(ELMLAB_HOME=str(home), PYTHONUNBUFFERED="1")
-    return env
 
 
 @contextlib.contextmanager
@@ -51,29 +21,12 @@ def running_elmlab(home: Path, *extra: str) -> Iterator[str]:
     """`elmlab up --no-browser --port <free> [extra]` on `home`; yields the dashboard's URL."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    port = free_port()
-    elmlab = Path(sys.executable).with_name("elmlab")
-    log = open(home / "up.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([str(elmlab), "up", "--no-browser", "--port", str(port), *extra], env=elmlab_env(home),
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while not _healthy(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail(f"elmlab up did not start:\n{(home / 'up.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    try:
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)  # `elmlab up` stops what it started
+    with contextlib.ExitStack() as stack:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+            url = stack.enter_context(serve(home, *extra))
+        except RuntimeError as e:
+            pytest.fail(str(e))
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,7 @@ def _alive(pid: int) -> bool:
 def test_kill_9_of_elmlab_up_leaves_no_child_running(tmp_path: Path):
     """The real `elmlab up` (dashboard, recorder, controller, worker and its pool) killed with SIGKILL:
     every process it started exits within seconds instead of living on under init."""
-    from tests.e2e.conftest import free_port
+    from benchmarks.pages import free_port
 
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELMLAB_")}
