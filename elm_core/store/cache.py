@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from elm_core.store.files import SMALL_SCHEMA, Checked, StoreFile, StoreWarning, check_file
+from elm_core.store.files import Checked, StoreFile, StoreWarning, check_file
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Snapshot:
     files: list[StoreFile]  # every readable file covered (large and small)
     large: list[str]  # paths that queries read from disk
     large_columns: set[str]  # columns present in at least one large file
-    small: pa.Table | None  # rows of the small files (SMALL_SCHEMA), None if there are none
+    small: pa.Table | None  # rows of the small files (SCHEMA), None if there are none
 
 
 class FileCache:
@@ -40,8 +39,8 @@ class FileCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, Checked] = {}
-        self._small = SMALL_SCHEMA.empty_table()
-        self._small_keys: dict[str, tuple[int, int]] = {}  # files whose rows are in self._small
+        self._tables: dict[str, pa.Table] = {}  # the rows of each small file, by path
+        self._small: pa.Table | None = None  # all of them in one table; None if there are none
 
     @classmethod
     def for_root(cls, root: Path) -> FileCache:
@@ -61,6 +60,7 @@ class FileCache:
         vanished = False
         with self._lock:
             seen: dict[str, Checked] = {}
+            tables: dict[str, pa.Table] = {}
             added: list[pa.Table] = []
             for f in files:
                 c = self._seen.get(f.path)
@@ -71,17 +71,18 @@ class FileCache:
                         vanished = True
                         continue
                     if table is not None:
+                        tables[f.path] = table
                         added.append(table)
+                elif f.path in self._tables:
+                    tables[f.path] = self._tables[f.path]
                 seen[f.path] = c
             self._seen = seen
-            keep = {p: (c.size, c.mtime_ns) for p, c in seen.items() if c.small and c.columns is not None}
-            gone = [p for p, key in self._small_keys.items() if keep.get(p) != key]
             small = self._small
-            if gone:
-                small = small.filter(pc.invert(pc.is_in(small["_file"], value_set=pa.array(gone, pa.string()))))
-            if added:
-                small = pa.concat_tables([small, *added]).combine_chunks()
-            self._small, self._small_keys = small, keep
+            if len(tables) - len(added) < len(self._tables):  # some small files went (or changed): rebuild
+                small = pa.concat_tables(list(tables.values())).combine_chunks() if tables else None
+            elif added:
+                small = pa.concat_tables(([] if small is None else [small]) + added).combine_chunks()
+            self._small, self._tables = small, tables
         if vanished:
             return None
         good, large, columns = [], [], set()
@@ -94,7 +95,7 @@ class FileCache:
             if not c.small:
                 large.append(f.path)
                 columns |= c.columns
-        return Snapshot(files, good, large, columns, small if small.num_rows else None)
+        return Snapshot(files, good, large, columns, small if small is not None and small.num_rows else None)
 
     def mark_bad(self, f: StoreFile, why: str) -> None:
         """A large file whose footer looked fine but whose data does not decode."""

@@ -66,8 +66,14 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     name: _arrow_type(field.annotation) for name, field in RunRecord.model_fields.items()
 }
 SCHEMA = pa.schema([pa.field(name, ARROW_TYPES[name]) for name in COLUMNS] + [pa.field(DIGEST, pa.string())])
-SMALL_SCHEMA = SCHEMA.append(pa.field("_file", pa.string()))  # rows kept in memory, with their file
 SQL_TYPES = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR", pa.bool_(): "BOOLEAN"}
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    """`schema.empty_table()` without its cost: pyarrow's constructors from Python values (pa.array,
+    pa.scalar, Schema.empty_table) import pandas when it is installed, a quarter of a second that a
+    read of the store does not otherwise need."""
+    return pa.Table.from_arrays([pa.nulls(0, field.type) for field in schema], schema=schema)
 
 
 def _default_value(name: str) -> Any:
@@ -239,7 +245,7 @@ class Checked:
 
 def check_file(f: StoreFile) -> tuple[Checked, pa.Table | None]:
     """Look at one file: magic bytes at head and tail, then the footer (schema, row count). A small
-    file is read whole and returned normalised to SCHEMA (plus `_file`). FileNotFoundError if gone."""
+    file is read whole and returned normalised to SCHEMA. FileNotFoundError if gone."""
 
     def bad(why: str) -> tuple[Checked, None]:
         return Checked(f.size, f.mtime_ns, None, why), None
@@ -271,17 +277,17 @@ def check_file(f: StoreFile) -> tuple[Checked, pa.Table | None]:
             table = pf.read(use_threads=False)
         except Exception as exc:  # noqa: BLE001
             return bad(f"unreadable Parquet data ({type(exc).__name__}: {exc})")
-    return Checked(f.size, f.mtime_ns, columns, small=True), normalise(table, f.path)
+    return Checked(f.size, f.mtime_ns, columns, small=True), normalise(table)
 
 
-def normalise(table: pa.Table, path: str) -> pa.Table:
-    """`table` with exactly SCHEMA's columns (cast; a missing one all null) plus `_file` = path."""
+def normalise(table: pa.Table) -> pa.Table:
+    """`table` with exactly SCHEMA's columns (cast; a missing one all null)."""
     present = set(table.column_names)  # a list built anew on every access: once, not once per field
     arrays = [
         table.column(field.name).cast(field.type) if field.name in present else pa.nulls(len(table), field.type)
         for field in SCHEMA
     ]
-    return pa.Table.from_arrays([*arrays, pa.array([path] * len(table), pa.string())], schema=SMALL_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
 def deep_check(path: str) -> str:

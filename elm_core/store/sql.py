@@ -39,6 +39,11 @@ def columns(with_curve: bool) -> list[str]:
     return [c for c in COLUMNS if with_curve or c != "curve"]
 
 
+# What deduplication, the latest-record order and `filters` read, whatever columns a query returns.
+KEY_COLUMNS = frozenset({"run_id", "attempt", "status", "created_at", "updated_at", "task", "sweep_id", "source",
+                         "budget", "params"})
+
+
 class Query:
     """Builds one statement and its parameters over a snapshot of the store: the large files, read
     by DuckDB from disk (`$files`), and the rows of the small files, an Arrow table registered on
@@ -47,10 +52,16 @@ class Query:
     SMALL = "small_rows"
 
     def __init__(
-        self, files: list[str], present: set[str], has_small: bool, with_curve: bool, run_id: str | None = None
+        self, files: list[str], present: set[str], has_small: bool, with_curve: bool, run_id: str | None = None,
+        only: Sequence[str] | None = None,
     ):
+        """`only`: return just these columns (in canonical order), reading only them and KEY_COLUMNS."""
         self.params: dict[str, Any] = {}
         self.columns = columns(with_curve)
+        read = self.columns
+        if only is not None:
+            self.columns = [c for c in self.columns if c in only]
+            read = [c for c in columns(with_curve) if c in only or c in KEY_COLUMNS]
         where = ""
         if run_id is not None:  # one run only: filtered before deduplication (same answer, less work)
             self.params["run_id"] = run_id
@@ -58,10 +69,10 @@ class Query:
         parts = []
         if files:
             self.params["files"] = files
-            select = ", ".join(self._column(c, c in present) for c in [*self.columns, DIGEST])
+            select = ", ".join(self._column(c, c in present) for c in [*read, DIGEST])
             parts.append(f"SELECT {select} FROM read_parquet($files, union_by_name = true){where}")
         if has_small or not files:
-            select = ", ".join(self._column(c, True) for c in [*self.columns, DIGEST])
+            select = ", ".join(self._column(c, True) for c in [*read, DIGEST])
             parts.append(f"SELECT {select} FROM {self.SMALL}{where}")
         self._source = "\n  UNION ALL\n  ".join(parts)
 

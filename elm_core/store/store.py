@@ -16,10 +16,9 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
@@ -33,6 +32,7 @@ from elm_core.store.files import (
     SCHEMA,
     StoreFile,
     deep_check,
+    empty_table,
     fsync_dir,
     list_files,
     record_file_name,
@@ -42,6 +42,9 @@ from elm_core.store.files import (
     write_atomic,
 )
 from elm_core.store.reference import REFERENCE_CSV, read_reference_csv
+
+if TYPE_CHECKING:  # Polars is imported where a frame is made: `rows` answers without it (`elmlab status`)
+    import polars as pl
 
 Selection = str | Sequence[str] | None
 Builder = Callable[[Snapshot], tuple[str, dict[str, Any]]]
@@ -55,7 +58,9 @@ class ReadOnlyRecordError(ValueError):
 
 
 def _empty(columns: list[str]) -> pl.DataFrame:
-    return pl.from_arrow(pa.schema([SCHEMA.field(c) for c in columns]).empty_table())  # type: ignore[return-value]
+    import polars as pl
+
+    return pl.from_arrow(empty_table(pa.schema([SCHEMA.field(c) for c in columns])))  # type: ignore[return-value]
 
 
 def _record_from_row(row: dict[str, Any]) -> RunRecord:
@@ -72,15 +77,33 @@ def _one_line(exc: Exception) -> str:
 
 def _read_export(path: Path) -> pl.DataFrame:
     """An export file as a frame; ValueError (one line, naming the file) for anything unreadable."""
+    import polars as pl
+
     if path.suffix not in (".csv", ".parquet"):
         raise ValueError(f"{path}: not an export file: give a .csv or .parquet written by `elmlab export`")
     try:
         if path.suffix == ".csv":
-            schema = {c: pl.from_arrow(pa.schema([SCHEMA.field(c)]).empty_table()).dtypes[0] for c in COLUMNS}
+            schema = {c: pl.from_arrow(empty_table(pa.schema([SCHEMA.field(c)]))).dtypes[0] for c in COLUMNS}
             return pl.read_csv(path, schema_overrides=schema)
         return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError, pa.ArrowException, ValueError) as exc:
         raise ValueError(f"{path}: cannot read it as a {path.suffix[1:]} export ({_one_line(exc)})") from None
+
+
+def _runs_query(task: Selection, sweep_id: Selection, status: Selection, budget: float | None, budget_tol: float,
+                source: Selection, with_curve: bool, only: Sequence[str] | None = None) -> Builder:
+    """The statement of `Store.runs` (and `Store.rows`, with `only` its columns)."""
+    if budget is not None and not budget > 0:
+        raise ValueError(f"invalid budget={budget!r}: must be a positive number of parameters")
+
+    def build(snap: Snapshot) -> tuple[str, dict[str, Any]]:
+        q = sql.Query(snap.large, snap.large_columns, snap.small is not None, with_curve, only=only)
+        where = sql.filters(
+            q, task=task, sweep_id=sweep_id, status=status, source=source, budget=budget, budget_tol=budget_tol
+        )
+        return q.run(f"SELECT {q.out()} FROM latest{where} ORDER BY created_at, run_id")
+
+    return build
 
 
 def _vanished(snap: Snapshot) -> bool:
@@ -224,6 +247,8 @@ class Store:
 
     def latest(self, run_ids: Iterable[str]) -> dict[str, RunRecord]:
         """The latest record (without its learning curve) of each of `run_ids` the store holds, in one read."""
+        import polars as pl
+
         ids = list(dict.fromkeys(run_ids))
         frame = self.runs().filter(pl.col("run_id").is_in(ids))
         return {row["run_id"]: _record_from_row(row) for row in frame.iter_rows(named=True)}
@@ -268,7 +293,12 @@ class Store:
         return con
 
     def _frame(self, build: Builder, with_curve: bool) -> pl.DataFrame:
-        """Run the statement `build(snapshot)` over the store's current readable files.
+        """The answer of the statement `build(snapshot)` as a Polars frame."""
+        return self._answer(build, lambda rel: rel.pl(), lambda: _empty(sql.columns(with_curve)))
+
+    def _answer(self, build: Builder, fetch: Callable[[duckdb.DuckDBPyRelation], Any], empty: Callable[[], Any]) -> Any:
+        """Run the statement `build(snapshot)` over the store's current readable files; `fetch` turns its
+        relation into the answer, `empty()` is the answer when the store holds no file.
 
         If the query fails because a compaction folded files away meanwhile, list again; if it
         fails on a file whose footer looked fine but whose data does not decode, skip that file."""
@@ -276,11 +306,11 @@ class Store:
         for _ in range(_RETRIES):
             snap = self._snapshot()
             if not snap.files:
-                return _empty(sql.columns(with_curve))
+                return empty()
             statement, params = build(snap)
             con = self._connect(snap)
             try:
-                return con.sql(statement, params=params).pl()
+                return fetch(con.sql(statement, params=params))
             except duckdb.Error as exc:
                 error = exc
                 if _vanished(snap):
@@ -310,17 +340,31 @@ class Store:
         with `with_curve`), ordered by (created_at, run_id). Filters apply to the latest record;
         each takes one value or a list. `budget`: the iso-budget slice
         |coalesce(budget, params) - budget| <= budget_tol * budget."""
-        if budget is not None and not budget > 0:
-            raise ValueError(f"invalid budget={budget!r}: must be a positive number of parameters")
-
-        def build(snap: Snapshot) -> tuple[str, dict[str, Any]]:
-            q = sql.Query(snap.large, snap.large_columns, snap.small is not None, with_curve)
-            where = sql.filters(
-                q, task=task, sweep_id=sweep_id, status=status, source=source, budget=budget, budget_tol=budget_tol
-            )
-            return q.run(f"SELECT {q.out()} FROM latest{where} ORDER BY created_at, run_id")
-
+        build = _runs_query(task, sweep_id, status, budget, budget_tol, source, with_curve)
         return self._frame(build, with_curve)
+
+    def rows(
+        self,
+        columns: Sequence[str],
+        task: Selection = None,
+        sweep_id: Selection = None,
+        status: Selection = None,
+        budget: float | None = None,
+        budget_tol: float = 0.05,
+        source: Selection = None,
+    ) -> list[dict[str, Any]]:
+        """The runs of `runs(...)`, in its order, as plain dicts of the given columns only: a quick read
+        (fewer columns decoded, no Polars) for `elmlab status`. ValueError for a column not in records.COLUMNS."""
+        unknown = sorted(set(columns) - set(COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown column(s) {', '.join(unknown)}: see elm_core.records.COLUMNS")
+        build = _runs_query(task, sweep_id, status, budget, budget_tol, source, "curve" in columns, columns)
+
+        def fetch(rel: duckdb.DuckDBPyRelation) -> list[dict[str, Any]]:
+            names = rel.columns
+            return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+
+        return self._answer(build, fetch, list)
 
     def run(self, run_id: str) -> RunRecord | None:
         """The latest record of one run, with its learning curve; None if the run is unknown."""

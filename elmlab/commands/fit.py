@@ -20,10 +20,10 @@ import json
 import math
 import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import polars as pl
+if TYPE_CHECKING:  # numpy and polars are imported where used: every command builds this parser, few fit
+    import polars as pl
 
 _SUBCOMMANDS = ("iso", "pareto", "scaling", "capacity", "suggest")
 
@@ -96,6 +96,8 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def _load(args: argparse.Namespace) -> pl.DataFrame:
+    import polars as pl
+
     from elm_core.analysis import normalize_frame, read_runs
     from elmlab.cli import UsageError
 
@@ -144,6 +146,8 @@ def _load(args: argparse.Namespace) -> pl.DataFrame:
 def _with_extrapolated(args: argparse.Namespace, df: pl.DataFrame) -> pl.DataFrame:
     """The done runs plus the pruned and running ones at their extrapolated metric (elm_core.search.partial);
     `args.extrapolated` keeps what happened to each for the report."""
+    import polars as pl
+
     from elm_core.analysis import fit_metric
     from elm_core.search.partial import extrapolate_runs
     from elmlab.cli import UsageError
@@ -167,6 +171,8 @@ def _with_extrapolated(args: argparse.Namespace, df: pl.DataFrame) -> pl.DataFra
 
 def _clean(obj: Any) -> Any:
     """JSON-safe: numpy scalars to Python, nan/inf to None."""
+    import numpy as np
+
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -373,6 +379,8 @@ _HANDLERS = {"iso": _iso, "pareto": _pareto, "scaling": _scaling, "capacity": _c
 
 
 def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     df = _load(args)
     with np.errstate(all="ignore"), warnings.catch_warnings():  # a fit that fails says so in words
         warnings.simplefilter("ignore", RuntimeWarning)

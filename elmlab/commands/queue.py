@@ -120,6 +120,10 @@ STATUS_COLUMNS = ("run_id", "status", "task", "params", "d_m", "n_neurons", "met
 
 
 METRIC_SPLITS = {"test_metric": "test", "valid_metric": "valid", "train_metric": "train"}
+# The record columns `elmlab status` shows (its JSON) or reads: only these are read from the store.
+STATUS_READS = ("run_id", "status", "reason", "sweep_id", "task", "params", "budget", "d_m", "n_neurons", "d_tree",
+                "d_brch", "seed", "metric_name", *METRIC_SPLITS, "steps", "attempt", "worker", "created_at",
+                "updated_at")
 
 
 def _metric(row: dict[str, Any]) -> tuple[float | None, str | None]:
@@ -137,9 +141,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from workers.health import broker_reachable, progress
 
     settings = get_settings()
-    frame = Store(settings.store_path).runs(sweep_id=args.sweep, status=args.status,
-                                            source=None if args.all else "elmlab")
-    rows = frame.to_dicts()
+    rows = Store(settings.store_path).rows(STATUS_READS, sweep_id=args.sweep, status=args.status,
+                                           source=None if args.all else "elmlab")
     active = [r["run_id"] for r in rows if r["status"] in ("queued", "running")]
     running = [r["run_id"] for r in rows if r["status"] == "running"]  # the ones with live progress
     live: dict[str, dict[str, Any]] = {}

@@ -239,6 +239,43 @@ def test_filter_values_are_bound_parameters_not_sql(filled: Store) -> None:
     assert filled.runs(sweep_id=['s1") OR true --']).height == 0
 
 
+STATUS_COLUMNS = ["run_id", "status", "reason", "task", "params", "d_m", "valid_metric", "created_at", "updated_at"]
+
+
+def test_rows_answer_as_runs_does_with_only_the_columns_asked(filled: Store) -> None:
+    filled.import_reference_csv()
+    for selection in ({}, {"source": "elmlab"}, {"status": ["queued", "running"]}, {"sweep_id": "s2"},
+                      {"task": "enwik8", "budget": 1e6}, {"status": "cancelled"}):
+        expected = filled.runs(**selection).select(STATUS_COLUMNS).to_dicts()
+        assert filled.rows(STATUS_COLUMNS, **selection) == expected, selection
+    assert [r["run_id"] for r in filled.rows(["run_id"], status="done", source="elmlab")] == ["a", "d", "f"]
+    assert set(filled.rows(["metric_name"])[0]) == {"metric_name"}  # the columns asked, no others
+    filled.compact()  # the same from one large file
+    expected = filled.runs(source="elmlab").select(STATUS_COLUMNS).to_dicts()
+    assert filled.rows(STATUS_COLUMNS, source="elmlab") == expected
+
+
+def test_rows_of_an_empty_store_and_of_unknown_columns(store: Store, filled: Store) -> None:
+    assert Store(store.path.parent / "empty").rows(["run_id", "status"]) == []
+    with pytest.raises(ValueError, match="no_such"):
+        filled.rows(["run_id", "no_such"])
+
+
+def test_a_reader_forgets_the_rows_of_a_withdrawn_file_and_sees_new_ones(store: Store) -> None:
+    records = [make_record(i, created_at=100.0 + n) for n, i in enumerate(("a", "b", "c"))]
+    for r in records:
+        store.put(r)
+    assert ids(store.runs()) == ["a", "b", "c"]  # the reader now holds their rows in memory
+    store.withdraw(records[1])
+    assert ids(store.runs()) == ["a", "c"]
+    store.put(make_record("d", created_at=110.0))
+    store.put(done(records[0], t=200.0))
+    assert ids(store.runs()) == ["a", "c", "d"] and store.run("a").status == "done"
+    store.withdraw(records[0])  # a's queued record: its done one remains
+    store.withdraw(records[2])
+    assert ids(store.runs()) == ["a", "d"] and store.history("a")["status"].to_list() == ["done"]
+
+
 def test_state_token_changes_when_the_store_changes(filled: Store) -> None:
     token = filled.state_token()
     assert filled.state_token() == token

@@ -4,6 +4,8 @@ cancel/retry rules, the exactly-once rule, re-queueing a silent run."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -99,6 +101,21 @@ def test_broker_unreachable(lab: Lab, monkeypatch, capsys):
 def _tiny_flags() -> list[str]:
     return ["--n-neurons", "8", "--d-m", "3", "--d-tree", "3", "--d-brch", "3", "--steps", "5", "--batch-size", "2",
             "--seq-len", "10", "--eval-chars", "100", "--test-chars", "100"]
+
+
+def test_status_over_queued_runs_imports_neither_torch_nor_celery(lab: Lab):
+    """`elmlab status` reads the store; with no run running it needs no live progress, so no Celery, and no
+    model code (checked in a fresh process, whose modules are its own)."""
+    ids = submit.submit_many([tiny(seed=s) for s in (1, 2)])
+    code = ("import io, json, sys\nfrom elmlab.cli import main\nout, sys.stdout = sys.stdout, io.StringIO()\n"
+            "rc = main(['status', '--json'])\nprint(json.dumps({'rc': rc, 'runs': json.loads(sys.stdout.getvalue()), "
+            "'modules': sorted({m.split('.')[0] for m in sys.modules})}), file=out)")
+    done = subprocess.run([sys.executable, "-c", code], env=lab.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["rc"] == 0 and sorted((r["run_id"], r["status"]) for r in answer["runs"]) == sorted(
+        (i, "queued") for i in ids)
+    assert not {"torch", "celery", "kombu", "pandas", "polars"} & set(answer["modules"])
 
 
 def test_cli_submit_sweep_status_cancel_retry(lab: Lab, capsys):
