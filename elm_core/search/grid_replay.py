@@ -321,13 +321,20 @@ def replay(
 def check_full_grid(whole: pl.DataFrame, done: pl.DataFrame, x: str = "d_m", metric: str = "test_metric") -> None:
     """ValueError, one line, unless the budget group `whole` (all its runs) is a full grid: every run
     done with its metric (`done`), all trained the same number of steps, every allocation with the
-    same seeds. A search's own runs are not one: the runs it stopped are cancelled at their rung."""
+    same seeds. A search's own runs are one only where it trained every allocation and seed to the end
+    (the runs it stopped are cancelled at their rung)."""
+    problem = _not_a_full_grid(whole, done, x, metric)
+    if problem is None:
+        return
     budget = f"budget {float(whole['iso_budget'][0]):,.0f}"
     hint = "the replay needs a full grid, every allocation and seed trained to the end (an iso sweep's runs)"
     sweeps = whole["sweep_id"].drop_nulls().unique().to_list() if "sweep_id" in whole.columns else []
     searches = sorted(s for s in sweeps if s.startswith(SEARCH_ID_PREFIX))
-    if searches:
-        raise ValueError(f"{budget}: these are the runs of a search ({', '.join(searches)}); {hint}")
+    of_a_search = f"these are the runs of a search ({', '.join(searches)}): " if searches else ""
+    raise ValueError(f"{budget}: {of_a_search}{problem}; {hint}")
+
+
+def _not_a_full_grid(whole: pl.DataFrame, done: pl.DataFrame, x: str, metric: str) -> str | None:
     if done.height < whole.height:
         missing = whole.join(done.select("run_id"), on="run_id", how="anti")
         reasons = missing["reason"].cast(pl.String).fill_null("") if "reason" in missing.columns else pl.Series([""])
@@ -337,17 +344,17 @@ def check_full_grid(whole: pl.DataFrame, done: pl.DataFrame, x: str = "d_m", met
             status = missing["status"].fill_null("?").to_list() if "status" in missing.columns else []
             counts = Counter(f"done without {metric}" if st == "done" else st for st in status)
             what = ", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or f"no {metric}"
-        raise ValueError(f"{budget}: {missing.height} of {whole.height} runs did not finish ({what}); {hint}")
+        return f"{missing.height} of {whole.height} runs did not finish ({what})"
     steps = done["steps"].unique().sort().to_list()
     if len(steps) > 1:
-        raise ValueError(f"{budget}: the runs trained different numbers of steps ({', '.join(map(str, steps))}); "
-                         f"{hint}")
+        return f"the runs trained different numbers of steps ({', '.join(map(str, steps))})"
     if "seed" not in done.columns:
-        return
+        return None
     seeds = {a: tuple(sorted(done.filter(pl.col(x) == a)["seed"].to_list())) for a in done[x].unique().sort()}
     if len(set(seeds.values())) > 1:
         arms = "; ".join(f"{x} {a:g}: seeds {', '.join(map(str, s))}" for a, s in seeds.items())
-        raise ValueError(f"{budget}: the allocations have different seeds ({arms}); {hint}")
+        return f"the allocations have different seeds ({arms})"
+    return None
 
 
 def _replay_group(

@@ -436,3 +436,15 @@ def test_the_cli_refuses_what_is_not_a_full_grid_in_one_line(tmp_path, capsys, c
     assert line.startswith("elmlab sweep: error: budget 50,000: ") and expected in line
     assert "full grid, every allocation and seed trained to the end" in line
     assert "Traceback" not in captured.err and not captured.out
+
+
+def test_a_search_that_trained_every_allocation_and_seed_to_the_end_is_a_full_grid(tmp_path, capsys):
+    """Runs queued by a search (its sweep id) whose every allocation and seed finished (none stopped, as
+    where the intervals all overlapped, or after the rest were trained by hand) replay like an iso sweep."""
+    from elmlab.cli import main
+
+    path = tmp_path / "runs.parquet"
+    planted_runs().with_columns(sweep_id=pl.lit("search-1a2b3c4d")).write_parquet(path)
+    assert main(["sweep", "replay", "--input", str(path), "--n-boot", "20", "--json"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)["groups"]
+    assert group["budget"] == 50_000 and group["inside"] is True
