@@ -9,7 +9,7 @@ and seeds runs from then on.
 
 `sweep replay`: what the multi-fidelity search would have cost, and found, on a full grid.
 
-    elmlab sweep replay --input RUNS_WITH_CURVES [--eta 3] [--limit 0.4] [--workers 1] [--json]
+    elmlab sweep replay --input RUNS_WITH_CURVES [--task T] [--eta 3] [--limit 0.4] [--workers 1] [--json]
 
 RUNS_WITH_CURVES: an export of the store with learning curves (`elmlab export`, Parquet or CSV),
 e.g. elm_core/demo_data/smoke_grid.parquet. Per budget: the fraction of the grid's training steps and
@@ -29,6 +29,7 @@ def add_replay(kinds: argparse._SubParsersAction) -> None:
     """The `replay` sub-command of `elmlab sweep`."""
     p = kinds.add_parser("replay", help="replay the multi-fidelity search on a fully trained grid (no queueing)")
     p.add_argument("--input", metavar="FILE", required=True, help="runs with learning curves (Parquet, CSV)")
+    p.add_argument("--task", help="only the runs of this task")
     p.add_argument("--eta", type=int, default=3, help="keep the best 1/eta at a rung (default 3)")
     p.add_argument("--min-rung", type=int, help="lowest rung in steps (default total / eta)")
     p.add_argument("--z", type=float, default=1.96, help="interval half-width in standard errors (default 1.96)")
@@ -63,6 +64,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         df = read_runs(args.input)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UsageError(f"cannot read {args.input}: {str(exc).splitlines()[0]}") from None
+    if args.task is not None:
+        if "task" not in df.columns or df.filter(pl.col("task") == args.task).is_empty():
+            raise UsageError(f"--task {args.task}: no runs of that task in {args.input}")
+        df = df.filter(pl.col("task") == args.task)
     workers = args.workers
     if workers is None:
         workers = max(1, df["worker"].drop_nulls().n_unique()) if "worker" in df.columns else 1

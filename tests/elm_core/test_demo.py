@@ -70,3 +70,17 @@ def test_demo_draws_an_iso_curve_per_budget_and_a_frontier():
 def test_the_demo_is_not_a_full_grid_so_the_replay_refuses_it():
     with pytest.raises(ValueError, match="runs of a search"):
         replay(RUNS.filter(pl.col("task") == "text"))
+
+
+def test_the_demo_spike_search_is_a_full_grid_the_replay_takes(capsys):
+    """The spike search and the runs queued after it trained every allocation (d_m 2-24) with both seeds
+    to the end: `--task` picks it out of the demo file and the replay finds the grid's optimum inside
+    its interval."""
+    spike = RUNS.filter(pl.col("task") == "synthetic-adding")
+    assert spike.group_by("d_m").agg(pl.col("seed").sort()).get_column("seed").to_list() == [[0, 1]] * 6
+    args = ["sweep", "replay", "--input", str(DEMO_FILE), "--n-boot", "20", "--json"]
+    assert main([*args, "--task", "synthetic-adding"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)["groups"]
+    assert group["inside"] is True and 0 < group["compute_fraction"] < 1
+    assert main([*args, "--task", "no-such-task"]) == 2
+    assert "no runs of that task" in capsys.readouterr().err
