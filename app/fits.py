@@ -138,8 +138,8 @@ def suggestions(collapsed: pl.DataFrame, metric: str, n: int = 5) -> pl.DataFram
 
 
 def optima_table(fits: list[IsoFit] | NoFit) -> pl.DataFrame:
-    """One row per iso-budget fit: the optimum with its interval, and which way to extend the sweep
-    when it is not bracketed (no rows without a fit)."""
+    """One row per iso-budget fit: the optimum with its interval, whether the runs bracket it (null:
+    no interval, so not shown), and which way to extend the sweep when it is not (no rows without a fit)."""
     rows = [
         {
             "budget": f.budget,
@@ -147,7 +147,7 @@ def optima_table(fits: list[IsoFit] | NoFit) -> pl.DataFrame:
             "ci_low": f.ci[0],
             "ci_high": f.ci[1],
             "metric_at_optimum": f.optimum_metric,
-            "bracketed": f.interior,
+            "bracketed": f.bracketed,
             "extend_toward": f.extend_toward or None,
             "runs": f.n_points,
             "note": f.note,

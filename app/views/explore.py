@@ -99,8 +99,11 @@ else:
         for row in table.iter_rows(named=True):
             ci = (f"{row['ci_low']:.3g} to {row['ci_high']:.3g} (95% bootstrap interval)"
                   if row["ci_low"] == row["ci_low"] else "no interval (too few runs)")
-            edge = ("" if row["bracketed"] else " **at the edge of the sampled range: not bracketed; extend the sweep "
-                    f"to {row['extend_toward']} {x}**")
+            edge = ("" if row["bracketed"] else
+                    " (not shown to be bracketed without an interval: repeat seeds or add allocations)"
+                    if row["bracketed"] is None else
+                    f" **at the edge of the sampled range: not bracketed; extend the sweep to {row['extend_toward']} "
+                    f"{x}**")
             lines.append(f"- P ≈ **{text.human(row['budget'])}**: optimal {x} ≈ **{row['optimum']:.3g}**, {ci}; "
                          f"{text.METRICS[metric]} {mname} there ≈ {row['metric_at_optimum']:.4f} "
                          f"({row['runs']} configurations){edge}")

@@ -38,8 +38,13 @@ and takes the argmin of f*_b; the interval is the (alpha/2, 1 - alpha/2) percent
 Removing runs shrinks B^T W B, so A^-1 grows and the interval widens; drawing s_b from its sampling
 distribution carries the uncertainty of sigma itself (few degrees of freedom, heavy tails). The
 interval can only narrow when a removed run was one the curve fitted badly (sigma drops). With
-dof < 1 sigma cannot be estimated and the interval is (nan, nan). `bracketed` (also `interior`) is
-False when the optimum or its interval reaches an end of the sampled range: extend the sweep that way.
+dof < 1 sigma cannot be estimated and the interval is (nan, nan).
+
+Bracketing: `interior` is False when the optimum or its interval reaches an end of the sampled range
+(extend the sweep that way, `extend_toward`). `bracketed` is True only when the optimum has an
+interval and both lie inside the range; False when either reaches an end; None when the optimum lies
+inside but has no interval (one seed per allocation and too few points for a noise estimate): the
+data do not show it bracketed, and the note says so.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ N_SEGMENTS = 12
 N_GRID = 401
 DEGREE = 3
 PENALTY_ORDER = 3
+NO_INTERVAL = "too few points to estimate the noise: no interval"
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,8 +73,9 @@ class IsoFit:
 
     curve_x / curve_y: the smooth fit on a grid in x (original units); curve_lo / curve_hi: the
     pointwise bootstrap band; points: the group's runs with `fitted` and `residual` columns;
-    boot_optima: the bootstrap argmins (x units) behind `ci`; interior (= bracketed): the optimum and
-    its interval lie inside the sampled range, else extend_toward says which way to grow the sweep.
+    boot_optima: the bootstrap argmins (x units) behind `ci`; interior: the optimum and its interval
+    (where there is one) lie inside the sampled range, else extend_toward says which way to grow the
+    sweep; bracketed: True, False, or None without an interval (module docstring).
     """
 
     budget: float
@@ -102,9 +109,17 @@ class IsoFit:
     test_at_optimum: float = float("nan")  # the smoothed test_metric at the optimum
 
     @property
-    def bracketed(self) -> bool:
-        """The optimum and its interval lie inside the sampled range (the same as `interior`)."""
-        return self.interior
+    def has_interval(self) -> bool:
+        """Whether the optimum has a bootstrap interval (False with too few points for a noise estimate)."""
+        return bool(np.isfinite(self.ci[0]) and np.isfinite(self.ci[1]))
+
+    @property
+    def bracketed(self) -> bool | None:
+        """True: the optimum and its interval lie inside the sampled range; False: either reaches an end
+        of it; None: the optimum lies inside but has no interval, so bracketing is not shown."""
+        if not self.interior:
+            return False
+        return True if self.has_interval else None
 
     @property
     def ci_width_log(self) -> float:
@@ -372,13 +387,13 @@ def fit_iso(
         ci = (float("nan"), float("nan"))
         band_lo = band_hi = np.full(grid.size, np.nan)
         boot_opt = np.empty(0)
-        note = "too few points to estimate the noise: no interval"
+        note = f"{NO_INTERVAL}, so the optimum is not shown to be bracketed"
     edge = 1e-9 * (grid[-1] - grid[0])
     extend_toward = _direction(bool(min(lo_u, u_opt) <= grid[0] + edge), bool(max(hi_u, u_opt) >= grid[-1] - edge))
     if extend_toward:
         note = "; ".join(
             [f"not bracketed: the optimum or its interval reaches the sampled range's edge; "
-             f"extend the sweep to {extend_toward} {x}", *([note] if note else [])]
+             f"extend the sweep to {extend_toward} {x}", *([NO_INTERVAL] if note else [])]
         )
     if maximize:
         band_lo, band_hi = band_hi, band_lo

@@ -192,8 +192,8 @@ def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     v = float(v)
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-        return f"{v:,.0f}" if 1e5 <= abs(v) < 1e9 else f"{v:.3g}"
+    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+        return f"{v:,.0f}" if 1e4 <= abs(v) < 1e9 else f"{v:.3g}"
     return f"{v:.4g}"
 
 
@@ -255,7 +255,7 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
     ]
     for f in fits:
         ci = f"[{_fmt(f.ci[0])}, {_fmt(f.ci[1])}]"
-        note = "not bracketed" if f.extend_toward else f.note
+        note = {False: "not bracketed", None: "no interval: not shown to be bracketed"}.get(f.bracketed, f.note)
         lines.append(
             f"{(f.task or '-'):<10} {_fmt(f.budget):>12} {f.n_points:>5} {_fmt(f.optimum):>9} "
             f"{ci:>20} {_fmt(f.optimum_metric):>13} {_fmt(f.test_at_optimum):>11}  {note}"
@@ -265,6 +265,12 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
             lines.append(
                 f"{f.task or '-'} at {_fmt(f.budget)}: the optimum or its interval reaches the edge of the sampled "
                 f"{args.x}; extend the sweep to {f.extend_toward} {args.x}"
+            )
+        elif f.bracketed is None:
+            lines.append(
+                f"{f.task or '-'} at {_fmt(f.budget)}: {f.n_points} runs at {f.n_distinct} allocations are too few to "
+                f"estimate the noise, so the optimum has no interval and is not shown to be bracketed; repeat seeds "
+                f"or add allocations to get one"
             )
     return obj, lines + notes
 

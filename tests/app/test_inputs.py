@@ -135,6 +135,17 @@ def test_an_optimum_not_bracketed_says_which_way_to_extend(store: Store):
     assert hover and "extend the sweep to larger d_m" in hover[0]
 
 
+def test_an_optimum_without_an_interval_is_not_said_to_be_bracketed(store: Store):
+    synthetic_runs(store, budgets=(60_000,), seeds=(0,))  # one seed per allocation: no noise estimate
+    at = open_page("explore", {"x": "d_m"})
+    said = " ".join(m.value for m in at.markdown)
+    assert "no interval (too few runs)" in said and "not shown to be bracketed without an interval" in said
+    table = next(d.value for d in at.dataframe if "bracketed" in d.value.columns)
+    assert table["bracketed"].isna().all() and table["extend_toward"].isna().all()
+    hover = [t["hovertemplate"] for t in charts_spec(at)["data"] if (t.get("name") or "").startswith("optimum")]
+    assert hover and "no interval: not shown to be bracketed" in hover[0]
+
+
 @pytest.mark.parametrize(("key", "typed", "note"), [
     ("budget", "5e9", "Using **1,000,000,000**: 5e9 is above the largest value accepted (1G)"),
     ("budget", "100", "Using **1,000**: 100 is below the smallest value accepted (1k)"),

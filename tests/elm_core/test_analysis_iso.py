@@ -163,6 +163,20 @@ def test_an_interval_reaching_the_edge_is_not_bracketed():
     assert fit_iso(planted(0, np.geomspace(4, 120, 12))).to_dict()["bracketed"] is True
 
 
+def test_an_optimum_without_an_interval_is_not_claimed_bracketed():
+    xs = np.array([2.0, 4, 8, 16, 32])
+    one_each = planted(0, xs, x_star=8.0, noise=0.0)  # a noise-free U, one run per allocation
+    fit = fit_iso(one_each)
+    assert 4 < fit.optimum < 16 and fit.interior  # inside the sampled range ...
+    assert not fit.has_interval and fit.bracketed is None  # ... but with no interval it is not shown bracketed
+    d = fit.to_dict()
+    assert d["bracketed"] is None and d["ci"] == [None, None] and "not shown to be bracketed" in d["note"]
+    seeds = pl.concat([planted(s, xs, x_star=8.0, noise=0.002).with_columns(seed=pl.lit(s)) for s in (1, 2)])
+    fit = fit_iso(seeds)  # the same U with a seed replicate at every allocation: the noise is known
+    assert fit.sigma_source == "repeated seeds" and fit.has_interval and fit.bracketed is True
+    assert 2 < fit.ci[0] < fit.optimum < fit.ci[1] < 32 and fit.to_dict()["bracketed"] is True
+
+
 def test_the_optimum_is_located_on_validation_and_the_test_metric_reported_there(ref, ref_fit):
     fit = fit_iso(ref)  # the published sweep has validation numbers: they choose the allocation
     assert fit.metric == "valid_metric"
