@@ -113,6 +113,13 @@ def scaling(collapsed: pl.DataFrame, metric: str) -> ScalingFit | NoFit:
     return _surface(fit_scaling_law, collapsed, metric, "scaling-law")
 
 
+def fitted_budgets(collapsed: pl.DataFrame, fit: ScalingFit) -> tuple[float, float]:
+    """The smallest and largest budget a surface fit saw: its iso-budget groups' budgets, else the
+    parameter counts of its runs. A prediction outside them is an extrapolation."""
+    budgets = collapsed["iso_budget"].drop_nulls() if "iso_budget" in collapsed.columns else pl.Series([])
+    return (float(budgets.min()), float(budgets.max())) if budgets.len() else fit.budget_range
+
+
 def capacity(collapsed: pl.DataFrame, metric: str) -> CapacityFit | NoFit:
     """The closed-form capacity model (per-neuron SNR saturating in k_e and k_c)."""
     return _surface(fit_capacity_model, collapsed, metric, "capacity-model")

@@ -180,8 +180,10 @@ def show_design(design: data.Design) -> float:
                     f"iso-budget fit of {fit.n_points} runs at {text.human(fit.budget)}", **ui.NOTE)
     elif law is not None and not isinstance(law, fits.NoFit):
         value = float(law.predict(cfg.n_neurons, design.k_e, design.k_c))
-        e[2].metric(f"Predicted test {info.metric_name}", f"{value:.3f}", f"scaling-law fit of {law.n_runs} runs",
-                    **ui.NOTE)
+        lo, hi = fits.fitted_budgets(state.fit_frame(task, "test_metric"), law)
+        basis = f"scaling-law fit of {law.n_runs} runs" if lo <= budget <= hi else \
+            f"extrapolated: the scaling law saw budgets {text.human(lo)} to {text.human(hi)}"
+        e[2].metric(f"Predicted test {info.metric_name}", f"{value:.3f}", basis, **ui.NOTE)
     else:
         e[2].metric(f"Predicted test {info.metric_name}", "-", "no fitted runs at this budget yet", **ui.NOTE)
 

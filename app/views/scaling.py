@@ -64,7 +64,7 @@ def show(task: str, metric: str) -> None:
         current.add_figure("Fitted surface", surface)
         current.add_table("Scaling-law parameters", table)
 
-        lo, hi = (min(budgets), max(budgets)) if budgets else fit.budget_range
+        lo, hi = fits.fitted_budgets(points, fit)
         grid = np.geomspace(max(lo / 3, 1.5 * fit.overhead), hi * 30, 24)
         series = {"scaling law": fit.optimal_allocation(grid)}
         if not isinstance(cap, fits.NoFit):
@@ -96,7 +96,7 @@ def show(task: str, metric: str) -> None:
                     f"{row['n_neurons_lo']:,.0f} to {row['n_neurons_hi']:,.0f}", **ui.NOTE)
         c[3].metric("Optimal k_e", f"{row['k_e']:,.0f}", f"{row['k_e_lo']:,.0f} to {row['k_e_hi']:,.0f}",
                     **ui.NOTE)
-        seen = (min(budgets), max(budgets)) if budgets else fit.budget_range
+        seen = fits.fitted_budgets(points, fit)
         if not seen[0] <= p <= seen[1]:
             st.warning(f"**Extrapolation:** the fit saw budgets {text.human(seen[0])} to {text.human(seen[1])}; "
                        f"{text.human(p)} lies {'above' if p > seen[1] else 'below'} them, so the prediction rests "

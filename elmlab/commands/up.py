@@ -116,6 +116,20 @@ def _children(args: argparse.Namespace, settings) -> list[Child]:
     return children + flower
 
 
+def startup_lines(args: argparse.Namespace, settings, url: str, children: list[Child]) -> list[str]:
+    """What `elmlab up` prints once the dashboard answers. A read-only one names no broker: it queues
+    nothing and started none."""
+    names = [f"the {c.name}" for c in children]
+    started = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    if args.read_only:
+        return [f"ELM Lab is up, read-only: {url}  (publishes the runs of {settings.store_path}; queueing, cancel "
+                f"and retry are off; logs {settings.logs_path})",
+                f"Ctrl-C stops {started}. No broker, worker or recorder was started."]
+    mode = "embedded broker" if settings.embedded else f"broker {settings.broker_url and _mask(settings)}"
+    return [f"ELM Lab is up: {url}  ({mode}; home {settings.home}; logs {settings.logs_path})",
+            f"Ctrl-C stops {started}."]
+
+
 def stop_all(children: list[Child], grace: float = GRACE_S) -> None:
     for c in children:
         if c.alive():
@@ -185,12 +199,8 @@ def _supervise(args: argparse.Namespace, settings, url: str) -> int:
             time.sleep(0.2)
         if stopping["signal"] is not None:
             return 0
-        mode = "embedded broker" if settings.embedded else f"broker {settings.broker_url and _mask(settings)}"
-        print(f"ELM Lab is up: {url}  ({mode}; home {settings.home}; logs {settings.logs_path})", flush=True)
-        names = [f"the {c.name}" for c in children]
-        started = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        print(f"Ctrl-C stops {started}." + (" Read-only: no worker or recorder was started." if args.read_only
-                                           else ""), flush=True)
+        for line in startup_lines(args, settings, url, children):
+            print(line, flush=True)
         if not args.no_browser:
             try:
                 webbrowser.open(url)

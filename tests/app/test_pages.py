@@ -178,6 +178,10 @@ def test_design_predicts_from_the_scaling_law_between_budgets(filled_store: Stor
     at = open_page("design", {"budget": "90000"})  # no iso-budget group within 5%
     metric = next(m for m in at.metric if m.label == "Predicted test bpc")
     assert metric.value != "-" and 1.5 < float(metric.value) < 3.0
+    assert metric.proto.delta.startswith("scaling-law fit of")
+    at = open_page("design", {"budget": "900000"})  # beyond the fitted budgets (30k to 120k)
+    metric = next(m for m in at.metric if m.label == "Predicted test bpc")
+    assert metric.value != "-" and metric.proto.delta == "extrapolated: the scaling law saw budgets 30k to 120k"
 
 
 def test_runs_page_shows_live_progress(filled_store: Store, monkeypatch: pytest.MonkeyPatch):

@@ -135,3 +135,23 @@ def test_kill_9_of_elmlab_up_leaves_no_child_running(tmp_path: Path):
             up.kill()
             up.wait()
         up.stdout.close()
+
+
+def test_the_startup_line_of_a_read_only_dashboard_names_no_broker(tmp_path: Path):
+    import argparse
+
+    from elm_core.settings import Settings
+    from elmlab.commands.up import _children, startup_lines
+
+    settings = Settings(home=tmp_path)
+    fields = dict(no_worker=False, flower=None, host="127.0.0.1", port=8501, queues="train", concurrency=None,
+                  threads_per_run=None)
+    args = argparse.Namespace(read_only=True, **fields)
+    first, second = startup_lines(args, settings, "http://localhost:8501", _children(args, settings))
+    assert first.startswith("ELM Lab is up, read-only: http://localhost:8501") and "broker" not in first
+    assert "queueing, cancel and retry are off" in first and str(settings.store_path) in first
+    assert second == "Ctrl-C stops the dashboard. No broker, worker or recorder was started."
+    args = argparse.Namespace(read_only=False, **fields)
+    first, second = startup_lines(args, settings, "http://localhost:8501", _children(args, settings))
+    assert first.startswith("ELM Lab is up: http://localhost:8501") and "broker" in first
+    assert second == "Ctrl-C stops the dashboard, the recorder, the controller and the worker."
