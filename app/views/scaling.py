@@ -28,6 +28,9 @@ def params_table(fit) -> pl.DataFrame:
                          "ci_low": [ci[k][0] for k in fit.params], "ci_high": [ci[k][1] for k in fit.params]})
 
 
+ENGINEERING = {c: st.column_config.NumberColumn(c, format="engineering") for c in ("value", "ci_low", "ci_high")}
+
+
 def spec_fields(task: str) -> dict:
     """The protocol of the task's latest finished run of ours, for queueing suggestions alike."""
     mine = runs.filter((pl.col("task") == task) & (pl.col("source") != "reference") & (pl.col("status") == "done"))
@@ -56,9 +59,7 @@ def show(task: str, metric: str) -> None:
         surface = figures.surface_figure(fit, points, metric=metric, metric_name=mname, budgets=budgets)
         left.plotly_chart(surface, key="scaling_surface")
         table = params_table(fit)
-        right.dataframe(table, hide_index=True, key="scaling_params", width="stretch",
-                        column_config={c: st.column_config.NumberColumn(c, format="engineering")
-                                       for c in ("value", "ci_low", "ci_high")})
+        right.dataframe(table, hide_index=True, key="scaling_params", width="stretch", column_config=ENGINEERING)
         right.caption(f"{fit.n_runs} configurations; RMSE {fit.rmse:.4f}; residual sd of log L {fit.sigma_log:.3f}. "
                       "95% intervals from a pairs bootstrap. Details: docs/analysis.md.")
         current.add_figure("Fitted surface", surface)
@@ -111,9 +112,10 @@ def show(task: str, metric: str) -> None:
                    "neurons N_0 ln(1 + N / N_0), loss a power law of the capacity.")
         cap_fig = figures.capacity_figure(cap, points, metric=metric, metric_name=mname, baselines=state.baselines(task)
                                           if mname == "bpc" and metric != "train_metric" else None)
-        left, right = st.columns([2, 1])
+        left, right = st.columns([3, 2])  # room for the parameter table's engineering notation at 1400 px
         left.plotly_chart(cap_fig, key="capacity_chart")
-        right.dataframe(params_table(cap), hide_index=True, key="capacity_params")
+        right.dataframe(params_table(cap), hide_index=True, key="capacity_params", width="stretch",
+                        column_config=ENGINEERING)
         worst = cap.points.with_columns(pl.col("residual").abs().alias("abs_residual")).sort(
             "abs_residual", descending=True).head(3)
         misses = ", ".join(f"N={r['n_neurons']}, k_e={r['k_e']} ({r['residual']:+.3f})"

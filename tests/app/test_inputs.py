@@ -66,6 +66,16 @@ def test_scaling_budget_box_says_what_it_uses(filled_store: Store):
     assert "Extrapolation" not in notes(at) and "Predicting" not in notes(at)
 
 
+def test_scaling_parameter_tables_are_in_engineering_notation(filled_store: Store):
+    at = open_page("scaling")
+    tables = [d for d in at.dataframe if "parameter" in d.value.columns]
+    assert len(tables) == 2  # the scaling law's and the capacity model's
+    for table in tables:
+        config = json.loads(table.proto.columns)
+        assert {c: config[c]["type_config"]["format"] for c in ("value", "ci_low", "ci_high")} == dict.fromkeys(
+            ("value", "ci_low", "ci_high"), "engineering")  # 260.675E-3, not 0.26067485505477755
+
+
 def test_big_requests_ask_first(filled_store: Store):
     at = home({"budget": "100000000"})  # 833 times the largest finished text run
     label = at.checkbox(key="confirm_big").label

@@ -1,15 +1,21 @@
 """End to end in a real headless Chromium against `elmlab up`: queue a tiny run and a tiny iso-budget sweep
 from the Design page, watch them reach `done` on the Runs page (which refreshes by itself), read the
 optimum off the Explore page, open the shared URL in a fresh session and find the same view, download the
-HTML report, and cancel a long run while it trains. Screenshots: test-artifacts/e2e/."""
+HTML report, and cancel a long run while it trains. Then a read-only dashboard over the demo set: its
+startup line, the Scaling page's parameter tables whole at 1400 px, no broker banner, and a plain drag on
+the Explore chart that pans, as its caption says. Screenshots: test-artifacts/e2e/."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import ARTIFACTS, ROOT, elmlab_env, running_elmlab
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +181,68 @@ def test_queue_watch_explore_share_and_report(elmlab_up: str, page):
     settle(page)
     expect(metric(page, "cancelled")).to_contain_text("1", timeout=60_000)
     shot(page, "10-runs-cancelled")
+
+
+@pytest.fixture(scope="module")
+def demo_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`elmlab demo load` into a fresh home, then `elmlab up --read-only` on it: (URL, home)."""
+    home = tmp_path_factory.mktemp("elmlab-demo")
+    elmlab = Path(sys.executable).with_name("elmlab")
+    subprocess.run([str(elmlab), "demo", "load"], env=elmlab_env(home), cwd=ROOT, check=True, timeout=600,
+                   capture_output=True)
+    with running_elmlab(home, "--read-only") as url:
+        yield url, home
+
+
+WIDTHS = """grid => {
+  const column = grid.closest('[data-testid="stColumn"]') || grid.closest('[data-testid="stMainBlockContainer"]');
+  const scrolls = [...grid.querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 1
+    && !['visible', 'hidden'].includes(getComputedStyle(e).overflowX));
+  return {right: grid.getBoundingClientRect().right, column: column.getBoundingClientRect().right,
+          viewport: window.innerWidth, page: document.documentElement.scrollWidth, scrolls: scrolls.length};
+}"""
+
+
+@pytest.mark.timeout(900)  # a loaded machine: the first fits of a fresh server take minutes
+def test_read_only_demo_tables_fit_and_the_chart_pans(demo_up: tuple[str, Path], page):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=120_000)  # the first fits of a fresh server on a loaded machine
+    page.set_default_navigation_timeout(120_000)
+    url, home = demo_up
+    for _ in range(120):  # the supervisor prints its line once every child has settled
+        if "ELM Lab is up" in (started := (home / "up.log").read_text()):
+            break
+        page.wait_for_timeout(500)
+    assert "ELM Lab is up, read-only" in started and "embedded broker" not in started, started
+
+    # Scaling at 1400 px: the scaling law's and the capacity model's parameter tables (engineering
+    # notation; tests/app/test_inputs.py) lie whole inside their column, nothing to scroll sideways.
+    page.goto(f"{url}/scaling")
+    expect(page.get_by_role("heading", name="Capacity model beside the data")).to_be_visible(timeout=300_000)
+    grids = page.get_by_test_id("stDataFrame")
+    expect(grids.nth(1)).to_be_visible(timeout=300_000)
+    for i, name in ((0, "scaling-law"), (1, "capacity-model")):
+        w = grids.nth(i).evaluate(WIDTHS)
+        assert w["right"] <= min(w["column"], w["viewport"]) + 1 and w["scrolls"] == 0, (name, w)
+        assert w["page"] <= w["viewport"], (name, w)
+    shot(page, "11-read-only-scaling")
+    grids.nth(1).screenshot(path=str(ARTIFACTS / "11b-capacity-parameters.png"))
+
+    # Runs: no broker banner on a read-only home (it has no broker), and the hint offers opening only.
+    page.goto(f"{url}/runs")
+    expect(page.get_by_text(re.compile(r"run\(s\) match; .* Select rows to open them\."))).to_be_visible()
+    assert page.locator("[data-testid='stAlertContentError']").count() == 0
+    expect(page.locator("[data-testid='stMetric']").filter(has_text="training workers")).to_be_visible()
+    labels = page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid="stMetricLabel"] p, [data-testid="stWidgetLabel"] p, [data-testid="stMetricValue"] div')]
+        .filter(e => e.offsetWidth).map(e => [e.innerText, e.scrollWidth > e.clientWidth + 1])""")
+    assert len(labels) >= 10 and not [t for t, cut in labels if cut], f"labels cut at 1400 px: {labels}"
+
+    # Explore: the caption says a plain drag pans; the chart's drag mode is pan.
+    page.goto(f"{url}/explore")
+    expect(page.get_by_text(re.compile(r"a plain drag pans"))).to_be_visible()
+    chart = page.locator(".js-plotly-plot").first
+    expect(chart).to_be_visible()
+    page.wait_for_function("() => document.querySelector('.js-plotly-plot')._fullLayout !== undefined")
+    assert chart.evaluate("el => el._fullLayout.dragmode") == "pan"
