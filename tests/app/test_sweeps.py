@@ -56,6 +56,13 @@ def test_runs_filter_expression_and_a_bad_one(filled_store: Store):
     assert any("no column 'colour'" in w.value for w in at.warning)
 
 
+def test_the_runs_table_shows_the_columns_chosen(filled_store: Store):
+    at = open_page("runs")
+    assert list(at.dataframe[-1].value.columns) == frames.TABLE_COLUMNS
+    at.multiselect(key="table_columns").set_value(["test", "status"]).run()
+    assert list(at.dataframe[-1].value.columns) == ["run_id", "status", "test"]  # run_id always, in table order
+
+
 def test_tags_and_notes_live_beside_the_runs(filled_store: Store, monkeypatch: pytest.MonkeyPatch):
     actions.annotate("t60000-8-0", "best, check lr, best", "lr looks high", filled_store)
     assert json.loads((filled_store.path / "annotations.json").read_text())["t60000-8-0"] == {
