@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, ROOT, elmlab_env, running_elmlab
+from benchmarks.pages import ROOT, elmlab_env
+from tests.e2e.conftest import ARTIFACTS, running_elmlab
 
 pytestmark = pytest.mark.e2e
 
