@@ -60,11 +60,13 @@ CONFIGS: dict[str, BenchConfig] = {
 }
 DEFAULT_CONFIGS = ("small", "paper-slice", "wide")
 
-# The reference JAX implementation on a 2-core machine of the same kind (chars/s).
+# The reference JAX implementation on this project's 2-core machine (chars/s): medians of three rounds
+# run side by side with this benchmark on 2026-12-01 (`elmlab bench --vs-reference`, 2 threads, load 3-6).
+# The `x ref` columns divide by these; `--vs-reference` measures the ratio afresh, round by round.
 REFERENCE = {
-    "small": {"train": 1000.0, "fwd": 7500.0},
-    "paper-slice": {"train": 146.0, "fwd": 1650.0},
-    "wide": {"train": 1305.0, "fwd": 8800.0},
+    "small": {"train": 1110.0, "fwd": 8455.0},
+    "paper-slice": {"train": 173.0, "fwd": 1891.0},
+    "wide": {"train": 1407.0, "fwd": 11927.0},
 }
 
 
