@@ -101,19 +101,25 @@ def broker_banner(health: dict[str, Any]) -> None:
 
 
 def health_metrics(health: dict[str, Any]) -> None:
-    """Training workers (the recorder, which only writes results, is not counted), the runs' messages
-    waiting in the broker's train and gpu queues, and the broker."""
+    """Training workers (the recorder, which only writes results, is not counted), the queued runs'
+    messages waiting in the broker's train and gpu queues (the messages of cancelled runs, which
+    stay until a worker takes and drops them, counted apart), and the broker."""
     names = health.get("workers") or []
     workers = [w for w in names if not w.startswith("recorder")]
     queues = health.get("queues") or {}
     known = [v for q, v in queues.items() if q != "results" and isinstance(v, int)]
+    stale_by_queue = health.get("stale") or {}
+    stale = sum(v for v in stale_by_queue.values() if isinstance(v, int))
+    unsplit = [q for q, v in queues.items() if q != "results" and v and not isinstance(stale_by_queue.get(q), int)]
     c = st.columns(3)
     c[0].metric("training workers", len(workers), "recorder up" if health.get("recorder") else "no recorder",
                 help=", ".join(names) or "none answered", **NOTE)
-    c[1].metric("run messages in broker", sum(known) if known else "-",
-                help="Messages waiting in the train and gpu queues. A cancelled run's message stays there until "
-                     "a worker takes it and drops it, so this can exceed the queued count. "
-                     + ", ".join(f"{k}: {'?' if v is None else v}" for k, v in queues.items()))
+    c[1].metric("runs waiting in broker", max(0, sum(known) - stale) if known else "-",
+                f"+{stale} cancelled, to be dropped" if stale else None,
+                help="Messages of queued runs waiting in the train and gpu queues. A cancelled run's message "
+                     "stays there until a worker takes it and drops it; those are counted apart"
+                     + (f" (not in {', '.join(unsplit)}: too many messages to read)" if unsplit else "") + ". "
+                     + ", ".join(f"{k}: {'?' if v is None else v}" for k, v in queues.items()), **NOTE)
     c[2].metric("broker", "up" if health.get("broker_ok") else "down", health.get("mode"), **NOTE)
 
 

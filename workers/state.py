@@ -80,6 +80,34 @@ def cancel_reason(backend, run_id: str) -> str | None:
     return reason if isinstance(reason, str) and reason else None
 
 
+def stale_reason(issued: int | None, cancel: int | None, attempt: int) -> str | None:
+    """Why a message of `attempt` must not train: "superseded" (a newer attempt was issued),
+    "cancelled" (a cancel was requested for this attempt or a later one), else None."""
+    if issued is not None and issued > attempt:
+        return "superseded"
+    if cancel is not None and cancel >= attempt:
+        return "cancelled"
+    return None
+
+
+def stale_reasons(backend, messages: list[tuple[str, int]]) -> list[str | None]:
+    """`stale_reason` for each (run_id, attempt) of waiting messages, from one read of the
+    markers of their runs (an MGET on Redis)."""
+    ids = list(dict.fromkeys(run_id for run_id, _ in messages))
+    if not ids:
+        return []
+    keys = [_key(p, i) for i in ids for p in (ATTEMPT_PREFIX, CANCEL_PREFIX)]
+    values = []
+    for raw in backend.mget(keys):
+        try:
+            value = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            value = None
+        values.append(int(value.get("attempt", 0)) if isinstance(value, dict) else None)
+    markers = {i: (values[2 * n], values[2 * n + 1]) for n, i in enumerate(ids)}
+    return [stale_reason(*markers[run_id], attempt) for run_id, attempt in messages]
+
+
 def request_cancel(backend, run_id: str, attempt: int, *, reason: str | None = None, fast: bool = False) -> None:
     kv_set(backend, _key(CANCEL_PREFIX, run_id), {"attempt": attempt, "reason": reason}, fast=fast)
 

@@ -205,13 +205,13 @@ def dropped(backend, run_id: str, attempt: int, retries: int = 0) -> str | None:
     young; the reaper then queues the run as a new attempt. Celery's own retries (`retries` > 0)
     re-send the same attempt on purpose and are let through."""
     issued = state.issued_attempt(backend, run_id)
-    if issued is not None and issued > attempt:
+    why = state.stale_reason(issued, state.cancel_requested(backend, run_id), attempt)
+    if why == "superseded":
         log.info("run %s: attempt %d superseded by attempt %d; dropped", run_id, attempt, issued)
-        return "superseded"
-    cancel = state.cancel_requested(backend, run_id)
-    if cancel is not None and cancel >= attempt:
+        return why
+    if why == "cancelled":
         log.info("run %s: cancelled before it started; dropped", run_id)
-        return "cancelled"
+        return why
     if not retries:
         meta = state.task_metas(backend, [run_id]).get(run_id) or {}
         info = meta.get("result") if isinstance(meta.get("result"), dict) else {}

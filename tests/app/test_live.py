@@ -12,6 +12,8 @@ import pytest
 from app import curves, figures
 from elm_core.store import Store
 from tests.app.test_pages import open_page
+from tests.workers.conftest import tiny
+from workers import submit
 
 CURVE = [{"step": s, "tokens": 40 * s, "wall_time_s": s / 10, "train_loss": 3.0 - s / 100,
           "valid_metric": 4.0 - s / 50 if s % 40 == 0 else None} for s in range(10, 130, 10)]
@@ -40,7 +42,7 @@ def test_runs_page_draws_running_runs_live(filled_store: Store, training):
     assert any(t["name"].endswith("best so far") for t in data)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["training workers"] == "1"  # the recorder is not a training worker
-    assert metrics["run messages in broker"] == "2"  # train + gpu queues; the results queue is the recorder's
+    assert metrics["runs waiting in broker"] == "2"  # train + gpu queues; the results queue is the recorder's
     assert "step 120/400 · loss 1.800 · 812 tokens/s · ETA 30 s · w1" in at.get("progress")[0].proto.text
 
 
@@ -73,3 +75,16 @@ def test_curves_figure_draws_smoothed_over_raw():
     assert names == ["r train (raw)", "r train", "r valid", "r best so far"]
     raw, smoothed = fig.data[0].y, fig.data[1].y
     assert np.abs(np.diff(smoothed)).max() < np.abs(np.diff(raw)).min() and smoothed[0] == raw[0]
+
+
+def test_runs_page_counts_agree_after_a_cancel(store: Store):
+    """Two runs queued on the embedded broker (no worker), one cancelled: its message stays in the
+    broker until a worker drops it, and the page says so apart from the run that still waits."""
+    first, _ = submit.submit_many([tiny(), tiny(seed=1)])
+    submit.cancel(first)
+    at = open_page("runs")
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["queued"].value == "1" and metrics["cancelled"].value == "1"
+    assert metrics["runs waiting in broker"].value == "1"
+    assert metrics["runs waiting in broker"].proto.delta == "+1 cancelled, to be dropped"
+    assert "train: 2" in metrics["runs waiting in broker"].help  # the broker's own count stays shown

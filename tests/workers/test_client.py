@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import polars as pl
 import pytest
 
 from elm_core.records import RunRecord
@@ -75,6 +76,22 @@ def test_invalid_spec_never_reaches_the_redis_queue(redis_lab: Lab):
     submit.submit(tiny())
     assert r.llen("train") == 1 and monitor.health()["queues"]["train"] == 1
     r.close()
+
+
+@pytest.mark.parametrize("broker", ["lab", pytest.param("redis_lab", marks=[pytest.mark.redis,
+                                                                             pytest.mark.redis_db(8)])])
+def test_health_tells_the_messages_of_cancelled_runs_apart(broker: str, request: pytest.FixtureRequest):
+    lab = request.getfixturevalue(broker)
+    kept, cancelled, retried = submit.submit_many([tiny(), tiny(seed=1), tiny(seed=2)])
+    gpu = submit.submit(tiny(device="cuda"))
+    h = monitor.health(timeout=0.3)
+    assert h["queues"] == {"train": 3, "gpu": 1, "results": 0} and h["stale"] == {"train": 0, "gpu": 0}
+    submit.cancel_many([cancelled, retried, gpu])
+    submit.retry(retried)  # attempt 1 waits; the message of attempt 0 is dropped when a worker takes it
+    h = monitor.health(timeout=0.3)
+    assert h["queues"] == {"train": 4, "gpu": 1, "results": 0} and h["stale"] == {"train": 2, "gpu": 1}
+    queued = lab.store.runs().filter(pl.col("status") == "queued")["run_id"].sort().to_list()
+    assert queued == sorted([kept, retried])  # = 4 train + 1 gpu messages - 3 stale
 
 
 def test_broker_unreachable(lab: Lab, monkeypatch, capsys):
