@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from app import curves, figures
+from elm_core.settings import get_settings as state_settings
 from elm_core.store import Store
 from tests.app.test_pages import open_page
 from tests.workers.conftest import tiny
 from workers import submit
+from workers.celery_app import app_for
+from workers.tasks import Heartbeat
 
 CURVE = [{"step": s, "tokens": 40 * s, "wall_time_s": s / 10, "train_loss": 3.0 - s / 100,
           "valid_metric": 4.0 - s / 50 if s % 40 == 0 else None} for s in range(10, 130, 10)]
@@ -88,3 +92,55 @@ def test_runs_page_counts_agree_after_a_cancel(store: Store):
     assert metrics["runs waiting in broker"].value == "1"
     assert metrics["runs waiting in broker"].proto.delta == "+1 cancelled, to be dropped"
     assert "train: 2" in metrics["runs waiting in broker"].help  # the broker's own count stays shown
+
+
+def _train_lines(at, key: str) -> dict[str, tuple[list, list]]:
+    """Each run's training loss in the chart `key` (drawn in bits for a BPC task), by run id:
+    (steps, losses in nats)."""
+    return {t["name"].split(" ")[0]: (t["x"], [round(y * math.log(2), 9) for y in t["y"]])
+            for t in traces(at, key) if t["name"].endswith(" train")}
+
+
+def test_two_running_runs_each_draw_their_own_growing_live_curve(store: Store):
+    """Two runs training at once, their progress written to the result backend by the worker's own
+    Heartbeat (what the app reads): the live panel and Run detail draw one curve each, each run's
+    own points, and both grow as more progress arrives."""
+    ids = submit.submit_many([tiny(), tiny(seed=1)])
+    for i, run_id in enumerate(ids):  # what a worker records when it starts a run
+        store.put(store.run(run_id).model_copy(update={"status": "running", "worker": f"w{i}@test"}), sync=False)
+    backend = app_for(state_settings()).backend
+    beats = {run_id: Heartbeat(SimpleNamespace(backend=backend, request=SimpleNamespace(hostname=f"w{i}@test")),
+                               run_id, 0, interval=60) for i, run_id in enumerate(ids)}
+    level = {ids[0]: 3.0, ids[1]: 5.0}  # each run its own losses, so that a swapped curve shows
+    done = dict.fromkeys(ids, 0)
+
+    def train(run_id: str, steps: int) -> None:
+        for step in range(done[run_id] + 1, done[run_id] + steps + 1):
+            beats[run_id].progress({"step": step, "total_steps": 100, "loss": level[run_id] - step / 100,
+                                    "elapsed_s": step / 10, "tokens": 40 * step})
+        done[run_id] += steps
+
+    def expected(run_id: str) -> tuple[list, list]:
+        steps = list(range(1, done[run_id] + 1))
+        return steps, [round(level[run_id] - s / 100, 9) for s in steps]
+
+    train(ids[0], 3)
+    train(ids[1], 2)
+    at = open_page("runs")
+    at.slider(key="live_smooth").set_value(0.0).run()  # the raw points (Run detail draws them unsmoothed)
+    assert _train_lines(at, "live_curves") == {r: expected(r) for r in ids}
+    bars = {b.proto.text.split(":")[0]: b.value for b in at.get("progress")}
+    assert bars == {ids[0]: 3, ids[1]: 2}
+
+    train(ids[0], 4)  # progress arrives for both, at their own pace
+    train(ids[1], 1)
+    at.run()
+    assert not at.exception
+    assert _train_lines(at, "live_curves") == {r: expected(r) for r in ids}
+    assert [len(expected(r)[0]) for r in ids] == [7, 3]
+
+    at = open_page("run", {"runs": ids})
+    assert _train_lines(at, "run_curves") == {r: expected(r) for r in ids}
+    train(ids[1], 5)
+    at.run()
+    assert _train_lines(at, "run_curves") == {r: expected(r) for r in ids}
