@@ -3,6 +3,8 @@ capacity model beside the data, a prediction for any budget, and the runs worth 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 import streamlit as st
@@ -29,6 +31,28 @@ def params_table(fit) -> pl.DataFrame:
 
 
 ENGINEERING = {c: st.column_config.NumberColumn(c, format="engineering") for c in ("value", "ci_low", "ci_high")}
+# The suggested runs as shown: narrow number columns and the reason wrapped in rows tall enough for
+# all of it, so that the table fits a 1400 px window (kind, x and score are in the reason or the
+# exported table). Streamlit wraps text only in rows taller than 4rem, hence three lines at least.
+REASON_CHARS_PER_LINE = 52  # in the reason column's 400 px at least
+LINE_PX, ROW_PADDING_PX = 21, 8
+
+
+def suggestion_columns(metric: str, mname: str) -> dict:
+    number = st.column_config.NumberColumn
+    return {
+        "rank": number("#", width=32),
+        "budget": number("budget", format="localized", width=78, help="Parameters of the suggested run."),
+        "d_m": number("d_m", width=46),
+        "n_neurons": number("N", format="localized", width=58, help="Hidden neurons at this budget and d_m."),
+        "k_e": number("k_e", format="%d", width=50),
+        "k_c": number("k_c", format="%d", width=50),
+        "predicted_metric": number(f"predicted {mname}", format="%.4f", width=96,
+                                   help=f"The {text.METRICS[metric]} {mname} the fit predicts for this run."),
+        "sd_reduction_pct": number("spread cut", format="%.0f%%", width=80,
+                                   help="How much this run is expected to narrow the optimum's spread."),
+        "reason": st.column_config.TextColumn("why", width="large"),
+    }
 
 
 def spec_fields(task: str) -> dict:
@@ -129,7 +153,11 @@ def show(task: str, metric: str) -> None:
     if isinstance(sugg, fits.NoFit):
         st.info("No suggestions yet: they need an iso-budget group with at least three allocations.")
         return
-    st.dataframe(sugg, hide_index=True, key="suggestions_table")
+    shown = suggestion_columns(metric, mname)
+    longest = int(sugg["reason"].str.len_chars().max() or 0)
+    row_px = ROW_PADDING_PX + LINE_PX * max(3, math.ceil(longest / REASON_CHARS_PER_LINE))
+    st.dataframe(sugg.select(list(shown)), hide_index=True, key="suggestions_table", column_config=shown,
+                 row_height=row_px, height=36 + row_px * sugg.height + 3)
     current.add_table("Suggested next runs", sugg)
     if actions.read_only():
         return

@@ -78,6 +78,9 @@ def test_every_page_with_runs(filled_store: Store):
     at = open_page("scaling")
     assert charts(at) == 3 and "Suggested next runs" in [h.value for h in at.subheader]
     assert "queue_suggested" in keys(at, "button")
+    suggested = at.dataframe[-1].value  # the last table on the page
+    assert list(suggested) == ["rank", "budget", "d_m", "n_neurons", "k_e", "k_c", "predicted_metric",
+                               "sd_reduction_pct", "reason"]  # narrow columns; the kind and x are in the reason
     at = open_page("run", {"runs": ["t60000-8-0", "t60000-4-0"]})
     assert at.multiselect(key="runs_pick").value == ["t60000-8-0", "t60000-4-0"]
     assert charts(at) == 1

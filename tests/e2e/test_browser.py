@@ -2,8 +2,8 @@
 from the Design page, watch them reach `done` on the Runs page (which refreshes by itself), read the
 optimum off the Explore page, open the shared URL in a fresh session and find the same view, download the
 HTML report, and cancel a long run while it trains. Then a read-only dashboard over the demo set: its
-startup line, the Scaling page's parameter tables whole at 1400 px, no broker banner, and a plain drag on
-the Explore chart that pans, as its caption says. Screenshots: test-artifacts/e2e/."""
+startup line, the Scaling page's parameter tables and suggested next runs whole at 1400 px, no broker
+banner, and a plain drag on the Explore chart that pans, as its caption says. Screenshots: test-artifacts/e2e/."""
 
 from __future__ import annotations
 
@@ -218,17 +218,20 @@ def test_read_only_demo_tables_fit_and_the_chart_pans(demo_up: tuple[str, Path],
     assert "ELM Lab is up, read-only" in started and "embedded broker" not in started, started
 
     # Scaling at 1400 px: the scaling law's and the capacity model's parameter tables (engineering
-    # notation; tests/app/test_inputs.py) lie whole inside their column, nothing to scroll sideways.
+    # notation; tests/app/test_inputs.py) lie whole inside their column, and the suggested next runs
+    # (their reasons wrapped in tall rows) inside the page: nothing to scroll sideways.
     page.goto(f"{url}/scaling")
-    expect(page.get_by_role("heading", name="Capacity model beside the data")).to_be_visible(timeout=300_000)
+    expect(page.get_by_role("heading", name="Suggested next runs")).to_be_visible(timeout=300_000)
     grids = page.get_by_test_id("stDataFrame")
-    expect(grids.nth(1)).to_be_visible(timeout=300_000)
-    for i, name in ((0, "scaling-law"), (1, "capacity-model")):
+    expect(grids.nth(2)).to_be_visible(timeout=300_000)
+    assert grids.count() == 3
+    for i, name in ((0, "scaling-law"), (1, "capacity-model"), (2, "suggested next runs")):
         w = grids.nth(i).evaluate(WIDTHS)
         assert w["right"] <= min(w["column"], w["viewport"]) + 1 and w["scrolls"] == 0, (name, w)
         assert w["page"] <= w["viewport"], (name, w)
     shot(page, "11-read-only-scaling")
     grids.nth(1).screenshot(path=str(ARTIFACTS / "11b-capacity-parameters.png"))
+    grids.nth(2).screenshot(path=str(ARTIFACTS / "11c-suggested-next-runs.png"))
 
     # Runs: no broker banner on a read-only home (it has no broker), and the hint offers opening only.
     page.goto(f"{url}/runs")
