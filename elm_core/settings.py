@@ -21,14 +21,28 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+
+ENV_PREFIX = "ELMLAB_"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ELMLAB_", extra="ignore")
+def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ELMLAB_* variables of `environ` (default os.environ) by field name: the name after the prefix,
+    lower-cased (the variables' names are read in any case)."""
+    environ = os.environ if environ is None else environ
+    n = len(ENV_PREFIX)
+    return {k[n:].lower(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
+
+
+class Settings(BaseModel):
+    """The settings: keyword arguments first, then ELMLAB_<FIELD> variables, then the defaults. Unknown
+    names are ignored. Plain pydantic, not pydantic-settings: its import would slow every command's start."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     home: Path = Path("~/.elmlab")
     store_dir: Path | None = None
@@ -42,6 +56,14 @@ class Settings(BaseSettings):
     flower_url: str | None = None
     secret: SecretStr | None = None
     spool_dir: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        env = {k: v for k, v in environment_values().items() if k in cls.model_fields}
+        return {**env, **data}
 
     @field_validator("home", "store_dir", "data_dir", "checkpoint_dir", "spool_dir", mode="after")
     @classmethod

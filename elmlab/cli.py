@@ -11,32 +11,37 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = (
-    "model",
-    "train",
-    "bench",
-    "store",
-    "fit",
-    "queue",
-    "search",
-    "up",
-    "demo",
-    "gpu",
-)
+# Each command module and the subcommands its `register` adds (tests/elmlab/test_cli_parser.py checks
+# them): `elmlab COMMAND ...` builds only the parser of COMMAND's module.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "model": ("allocate",),
+    "train": ("train",),
+    "bench": ("bench",),
+    "store": ("store", "export", "import-reference"),
+    "fit": ("fit",),
+    "queue": ("submit", "sweep", "status", "cancel", "retry", "worker", "recorder"),
+    "search": ("controller",),
+    "up": ("up",),
+    "demo": ("demo",),
+    "gpu": ("gpu-check",),
+}
 
 
 class UsageError(Exception):
     """A mistake in the command line or its inputs, reported in one line."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given a `command` that COMMAND_MODULES lists, the parser of the
+    commands of its module only (the others' modules are not even imported)."""
     parser = argparse.ArgumentParser(
         prog="elmlab",
         description="ELM Lab: explore how a parameter budget should be split between more neurons "
         "and more complex neurons in networks of Expressive Leaky Memory neurons.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [name for name, commands in COMMAND_MODULES.items() if command in commands] or list(COMMAND_MODULES)
+    for name in modules:
         try:
             module = importlib.import_module(f"elmlab.commands.{name}")
         except ModuleNotFoundError as exc:  # a command group not present in this install
@@ -48,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

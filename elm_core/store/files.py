@@ -281,13 +281,16 @@ def check_file(f: StoreFile) -> tuple[Checked, pa.Table | None]:
 
 
 def normalise(table: pa.Table) -> pa.Table:
-    """`table` with exactly SCHEMA's columns (cast; a missing one all null)."""
+    """`table` with exactly SCHEMA's columns (cast; a missing one all null). A column already of its
+    type is taken as it is: a cast, even to the same type, imports pyarrow.compute (40 ms)."""
     present = set(table.column_names)  # a list built anew on every access: once, not once per field
-    arrays = [
-        table.column(field.name).cast(field.type) if field.name in present else pa.nulls(len(table), field.type)
-        for field in SCHEMA
-    ]
+    arrays = [_column_as(table.column(field.name), field.type) if field.name in present
+              else pa.nulls(len(table), field.type) for field in SCHEMA]
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def _column_as(column: pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:
+    return column if column.type == type_ else column.cast(type_)
 
 
 def deep_check(path: str) -> str:

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from elm_core.budget import neuron_params
 from elm_core.records import RunRecord
 
 REFERENCE_CSV = Path(__file__).resolve().parent.parent / "reference_data" / "paper_sweeps_enwik8.csv"
@@ -69,6 +68,8 @@ def _record(row: dict[str, Any], file_name: str, index: int) -> RunRecord:
         "readout_d_m": v["readout_d_m"],
     }
     content = json.dumps({"task": task, **arch, "params": v["params"], **m}, sort_keys=True)
+    from elm_core.budget import neuron_params  # here, not above: reading the store needs no budget code
+
     k_c = v["d_tree"] * v["d_brch"]
     k_e = int(neuron_params(v["d_m"], v["l_mlp"], v["d_mlp"], v["d_tree"], v["d_brch"])) - k_c
     return RunRecord(

@@ -1,1 +1,2 @@
-"""Subcommand modules. Each defines `register(subparsers)`; `elmlab.cli` lists them in COMMAND_MODULES."""
+"""Subcommand modules. Each defines `register(subparsers)`; `elmlab.cli` lists them, and the commands each
+adds, in COMMAND_MODULES."""
