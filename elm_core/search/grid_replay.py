@@ -16,7 +16,8 @@ the runs stopped at the top rung or later, step k, at their extrapolated metric:
 signal on [k / eta, k], predicted at the final step T, plus the median offset metric - final signal
 of the group's finished runs; the warm-up part of a curve is no power law, and a curve stopped
 earlier is too short to say where it goes). `inside`: the search optimum lies in the grid's
-interval.
+interval. `runs`: every run the search started, in order, with why (first seed, contender, reopened),
+its end (done or cancelled), the steps it trained and the reason it was stopped: where the compute went.
 
 The input must be a full grid (`check_full_grid`, a one-line ValueError otherwise): per budget,
 every allocation with the same seeds, every run done with its metric and trained the same number
