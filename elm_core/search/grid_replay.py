@@ -16,7 +16,8 @@ the runs stopped at the top rung or later, step k, at their extrapolated metric:
 signal on [k / eta, k], predicted at the final step T, plus the median offset metric - final signal
 of the group's finished runs; the warm-up part of a curve is no power law, and a curve stopped
 earlier is too short to say where it goes). `inside`: the search optimum lies in the grid's
-interval.
+interval. `runs`: every run the search started, in order, with why (first seed, contender, reopened),
+its end (done or cancelled), the steps it trained and the reason it was stopped: where the compute went.
 
 The input must be a full grid (`check_full_grid`, a one-line ValueError otherwise): per budget,
 every allocation with the same seeds, every run done with its metric and trained the same number
@@ -99,6 +100,7 @@ class GroupReplay:
     stopped: dict[str, str] = field(default_factory=dict)
     extrapolated: tuple[str, ...] = ()
     note: str = ""
+    runs: tuple[dict[str, Any], ...] = ()  # per run the search started: arm, seed, why, status, steps, reason
 
     def to_dict(self) -> dict[str, Any]:
         def num(v: float) -> float | None:
@@ -123,6 +125,7 @@ class GroupReplay:
             "stopped": dict(self.stopped),
             "extrapolated": list(self.extrapolated),
             "note": self.note,
+            "runs": [dict(r) for r in self.runs],
         }
 
 
@@ -192,14 +195,18 @@ def _makespan(durations: list[float], workers: int) -> float:
 Outcome = dict[str, tuple[str, int, float, str | None]]  # run_id -> (status, steps, wall seconds, reason)
 
 
-def _simulate(recs: list[_Recorded], g: GroupState, policy: Policy, workers: int) -> tuple[Outcome, float]:
-    """The outcome of every run the search started, and the time the last one ended."""
+def _simulate(
+    recs: list[_Recorded], g: GroupState, policy: Policy, workers: int
+) -> tuple[Outcome, float, dict[str, str]]:
+    """The outcome of every run the search started, the time the last one ended and why each was
+    started (run id -> `Start.why`), in the order they were started."""
     by_key = {(r.arm, r.seed): r for r in recs}
     by_id = {r.run_id: r for r in recs}
     state = SearchState((g,), policy)
     queue: list[str] = []
     running: dict[str, float] = {}  # run_id -> start time
     result: Outcome = {}
+    why: dict[str, str] = {}
     t = 0.0
 
     def act(events: list[Progress]) -> None:
@@ -211,6 +218,7 @@ def _simulate(recs: list[_Recorded], g: GroupState, policy: Policy, workers: int
         for a in actions:
             if isinstance(a, Start):
                 queue.append(ids[a])
+                why[ids[a]] = a.why
             elif isinstance(a, Stop):
                 if a.run_id in running:
                     result[a.run_id] = ("cancelled", a.step, t - running.pop(a.run_id), a.reason)
@@ -255,7 +263,7 @@ def _simulate(recs: list[_Recorded], g: GroupState, policy: Policy, workers: int
             if ev.status == "done":
                 result[ev.run_id] = ("done", by_id[ev.run_id].total_steps, t - running.pop(ev.run_id), None)
         act(events)
-    return result, t
+    return result, t, why
 
 
 def _settle(state: SearchState) -> SearchState:
@@ -378,7 +386,20 @@ def _replay_group(
     seeds = tuple(sorted({r.seed for r in recs}))  # a full grid: every arm has them all
     sig_max = maximize and signal == "valid"
     g = GroupState(budget, arms, seeds, total, rungs, signal, sig_max)  # type: ignore[arg-type]
-    result, search_wall = _simulate(recs, g, policy, workers)
+    result, search_wall, why_started = _simulate(recs, g, policy, workers)
+    by_id = {r.run_id: r for r in recs}
+    runs = tuple(
+        {
+            "run_id": rid,
+            "arm": by_id[rid].arm,
+            "seed": by_id[rid].seed,
+            "why": w,
+            "status": result[rid][0],
+            "steps": result[rid][1],
+            "reason": result[rid][3],
+        }
+        for rid, w in why_started.items()
+    )
 
     grid_steps = float(sum(r.total_steps for r in recs))
     grid_wall = _makespan([r.wall_time_s for r in recs], workers)
@@ -419,6 +440,7 @@ def _replay_group(
         stopped=stopped,
         extrapolated=extra,
         note="; ".join(n for n in (why, grid.note) if n),
+        runs=runs,
     )
 
 

@@ -11,7 +11,9 @@ down to a step where the signal exists (a multiple of `every`). The default mini
 d_m = 16 first at 50k and 200k parameters, where it ends 4th; by T / 3 the order is the final one;
 a 4-worker replay with a rung at 44 stopped d_m = 4, the optimum's arm at 200k. Longer presets can
 afford lower rungs (`min_rung`). The signal is the validation metric when its steps carry every
-rung, else the training loss (`choose_signal`).
+rung and it has at least three points at or before the lowest rung (a rung value's error needs a
+line through three points; with fewer an arm's interval is unknown and nothing can be stopped),
+else the training loss (`choose_signal`).
 
 The value of a run at rung r: a straight line fitted to its signal points in the window
 r (1 - 1/eta) < s <= r (and at least its last 3 points at or before r), read at r, with the
@@ -32,21 +34,35 @@ the iso fit needs a bracket), and (d) at least three arms have reached the rung 
 arms stay unstopped. A stopped arm's runs are cancelled with the reason "pruned at step k: ..." and
 it gets no further seeds.
 
-Seeds: every arm starts with its first seed, whatever the limit (the grid's cover). Further seeds
+Seeds: every arm starts with its first seed (the grid's cover) unless the compute limit leaves no
+room for it (below). Further seeds
 go to the contenders near the optimum (`promoted`), judged at the top rung:
   - none before at least three arms have reached the top rung (or finished): a ranking of one or
     two arms says nothing, and with one worker the first arm to finish would always be "the best";
-  - the contenders are the arms there that are not stopped; ceil(m / eta) of the m contenders get
-    seeds: a grid padded with hopeless arms earns its best ones no extra seeds;
+  - the contenders are the arms there that are not stopped; floor(m / eta) of the m contenders (at
+    least one) get seeds, ASHA's promotion quota: a grid padded with hopeless arms earns its best
+    ones no extra seeds, and each place costs a full run;
   - an arm that already has a later seed keeps its place (the places do not churn as the ranking
     moves: each arm that gets a seed costs a full run), the free places go to the best others;
   - an arm whose interval at the top rung does not overlap the best arm's gets no seed: it is
     not a contender for the optimum.
 An arm so chosen gets its next seed when all its runs are done or past the top rung, best first, up
-to `max_seeds`, while the compute limit allows: the steps (or CPU-hours) spent plus what the active
-runs still need, counting each as running to the end, plus the new run must fit under the limit.
-Without a limit every chosen arm gets all its seeds. The limit is per budget group; budget groups
-are independent.
+to `max_seeds`. Without a limit every chosen arm gets all its seeds.
+
+Order: the first seeds are submitted from the middle of the allocation axis outwards, alternating
+sides (`submission_order`): the first runs reach the rung before anything can be judged and train
+to the end, so they had better be the likely contenders, and two workers should not both sit on
+the extremes (small d_m is the slowest arm).
+
+The compute limit (per budget group; groups are independent) holds for every new run, first seeds
+included: a run is admitted only when the steps (or CPU-hours) spent, plus what every active run
+still needs counted as running to the end, plus the new run's full length fit under the limit.
+Nothing admitted can then push the total past it; a stop only frees room, which later runs may
+take. Order of admission: the first seeds (in submission order), then reopened arms, then
+promoted seeds. Under a tight limit some arms therefore never start (the extremes, last in the
+order); what was spent never exceeds the limit. In CPU-hours the cost of a run is the median
+seconds per step so far times its steps: before any run has progressed it is unknown (zero), and
+the first seeds are all admitted.
 
 Reopening (`reopened`): a rung ranks arms by how fast they start, and a slow starter can end better
 than the arm that led at the rung. When the race is over (every arm still in it that has an active
@@ -72,7 +88,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -83,6 +99,7 @@ Signal = Literal["valid", "train"]
 ACTIVE = frozenset({"queued", "running"})
 TERMINAL = frozenset({"done", "failed", "cancelled"})
 MIN_ARMS = 3  # an iso fit needs three allocations; a rung with fewer arms stops nobody
+MIN_POINTS = 3  # a rung value's error needs a line through three signal points
 
 
 def rung_schedule(total_steps: int, every: int, eta: int = 3, min_rung: int | None = None) -> tuple[int, ...]:
@@ -111,7 +128,7 @@ def choose_signal(
     train = rung_schedule(total_steps, curve_every, eta, min_rung)
     if eval_every:
         valid = rung_schedule(total_steps, eval_every, eta, min_rung)
-        if valid and len(valid) == len(train):
+        if valid and len(valid) == len(train) and valid[0] >= MIN_POINTS * eval_every:
             return "valid", valid
     return "train", train
 
@@ -194,9 +211,13 @@ class Stop:
 
 @dataclass(frozen=True)
 class Start:
+    """`why`: what the run is for (the first seed, a contender's seed, a reopened arm); not part of
+    its identity."""
+
     budget: float
     arm: float
     seed: int
+    why: str = field(default="", compare=False)
 
 
 Action = Stop | Start
@@ -312,6 +333,22 @@ def arm_values(group: GroupState, rung: int, eta: int = 3) -> dict[float, tuple[
     return out
 
 
+def submission_order(arms: Sequence[float]) -> list[float]:
+    """The arms from the middle of the allocation axis outwards, alternating sides: (2, 4, 8, 16, 32,
+    64) -> 8, 16, 4, 32, 2, 64. A grid is laid out to bracket the optimum, so its middle is the
+    likeliest place for it: the first runs, which reach the rung before anything can be judged and so
+    train to the end, are the likely contenders, and two workers do not both sit on the extremes (the
+    slowest or the weakest arms) while nobody can be stopped."""
+    arms = list(arms)
+    mid = (len(arms) - 1) // 2
+    order = [mid]
+    for k in range(1, len(arms)):
+        for i in (mid + k, mid - k):
+            if 0 <= i < len(arms):
+                order.append(i)
+    return [arms[i] for i in order]
+
+
 def _bracket(arms: Sequence[float], best: float) -> set[float]:
     i = list(arms).index(best)
     lo = min(max(i - 1, 0), max(len(arms) - 3, 0))
@@ -423,15 +460,14 @@ def promoted(
     contenders = [a for a in order if a not in out]
     seeded = {r.arm for r in group.runs if r.seed != group.seeds[0]}
     near = [a for a in contenders if _overlaps(top_values[a], top_values[order[0]], policy.z)]
-    places = math.ceil(len(contenders) / policy.eta)
+    places = max(1, len(contenders) // policy.eta)
     fresh = [a for a in near if a not in seeded][: max(0, places - len(seeded & set(contenders)))]
     return [a for a in near if a in seeded or a in fresh]
 
 
 def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]) -> list[Start]:
-    """The first seed of every arm without a run; the next seed of the reopened arms, then of the
-    promoted ones, best first, while the compute limit allows."""
-    actions = [Start(g.budget, arm, g.seeds[0]) for arm in g.arms if arm not in {r.arm for r in g.runs}]
+    """The first seed of every arm without a run, in `submission_order`; then the next seed of the
+    reopened arms, then of the promoted ones, best first; each only while the compute limit allows."""
     stopping = {s.run_id for s in stops}
     out = {r.arm for r in g.runs if r.pruned or r.run_id in stopping}
     rates = [r.wall_time_s / r.step for r in g.runs if r.step > 0 and r.wall_time_s > 0]
@@ -441,10 +477,14 @@ def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]
         _cost(replace(r, status="cancelled") if r.run_id in stopping else r, g.total_steps, unit, rate) for r in g.runs
     )
     per_run = float(g.total_steps) if unit == "steps" else g.total_steps * rate / 3600.0
+    started = {r.arm for r in g.runs}
+    wanted = [Start(g.budget, arm, g.seeds[0], "first seed") for arm in submission_order(g.arms) if arm not in started]
     max_seeds = min(policy.max_seeds or len(g.seeds), len(g.seeds))
     top = g.rungs[-1] if g.rungs else g.total_steps
     again = reopened(g, out)
-    for arm in [*again, *promoted(g, values.get(top) or arm_values(g, top, policy.eta), out, policy)]:
+    chosen = [(a, "reopened") for a in again]
+    chosen += [(a, "contender") for a in promoted(g, values.get(top) or arm_values(g, top, policy.eta), out, policy)]
+    for arm, why in chosen:
         runs = [r for r in g.runs if r.arm == arm]
         if (
             len(runs) >= max_seeds
@@ -452,10 +492,13 @@ def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]
             or all(r.status == "failed" for r in runs)
         ):
             continue
-        if policy.compute_limit is not None and committed + per_run > policy.compute_limit:
-            break
         used = {r.seed for r in runs}
-        actions.append(Start(g.budget, arm, next(s for s in g.seeds if s not in used)))
+        wanted.append(Start(g.budget, arm, next(s for s in g.seeds if s not in used), why))
+    actions = []
+    for a in wanted:
+        if policy.compute_limit is not None and committed + per_run > policy.compute_limit + 1e-9:
+            break
+        actions.append(a)
         committed += per_run
     return actions
 
