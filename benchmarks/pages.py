@@ -7,6 +7,10 @@ in turn (A B C ... A B C ...) so that a drift of the machine's speed spreads ove
 first content is the time from navigation to its title on screen. The first view of the server fills
 its caches and is reported apart (`warm_up_s`): it is not what a visitor waits for.
 
+`--queued N` adds N runs queued on the embedded broker (`submit_many`, one sweep, real messages), and the
+dashboard is then served as `elmlab up --no-worker` (the recorder runs, nothing trains), not read-only: the
+Runs page then reads the live progress of N queued runs and counts their messages.
+
 Targets, on an idle machine: 1.5 s a page over the demo set, 2.5 s over 100,000 runs. The 1-minute load
 average per core is printed beside the figures; on a loaded machine they mean little.
 """
@@ -98,6 +102,14 @@ def fill(home: Path, store: str, runs: int) -> None:
     subprocess.run([sys.executable, "-c", code], env=elmlab_env(home), cwd=ROOT, check=True, timeout=900)
 
 
+def queue(home: Path, n: int) -> None:
+    """Queue `n` small runs of one sweep in `home` (a child process with `home`'s settings); no worker takes them."""
+    code = ("from workers.submit import submit_many; "
+            "submit_many([{'task': 'text', 'n_neurons': 8, 'd_m': 3, 'steps': 5, 'seed': i, 'sweep_id': 'queued'} "
+            f"for i in range({n})])")
+    subprocess.run([sys.executable, "-c", code], env=elmlab_env(home), cwd=ROOT, check=True, timeout=900)
+
+
 def first_content(page: Any, url: str, timeout_s: float = 120) -> float:
     """Seconds from navigation to the page's title on screen (its first content)."""
     t0 = time.perf_counter()
@@ -121,7 +133,7 @@ def time_pages(page: Any, url: str, repeats: int) -> dict[str, Any]:
 
 
 def run_pages_bench(store: str = "demo", runs: int = 100_000, repeats: int = 3,
-                    tmpdir: str | Path | None = None) -> dict[str, Any]:
+                    tmpdir: str | Path | None = None, queued: int = 0) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -130,8 +142,10 @@ def run_pages_bench(store: str = "demo", runs: int = 100_000, repeats: int = 3,
         home = Path(tmp)
         t0 = time.perf_counter()
         fill(home, store, runs)
+        if queued:
+            queue(home, queued)
         fill_s = time.perf_counter() - t0
-        with serve(home, "--read-only") as url, sync_playwright() as pw:
+        with serve(home, "--no-worker" if queued else "--read-only") as url, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
@@ -140,7 +154,7 @@ def run_pages_bench(store: str = "demo", runs: int = 100_000, repeats: int = 3,
                 browser.close()
     target = TARGET_S[store]
     return {
-        "store": store, "runs": runs if store == "bench" else None, "repeats": repeats,
+        "store": store, "runs": runs if store == "bench" else None, "queued": queued, "repeats": repeats,
         "fill_s": round(fill_s, 1), "load_per_core": round(os.getloadavg()[0] / (os.cpu_count() or 1), 2),
         "target_s": target, **timed,
         "over_target": sorted(n for n, t in timed["pages"].items() if t["median_s"] > target),
@@ -152,11 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", choices=tuple(TARGET_S), default="demo")
     ap.add_argument("--runs", type=int, default=100_000, help="synthetic runs of --store bench (default 100000)")
     ap.add_argument("--repeats", type=int, default=3, help="views of each page (default 3)")
+    ap.add_argument("--queued", type=int, default=0, help="runs queued on the embedded broker besides (default 0)")
     args = ap.parse_args(argv)
     if args.runs < 1 or args.repeats < 1:
         ap.error("--runs and --repeats must be at least 1")
+    if args.queued < 0:
+        ap.error("--queued must be 0 or more")
     try:
-        out = run_pages_bench(args.store, args.runs, args.repeats)
+        out = run_pages_bench(args.store, args.runs, args.repeats, queued=args.queued)
     except RuntimeError as e:
         print(f"benchmarks.pages: {e}", file=sys.stderr)
         return 1

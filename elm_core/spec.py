@@ -95,7 +95,7 @@ class RunSpec(BaseModel):
     task: str = "text"
     task_options: dict[str, Any] = Field(default_factory=dict)
     preset: str | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)  # torch seeds are 64-bit; the data generator adds 1
 
     # Model: a budget plus an allocation (d_m or n_neurons, with d_tree x d_brch), or an explicit size.
     budget: int | None = Field(default=None, gt=0, le=MAX_BUDGET)

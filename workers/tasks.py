@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -36,6 +37,7 @@ from kombu.exceptions import OperationalError
 
 from elm_core.records import RunRecord
 from elm_core.settings import get_settings
+from elm_core.spec import RUN_ID_PATTERN
 from workers import cores, signing, spool, state
 from workers.celery_app import RECORD_TASK, RESULTS_QUEUE, TRAIN_TASK, app
 
@@ -260,6 +262,9 @@ def train_run(self, spec: dict[str, Any], attempt: int = 0, created_at: float | 
     from elm_core.train import base_record, prepare, train
 
     run_id = self.request.id
+    if not re.fullmatch(RUN_ID_PATTERN, run_id or ""):  # a message not sent by `submit`: it names no file
+        log.error("a train_run message with task id %r (not a run id) was dropped", (run_id or "")[:80])
+        return {"run_id": None, "dropped": "not a run id"}
     settings = get_settings()
     backend = self.backend
     why = dropped(backend, run_id, attempt, self.request.retries)

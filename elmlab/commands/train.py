@@ -48,8 +48,10 @@ def spec_from_args(args: argparse.Namespace):
     if args.spec is not None:
         try:
             payload = json.loads(args.spec.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
             raise UsageError(f"cannot read spec file {args.spec}: {exc}") from None
+        if not isinstance(payload, dict):
+            raise UsageError(f"spec file {args.spec}: a run spec is a JSON object, not {type(payload).__name__}")
     payload.update({name: getattr(args, name) for name, _ in SPEC_FLAGS if getattr(args, name) is not None})
     return parse_spec(payload)
 

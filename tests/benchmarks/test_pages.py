@@ -8,7 +8,7 @@ import pytest
 from benchmarks import pages
 
 
-@pytest.mark.parametrize("argv", [["--runs", "0"], ["--repeats", "0"], ["--store", "huge"]])
+@pytest.mark.parametrize("argv", [["--runs", "0"], ["--repeats", "0"], ["--store", "huge"], ["--queued", "-1"]])
 def test_module_refuses_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit) as exit_:
         pages.main(argv)

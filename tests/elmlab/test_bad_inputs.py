@@ -64,3 +64,22 @@ def test_submit_with_an_impossible_budget_is_one_line(tmp_path: Path, monkeypatc
 def test_train_with_a_budget_beyond_the_maximum_is_one_line(capsys):
     assert main(["train", "--budget", "1e12", "--d-m", "4", "--quiet"]) == 2
     assert "at most 2e+09" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("[1, 2, 3]", "a run spec is a JSON object, not list"),
+    ("not json", "Expecting value"),
+    (os.urandom(64) + b"\xff", "codec can't decode"),
+    ('{"task": "synthetic-adding", "n_neurons": 8, "d_m": 3, "task_options": {"bin_ms": NaN}}', "bin_ms"),
+    ('{"task": "text", "budget": true, "d_m": 3}', "not a boolean"),
+    ('{"task": "text", "n_neurons": 8, "d_m": 3, "seed": -1}', "seed"),
+    ('{"task": "text", "n_neurons": 8, "d_m": 3, "seed": 1180591620717411303424}', "seed"),
+])
+def test_submit_of_a_bad_spec_file_is_one_line_and_queues_nothing(tmp_path: Path, monkeypatch, capsys, content, says):
+    monkeypatch.setenv("ELMLAB_HOME", str(tmp_path))
+    path = tmp_path / "spec.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main(["submit", "--spec", str(path)]) == 2
+    line = _one_error_line(capsys)
+    assert says in line
+    assert not list(tmp_path.glob("broker/queue/*.msg")) and not list(tmp_path.glob("store/runs/*"))

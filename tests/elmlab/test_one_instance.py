@@ -50,6 +50,14 @@ def test_elmlab_up_refuses_a_second_instance_in_one_line(tmp_path: Path, monkeyp
     assert "already running" in err and f"pid {os.getpid()}" in err
 
 
+def test_a_second_recorder_on_one_home_is_refused_in_one_line(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("ELMLAB_HOME", str(tmp_path))
+    with instance_lock(tmp_path / "recorder.lock", "recorder-1@here", "a recorder"):
+        assert main(["recorder"]) == 2  # refused before it consumes anything or starts a reaper
+    err = capsys.readouterr().err.splitlines()[0]
+    assert "a recorder is already running" in err and f"pid {os.getpid()}, recorder-1@here" in err
+
+
 def test_children_die_with_a_supervisor_killed_with_sigkill():
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time; from elmlab.lock import die_with_parent\n"

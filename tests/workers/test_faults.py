@@ -27,6 +27,18 @@ def _messages(lab: Lab, queue: str = "train") -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(broker_folders(lab.settings)["queue"].glob(f"*.{queue}.msg"))]
 
 
+def _waiting(lab: Lab) -> int:
+    """train messages waiting on the lab's broker (embedded folder or Redis list)."""
+    from workers.health import queue_lengths
+
+    return queue_lengths(lab.settings)["train"]
+
+
+def BOTH(db: int):  # noqa: N802 - a decorator: the embedded lab and the Redis one in DB `db`
+    return pytest.mark.parametrize("broker", ["lab", pytest.param("redis_lab", marks=[pytest.mark.redis,
+                                                                                     pytest.mark.redis_db(db)])])
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.t = 1000.0
@@ -62,7 +74,9 @@ def test_the_generated_secret_is_private_to_its_owner(lab: Lab):
     assert signing.load_secret(lab.settings) == path.read_bytes()  # stable across uses
 
 
-def test_the_reaper_does_not_record_a_forged_final_state(lab: Lab):
+@BOTH(1)
+def test_the_reaper_does_not_record_a_forged_final_state(broker: str, request: pytest.FixtureRequest):
+    lab = request.getfixturevalue(broker)
     run_id = submit.submit(tiny())
     backend = app_for(lab.settings).backend
     backend.store_result(run_id, _done(lab, run_id, test_metric=1e-4), "SUCCESS")  # no signature
@@ -118,15 +132,18 @@ def full_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield folder, lambda: full.update(on=False)
 
 
-def test_a_full_store_at_submit_queues_nothing_and_says_so_in_one_line(lab: Lab, full_dir, monkeypatch, capsys):
+@BOTH(2)
+def test_a_full_store_at_submit_queues_nothing_and_says_so_in_one_line(broker: str, request: pytest.FixtureRequest,
+                                                                     full_dir, monkeypatch, capsys):
+    lab = request.getfixturevalue(broker)
     folder, _ = full_dir
     monkeypatch.setenv("ELMLAB_STORE_DIR", str(folder / "store"))
     with pytest.raises(OSError, match="nothing was queued"):
         submit.submit(tiny())
-    assert _messages(lab) == []
+    assert _waiting(lab) == 0
     assert main(["submit", "--n-neurons", "8", "--d-m", "3", "--steps", "5"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "No space left" in err[0] and _messages(lab) == []
+    assert len(err) == 1 and "No space left" in err[0] and _waiting(lab) == 0
 
 
 def test_a_finished_record_waits_in_the_spool_until_the_store_has_room(lab: Lab, full_dir, monkeypatch):
@@ -211,18 +228,41 @@ def test_a_file_where_the_broker_folder_belongs_is_one_line(lab: Lab, capsys):
 
 
 @pytest.mark.parametrize("bad", [[1, 2, 3], "text", 7, None])
-def test_a_spec_that_is_not_a_mapping_is_a_value_error(lab: Lab, bad):
+@BOTH(3)
+def test_a_spec_that_is_not_a_mapping_is_a_value_error(broker: str, request: pytest.FixtureRequest, bad):
+    lab = request.getfixturevalue(broker)
     with pytest.raises(ValueError, match="a spec is a RunSpec or a dict"):
         submit.submit(bad)
-    assert _messages(lab) == []
+    assert _waiting(lab) == 0
 
 
 @pytest.mark.parametrize(("field", "value"), [("run_id", "../escape"), ("run_id", "r" * 300),
                                                ("checkpoint_dir", "/tmp/outside"), ("checkpoint_dir", "../../up")])
-def test_paths_in_a_spec_cannot_leave_their_folders(lab: Lab, field, value):
+@BOTH(4)
+def test_paths_in_a_spec_cannot_leave_their_folders(broker: str, request: pytest.FixtureRequest, field, value):
+    lab = request.getfixturevalue(broker)
     with pytest.raises(ValueError, match=field):
         submit.submit(tiny(**{field: value}))
-    assert _messages(lab) == [] and lab.store.runs().height == 0
+    assert _waiting(lab) == 0 and lab.store.runs().height == 0
+
+
+@pytest.mark.parametrize("task_id", ["../escape", "x/../../escape", "r" * 300])
+@BOTH(4)  # the DB of the spec-side check of the same paths
+def test_a_worker_drops_a_message_whose_task_id_is_not_a_run_id(broker: str, request: pytest.FixtureRequest,
+                                                                monkeypatch, caplog, task_id):
+    """A train_run message published by hand, past `submit`: the worker writes no file (checkpoint,
+    result, record) anywhere, and says so."""
+    from workers.tasks import train_run
+
+    lab = request.getfixturevalue(broker)
+    backend = app_for(lab.settings).backend
+    monkeypatch.setattr(train_run._get_current_object(), "_backend", backend)
+    before = {p for p in lab.home.parent.rglob("*")}
+    spec = tiny(checkpoint_dir=str(lab.home.parent / "outside"), checkpoint_every_s=0.5)
+    with caplog.at_level("ERROR", logger="elmlab.worker"):
+        res = train_run.apply(kwargs={"spec": spec}, task_id=task_id).get()
+    assert res == {"run_id": None, "dropped": "not a run id"} and "not a run id" in caplog.text
+    assert {p for p in lab.home.parent.rglob("*")} == before and lab.store.runs().height == 0
 
 
 def test_an_edited_export_cannot_turn_local_runs_into_reference_runs(lab: Lab, tmp_path: Path):
@@ -237,7 +277,9 @@ def test_an_edited_export_cannot_turn_local_runs_into_reference_runs(lab: Lab, t
     assert lab.status(run_id) == "cancelled"
 
 
-def test_a_cancel_that_fails_leaves_no_marker(lab: Lab):
+@BOTH(5)
+def test_a_cancel_that_fails_leaves_no_marker(broker: str, request: pytest.FixtureRequest):
+    lab = request.getfixturevalue(broker)
     lab.store.import_reference_csv()
     ref = lab.store.runs(source="reference")["run_id"][0]
     with pytest.raises(ValueError, match="reference"):
@@ -287,7 +329,10 @@ def _store_files(lab: Lab) -> set[str]:
     return {p.name for p in (lab.store.path / "runs").glob("*.parquet")}
 
 
-def test_cancelling_a_whole_sweep_is_one_call_and_one_store_file(lab: Lab, capsys):
+@BOTH(6)
+def test_cancelling_a_whole_sweep_is_one_call_and_one_store_file(broker: str, request: pytest.FixtureRequest,
+                                                                 capsys):
+    lab = request.getfixturevalue(broker)
     ids = _queue_sweep(lab, 120)
     other = submit.submit(tiny(seed=999))  # another sweep's run: untouched
     before = _store_files(lab)
@@ -314,7 +359,10 @@ def test_all_queued_cancels_every_queued_run_and_leaves_running_ones(lab: Lab, c
 
 
 @pytest.mark.parametrize("bad", ["unknown", "reference", "done"])
-def test_a_cancel_of_many_runs_with_one_bad_run_does_nothing_and_names_it(lab: Lab, bad):
+@BOTH(15)
+def test_a_cancel_of_many_runs_with_one_bad_run_does_nothing_and_names_it(broker: str, request: pytest.FixtureRequest,
+                                                                          bad):
+    lab = request.getfixturevalue(broker)
     ids = _queue_sweep(lab, 4)
     if bad == "reference":
         lab.store.import_reference_csv()
