@@ -28,11 +28,17 @@ def test_iso_json_prints_only_json_with_the_optimum(sweep_csv, capsys):
     assert group["budget"] == pytest.approx(3.51e6, rel=0.01)
 
 
-def test_iso_says_when_an_optimum_has_no_interval(reference_data, capsys):
-    """The demo's text runs: a seed replicate at the optimum at 40k and 113k; 320k has one run per
-    allocation and four of them, too few to estimate the noise."""
-    demo = str(reference_data.parent / "demo_data" / "demo_runs.parquet")
-    args = ["fit", "iso", "--input", demo, "--task", "text", "--metric", "test_metric", "--n-boot", "50"]
+def test_iso_says_when_an_optimum_has_no_interval(reference_data, tmp_path, capsys):
+    """The demo's text runs have a seed replicate at the optimum of every budget; without the one at 320k,
+    that budget has one run per allocation and four of them, too few to estimate the noise."""
+    import polars as pl
+
+    demo = pl.read_parquet(reference_data.parent / "demo_data" / "demo_runs.parquet")
+    replicate = (pl.col("budget") == 320_000) & (pl.col("seed") == 1)
+    assert demo.filter(replicate & (pl.col("status") == "done")).height == 1
+    one_seed = tmp_path / "one-seed-at-320k.parquet"
+    demo.filter(~replicate).write_parquet(one_seed)
+    args = ["fit", "iso", "--input", str(one_seed), "--task", "text", "--metric", "test_metric", "--n-boot", "50"]
     assert main([*args, "--json"]) == 0
     groups = {g["budget"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
     for budget in (40_000, 113_000):
@@ -44,6 +50,18 @@ def test_iso_says_when_an_optimum_has_no_interval(reference_data, capsys):
     out = capsys.readouterr().out
     assert out.count("no interval: not shown to be bracketed") == 1
     assert "text at 320,000: 4 runs at 4 allocations are too few to estimate the noise" in out
+
+
+def test_the_demo_brackets_the_optimum_at_every_text_budget(reference_data, capsys):
+    """With the seed replicates, every text budget of the demo has an interval inside the sampled range."""
+    demo = str(reference_data.parent / "demo_data" / "demo_runs.parquet")
+    assert main(["fit", "iso", "--input", demo, "--task", "text", "--metric", "test_metric", "--n-boot", "50",
+                 "--json"]) == 0
+    groups = {g["budget"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert set(groups) == {40_000, 113_000, 320_000}
+    for g in groups.values():
+        low, high = g["ci"]
+        assert g["bracketed"] is True and low < g["optimum"] < high
 
 
 def test_common_options_before_the_subcommand(sweep_csv, capsys):
