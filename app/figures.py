@@ -265,7 +265,7 @@ def _add_fit(fig: go.Figure, fit: IsoFit, color: str, group: str, x: str, metric
                      thickness=2, width=6, color=color) if has_ci else None,
         hovertemplate=f"<b>optimum</b> {x} = {fit.optimum:.3g} {ci_text}<br>{metric} = {fit.optimum_metric:.4f}"
         + ("" if fit.bracketed else "<br>no interval: not shown to be bracketed" if fit.bracketed is None
-           else f"<br>at the edge: not bracketed; extend the sweep to {fit.extend_toward} {x}")
+           else f"<br>at the edge: not bracketed; {fit.edge_advice}")
         + "<extra></extra>",
     ))
 

@@ -156,13 +156,15 @@ def optima_table(fits: list[IsoFit] | NoFit) -> pl.DataFrame:
             "metric_at_optimum": f.optimum_metric,
             "bracketed": f.bracketed,
             "extend_toward": f.extend_toward or None,
+            "edge_advice": f.edge_advice or None,
             "runs": f.n_points,
             "note": f.note,
         }
         for f in ([] if isinstance(fits, NoFit) else fits)
     ]
     schema = {"budget": pl.Float64, "optimum": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-              "metric_at_optimum": pl.Float64, "bracketed": pl.Boolean, "extend_toward": pl.String, "runs": pl.Int64,
+              "metric_at_optimum": pl.Float64, "bracketed": pl.Boolean, "extend_toward": pl.String,
+              "edge_advice": pl.String, "runs": pl.Int64,
               "note": pl.String}
     return pl.DataFrame(rows, schema=schema)
 

@@ -102,8 +102,7 @@ else:
             edge = ("" if row["bracketed"] else
                     " (not shown to be bracketed without an interval: repeat seeds or add allocations)"
                     if row["bracketed"] is None else
-                    f" **at the edge of the sampled range: not bracketed; extend the sweep to {row['extend_toward']} "
-                    f"{x}**")
+                    f" **at the edge of the sampled range: not bracketed; {row['edge_advice']}**")
             lines.append(f"- P ≈ **{text.human(row['budget'])}**: optimal {x} ≈ **{row['optimum']:.3g}**, {ci}; "
                          f"{text.METRICS[metric]} {mname} there ≈ {row['metric_at_optimum']:.4f} "
                          f"({row['runs']} configurations){edge}")

@@ -41,7 +41,8 @@ interval can only narrow when a removed run was one the curve fitted badly (sigm
 dof < 1 sigma cannot be estimated and the interval is (nan, nan).
 
 Bracketing: `interior` is False when the optimum or its interval reaches an end of the sampled range
-(extend the sweep that way, `extend_toward`). `bracketed` is True only when the optimum has an
+(extend the sweep that way, `extend_toward`, unless that end is the axis's floor, d_m 1, past which no
+sweep can go; `edge_advice` says which in words). `bracketed` is True only when the optimum has an
 interval and both lie inside the range; False when either reaches an end; None when the optimum lies
 inside but has no interval (one seed per allocation and too few points for a noise estimate): the
 data do not show it bracketed, and the note says so.
@@ -65,6 +66,10 @@ N_GRID = 401
 DEGREE = 3
 PENALTY_ORDER = 3
 NO_INTERVAL = "too few points to estimate the noise: no interval"
+
+# The smallest value an allocation axis can take: an optimum there cannot be bracketed from below, and no
+# sweep can extend past it (d_m 1: one memory unit per neuron, the most neurons a budget buys).
+AXIS_FLOOR = {"d_m": 1, "d_tree": 1, "d_brch": 1}
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +110,8 @@ class IsoFit:
     points: pl.DataFrame = field(repr=False)
     task: str | None = None
     note: str = ""
-    extend_toward: str = ""  # 'smaller', 'larger', 'smaller and larger' x; '' when bracketed
+    extend_toward: str = ""  # 'smaller', 'larger', 'smaller and larger' x; '' when bracketed or it cannot grow
+    edge_advice: str = ""  # what to do about an optimum at the edge, in words; '' when interior
     test_at_optimum: float = float("nan")  # the smoothed test_metric at the optimum
 
     @property
@@ -147,6 +153,7 @@ class IsoFit:
             "interior": self.interior,
             "bracketed": self.bracketed,
             "extend_toward": self.extend_toward or None,
+            "edge_advice": self.edge_advice or None,
             "n_points": self.n_points,
             "n_distinct": self.n_distinct,
             "sigma": _num(self.sigma),
@@ -389,11 +396,15 @@ def fit_iso(
         boot_opt = np.empty(0)
         note = f"{NO_INTERVAL}, so the optimum is not shown to be bracketed"
     edge = 1e-9 * (grid[-1] - grid[0])
-    extend_toward = _direction(bool(min(lo_u, u_opt) <= grid[0] + edge), bool(max(hi_u, u_opt) >= grid[-1] - edge))
-    if extend_toward:
+    low, high = bool(min(lo_u, u_opt) <= grid[0] + edge), bool(max(hi_u, u_opt) >= grid[-1] - edge)
+    floor = AXIS_FLOOR.get(x)
+    at_floor = low and floor is not None and float(xv.min()) <= floor
+    extend_toward = _direction(low and not at_floor, high)
+    advice = _edge_advice(x, extend_toward, floor if at_floor else None)
+    if low or high:
         note = "; ".join(
-            [f"not bracketed: the optimum or its interval reaches the sampled range's edge; "
-             f"extend the sweep to {extend_toward} {x}", *([NO_INTERVAL] if note else [])]
+            [f"not bracketed: the optimum or its interval reaches the sampled range's edge; {advice}",
+             *([NO_INTERVAL] if note else [])]
         )
     if maximize:
         band_lo, band_hi = band_hi, band_lo
@@ -413,7 +424,7 @@ def fit_iso(
         optimum=float(inverse(u_opt, tr)),
         ci=ci,
         optimum_metric=opt_metric,
-        interior=not extend_toward,
+        interior=not (low or high),
         n_points=runs.height,
         n_distinct=int(np.unique(xv).size),
         sigma=ens.sigma,
@@ -434,6 +445,7 @@ def fit_iso(
         task=task,
         note=note,
         extend_toward=extend_toward,
+        edge_advice=advice,
         test_at_optimum=test_at_optimum,
     )
 
@@ -450,6 +462,17 @@ def _smoothed_at(runs: pl.DataFrame, x: str, tr: str, lam: float, u_opt: float, 
     y = sign * tested["test_metric"].cast(pl.Float64).to_numpy()
     ens = _ensemble(forward(xv, tr), y, seed_weights(tested), lam=lam, n_boot=0, seed=0, noise=(np.zeros(0), 0.0, 0))
     return float(sign * np.interp(u_opt, ens.grid_u, ens.fitted))
+
+
+def _edge_advice(x: str, extend_toward: str, floor: int | None) -> str:
+    """What to do about an optimum at the edge: extend the sweep, or (at the axis's floor) nothing can."""
+    parts = []
+    if floor is not None:
+        parts.append(f"{x} {floor} is the smallest {x} there is, so the sweep cannot grow that way: the optimum "
+                     f"lies at that end")
+    if extend_toward:
+        parts.append(f"extend the sweep to {extend_toward} {x}")
+    return "; ".join(parts)
 
 
 def _direction(low: bool, high: bool) -> str:

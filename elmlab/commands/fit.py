@@ -261,10 +261,10 @@ def _iso(args: argparse.Namespace, df: pl.DataFrame) -> tuple[dict, list[str]]:
             f"{ci:>20} {_fmt(f.optimum_metric):>13} {_fmt(f.test_at_optimum):>11}  {note}"
         )
     for f in fits:
-        if f.extend_toward:
+        if f.edge_advice:
             lines.append(
                 f"{f.task or '-'} at {_fmt(f.budget)}: the optimum or its interval reaches the edge of the sampled "
-                f"{args.x}; extend the sweep to {f.extend_toward} {args.x}"
+                f"{args.x}; {f.edge_advice}"
             )
         elif f.bracketed is None:
             lines.append(

@@ -88,6 +88,22 @@ def test_monotone_data_flag_an_edge_optimum():
     assert "bracket" in fit.note
 
 
+def test_an_optimum_at_d_m_1_says_no_sweep_can_extend_past_it():
+    """d_m 1 is the smallest allocation there is: an optimum at that end is not bracketed, and the fit
+    says so instead of asking for a sweep to smaller d_m; a sweep that starts above 1 is told to extend."""
+    xs = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    rng = np.random.default_rng(3)
+    df = pl.DataFrame({"d_m": np.repeat(xs, 2), "test_metric": 2.4 + 0.02 * np.log2(np.repeat(xs, 2))
+                       + 0.004 * rng.standard_normal(10), "params": np.full(10, 4e4)})
+    fit = fit_iso(df)
+    assert fit.bracketed is False and not fit.interior
+    assert fit.extend_toward == ""
+    assert "d_m 1 is the smallest d_m there is" in fit.edge_advice and "smaller" not in fit.note
+    assert fit.to_dict()["edge_advice"] == fit.edge_advice
+    above_one = fit_iso(df.filter(pl.col("d_m") >= 2))
+    assert above_one.extend_toward == "smaller" and above_one.edge_advice == "extend the sweep to smaller d_m"
+
+
 def test_other_axes(ref):
     ke = fit_iso(ref, x="k_e")
     frac = fit_iso(ref, x="k_e_frac")
