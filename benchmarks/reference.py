@@ -5,7 +5,9 @@ environment (`--reference-python`, the Python that has its libraries). It is cal
 
     <python> PATH/ref_bench.py --json --configs small,wide --steps S --warmup W [--threads 1]
 
-and prints, as its last line, one JSON object `{"configs": {name: {"train_chars_per_s": ...,
+with `--threads 1` (one core) under `taskset -c CPU`: XLA's one-thread flag alone still let it use
+1.2-1.8 cores. CPU is `--reference-cpu`, by default the last CPU this process may run on. It
+prints, as its last line, one JSON object `{"configs": {name: {"train_chars_per_s": ...,
 "fwd_chars_per_s": ..., ...}}, ...}`. The harness knows the configurations in HARNESS_CONFIGS;
 others are measured on this side only. Nothing of the reference is part of ELM Lab.
 """
@@ -13,6 +15,7 @@ others are measured on this side only. Nothing of the reference is part of ELM L
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -46,16 +49,41 @@ def check_python(python: str) -> str:
     return found
 
 
+def default_cpu() -> int:
+    """The last CPU this process may run on: where the reference runs on one core by default."""
+    return max(os.sched_getaffinity(0))
+
+
+def check_cpu(cpu: int) -> int:
+    """`cpu` when this machine has it; ReferenceError otherwise."""
+    count = os.cpu_count() or 1
+    if not 0 <= cpu < count:
+        raise ReferenceError(f"--reference-cpu must be a CPU of this machine (0-{count - 1}), got {cpu}")
+    return cpu
+
+
+def harness_argv(harness: Path, python: str, names: Sequence[str], *, steps: int, warmup: int,
+                 threads: int | None = None, cpu: int | None = None) -> list[str]:
+    """The harness's command line; with threads == 1 it runs on one core, `taskset -c cpu`
+    (default_cpu() when cpu is None). ReferenceError when taskset is not installed."""
+    argv = [python, str(harness), "--json", "--configs", ",".join(names), "--steps", str(steps),
+            "--warmup", str(warmup)]
+    if threads != 1:
+        return argv
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise ReferenceError("--threads 1 runs the reference on one core with taskset, which is not installed")
+    return [taskset, "-c", str(default_cpu() if cpu is None else cpu), *argv, "--threads=1"]
+
+
 def run_harness(harness: Path, python: str, names: Sequence[str], *, steps: int, warmup: int,
-                threads: int | None = None, timeout: float = TIMEOUT_S) -> dict[str, dict[str, Any]]:
+                threads: int | None = None, cpu: int | None = None,
+                timeout: float = TIMEOUT_S) -> dict[str, dict[str, Any]]:
     """One run of the harness on `names` (those it knows): {name: its figures}. ReferenceError on failure."""
     names = [n for n in names if n in HARNESS_CONFIGS]
     if not names:
         return {}
-    argv = [python, str(harness), "--json", "--configs", ",".join(names), "--steps", str(steps),
-            "--warmup", str(warmup)]
-    if threads == 1:
-        argv.append("--threads=1")
+    argv = harness_argv(harness, python, names, steps=steps, warmup=warmup, threads=threads, cpu=cpu)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=harness.parent, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

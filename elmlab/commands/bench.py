@@ -30,6 +30,9 @@ def register(sub) -> None:
                    "print both and the ratios")
     p.add_argument("--reference-python", metavar="PYTHON", default=os.environ.get("ELMLAB_REFERENCE_PYTHON", "python3"),
                    help="the Python of the reference's environment (default $ELMLAB_REFERENCE_PYTHON or python3)")
+    p.add_argument("--reference-cpu", metavar="CPU", type=int, default=None,
+                   help="with --threads 1, the CPU the reference runs on (taskset -c CPU; default: the last "
+                   "CPU this process may run on)")
     p.set_defaults(func=run, _parser=p)
 
 
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         if args.vs_reference is not None:
             harness = reference.harness_path(args.vs_reference)
             python = reference.check_python(args.reference_python)
+            if args.reference_cpu is not None:
+                reference.check_cpu(args.reference_cpu)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     def reference_round(_: int) -> None:
         ref_rounds.append(reference.run_harness(harness, python, [c.name for c in configs], steps=args.steps,
-                                                warmup=args.warmup, threads=args.threads))
+                                                warmup=args.warmup, threads=args.threads,
+                                                cpu=args.reference_cpu))
 
     result = bench.run_repeats(names, args.device, repeats=args.repeats, steps=args.steps, warmup=args.warmup,
                                model_kwargs={"impl": args.impl}, after_round=reference_round if harness else None)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import reference
 from elmlab.cli import main
 
 FAKE = '''
-import argparse, json, sys
+import argparse, json, os, sys
 p = argparse.ArgumentParser()
 p.add_argument("--json", action="store_true")
 p.add_argument("--configs")
@@ -22,6 +23,8 @@ p.add_argument("--threads", type=int)
 a = p.parse_args()
 with open("calls.log", "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
+with open("cpus.log", "a") as f:
+    f.write(json.dumps(sorted(os.sched_getaffinity(0))) + "\\n")
 n = sum(1 for _ in open("calls.log"))
 FAIL
 print("compiling", flush=True)  # the harness may print more before its JSON
@@ -57,6 +60,42 @@ def test_reference_runs_after_each_round_and_ratios_pair_the_rounds(tmp_path, ca
     assert ref["ratios"]["small"]["train_chars_per_s"] == pytest.approx(
         {"min": ratios[0], "median": sum(ratios) / 2, "max": ratios[1]})
     assert set(ref["ratios"]) == {"small"} and set(out["configs"]) == {"small", "paper"}
+
+
+def test_one_thread_runs_the_reference_under_taskset_on_one_cpu(tmp_path):
+    argv = reference.harness_argv(tmp_path / "ref_bench.py", "py", ["small", "wide"], steps=3, warmup=1,
+                                  threads=1, cpu=1)
+    assert Path(argv[0]).name == "taskset" and argv[1:3] == ["-c", "1"]
+    assert argv[3:] == ["py", str(tmp_path / "ref_bench.py"), "--json", "--configs", "small,wide", "--steps", "3",
+                        "--warmup", "1", "--threads=1"]
+    # the default CPU: the last one this process may run on
+    assert reference.harness_argv(tmp_path, "py", ["small"], steps=1, warmup=0, threads=1)[1:3] == [
+        "-c", str(max(os.sched_getaffinity(0)))]
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_more_threads_run_the_reference_as_it_is(tmp_path, threads):
+    argv = reference.harness_argv(tmp_path, "py", ["small"], steps=1, warmup=0, threads=threads, cpu=1)
+    assert argv == ["py", str(tmp_path), "--json", "--configs", "small", "--steps", "1", "--warmup", "0"]
+
+
+def test_one_thread_without_taskset_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(reference.shutil, "which", lambda name: None)
+    with pytest.raises(reference.ReferenceError, match="taskset, which is not installed"):
+        reference.harness_argv(tmp_path, "py", ["small"], steps=1, warmup=0, threads=1)
+
+
+def test_the_reference_round_runs_pinned_to_the_cpu_asked_for(tmp_path, capsys, tiny_configs):
+    folder = _harness(tmp_path / "ref")
+    cpu = min(os.sched_getaffinity(0))
+    assert main([*_bench(folder, "--repeats", "1", "--threads", "1", "--reference-cpu", str(cpu), "--json")]) == 0
+    assert json.loads((folder / "cpus.log").read_text()) == [cpu]
+
+
+def test_a_reference_cpu_the_machine_lacks_is_one_line(tmp_path, capsys):
+    assert main([*_bench(_harness(tmp_path / "ref"), "--threads", "1", "--reference-cpu", str(os.cpu_count()))]) == 2
+    err = capsys.readouterr().err
+    assert "--reference-cpu must be a CPU of this machine" in err and "Traceback" not in err
 
 
 def test_table_prints_the_reference_and_the_ratios(tmp_path, capsys, tiny_configs):
