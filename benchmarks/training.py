@@ -61,12 +61,12 @@ CONFIGS: dict[str, BenchConfig] = {
 DEFAULT_CONFIGS = ("small", "paper-slice", "wide")
 
 # The reference JAX implementation on this project's 2-core machine (chars/s): medians of three rounds
-# run side by side with this benchmark on 2026-12-01 (`elmlab bench --vs-reference`, 2 threads, load 3-6).
+# run side by side with this benchmark on 2026-12-01 (`elmlab bench --vs-reference`, 2 threads, idle machine).
 # The `x ref` columns divide by these; `--vs-reference` measures the ratio afresh, round by round.
 REFERENCE = {
-    "small": {"train": 1110.0, "fwd": 8455.0},
-    "paper-slice": {"train": 173.0, "fwd": 1891.0},
-    "wide": {"train": 1407.0, "fwd": 11927.0},
+    "small": {"train": 1834.0, "fwd": 15548.0},
+    "paper-slice": {"train": 291.0, "fwd": 3801.0},
+    "wide": {"train": 2598.0, "fwd": 21209.0},
 }
 
 
