@@ -61,8 +61,9 @@ Nothing admitted can then push the total past it; a stop only frees room, which 
 take. Order of admission: the first seeds (in submission order), then reopened arms, then
 promoted seeds. Under a tight limit some arms therefore never start (the extremes, last in the
 order); what was spent never exceeds the limit. In CPU-hours the cost of a run is the median
-seconds per step so far times its steps: before any run has progressed it is unknown (zero), and
-the first seeds are all admitted.
+seconds per step so far times its steps: before any run has progressed it is unknown, so one run
+starts alone and the others are priced from its first steps (one decision later: the other
+workers wait a few seconds; admitting every first seed blind let a 40% limit spend 69%).
 
 Reopening (`reopened`): a rung ranks arms by how fast they start, and a slow starter can end better
 than the arm that led at the rung. When the race is over (every arm still in it that has an active
@@ -494,6 +495,9 @@ def _starts(g: GroupState, policy: Policy, values: RungValues, stops: list[Stop]
             continue
         used = {r.seed for r in runs}
         wanted.append(Start(g.budget, arm, next(s for s in g.seeds if s not in used), why))
+    if policy.compute_limit is not None and unit != "steps" and not rates:
+        # No run has a cost in CPU-hours yet: start one, and price the rest from its first steps.
+        return wanted[:1] if not any(r.status in ACTIVE for r in g.runs) else []
     actions = []
     for a in wanted:
         if policy.compute_limit is not None and committed + per_run > policy.compute_limit + 1e-9:

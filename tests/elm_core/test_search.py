@@ -293,6 +293,23 @@ def test_a_limit_in_cpu_hours_counts_the_recorded_wall_time():
     assert starts == [[], [Start(50_000.0, 8.0, 1)]]
 
 
+def test_a_limit_in_cpu_hours_prices_runs_before_admitting_them():
+    """Before any run has a rate, one run starts alone; once it has progressed, the rest are priced
+    from its seconds per step and only as many start as fit (a blind start of every first seed
+    overshoots the limit)."""
+    policy = Policy(compute_limit=0.25, limit_unit="cpu_hours")  # 400 steps x 0.9 s = 0.1 h a run
+
+    def starts(runs):
+        return [a for a in decide(SearchState((_group(runs),), policy)) if isinstance(a, Start)]
+
+    first = starts([])
+    assert first == [Start(50_000.0, 8.0, 0)]  # the middle of the axis first
+    queued = [replace(_run(8, 0, 0, 0.0), status="queued", curve=())]
+    assert starts(queued) == []  # still unpriced: nothing more starts
+    running = [replace(_run(8, 0, 40, planted_final(8)), wall_time_s=36.0)]  # 0.9 s a step
+    assert starts(running) == [Start(50_000.0, 16.0, 0)]  # 0.1 h committed + 0.1 fits 0.25; a third would not
+
+
 # --------------------------------------------------------------------------------------------------
 # Learning-curve extrapolation
 
