@@ -155,7 +155,9 @@ def cmd_search(args: argparse.Namespace) -> int:
               "broker answers", file=sys.stderr)
         return 2
     signal, rungs = defn.signal()
-    print(f"search {defn.search_id}: queued {len(started)} runs (first seed of every allocation); rungs at steps "
+    what = ("first seed of every allocation" if args.compute is None else
+            "first seeds; under the compute limit the others start once a run has a cost")
+    print(f"search {defn.search_id}: queued {len(started)} run{'s' * (len(started) != 1)} ({what}); rungs at steps "
           f"{list(rungs)} on the {'validation metric' if signal == 'valid' else 'training loss'}; the controller "
           "(elmlab up, or elmlab controller) carries it on", file=sys.stderr)
     print(defn.search_id)
