@@ -175,7 +175,8 @@ def validate(spec: RunSpec | dict[str, Any], *, settings: Settings | None = None
     settings = _settings(settings)
     if not isinstance(spec, (RunSpec, dict)):
         raise ValueError(f"invalid run spec: a spec is a RunSpec or a dict of its fields, not {type(spec).__name__}")
-    data = spec.model_dump(mode="json", exclude_unset=False) if isinstance(spec, RunSpec) else dict(spec)
+    # Python mode: the JSON mode would turn a NaN into None before validation could name it.
+    data = spec.model_dump(exclude_unset=False) if isinstance(spec, RunSpec) else dict(spec)
     if not data.get("run_id"):
         data["run_id"] = uuid.uuid4().hex[:12]
     parsed = parse_spec(data)

@@ -70,7 +70,7 @@ def test_train_with_a_budget_beyond_the_maximum_is_one_line(capsys):
     ("[1, 2, 3]", "a run spec is a JSON object, not list"),
     ("not json", "Expecting value"),
     (os.urandom(64) + b"\xff", "codec can't decode"),
-    ('{"task": "synthetic-adding", "n_neurons": 8, "d_m": 3, "task_options": {"bin_ms": NaN}}', "bin_ms"),
+    ('{"task": "synthetic-adding", "n_neurons": 8, "d_m": 3, "task_options": {"bin_ms": NaN}}', "bin_ms=nan"),
     ('{"task": "text", "budget": true, "d_m": 3}', "not a boolean"),
     ('{"task": "text", "n_neurons": 8, "d_m": 3, "seed": -1}', "seed"),
     ('{"task": "text", "n_neurons": 8, "d_m": 3, "seed": 1180591620717411303424}', "seed"),
