@@ -1,6 +1,6 @@
 """The running system: real worker and recorder processes, the embedded broker and Redis.
 
-Faults: a worker SIGKILLed mid-run (both modes), the recorder stopped while runs finish, cancel of a
+Faults: a worker SIGKILLed mid-run (both modes), forged records sent through the broker (both modes), the recorder stopped while runs finish, cancel of a
 queued and of a running run, retry. Every test here starts processes: marked slow (`make test-slow`).
 """
 
@@ -215,6 +215,38 @@ def test_dashboard_submit_spreads_runs_over_two_workers_on_different_queues(redi
     for run_id in run_ids:
         _one_done(redis_lab, run_id)
     assert redis_lab.store.runs()["run_id"].n_unique() == 4
+
+
+def _forged_records_refused(lab: Lab) -> None:
+    """Anyone who can publish to the broker can send `record_run`: unsigned and wrongly signed records
+    go through the real broker to the real recorder process, which refuses and logs them; the same
+    record signed with the lab's secret is then stored."""
+    from workers import signing
+    from workers.celery_app import RECORD_TASK, RESULTS_QUEUE
+
+    lab.recorder()
+    lab.wait_ready(1)
+    run_id = submit.submit(tiny())
+    forged = lab.store.run(run_id).model_copy(update={"status": "done", "steps": 5, "test_metric": 1e-4})
+    data = forged.model_dump(mode="json")
+    app = app_for(lab.settings)
+    app.send_task(RECORD_TASK, args=[data], queue=RESULTS_QUEUE)
+    app.send_task(RECORD_TASK, args=[data, "0" * 64], queue=RESULTS_QUEUE)
+    lab.wait_log(f"refused a done record of run {run_id!r}: wrong signature", timeout=60)
+    assert f"refused a done record of run {run_id!r}: unsigned" in lab.logs()
+    assert lab.status(run_id) == "queued"
+    app.send_task(RECORD_TASK, args=[data, signing.sign(data, lab.settings)], queue=RESULTS_QUEUE)
+    assert lab.wait_status(run_id, "done", timeout=60).test_metric == 1e-4
+
+
+def test_forged_records_through_the_broker_are_refused_embedded(lab: Lab):
+    _forged_records_refused(lab)
+
+
+@pytest.mark.redis
+@pytest.mark.redis_db(15)
+def test_forged_records_through_the_broker_are_refused_redis(redis_lab: Lab):
+    _forged_records_refused(redis_lab)
 
 
 def _search_killing_controller(lab: Lab) -> None:
