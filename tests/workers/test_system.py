@@ -1,7 +1,8 @@
 """The running system: real worker and recorder processes, the embedded broker and Redis.
 
 Faults: a worker SIGKILLed mid-run (both modes), forged records sent through the broker (both
-modes), the recorder stopped while runs finish, cancel of a queued and of a running run, retry. Every test here starts processes: marked slow (`make test-slow`).
+modes), the recorder stopped while runs finish, cancel of a queued and of a running run, retry.
+Every test here starts processes: marked slow (`make test-slow`).
 """
 
 from __future__ import annotations
