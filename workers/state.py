@@ -47,8 +47,8 @@ def kv_set(backend, key: bytes, value: dict[str, Any], *, fast: bool = False) ->
         backend.set(key, data)
 
 
-def kv_get(backend, key: bytes) -> dict[str, Any] | None:
-    raw = backend.get(key)
+def _decode(raw: bytes | None) -> dict[str, Any] | None:
+    """A marker's value: the JSON object stored, or None (absent, unreadable, not an object)."""
     if not raw:
         return None
     try:
@@ -58,9 +58,16 @@ def kv_get(backend, key: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def issued_attempt(backend, run_id: str) -> int | None:
-    value = kv_get(backend, _key(ATTEMPT_PREFIX, run_id))
+def _attempt(value: dict[str, Any] | None) -> int | None:
     return None if value is None else int(value.get("attempt", 0))
+
+
+def kv_get(backend, key: bytes) -> dict[str, Any] | None:
+    return _decode(backend.get(key))
+
+
+def issued_attempt(backend, run_id: str) -> int | None:
+    return _attempt(kv_get(backend, _key(ATTEMPT_PREFIX, run_id)))
 
 
 def set_issued_attempt(backend, run_id: str, attempt: int, *, fast: bool = False) -> None:
@@ -69,8 +76,7 @@ def set_issued_attempt(backend, run_id: str, attempt: int, *, fast: bool = False
 
 def cancel_requested(backend, run_id: str) -> int | None:
     """The attempt a cancel was requested for (that attempt and older ones are cancelled), or None."""
-    value = kv_get(backend, _key(CANCEL_PREFIX, run_id))
-    return None if value is None else int(value.get("attempt", 0))
+    return _attempt(kv_get(backend, _key(CANCEL_PREFIX, run_id)))
 
 
 def cancel_reason(backend, run_id: str) -> str | None:
@@ -97,13 +103,7 @@ def stale_reasons(backend, messages: list[tuple[str, int]]) -> list[str | None]:
     if not ids:
         return []
     keys = [_key(p, i) for i in ids for p in (ATTEMPT_PREFIX, CANCEL_PREFIX)]
-    values = []
-    for raw in backend.mget(keys):
-        try:
-            value = json.loads(raw) if raw else None
-        except (ValueError, UnicodeDecodeError):
-            value = None
-        values.append(int(value.get("attempt", 0)) if isinstance(value, dict) else None)
+    values = [_attempt(_decode(raw)) for raw in backend.mget(keys)]
     markers = {i: (values[2 * n], values[2 * n + 1]) for n, i in enumerate(ids)}
     return [stale_reason(*markers[run_id], attempt) for run_id, attempt in messages]
 
