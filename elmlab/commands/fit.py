@@ -22,7 +22,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # numpy and polars are imported where used: every command builds this parser, few fit
+if TYPE_CHECKING:  # numpy and polars are imported where used: building this parser (elmlab --help) needs neither
     import polars as pl
 
 _SUBCOMMANDS = ("iso", "pareto", "scaling", "capacity", "suggest")
