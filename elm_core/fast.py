@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from elm_core import native
 from elm_core.layer import TANH_GAIN, TANH_SLOPE, ELMLayer
 from elm_core.sparse import SparseRec, branch_rows, sparse_structure
 from elm_core.workspace import WORKSPACE, scan_threads
@@ -57,6 +58,16 @@ CUDA_FUSED_MAX_ELEMENTS = 2**28
 # The gradient of the sparse W_rec is one sampled product over all steps after the loop while the
 # branch gradients of all steps fit in this many elements, else one such product per step.
 SAMPLED_MAX_ELEMENTS = 2**25
+
+
+_MODE_ID = {"none": 0, "fused": 1, "sparse": 2}  # scan.cpp's mode numbers
+
+
+def _native_ops(k: _ScanCtx, W0: Tensor, n_hidden: int):  # noqa: ANN202 - torch.ops namespace
+    """The native loops (elm_core.native) when they are on and fit this scan, else None."""
+    if W0.device.type != "cpu" or W0.dtype != torch.float32 or n_hidden > 1:
+        return None
+    return native.load()
 
 
 # --- the scan -------------------------------------------------------------------------------------
@@ -135,6 +146,42 @@ class _LayerScan(torch.autograd.Function):
         S = buf(n, batch, d_m) if keep else None  # sigmoid(u)
         Z = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)
         H = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)^2
+        ctx.set_materialize_grads(False)
+        ctx.k, ctx.n_hidden = k, n_hidden
+        ctx.shapes = (P is not None, table.shape if table is not None else None)
+        ops = _native_ops(k, W0, n_hidden)
+        if ops is not None:
+            r = ops.scan_forward(
+                _MODE_ID[mode],
+                P,
+                table,
+                None if k.tokens is None else k.tokens.contiguous(),
+                R,
+                *(k.sparse.csr64() if sparse else (None, None)),
+                W0T,
+                WsT[0] if n_hidden else None,
+                bs[0].contiguous() if n_hidden else None,
+                km.contiguous(),
+                k.c.contiguous(),
+                w_y.contiguous(),
+                b.contiguous(),
+                kr,
+                relu,
+                rec_mask,
+                a0.contiguous(),
+                m0.contiguous(),
+                r0.contiguous(),
+                m_out,
+                a_out,
+                X,
+                MD,
+                S,
+                Z[0] if n_hidden else None,
+                H[0] if n_hidden else None,
+            )
+            ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *Z, *H, *wb[0::2])
+            return a_out, m_out, r
+
         w_pad = k.sparse.padded(R) if sparse else None
         wy = w_y.unsqueeze(2)  # (N, d_m, 1)
         bcol = b.view(n, 1, 1)
@@ -200,10 +247,6 @@ class _LayerScan(torch.autograd.Function):
             a = a_t[t].clamp_min_(0) if relu else a_t[t]
             a_in = a if rec_mask is None else a * rec_mask
         r = r.view(n, batch)
-
-        ctx.set_materialize_grads(False)
-        ctx.k, ctx.n_hidden = k, n_hidden
-        ctx.shapes = (P is not None, table.shape if table is not None else None)
         ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *Z, *H, *wb[0::2])
         return a_out, m_out, r
 
@@ -215,6 +258,9 @@ class _LayerScan(torch.autograd.Function):
         R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *rest = ctx.saved_tensors
         Z, H, Ws = rest[:n_hidden], rest[n_hidden : 2 * n_hidden], rest[2 * n_hidden :]
         g_a, g_m, g_r = grads
+        ops = _native_ops(ctx.k, W0, n_hidden)
+        if ops is not None:
+            return _LayerScan._backward_native(ops, ctx, *grads)
         # the gradients arrive in the layout of their consumers (often batch-major): read per step, they
         # are better contiguous
         g_a = g_a.contiguous() if g_a is not None else None
@@ -350,6 +396,58 @@ class _LayerScan(torch.autograd.Function):
         g_r0 = dr if kr is not None else g_r  # without a high-pass r passes through unchanged
         g_a0 = da if rec else None
         return (None, g_P, g_table, g_R, g_W0, g_wy, g_b, g_a0, dm, g_r0, *g_wb)
+
+    @staticmethod
+    def _backward_native(ops, ctx, g_a: Tensor | None, g_m: Tensor | None, g_r: Tensor | None):  # noqa: ANN205
+        """`_backward` through the native loop (elm_core/native/scan.cpp): the state gradients step by step,
+        the weight gradients accumulated per neuron inside the loop."""
+        k: _ScanCtx = ctx.k
+        n_hidden = ctx.n_hidden
+        has_P, table_shape = ctx.shapes
+        R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *rest = ctx.saved_tensors
+        Z, H, Ws = rest[:n_hidden], rest[n_hidden : 2 * n_hidden], rest[2 * n_hidden :]
+        steps, n, batch, d_m = m_out.shape
+        d1, dx = W0.shape[1], W0.shape[2]
+        d_tree = dx - d_m
+        sparse, fused = k.mode == "sparse", k.mode == "fused"
+        new = m_out.new_zeros
+        W0k = torch.cat((W0[:, :, :d_tree], W0[:, :, d_tree:] * k.km), 2)  # see _backward
+        mask = (a_out > 0).to(m_out.dtype) if k.relu else None
+        DPRE = WORKSPACE.empty(a_out.shape, a_out)
+        if g_a is None:
+            DPRE.zero_()
+        elif mask is None:
+            DPRE.copy_(g_a)
+        else:
+            torch.mul(g_a, mask, out=DPRE)
+        G = WORKSPACE.empty((steps, batch, n * d1), m_out)
+        dr = g_r.clone() if (g_r is not None and k.kr is not None) else new(n, batch)
+        dm = new(n, batch, d_m)
+        g_W0T, g_wy = new(n, dx, d1), new(n, d_m)
+        g_W1 = new(n, d_m, d1) if n_hidden else None
+        g_b1 = new(n, d_m) if n_hidden else None
+        g_vals = new(R.shape) if sparse else None
+        csr, csr_t = (k.sparse.csr64(), k.sparse.csr64_t()) if sparse else ((None, None), (None, None))
+        da = ops.scan_backward(
+            _MODE_ID[k.mode], R if fused else None, *csr, *csr_t, R[k.sparse.perm_t] if sparse else None,
+            W0k, Ws[0] * 2 if n_hidden else None, k.km.contiguous(), k.c.contiguous(), w_y.contiguous(), k.kr,
+            k.rec_mask, mask, S, Z[0] if n_hidden else None, H[0] if n_hidden else None, X, MD, m_out,
+            a0.contiguous(), a_out, None if g_m is None else g_m.contiguous(), DPRE, G, dr, dm,
+            g_W0T, g_W1, g_b1, g_wy, g_vals,
+        )  # fmt: skip
+        g_R = g_vals
+        if fused:  # d M^T = sum over (t, b) of a_{t-1} (masked) times d loss / d z0
+            a_src = torch.cat((a0.unsqueeze(0), a_out[:-1]))
+            if k.rec_mask is not None:
+                a_src = a_src * k.rec_mask
+            g_R = torch.mm(a_src.transpose(0, 1).reshape(a0.shape[0], steps * batch), G.view(steps * batch, -1))
+        g_table = None
+        if table_shape is not None:
+            g_table = new(table_shape).index_add_(0, k.tokens.reshape(-1), G.view(steps * batch, n * d1))
+        g_wb = [g_W1, g_b1.unsqueeze(1)] if n_hidden else []
+        g_r0 = dr if k.kr is not None else g_r
+        return (None, G if has_P else None, g_table, g_R, g_W0T.transpose(1, 2).contiguous(), g_wy,
+                DPRE.sum((0, 2)), da if k.mode != "none" else None, dm, g_r0, *g_wb)  # fmt: skip
 
 
 # --- per-layer set-up (autograd ops, once per forward) ---------------------------------------------

@@ -35,6 +35,18 @@ class SparseRec:
     slot: Tensor  # (n_rec_synapses,) position of each recurrent synapse among the nonzeros
     syn: Tensor  # (n_rec_synapses,) flat index into w_s of each recurrent synapse
 
+    def csr64(self) -> tuple[Tensor, Tensor]:
+        """(crow, col) of W_rec as int64, for the native loops (made once)."""
+        if "_csr64" not in self.__dict__:
+            self.__dict__["_csr64"] = (self.crow.long(), self.col.long())
+        return self.__dict__["_csr64"]
+
+    def csr64_t(self) -> tuple[Tensor, Tensor]:
+        """(crow, col) of W_rec^T as int64, for the native loops (made once)."""
+        if "_csr64_t" not in self.__dict__:
+            self.__dict__["_csr64_t"] = (self.crow_t.long(), self.col_t.long())
+        return self.__dict__["_csr64_t"]
+
     @property
     def nnz(self) -> int:
         return self.col.shape[0]

@@ -1,0 +1,512 @@
+// The ELM layer scan's time loops in C++ (elm_core/native/__init__.py builds and loads this file).
+//
+// The same computation as the Python loops of elm_core/fast.py (_LayerScan, its docstring gives the
+// algebra and the buffer layouts), for float32 on CPU with one hidden MLP layer: each step is one
+// parallel pass over the neurons that runs a neuron's whole chain (synapse gather, both MLP layers,
+// sigmoid, memory update, readout, high-pass) for every sample, instead of about ten tensor operations
+// over all neurons. The recurrent input is gathered from the sparse W_rec by hand ("sparse" mode), or
+// added by one matrix product per step ("fused" mode). The backward loop computes only what must run
+// step by step (the state gradients, d loss / d z0, the branch gradients); the weight gradients are
+// batched products over all steps afterwards, in Python.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <optional>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kNone = 0, kFused = 1, kSparse = 2;
+
+// exp(x) for the sigmoid: Cody-Waite range reduction and a degree-6 polynomial, branch-free so that
+// the compiler vectorises the loops that call it (std::exp would stay scalar). Relative error about
+// 2e-7 on [-87, 88]; beyond that range the input is clamped (sigmoid is 0 or 1 to float precision).
+inline float exp_approx(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const float n = (x * 1.44269504088896341f + kRound) - kRound;
+  float r = std::fma(n, -0.693359375f, x);
+  r = std::fma(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p * r, r, r) + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
+template <typename T>
+T* ptr(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+// Neurons per parallel task: about 32k multiply-adds, so that a small layer runs on one thread
+// rather than paying for waking the others every step.
+int64_t grain_size(int64_t work_per_neuron) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_neuron)); }
+
+void check_cpu_f32(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(), "elm_native: ", name,
+              " must be a contiguous float32 CPU tensor");
+}
+
+// Loops over the features run on whole vectors of 8 or 16 floats (GCC / Clang vector extensions:
+// one AVX2 or AVX-512 register, or two of the narrower kind), the samples in chunks of kBLane: every
+// buffer and weight is zero-padded to those multiples, so that the loops have no scalar remainder
+// (at d_m 15 an unpadded loop spends more time in its remainder than in its vector part).
+constexpr int64_t kBLane = 8;
+typedef float Vec8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float Vec16 __attribute__((vector_size(16 * sizeof(float))));
+typedef Vec8 VecB;
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// A feature dimension's padded width: a multiple of 16 where that takes fewer vectors than
+// multiples of 8 (d 9..16, 17..24 -> 16, 32), else of 8 (d <= 8 -> 8)
+inline int64_t padded(int64_t d) { return (d + 15) / 16 < (d + 7) / 8 ? round_up(d, 16) : round_up(d, 8); }
+
+template <typename V>
+inline V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <typename V>
+inline void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// C[r, a] (+)= sum over k < K of A(r, k) W[k, a], A(r, k) = A[r ars + k aks], for r < rows (a multiple
+// of 4) and a < cols (a multiple of the vector width): a register-blocked micro-kernel, a 4-row block
+// of C stays in four vector registers while k runs.
+template <typename V>
+inline void gemm_v(float* __restrict C, int64_t ldc, const float* __restrict A, int64_t ars, int64_t aks,
+                   const float* __restrict W, int64_t ldw, int64_t rows, int64_t cols, int64_t K, bool accumulate) {
+  constexpr int64_t L = sizeof(V) / sizeof(float);
+  for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+    for (int64_t a0 = 0; a0 < cols; a0 += L) {
+      float* c = C + r0 * ldc + a0;
+      V c0 = {}, c1 = {}, c2 = {}, c3 = {};
+      if (accumulate) c0 = load<V>(c), c1 = load<V>(c + ldc), c2 = load<V>(c + 2 * ldc), c3 = load<V>(c + 3 * ldc);
+      const float *x0 = A + r0 * ars, *x1 = x0 + ars, *x2 = x1 + ars, *x3 = x2 + ars;
+      const float* w = W + a0;
+      for (int64_t k = 0; k < K; ++k, w += ldw) {
+        const V wk = load<V>(w);
+        const int64_t o = k * aks;
+        c0 += x0[o] * wk;
+        c1 += x1[o] * wk;
+        c2 += x2[o] * wk;
+        c3 += x3[o] * wk;
+      }
+      store(c, c0), store(c + ldc, c1), store(c + 2 * ldc, c2), store(c + 3 * ldc, c3);
+    }
+  }
+}
+
+inline void gemm(float* C, int64_t ldc, const float* A, int64_t ars, int64_t aks, const float* W, int64_t ldw,
+                 int64_t rows, int64_t cols, int64_t K, bool accumulate) {
+  if (cols % 16 == 0) {
+    gemm_v<Vec16>(C, ldc, A, ars, aks, W, ldw, rows, cols, K, accumulate);
+  } else {
+    gemm_v<Vec8>(C, ldc, A, ars, aks, W, ldw, rows, cols, K, accumulate);
+  }
+}
+
+// dst[r, 0:cols] = src[r, 0:cols] for r < rows: rows of different strides
+inline void copy_rows(float* __restrict dst, int64_t ldd, const float* __restrict src, int64_t lds, int64_t rows,
+                      int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t a = 0; a < cols; ++a) dst[r * ldd + a] = src[r * lds + a];
+}
+
+// out[0:len] = sum over e in [e0, e1) of val[e] * src[idx[e] * len + 0:len], len a multiple of kBLane:
+// a row of a sparse product, accumulated in registers (two chains, to hide the multiply-add latency)
+inline void gather_rows(float* __restrict out, const float* __restrict val, const int64_t* __restrict idx,
+                        int64_t e0, int64_t e1, const float* __restrict src, int64_t len) {
+  for (int64_t b0 = 0; b0 < len; b0 += kBLane) {
+    VecB acc0 = {}, acc1 = {};
+    int64_t e = e0;
+    for (; e + 1 < e1; e += 2) {
+      acc0 += val[e] * load<VecB>(src + idx[e] * len + b0);
+      acc1 += val[e + 1] * load<VecB>(src + idx[e + 1] * len + b0);
+    }
+    if (e < e1) acc0 += val[e] * load<VecB>(src + idx[e] * len + b0);
+    store(out + b0, acc0 + acc1);
+  }
+}
+
+// w zero-padded along its last dimension to `to`, contiguous
+at::Tensor pad_last(const at::Tensor& w, int64_t to) {
+  return w.size(-1) == to ? w.contiguous() : at::constant_pad_nd(w, {0, to - w.size(-1)}).contiguous();
+}
+
+}  // namespace
+
+// Forward over all steps. Writes m_out (T, N, B, d_m), a_out (T, N, B) and, when kept, the saved
+// tensors of the backward; returns the final high-pass state r (N, B).
+at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const std::optional<at::Tensor>& table,
+                        const std::optional<at::Tensor>& tokens, const std::optional<at::Tensor>& R,
+                        const std::optional<at::Tensor>& crow, const std::optional<at::Tensor>& col,
+                        const at::Tensor& W0T, const std::optional<at::Tensor>& W1T, const std::optional<at::Tensor>& b1,
+                        const at::Tensor& km,
+                        const at::Tensor& c, const at::Tensor& wy, const at::Tensor& b, std::optional<double> kr,
+                        bool relu, const std::optional<at::Tensor>& rec_mask, const at::Tensor& a0,
+                        const at::Tensor& m0, const at::Tensor& r0, at::Tensor m_out, at::Tensor a_out,
+                        const std::optional<at::Tensor>& X, const std::optional<at::Tensor>& MD,
+                        const std::optional<at::Tensor>& S, const std::optional<at::Tensor>& Z,
+                        const std::optional<at::Tensor>& H) {
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&W0T, &km, &c, &wy, &b, &a0, &m0, &r0, &m_out, &a_out})
+    check_cpu_f32(*t, "input");
+  const int64_t steps = m_out.size(0), n = m_out.size(1), batch = m_out.size(2), d_m = m_out.size(3);
+  const int64_t dx = W0T.size(1), d1 = W0T.size(2), d_tree = dx - d_m, nd1 = n * d1;
+  const bool hidden = W1T.has_value();  // one hidden MLP layer, or none (then d1 = d_m and u = z0)
+  TORCH_CHECK(hidden ? W1T->size(1) == d1 && W1T->size(2) == d_m : d1 == d_m,
+              "elm_native: at most one hidden MLP layer, of width d1");
+  const int64_t d1p = padded(d1), dmp = padded(d_m), bp_ = round_up(batch, kBLane);
+  const bool keep = S.has_value(), has_kr = kr.has_value();
+  const float krf = has_kr ? static_cast<float>(*kr) : 0.0f;
+
+  // padded weights (N, ..., d1p | dmp)
+  const at::Tensor W0P = pad_last(W0T, d1p);
+  const at::Tensor W1P = hidden ? pad_last(*W1T, dmp) : at::Tensor();
+  const at::Tensor b1P = hidden ? pad_last(b1->reshape({n, d_m}), dmp) : at::Tensor();
+  const at::Tensor kmP = pad_last(km.reshape({n, d_m}), dmp);
+  const at::Tensor cP = pad_last(c.reshape({n, d_m}), dmp), wyP = pad_last(wy, dmp);
+  const float *W0p = W0P.data_ptr<float>(), *W1p = hidden ? W1P.data_ptr<float>() : nullptr;
+  const float* b1p = hidden ? b1P.data_ptr<float>() : nullptr;
+  const float *kmp = kmP.data_ptr<float>(), *cp = cP.data_ptr<float>(), *wyp = wyP.data_ptr<float>();
+
+  at::Tensor r = r0.clone();
+  float* rp = r.data_ptr<float>();
+  const float *bp = b.data_ptr<float>(), *a0p = a0.data_ptr<float>(), *m0p = m0.data_ptr<float>();
+  float *mp = m_out.data_ptr<float>(), *ap = a_out.data_ptr<float>();
+  const float *Pp = ptr<float>(P), *tabp = ptr<float>(table), *maskp = ptr<float>(rec_mask);
+  const int64_t* tokp = ptr<int64_t>(tokens);
+  const float* valp = mode == kSparse ? ptr<float>(R) : nullptr;
+  const int64_t *crowp = ptr<int64_t>(crow), *colp = ptr<int64_t>(col);
+  float *Xp = ptr<float>(X), *MDp = ptr<float>(MD), *Sp = ptr<float>(S), *Zp = ptr<float>(Z), *Hp = ptr<float>(H);
+  const bool x_per_step = Xp != nullptr && X->size(0) == steps;
+
+  // "sparse": a_{t-1} masked and padded to (N, bp_), gathered by the synapses
+  std::vector<float> a_src(mode == kSparse ? n * bp_ : 0, 0.0f);
+  // "fused": the drive of a step plus a_{t-1} M^T, one product a step into this buffer
+  at::Tensor fused_buf, a_in;
+  if (mode == kFused) {
+    fused_buf = at::empty({batch, nd1}, m_out.options());
+    a_in = at::empty({batch, n}, m_out.options());
+  }
+  const int64_t grain = grain_size(batch * (dx * d1 + d1 * d_m));
+
+  for (int64_t t = 0; t < steps; ++t) {
+    const float* a_prev = t == 0 ? a0p : ap + (t - 1) * n * batch;  // (N, B)
+    const float* m_prev = t == 0 ? m0p : mp + (t - 1) * n * batch * d_m;
+    const float* drive = nullptr;  // row b, neuron i: drive + b * nd1 + i * d1
+    if (mode == kFused) {
+      at::Tensor a_prev_t = t == 0 ? a0 : a_out[t - 1];
+      if (maskp != nullptr) {
+        at::mul_out(a_in, a_prev_t.t(), rec_mask->t());
+      } else {
+        a_in.copy_(a_prev_t.t());
+      }
+      at::Tensor flat = P.has_value() ? (*P)[t] : at::index_select(*table, 0, (*tokens)[t]);
+      at::addmm_out(fused_buf, flat, a_in, *R);
+      drive = fused_buf.data_ptr<float>();
+    } else if (Pp != nullptr) {
+      drive = Pp + t * batch * nd1;
+    }
+    if (mode == kSparse) {
+      for (int64_t src = 0; src < n; ++src)
+        for (int64_t bb = 0; bb < batch; ++bb) {
+          const int64_t q = src * batch + bb;
+          a_src[src * bp_ + bb] = maskp != nullptr ? a_prev[q] * maskp[q] : a_prev[q];
+        }
+    }
+    const int64_t* tok_t = tokp != nullptr ? tokp + t * batch : nullptr;
+
+    // Per neuron, all samples at once; the products run as register-blocked micro-kernels over
+    // buffers zero-padded to (bp_ samples) x (d1p | dmp features), whose padding stays zero.
+    at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
+      std::vector<float> buf(dx * bp_ + 2 * bp_ * d1p + 3 * bp_ * dmp, 0.0f);
+      float *Xk = buf.data(), *Z0 = Xk + dx * bp_, *HH = Z0 + bp_ * d1p, *MD_ = HH + bp_ * d1p;
+      float *U = MD_ + bp_ * dmp, *Mn = U + bp_ * dmp;
+      for (int64_t i = lo; i < hi; ++i) {
+        const float* W0i = W0p + i * dx * d1p;
+        const float *kmi = kmp + i * dmp, *ci = cp + i * dmp, *wyi = wyp + i * dmp;
+        const int64_t blk = t * n * batch + i * batch;  // (t, i, 0) in (T, N, B)
+        const float* mprev = m_prev + i * batch * d_m;
+        for (int64_t bb = 0; bb < batch; ++bb) {
+          float* md = MD_ + bb * dmp;
+          for (int64_t j = 0; j < d_m; ++j) md[j] = kmi[j] * mprev[bb * d_m + j] - ci[j];  // km m - c
+        }
+        if (drive != nullptr) {
+          copy_rows(Z0, d1p, drive + i * d1, nd1, batch, d1);
+        } else {
+          for (int64_t bb = 0; bb < batch; ++bb) copy_rows(Z0 + bb * d1p, d1p, tabp + tok_t[bb] * nd1 + i * d1, nd1, 1, d1);
+        }
+        if (mode == kSparse) {  // Xk (dx, bp_): [W_rec a_{t-1}; md^T], the first layer's whole input, k-major
+          for (int64_t k = 0; k < d_tree; ++k) {
+            const int64_t row = i * d_tree + k;
+            gather_rows(Xk + k * bp_, valp, colp, crowp[row], crowp[row + 1], a_src.data(), bp_);
+          }
+          for (int64_t bb = 0; bb < batch; ++bb)
+            for (int64_t j = 0; j < d_m; ++j) Xk[(d_tree + j) * bp_ + bb] = MD_[bb * dmp + j];
+          copy_rows(Xp + ((x_per_step ? t : 0) * n + i) * dx * batch, batch, Xk, bp_, dx, batch);
+          gemm(Z0, d1p, Xk, 1, bp_, W0i, d1p, bp_, d1p, dx, true);
+        } else {  // only the memory feeds the first layer here
+          gemm(Z0, d1p, MD_, dmp, 1, W0i + d_tree * d1p, d1p, bp_, d1p, d_m, true);
+        }
+        if (hidden) {  // u = b1 + relu(z0)^2 W1
+          for (int64_t q = 0; q < bp_ * d1p; ++q) {
+            const float h = Z0[q] > 0.0f ? Z0[q] : 0.0f;
+            Z0[q] = h;
+            HH[q] = h * h;
+          }
+          if (keep) {
+            copy_rows(Zp + blk * d1, d1, Z0, d1p, batch, d1);
+            copy_rows(Hp + blk * d1, d1, HH, d1p, batch, d1);
+          }
+          for (int64_t bb = 0; bb < batch; ++bb) std::memcpy(U + bb * dmp, b1p + i * dmp, dmp * sizeof(float));
+          gemm(U, dmp, HH, d1p, 1, W1p + i * d1 * dmp, dmp, bp_, dmp, d1, true);
+        } else {  // u = z0
+          std::memcpy(U, Z0, bp_ * dmp * sizeof(float));
+        }
+        for (int64_t q = 0; q < batch * dmp; ++q) U[q] = sigmoid(U[q]);
+        for (int64_t bb = 0; bb < batch; ++bb) {
+          const float *md = MD_ + bb * dmp, *u = U + bb * dmp;
+          float* mn = Mn + bb * dmp;
+          float o = 0.0f;
+          for (int64_t j = 0; j < dmp; ++j) {
+            mn[j] = md[j] + 2.0f * ci[j] * u[j];
+            o += mn[j] * wyi[j];
+          }
+          const int64_t nb = i * batch + bb;
+          float act;
+          if (has_kr) {  // p = o - r_t = kr (o - r_{t-1})
+            const float d = o - rp[nb];
+            rp[nb] += (1.0f - krf) * d;
+            act = bp[i] + krf * d;
+          } else {
+            act = bp[i] + o;
+          }
+          if (relu && act < 0.0f) act = 0.0f;
+          ap[blk + bb] = act;
+        }
+        copy_rows(mp + blk * d_m, d_m, Mn, dmp, batch, d_m);
+        if (MDp != nullptr) copy_rows(MDp + blk * d_m, d_m, MD_, dmp, batch, d_m);
+        if (keep) copy_rows(Sp + blk * d_m, d_m, U, dmp, batch, d_m);
+      }
+    });
+  }
+  return r;
+}
+
+// Backward over all steps, t = T-1..0.
+// In: the forward's saved tensors (S, Z, H, m_out, a_out, and X in "sparse" mode or MD otherwise);
+// DPRE (T, N, B) holds the external gradient of the pre-activation (already masked) and gets the
+// recurrent one added; dr (N, B) and dm (N, B, d_m) carry the state gradients in and out.
+// Out: G (T, B, N d1) d loss / d z0 (the drive's gradient), and the weight gradients, accumulated per
+// neuron inside the loop: gW0T (N, dx, d1) (in "sparse" mode every row, else the memory rows), gW1
+// (N, d_m, d1) and gb1 (N, d_m) of the hidden layer, gwy (N, d_m), gvals (nnz) the values of W_rec.
+// Returns d loss / d a_0 (N, B) masked by rec_mask (empty in "none" mode).
+at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const std::optional<at::Tensor>& crow,
+                         const std::optional<at::Tensor>& col, const std::optional<at::Tensor>& crow_t,
+                         const std::optional<at::Tensor>& col_t, const std::optional<at::Tensor>& vals_t,
+                         const at::Tensor& W0k, const std::optional<at::Tensor>& Ws2, const at::Tensor& km,
+                         const at::Tensor& c, const at::Tensor& wy, std::optional<double> kr,
+                         const std::optional<at::Tensor>& rec_mask, const std::optional<at::Tensor>& relu_mask,
+                         const at::Tensor& S, const std::optional<at::Tensor>& Z, const std::optional<at::Tensor>& H,
+                         const std::optional<at::Tensor>& X, const std::optional<at::Tensor>& MD,
+                         const at::Tensor& m_out, const at::Tensor& a0, const at::Tensor& a_out,
+                         const std::optional<at::Tensor>& g_m, at::Tensor DPRE, at::Tensor G, at::Tensor dr,
+                         at::Tensor dm, at::Tensor gW0T, const std::optional<at::Tensor>& gW1,
+                         const std::optional<at::Tensor>& gb1, at::Tensor gwy, const std::optional<at::Tensor>& gvals) {
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&W0k, &km, &c, &wy, &S, &m_out, &a0, &a_out,
+                                                                      &DPRE, &G, &dr, &dm, &gW0T, &gwy})
+    check_cpu_f32(*t, "input");
+  const int64_t steps = S.size(0), n = S.size(1), batch = S.size(2), d_m = S.size(3);
+  const int64_t d1 = W0k.size(1), dx = W0k.size(2), d_tree = dx - d_m, nd1 = n * d1;
+  const int64_t k0 = mode == kSparse ? 0 : d_tree;  // the inputs of the first layer that matter: [k0, dx)
+  const int64_t d1p = padded(d1), dmp = padded(d_m), nkp = padded(dx - k0);
+  const int64_t nk4 = round_up(dx - k0, 4), dm4 = round_up(d_m, 4), bp_ = round_up(batch, kBLane);
+  const bool has_kr = kr.has_value(), hidden = Ws2.has_value();
+  const float krf = has_kr ? static_cast<float>(*kr) : 0.0f;
+  // padded weights: W0k's needed columns (N, d1, nkp), Ws2 (N, d_m, d1p)
+  const at::Tensor W0P = pad_last(W0k.narrow(2, k0, dx - k0), nkp);
+  const at::Tensor WsP = hidden ? pad_last(*Ws2, d1p) : at::Tensor();
+  const float *W0p = W0P.data_ptr<float>(), *Wsp = hidden ? WsP.data_ptr<float>() : nullptr;
+  const float *kmp = km.data_ptr<float>(), *cp = c.data_ptr<float>(), *wyp = wy.data_ptr<float>();
+  const float *Sp = S.data_ptr<float>(), *Zp = ptr<float>(Z), *Hp = ptr<float>(H), *Xp = ptr<float>(X);
+  const float *MDp = ptr<float>(MD), *mp = m_out.data_ptr<float>(), *a0p = a0.data_ptr<float>();
+  const float *ap = a_out.data_ptr<float>(), *gmp = ptr<float>(g_m), *maskp = ptr<float>(relu_mask);
+  const float* recp = ptr<float>(rec_mask);
+  float *dpp = DPRE.data_ptr<float>(), *Gp = G.data_ptr<float>(), *drp = dr.data_ptr<float>();
+  float* dmp_ = dm.data_ptr<float>();
+  const int64_t *crowp = ptr<int64_t>(crow), *colp = ptr<int64_t>(col);
+  const int64_t *crowtp = ptr<int64_t>(crow_t), *coltp = ptr<int64_t>(col_t);
+  const float* valtp = ptr<float>(vals_t);
+  float* gvp = ptr<float>(gvals);
+  const bool x_per_step = Xp != nullptr && X->size(0) == steps;
+  TORCH_CHECK(mode != kSparse || x_per_step, "elm_native: the backward needs every step's branch inputs");
+
+  // padded accumulators: gW0T (N, nk4, d1p), gW1 (N, dm4, d1p); gb1, gwy (N, d_m) are unpadded
+  std::vector<float> acc_w0(n * nk4 * d1p, 0.0f), acc_w1(hidden ? n * dm4 * d1p : 0, 0.0f);
+  float *gb1p = ptr<float>(gb1), *gwyp = gwy.data_ptr<float>();
+  // "sparse": this step's branch gradients (N d_tree, bp_) and a_{t-1} masked (N, bp_), padded
+  std::vector<float> dbr_pad(mode == kSparse ? n * d_tree * bp_ : 0, 0.0f), a_src(mode == kSparse ? n * bp_ : 0, 0.0f);
+  at::Tensor da_buf[2];
+  at::Tensor da;  // d loss / d a_t, arriving from step t + 1 (masked by rec_mask)
+  if (mode != kNone) {
+    da_buf[0] = at::empty({n, batch}, S.options());
+    da_buf[1] = at::empty({n, batch}, S.options());
+  }
+  const int64_t grain = grain_size(batch * (2 * dx * d1 + 4 * d1 * d_m));
+
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const float* dap = da.defined() ? da.data_ptr<float>() : nullptr;
+    if (mode == kSparse) {
+      const float* a_prev = t == 0 ? a0p : ap + (t - 1) * n * batch;
+      for (int64_t q = 0; q < n * batch; ++q)
+        a_src[q / batch * bp_ + q % batch] = recp != nullptr ? a_prev[q] * recp[q] : a_prev[q];
+    }
+    at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
+      std::vector<float> buf(2 * bp_ * dmp + 2 * bp_ * d1p + bp_ * nkp + bp_ * nk4 + bp_, 0.0f);
+      float *DMV = buf.data(), *GU = DMV + bp_ * dmp, *G0 = GU + bp_ * dmp, *HHb = G0 + bp_ * d1p;
+      float *DH = HHb + bp_ * d1p, *IN = DH + bp_ * nkp, *DOUT = IN + bp_ * nk4;
+      for (int64_t i = lo; i < hi; ++i) {
+        const float* W0i = W0p + i * d1 * nkp;
+        const float *kmi = kmp + i * d_m, *ci = cp + i * d_m, *wyi = wyp + i * d_m;
+        const int64_t blk = t * n * batch + i * batch;  // (t, i, 0) in (T, N, B)
+        float* gwyi = gwyp + i * d_m;
+        // d loss / d u (GU), or straight d loss / d z0 (G0) without a hidden layer
+        float* gu_buf = hidden ? GU : G0;
+        const int64_t gu_ld = hidden ? dmp : d1p;
+        for (int64_t bb = 0; bb < batch; ++bb) {
+          const int64_t nb = i * batch + bb, row = blk + bb;
+          float dp = dpp[row];
+          if (dap != nullptr) dp += maskp != nullptr ? dap[nb] * maskp[row] : dap[nb];
+          dpp[row] = dp;
+          float dout = dp;
+          if (has_kr) {  // p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
+            dout = dp + (1.0f - krf) * (drp[nb] - dp);
+            drp[nb] -= dout;
+          }
+          DOUT[bb] = dout;
+          const float *s = Sp + row * d_m, *gm = gmp != nullptr ? gmp + row * d_m : nullptr;
+          const float *dmi = dmp_ + nb * d_m, *m = mp + row * d_m;
+          float *dmv = DMV + bb * dmp, *gu = gu_buf + bb * gu_ld;
+          for (int64_t j = 0; j < d_m; ++j) {
+            gwyi[j] += dout * m[j];
+            dmv[j] = dmi[j] + wyi[j] * dout + (gm != nullptr ? gm[j] : 0.0f);
+            gu[j] = 2.0f * ci[j] * s[j] * (1.0f - s[j]) * dmv[j];
+          }
+        }
+        if (hidden) {
+          gemm(G0, d1p, GU, dmp, 1, Wsp + i * d_m * d1p, d1p, bp_, d1p, d_m, false);  // 2 dL / d relu(z0)^2
+          float* gb1i = gb1p + i * d_m;
+          for (int64_t bb = 0; bb < batch; ++bb)
+            for (int64_t j = 0; j < d_m; ++j) gb1i[j] += GU[bb * dmp + j];
+          copy_rows(HHb, d1p, Hp + blk * d1, d1, batch, d1);
+          // gW1 (d_m, d1) += GU^T HH, a sum over the samples
+          gemm(acc_w1.data() + i * dm4 * d1p, d1p, GU, 1, dmp, HHb, d1p, dm4, d1p, batch, true);
+          const float* z = Zp + blk * d1;
+          for (int64_t bb = 0; bb < batch; ++bb)
+            for (int64_t a = 0; a < d1; ++a) G0[bb * d1p + a] *= z[bb * d1 + a];
+        }
+        copy_rows(Gp + t * batch * nd1 + i * d1, nd1, G0, d1p, batch, d1);
+        // gW0T (dx - k0, d1) += IN^T G0, IN (B, nk4) the first layer's inputs of this step
+        if (mode == kSparse) {
+          const float* Xt = Xp + (t * n + i) * dx * batch;  // (dx, B)
+          for (int64_t k = 0; k < dx; ++k)
+            for (int64_t bb = 0; bb < batch; ++bb) IN[bb * nk4 + k] = Xt[k * batch + bb];
+        } else {
+          copy_rows(IN, nk4, MDp + blk * d_m, d_m, batch, d_m);
+        }
+        gemm(acc_w0.data() + i * nk4 * d1p, d1p, IN, 1, nk4, G0, d1p, nk4, d1p, batch, true);
+        gemm(DH, nkp, G0, d1p, 1, W0i, nkp, bp_, nkp, d1, false);
+        // DH[b, k - k0] = d loss / d (first layer input k); the memory part follows at d_tree - k0
+        if (mode == kSparse) {  // this neuron's branch rows of dBR, and the gradient of their synapses
+          float* pad = dbr_pad.data() + i * d_tree * bp_;
+          for (int64_t k = 0; k < d_tree; ++k) {
+            float* pr = pad + k * bp_;
+            for (int64_t bb = 0; bb < batch; ++bb) pr[bb] = DH[bb * nkp + k];
+            const int64_t row = i * d_tree + k;
+            for (int64_t e = crowp[row]; e < crowp[row + 1]; ++e) {
+              const float* as = a_src.data() + colp[e] * bp_;
+              VecB prod = load<VecB>(pr) * load<VecB>(as);
+              for (int64_t b0 = kBLane; b0 < bp_; b0 += kBLane) prod += load<VecB>(pr + b0) * load<VecB>(as + b0);
+              float sum = 0.0f;
+              for (int64_t l = 0; l < kBLane; ++l) sum += prod[l];
+              gvp[e] += sum;
+            }
+          }
+        }
+        for (int64_t bb = 0; bb < batch; ++bb) {
+          float* dmi = dmp_ + (i * batch + bb) * d_m;
+          const float *dh = DH + bb * nkp + (d_tree - k0), *dmv = DMV + bb * dmp;
+          for (int64_t j = 0; j < d_m; ++j) dmi[j] = dh[j] + kmi[j] * dmv[j];
+        }
+      }
+    });
+    if (mode == kNone) continue;
+    at::Tensor next = da_buf[(steps - 1 - t) % 2 == 0 ? 1 : 0];
+    if (mode == kSparse) {
+      float* np = next.data_ptr<float>();
+      at::parallel_for(0, n, grain_size(bp_ * 2 * d_tree), [&](int64_t lo, int64_t hi) {
+        std::vector<float> acc(bp_);
+        for (int64_t src = lo; src < hi; ++src) {
+          gather_rows(acc.data(), valtp, coltp, crowtp[src], crowtp[src + 1], dbr_pad.data(), bp_);
+          for (int64_t bb = 0; bb < batch; ++bb)
+            np[src * batch + bb] = recp != nullptr ? acc[bb] * recp[src * batch + bb] : acc[bb];
+        }
+      });
+    } else {  // da = M^T-shaped R (N_src, N d1) @ G_t^T
+      at::mm_out(next, *R, G[t].t());
+      if (rec_mask.has_value()) next.mul_(*rec_mask);
+    }
+    da = next;
+  }
+  // the accumulators, unpadded
+  float* gw0 = gW0T.data_ptr<float>();  // (N, dx, d1): rows [k0, dx)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < dx - k0; ++k)
+      std::memcpy(gw0 + (i * dx + k0 + k) * d1, acc_w0.data() + (i * nk4 + k) * d1p, d1 * sizeof(float));
+  if (hidden) {
+    float* gw1 = gW1->data_ptr<float>();  // (N, d_m, d1)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < d_m; ++j)
+        std::memcpy(gw1 + (i * d_m + j) * d1, acc_w1.data() + (i * dm4 + j) * d1p, d1 * sizeof(float));
+  }
+  return da.defined() ? da : at::empty({0}, S.options());
+}
+
+TORCH_LIBRARY(elm_native, m) {
+  m.def(
+      "scan_forward(int mode, Tensor? P, Tensor? table, Tensor? tokens, Tensor? R, Tensor? crow, Tensor? col, "
+      "Tensor W0T, Tensor? W1T, Tensor? b1, Tensor km, Tensor c, Tensor wy, Tensor b, float? kr, bool relu, "
+      "Tensor? rec_mask, Tensor a0, Tensor m0, Tensor r0, Tensor(a!) m_out, Tensor(b!) a_out, Tensor(c!)? X, "
+      "Tensor(d!)? MD, Tensor(e!)? S, Tensor(f!)? Z, Tensor(g!)? H) -> Tensor");
+  m.def(
+      "scan_backward(int mode, Tensor? R, Tensor? crow, Tensor? col, Tensor? crow_t, Tensor? col_t, "
+      "Tensor? vals_t, Tensor W0k, Tensor? Ws2, Tensor km, Tensor c, Tensor wy, float? kr, Tensor? rec_mask, "
+      "Tensor? relu_mask, Tensor S, Tensor? Z, Tensor? H, Tensor? X, Tensor? MD, Tensor m_out, Tensor a0, "
+      "Tensor a_out, Tensor? g_m, Tensor(a!) DPRE, Tensor(b!) G, Tensor(c!) dr, Tensor(d!) dm, "
+      "Tensor(e!) gW0T, Tensor(f!)? gW1, Tensor(g!)? gb1, Tensor(h!) gwy, Tensor(i!)? gvals) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(elm_native, CPU, m) {
+  m.impl("scan_forward", &scan_forward);
+  m.impl("scan_backward", &scan_backward);
+}
