@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import platform
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,10 @@ def _build() -> Any:
 
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    # ninja from requirements.txt lives beside this interpreter, which need not be on PATH
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     cpp_extension.load(
         name="elm_native",
         sources=[str(SOURCE)],
