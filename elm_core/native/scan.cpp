@@ -89,14 +89,15 @@ inline void store(float* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// C[r, a] (+)= sum over k < K of A(r, k) W[k, a], A(r, k) = A[r ars + k aks], for r < rows (a multiple
-// of 4) and a < cols (a multiple of the vector width): a register-blocked micro-kernel, a 4-row block
-// of C stays in four vector registers while k runs.
+// C[r, a] (+)= sum over k < K of A(r, k) W[k, a], A(r, k) = A[r ars + k aks], for r < rows and a < cols
+// (a multiple of the vector width): a register-blocked micro-kernel, a 4-row block of C stays in four
+// vector registers while k runs.
 template <typename V>
 inline void gemm_v(float* __restrict C, int64_t ldc, const float* __restrict A, int64_t ars, int64_t aks,
                    const float* __restrict W, int64_t ldw, int64_t rows, int64_t cols, int64_t K, bool accumulate) {
   constexpr int64_t L = sizeof(V) / sizeof(float);
-  for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+  const int64_t rows4 = rows / 4 * 4;
+  for (int64_t r0 = 0; r0 < rows4; r0 += 4) {
     for (int64_t a0 = 0; a0 < cols; a0 += L) {
       float* c = C + r0 * ldc + a0;
       V c0 = {}, c1 = {}, c2 = {}, c3 = {};
@@ -114,6 +115,16 @@ inline void gemm_v(float* __restrict C, int64_t ldc, const float* __restrict A, 
       store(c, c0), store(c + ldc, c1), store(c + 2 * ldc, c2), store(c + 3 * ldc, c3);
     }
   }
+  for (int64_t r = rows4; r < rows; ++r) {
+    for (int64_t a0 = 0; a0 < cols; a0 += L) {
+      float* c = C + r * ldc + a0;
+      V c0 = accumulate ? load<V>(c) : V{};
+      const float* x = A + r * ars;
+      const float* w = W + a0;
+      for (int64_t k = 0; k < K; ++k, w += ldw) c0 += x[k * aks] * load<V>(w);
+      store(c, c0);
+    }
+  }
 }
 
 inline void gemm(float* C, int64_t ldc, const float* A, int64_t ars, int64_t aks, const float* W, int64_t ldw,
@@ -125,7 +136,9 @@ inline void gemm(float* C, int64_t ldc, const float* A, int64_t ars, int64_t aks
   }
 }
 
-// dst[r, 0:cols] = src[r, 0:cols] for r < rows: rows of different strides
+// dst[r, 0:cols] = src[r, 0:cols] for r < rows: rows of different strides, copied inline (the rows are
+// short: a call to memcpy per row costs more than the copy; -fno-tree-loop-distribute-patterns keeps
+// the compiler from making these loops such calls)
 inline void copy_rows(float* __restrict dst, int64_t ldd, const float* __restrict src, int64_t lds, int64_t rows,
                       int64_t cols) {
   for (int64_t r = 0; r < rows; ++r)
@@ -278,7 +291,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
             copy_rows(Zp + blk * d1, d1, Z0, d1p, batch, d1);
             copy_rows(Hp + blk * d1, d1, HH, d1p, batch, d1);
           }
-          for (int64_t bb = 0; bb < batch; ++bb) std::memcpy(U + bb * dmp, b1p + i * dmp, dmp * sizeof(float));
+          for (int64_t bb = 0; bb < batch; ++bb) copy_rows(U + bb * dmp, dmp, b1p + i * dmp, dmp, 1, dmp);
           gemm(U, dmp, HH, d1p, 1, W1p + i * d1 * dmp, dmp, bp_, dmp, d1, true);
         } else {  // u = z0
           std::memcpy(U, Z0, bp_ * dmp * sizeof(float));
@@ -340,7 +353,7 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
   const int64_t d1 = W0k.size(1), dx = W0k.size(2), d_tree = dx - d_m, nd1 = n * d1;
   const int64_t k0 = mode == kSparse ? 0 : d_tree;  // the inputs of the first layer that matter: [k0, dx)
   const int64_t d1p = padded(d1), dmp = padded(d_m), nkp = padded(dx - k0);
-  const int64_t nk4 = round_up(dx - k0, 4), dm4 = round_up(d_m, 4), bp_ = round_up(batch, kBLane);
+  const int64_t nk = dx - k0, bp_ = round_up(batch, kBLane);
   const bool has_kr = kr.has_value(), hidden = Ws2.has_value();
   const float krf = has_kr ? static_cast<float>(*kr) : 0.0f;
   // padded weights: W0k's needed columns (N, d1, nkp), Ws2 (N, d_m, d1p)
@@ -361,11 +374,15 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
   const bool x_per_step = Xp != nullptr && X->size(0) == steps;
   TORCH_CHECK(mode != kSparse || x_per_step, "elm_native: the backward needs every step's branch inputs");
 
-  // padded accumulators: gW0T (N, nk4, d1p), gW1 (N, dm4, d1p); gb1, gwy (N, d_m) are unpadded
-  std::vector<float> acc_w0(n * nk4 * d1p, 0.0f), acc_w1(hidden ? n * dm4 * d1p : 0, 0.0f);
+  // accumulators padded to d1p columns: gW0T (N, nk, d1p), gW1 (N, d_m, d1p); gb1, gwy (N, d_m)
+  std::vector<float> acc_w0(n * nk * d1p, 0.0f), acc_w1(hidden ? n * d_m * d1p : 0, 0.0f);
   float *gb1p = ptr<float>(gb1), *gwyp = gwy.data_ptr<float>();
   // "sparse": this step's branch gradients (N d_tree, bp_) and a_{t-1} masked (N, bp_), padded
-  std::vector<float> dbr_pad(mode == kSparse ? n * d_tree * bp_ : 0, 0.0f), a_src(mode == kSparse ? n * bp_ : 0, 0.0f);
+  std::vector<float> dbr_pad(mode == kSparse ? n * d_tree * bp_ : 0, 0.0f);
+  // "sparse", every step: the branch gradients (N d_tree, T, bp_) and a_{t-1} masked (N, T, bp_), for
+  // the gradient of W_rec's values after the loop, gvals[e] = sum over (t, b) of dBR[row e] a[col e]
+  std::vector<float> dbr_all(mode == kSparse ? n * d_tree * steps * bp_ : 0, 0.0f);
+  std::vector<float> a_all(mode == kSparse ? n * steps * bp_ : 0, 0.0f);
   at::Tensor da_buf[2];
   at::Tensor da;  // d loss / d a_t, arriving from step t + 1 (masked by rec_mask)
   if (mode != kNone) {
@@ -379,12 +396,12 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
     if (mode == kSparse) {
       const float* a_prev = t == 0 ? a0p : ap + (t - 1) * n * batch;
       for (int64_t q = 0; q < n * batch; ++q)
-        a_src[q / batch * bp_ + q % batch] = recp != nullptr ? a_prev[q] * recp[q] : a_prev[q];
+        a_all[(q / batch * steps + t) * bp_ + q % batch] = recp != nullptr ? a_prev[q] * recp[q] : a_prev[q];
     }
     at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
-      std::vector<float> buf(2 * bp_ * dmp + 2 * bp_ * d1p + bp_ * nkp + bp_ * nk4 + bp_, 0.0f);
+      std::vector<float> buf(2 * bp_ * dmp + 2 * bp_ * d1p + bp_ * nkp + bp_, 0.0f);
       float *DMV = buf.data(), *GU = DMV + bp_ * dmp, *G0 = GU + bp_ * dmp, *HHb = G0 + bp_ * d1p;
-      float *DH = HHb + bp_ * d1p, *IN = DH + bp_ * nkp, *DOUT = IN + bp_ * nk4;
+      float *DH = HHb + bp_ * d1p, *DOUT = DH + bp_ * nkp;
       for (int64_t i = lo; i < hi; ++i) {
         const float* W0i = W0p + i * d1 * nkp;
         const float *kmi = kmp + i * d_m, *ci = cp + i * d_m, *wyi = wyp + i * d_m;
@@ -420,37 +437,28 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
             for (int64_t j = 0; j < d_m; ++j) gb1i[j] += GU[bb * dmp + j];
           copy_rows(HHb, d1p, Hp + blk * d1, d1, batch, d1);
           // gW1 (d_m, d1) += GU^T HH, a sum over the samples
-          gemm(acc_w1.data() + i * dm4 * d1p, d1p, GU, 1, dmp, HHb, d1p, dm4, d1p, batch, true);
+          gemm(acc_w1.data() + i * d_m * d1p, d1p, GU, 1, dmp, HHb, d1p, d_m, d1p, batch, true);
           const float* z = Zp + blk * d1;
           for (int64_t bb = 0; bb < batch; ++bb)
             for (int64_t a = 0; a < d1; ++a) G0[bb * d1p + a] *= z[bb * d1 + a];
         }
         copy_rows(Gp + t * batch * nd1 + i * d1, nd1, G0, d1p, batch, d1);
-        // gW0T (dx - k0, d1) += IN^T G0, IN (B, nk4) the first layer's inputs of this step
+        // gW0T (dx - k0, d1) += IN^T G0, a sum over the samples of this step's first-layer inputs: the
+        // branch inputs and memory X (dx, B) in "sparse" mode, else the memory MD (B, d_m)
+        float* gw0i = acc_w0.data() + i * nk * d1p;
         if (mode == kSparse) {
-          const float* Xt = Xp + (t * n + i) * dx * batch;  // (dx, B)
-          for (int64_t k = 0; k < dx; ++k)
-            for (int64_t bb = 0; bb < batch; ++bb) IN[bb * nk4 + k] = Xt[k * batch + bb];
+          gemm(gw0i, d1p, Xp + (t * n + i) * dx * batch, batch, 1, G0, d1p, dx, d1p, batch, true);
         } else {
-          copy_rows(IN, nk4, MDp + blk * d_m, d_m, batch, d_m);
+          gemm(gw0i, d1p, MDp + blk * d_m, 1, d_m, G0, d1p, d_m, d1p, batch, true);
         }
-        gemm(acc_w0.data() + i * nk4 * d1p, d1p, IN, 1, nk4, G0, d1p, nk4, d1p, batch, true);
         gemm(DH, nkp, G0, d1p, 1, W0i, nkp, bp_, nkp, d1, false);
         // DH[b, k - k0] = d loss / d (first layer input k); the memory part follows at d_tree - k0
-        if (mode == kSparse) {  // this neuron's branch rows of dBR, and the gradient of their synapses
+        if (mode == kSparse) {  // this neuron's branch rows of dBR: for the transposed gather, and kept
           float* pad = dbr_pad.data() + i * d_tree * bp_;
           for (int64_t k = 0; k < d_tree; ++k) {
             float* pr = pad + k * bp_;
             for (int64_t bb = 0; bb < batch; ++bb) pr[bb] = DH[bb * nkp + k];
-            const int64_t row = i * d_tree + k;
-            for (int64_t e = crowp[row]; e < crowp[row + 1]; ++e) {
-              const float* as = a_src.data() + colp[e] * bp_;
-              VecB prod = load<VecB>(pr) * load<VecB>(as);
-              for (int64_t b0 = kBLane; b0 < bp_; b0 += kBLane) prod += load<VecB>(pr + b0) * load<VecB>(as + b0);
-              float sum = 0.0f;
-              for (int64_t l = 0; l < kBLane; ++l) sum += prod[l];
-              gvp[e] += sum;
-            }
+            copy_rows(dbr_all.data() + ((i * d_tree + k) * steps + t) * bp_, bp_, pr, bp_, 1, bp_);
           }
         }
         for (int64_t bb = 0; bb < batch; ++bb) {
@@ -478,16 +486,38 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
     }
     da = next;
   }
+  if (mode == kSparse) {
+    const int64_t len = steps * bp_;
+    at::parallel_for(0, n * d_tree, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, len)), [&](int64_t lo, int64_t hi) {
+      for (int64_t row = lo; row < hi; ++row) {
+        const float* g = dbr_all.data() + row * len;
+        for (int64_t e = crowp[row]; e < crowp[row + 1]; ++e) {
+          const float* a = a_all.data() + colp[e] * len;
+          VecB s0 = {}, s1 = {};
+          int64_t q = 0;
+          for (; q + 2 * kBLane <= len; q += 2 * kBLane) {
+            s0 += load<VecB>(g + q) * load<VecB>(a + q);
+            s1 += load<VecB>(g + q + kBLane) * load<VecB>(a + q + kBLane);
+          }
+          for (; q < len; q += kBLane) s0 += load<VecB>(g + q) * load<VecB>(a + q);
+          s0 += s1;
+          float sum = 0.0f;
+          for (int64_t l = 0; l < kBLane; ++l) sum += s0[l];
+          gvp[e] = sum;
+        }
+      }
+    });
+  }
   // the accumulators, unpadded
   float* gw0 = gW0T.data_ptr<float>();  // (N, dx, d1): rows [k0, dx)
   for (int64_t i = 0; i < n; ++i)
     for (int64_t k = 0; k < dx - k0; ++k)
-      std::memcpy(gw0 + (i * dx + k0 + k) * d1, acc_w0.data() + (i * nk4 + k) * d1p, d1 * sizeof(float));
+      std::memcpy(gw0 + (i * dx + k0 + k) * d1, acc_w0.data() + (i * nk + k) * d1p, d1 * sizeof(float));
   if (hidden) {
     float* gw1 = gW1->data_ptr<float>();  // (N, d_m, d1)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < d_m; ++j)
-        std::memcpy(gw1 + (i * d_m + j) * d1, acc_w1.data() + (i * dm4 + j) * d1p, d1 * sizeof(float));
+        std::memcpy(gw1 + (i * d_m + j) * d1, acc_w1.data() + (i * d_m + j) * d1p, d1 * sizeof(float));
   }
   return da.defined() ? da : at::empty({0}, S.options());
 }
