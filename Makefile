@@ -11,6 +11,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m elm_core.native  # builds the native time loops once (about 15 s); fine if it cannot
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,7 +11,9 @@ For each named configuration this measures, after warm-up, the median over sever
   resident set size just before them (Linux VmHWM reset through /proc/self/clear_refs; falls back
   to the growth of getrusage's max RSS); on CUDA torch.cuda.max_memory_allocated over the steps.
 
-Denormal floats are flushed to zero (torch.set_flush_denormal), as in training. The threads are
+The fast path's time loops are the native ones where they build (elm_core/native; `loops` in the
+output), else the Python ones (ELMLAB_NATIVE=0 asks for them). Denormal floats are flushed to zero
+(torch.set_flush_denormal), as in training. The threads are
 torch's setting (`elmlab bench --threads` changes it).
 """
 
@@ -256,7 +258,18 @@ def run_bench(
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "loops": time_loops(device),
     }
+
+
+def time_loops(device: torch.device) -> str:
+    """Which time loops the fast path ran: "native" (elm_core/native) or "python" (and why)."""
+    from elm_core import native
+
+    if device.type != "cpu":
+        return "python (not a CPU)"
+    status = native.status()
+    return "native" if status["available"] else f"python ({status['reason']})"
 
 
 def run_repeats(

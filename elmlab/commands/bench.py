@@ -99,7 +99,8 @@ def _print_table(result: dict, impl: str) -> None:
     from benchmarks import training as bench
 
     print(f"device {result['device']}, {result['threads']} threads, torch {result['torch']}, "
-          f"fp32 matmul peak {result['sgemm_gflops']:.1f} GFLOP/s, impl {impl}, {result['repeats']} round(s)")
+          f"fp32 matmul peak {result['sgemm_gflops']:.1f} GFLOP/s, impl {impl}"
+          + (f", {result['loops']} loops" if impl == "fast" else "") + f", {result['repeats']} round(s)")
     print(f"{'config':<12} {'train ch/s':>11} {'min-max':>13} {'x ref':>6} {'fwd ch/s':>10} {'min-max':>13} "
           f"{'x ref':>6} {'GFLOP/s':>8} {'of peak':>8} {'peak MB':>8}")
     for name, r in result["configs"].items():
