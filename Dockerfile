@@ -16,6 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/elmlab
+# g++ builds the native time loops (elm_core/native) on first use; without it runs use the Python loops
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt ./
 RUN if [ "$TORCH" = "cpu" ]; then pip install torch==2.13.0 --index-url "$TORCH_CPU_INDEX"; fi \
  && pip install -r requirements.txt
