@@ -28,8 +28,15 @@ TEST_WARMUP = 500  # characters each stream but the first reads before its own
 
 
 @torch.no_grad()
-def evaluate_char_streams(model, tokens: Tensor, *, streams: int = TEST_STREAMS, warmup: int = TEST_WARMUP,
-                          seq_len: int = 250, device: torch.device | None = None) -> tuple[float, int]:
+def evaluate_char_streams(
+    model,
+    tokens: Tensor,
+    *,
+    streams: int = TEST_STREAMS,
+    warmup: int = TEST_WARMUP,
+    seq_len: int = 250,
+    device: torch.device | None = None,
+) -> tuple[float, int]:
     """(BPC, targets) over all len(tokens) - 1 next-character targets of `tokens` (n,), as `streams`
     parallel streams of seq_len-step chunks (module docstring). One host synchronisation in all."""
     n_targets = tokens.numel() - 1
@@ -55,8 +62,11 @@ def evaluate_char_streams(model, tokens: Tensor, *, streams: int = TEST_STREAMS,
         idx = starts + torch.arange(k, min(k + seq_len, length), device=device)  # (S, t): target positions - 1
         valid = idx < n_targets
         logits, state = model(tokens[idx.clamp_max(n_targets - 1)], state)
-        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                             tokens[(idx + 1).clamp_max(n_targets)].reshape(-1), reduction="none")
+        ce = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            tokens[(idx + 1).clamp_max(n_targets)].reshape(-1),
+            reduction="none",
+        )
         total += (ce * valid.reshape(-1)).sum()
     model.train(was_training)
     return float(total) / n_targets / math.log(2.0), n_targets

@@ -70,6 +70,24 @@ def _native_ops(k: _ScanCtx, W0: Tensor, n_hidden: int):  # noqa: ANN202 - torch
     return native.load()
 
 
+def _memory_scaled(W0: Tensor, km: Tensor, d_tree: int) -> Tensor:
+    """W_0 with its memory columns scaled by km: d loss / d m_{t-1} = km (dm_t + g W_0,m) = km dm_t + g W0k_m."""
+    return torch.cat((W0[:, :, :d_tree], W0[:, :, d_tree:] * km), 2)
+
+
+def _external_pre_grad(g_a: Tensor | None, a_out: Tensor, relu: bool) -> tuple[Tensor | None, Tensor]:
+    """(relu mask or None, d loss / d pre-activation from outside the layer, in a pooled buffer)."""
+    mask = (a_out > 0).to(a_out.dtype) if relu else None
+    DPRE = WORKSPACE.empty(a_out.shape, a_out)
+    if g_a is None:
+        DPRE.zero_()
+    elif mask is None:
+        DPRE.copy_(g_a)
+    else:
+        torch.mul(g_a, mask, out=DPRE)
+    return mask, DPRE
+
+
 # --- the scan -------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class _ScanCtx:
@@ -157,7 +175,7 @@ class _LayerScan(torch.autograd.Function):
                 table,
                 None if k.tokens is None else k.tokens.contiguous(),
                 R,
-                *(k.sparse.csr64() if sparse else (None, None)),
+                *(k.sparse.csr64 if sparse else (None, None)),
                 W0T,
                 WsT[0] if n_hidden else None,
                 bs[0].contiguous() if n_hidden else None,
@@ -268,8 +286,7 @@ class _LayerScan(torch.autograd.Function):
         steps, n, batch, d_m = m_out.shape
         d1 = W0.shape[1]
         d_tree = W0.shape[2] - d_m
-        # W_0 with its memory columns scaled by km: d loss / d m_{t-1} = km (dm_t + g W_0,m) = km dm_t + g W0k_m
-        W0k = torch.cat((W0[:, :, :d_tree], W0[:, :, d_tree:] * k.km), 2)
+        W0k = _memory_scaled(W0, k.km, d_tree)
         W0km = W0k[:, :, d_tree:].contiguous()
         Ws2 = [w * 2 for w in Ws]  # the 2 of d relu(z)^2 / dz = 2 relu(z)
         mode, rec_mask, km, kr = k.mode, k.rec_mask, k.km, k.kr
@@ -286,14 +303,7 @@ class _LayerScan(torch.autograd.Function):
         per_step = sparse and n * d_tree * steps * batch > SAMPLED_MAX_ELEMENTS
         dBR = ws((steps, n * d_tree, batch) if not per_step else (1, n * d_tree, batch), m_out) if sparse else None
         # d loss / d pre-activation: the external gradient through the mask now, the recurrent one per step
-        mask = (a_out > 0).to(m_out.dtype) if k.relu else None
-        DPRE = ws(a_out.shape, a_out)
-        if g_a is None:
-            DPRE.zero_()
-        elif mask is None:
-            DPRE.copy_(g_a)
-        else:
-            torch.mul(g_a, mask, out=DPRE)
+        mask, DPRE = _external_pre_grad(g_a, a_out, k.relu)
         DO = ws(a_out.shape, a_out) if kr is not None else DPRE  # d loss / d o
         wy3 = w_y.unsqueeze(1)  # (N, 1, d_m)
 
@@ -411,15 +421,8 @@ class _LayerScan(torch.autograd.Function):
         d_tree = dx - d_m
         sparse, fused = k.mode == "sparse", k.mode == "fused"
         new = m_out.new_zeros
-        W0k = torch.cat((W0[:, :, :d_tree], W0[:, :, d_tree:] * k.km), 2)  # see _backward
-        mask = (a_out > 0).to(m_out.dtype) if k.relu else None
-        DPRE = WORKSPACE.empty(a_out.shape, a_out)
-        if g_a is None:
-            DPRE.zero_()
-        elif mask is None:
-            DPRE.copy_(g_a)
-        else:
-            torch.mul(g_a, mask, out=DPRE)
+        W0k = _memory_scaled(W0, k.km, d_tree)
+        mask, DPRE = _external_pre_grad(g_a, a_out, k.relu)
         G = WORKSPACE.empty((steps, batch, n * d1), m_out)
         dr = g_r.clone() if (g_r is not None and k.kr is not None) else new(n, batch)
         dm = new(n, batch, d_m)
@@ -427,7 +430,7 @@ class _LayerScan(torch.autograd.Function):
         g_W1 = new(n, d_m, d1) if n_hidden else None
         g_b1 = new(n, d_m) if n_hidden else None
         g_vals = new(R.shape) if sparse else None
-        csr, csr_t = (k.sparse.csr64(), k.sparse.csr64_t()) if sparse else ((None, None), (None, None))
+        csr, csr_t = (k.sparse.csr64, k.sparse.csr64_t) if sparse else ((None, None), (None, None))
         da = ops.scan_backward(
             _MODE_ID[k.mode], R if fused else None, *csr, *csr_t, R[k.sparse.perm_t] if sparse else None,
             W0k, Ws[0] * 2 if n_hidden else None, k.km.contiguous(), k.c.contiguous(), w_y.contiguous(), k.kr,

@@ -37,9 +37,11 @@ def scale(fan_in: int) -> float:
 def layer_groups(layer: ELMLayer, lr: float) -> list[dict[str, Any]]:
     """Parameter groups of one ELM layer under the fan-in rule."""
     s = layer.spec
-    groups = [{"params": [layer.w_s], "lr": lr * scale(s.d_brch)},
-              {"params": [layer.w_y], "lr": lr * scale(s.d_m)},
-              {"params": [layer.b, *layer.mlp_b], "lr": lr}]
+    groups = [
+        {"params": [layer.w_s], "lr": lr * scale(s.d_brch)},
+        {"params": [layer.w_y], "lr": lr * scale(s.d_m)},
+        {"params": [layer.b, *layer.mlp_b], "lr": lr},
+    ]
     for (fan_in, _), w in zip(s.mlp_dims, layer.mlp_w, strict=True):
         groups.append({"params": [w], "lr": lr * scale(fan_in)})
     return groups

@@ -45,5 +45,7 @@ def check_fits(cfg: ELMConfig, *, batch_size: int, seq_len: int, device: torch.d
     need = estimate_bytes(cfg, batch_size=batch_size, seq_len=seq_len)
     have = available_bytes(device)
     if have is not None and need > have:
-        raise ValueError(f"memory: this run needs at least {need / 1e9:.1f} GB ({count_params(cfg):,} parameters, "
-                         f"batch {batch_size} x {seq_len} steps) but {device.type} has {have / 1e9:.1f} GB available")
+        raise ValueError(
+            f"memory: this run needs at least {need / 1e9:.1f} GB ({count_params(cfg):,} parameters, "
+            f"batch {batch_size} x {seq_len} steps) but {device.type} has {have / 1e9:.1f} GB available"
+        )

@@ -1,21 +1,21 @@
 """One typed settings object, read from ELMLAB_* environment variables (docs/design.md decision 7).
 
-    ELMLAB_HOME            folder for the store, the embedded broker and logs (default ~/.elmlab)
-    ELMLAB_STORE_DIR       results store (default $ELMLAB_HOME/store)
-    ELMLAB_DATA_DIR        data sets: enwik8, shd_train.h5, shd_test.h5 (default $ELMLAB_HOME/data)
-    ELMLAB_BROKER_URL      Celery broker; unset = embedded on-disk broker under $ELMLAB_HOME/broker
-    ELMLAB_RESULT_BACKEND  Celery result backend; unset = file:// under $ELMLAB_HOME/results (embedded)
-                           or the Redis broker itself (redis://)
-    ELMLAB_CHECKPOINT_DIR  the worker's checkpoint folder; a spec's checkpoint_dir is a subfolder of it
-                           (default $ELMLAB_HOME/checkpoints)
-    ELMLAB_READ_ONLY       1 = dashboard publishes results only: no queue, cancel or retry
-    ELMLAB_HEARTBEAT_S     seconds between running-run heartbeats (default 5)
-    ELMLAB_REAP_AFTER_S    a running run silent this long is re-queued (default 60)
-    ELMLAB_SECRET          the key that signs records (workers/signing.py); unset = $ELMLAB_HOME/secret,
-                           generated on first use (one machine); every machine of a lab sets the same one
-    ELMLAB_SPOOL_DIR       where the recorder keeps records the store cannot take yet (default $ELMLAB_HOME/spool;
-                           best on another disk than the store)
-    ELMLAB_FLOWER_URL      link to Flower shown on the Runs page, when Flower runs
+ELMLAB_HOME            folder for the store, the embedded broker and logs (default ~/.elmlab)
+ELMLAB_STORE_DIR       results store (default $ELMLAB_HOME/store)
+ELMLAB_DATA_DIR        data sets: enwik8, shd_train.h5, shd_test.h5 (default $ELMLAB_HOME/data)
+ELMLAB_BROKER_URL      Celery broker; unset = embedded on-disk broker under $ELMLAB_HOME/broker
+ELMLAB_RESULT_BACKEND  Celery result backend; unset = file:// under $ELMLAB_HOME/results (embedded)
+                       or the Redis broker itself (redis://)
+ELMLAB_CHECKPOINT_DIR  the worker's checkpoint folder; a spec's checkpoint_dir is a subfolder of it
+                       (default $ELMLAB_HOME/checkpoints)
+ELMLAB_READ_ONLY       1 = dashboard publishes results only: no queue, cancel or retry
+ELMLAB_HEARTBEAT_S     seconds between running-run heartbeats (default 5)
+ELMLAB_REAP_AFTER_S    a running run silent this long is re-queued (default 60)
+ELMLAB_SECRET          the key that signs records (workers/signing.py); unset = $ELMLAB_HOME/secret,
+                       generated on first use (one machine); every machine of a lab sets the same one
+ELMLAB_SPOOL_DIR       where the recorder keeps records the store cannot take yet (default $ELMLAB_HOME/spool;
+                       best on another disk than the store)
+ELMLAB_FLOWER_URL      link to Flower shown on the Runs page, when Flower runs
 """
 
 from __future__ import annotations

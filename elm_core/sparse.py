@@ -8,6 +8,7 @@ reading the same neuron twice) share one nonzero.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -35,17 +36,15 @@ class SparseRec:
     slot: Tensor  # (n_rec_synapses,) position of each recurrent synapse among the nonzeros
     syn: Tensor  # (n_rec_synapses,) flat index into w_s of each recurrent synapse
 
+    @functools.cached_property
     def csr64(self) -> tuple[Tensor, Tensor]:
-        """(crow, col) of W_rec as int64, for the native loops (made once)."""
-        if "_csr64" not in self.__dict__:
-            self.__dict__["_csr64"] = (self.crow.long(), self.col.long())
-        return self.__dict__["_csr64"]
+        """(crow, col) of W_rec as int64, for the native loops."""
+        return self.crow.long(), self.col.long()
 
+    @functools.cached_property
     def csr64_t(self) -> tuple[Tensor, Tensor]:
-        """(crow, col) of W_rec^T as int64, for the native loops (made once)."""
-        if "_csr64_t" not in self.__dict__:
-            self.__dict__["_csr64_t"] = (self.crow_t.long(), self.col_t.long())
-        return self.__dict__["_csr64_t"]
+        """(crow, col) of W_rec^T as int64, for the native loops."""
+        return self.crow_t.long(), self.col_t.long()
 
     @property
     def nnz(self) -> int:

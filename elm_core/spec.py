@@ -24,45 +24,117 @@ from elm_core.config import ELMConfig
 # Per preset: training protocol and layer settings (docs/science.md section 4).
 PRESETS: dict[str, dict[str, Any]] = {
     "enwik8-paper": dict(
-        optimizer="adam", lr=5e-4, warmup_steps=100, schedule_steps=300_000, steps=300_000, clip=1.0,
-        label_smoothing=1e-4, batch_size=8, seq_len=100, reset_anneal_steps=40_000, reset_p_final=0.01,
-        eval_every=5_000, eval_chars=None, test_chars=None,
+        optimizer="adam",
+        lr=5e-4,
+        warmup_steps=100,
+        schedule_steps=300_000,
+        steps=300_000,
+        clip=1.0,
+        label_smoothing=1e-4,
+        batch_size=8,
+        seq_len=100,
+        reset_anneal_steps=40_000,
+        reset_p_final=0.01,
+        eval_every=5_000,
+        eval_chars=None,
+        test_chars=None,
         model=dict(d_tree=50, d_brch=15, tau_min=0.1, tau_max=100.0, tau_r=2.0, p_rec=0.8),
     ),
     "small": dict(
-        optimizer="adam", lr=3e-3, warmup_steps=20, schedule_steps=None, steps=400, clip=1.0,
-        label_smoothing=1e-4, batch_size=8, seq_len=100, reset_anneal_steps=200, reset_p_final=0.01,
-        eval_every=200, eval_chars=8_000, test_chars=20_000,
+        optimizer="adam",
+        lr=3e-3,
+        warmup_steps=20,
+        schedule_steps=None,
+        steps=400,
+        clip=1.0,
+        label_smoothing=1e-4,
+        batch_size=8,
+        seq_len=100,
+        reset_anneal_steps=200,
+        reset_p_final=0.01,
+        eval_every=200,
+        eval_chars=8_000,
+        test_chars=20_000,
         model=dict(d_tree=16, d_brch=8, tau_min=0.1, tau_max=100.0, tau_r=2.0, p_rec=0.8),
     ),
     # Sized for a 2-core CPU: a 100k-parameter run trains 8M characters (about 1.8 epochs of the bundled
     # corpus) in about 10 minutes on one core, and runs of 25k-400k parameters end on a flat validation
     # curve (elm_core.diagnostics); the learning rate follows each neuron's fan-in (elm_core.lr_rule).
     "cpu": dict(
-        optimizer="adam", lr=5e-3, lr_rule="fan-in", warmup_steps=100, schedule_steps=None, steps=2500, clip=1.0,
-        label_smoothing=1e-4, batch_size=32, seq_len=100, reset_anneal_steps=1000, reset_p_final=0.01,
-        eval_every=250, eval_chars=50_000, test_chars=None,
+        optimizer="adam",
+        lr=5e-3,
+        lr_rule="fan-in",
+        warmup_steps=100,
+        schedule_steps=None,
+        steps=2500,
+        clip=1.0,
+        label_smoothing=1e-4,
+        batch_size=32,
+        seq_len=100,
+        reset_anneal_steps=1000,
+        reset_p_final=0.01,
+        eval_every=250,
+        eval_chars=50_000,
+        test_chars=None,
         model=dict(d_tree=16, d_brch=8, tau_min=0.1, tau_max=100.0, tau_r=2.0, p_rec=0.8),
     ),
     "shd-adding-paper": dict(
-        optimizer="adamax", lr=5e-3, warmup_steps=400, schedule_steps=None, epochs=70, batches_per_epoch=2000,
-        clip=1.0, label_smoothing=0.01, batch_size=8, eval_every=2000, eval_samples=None, test_samples=None,
-        model=dict(d_tree=30, d_brch=10, tau_min=1.0, tau_max=500.0, tau_r=5.0, p_rec=0.25,
-                   input_dropout=0.2, recurrent_dropout=0.2),
+        optimizer="adamax",
+        lr=5e-3,
+        warmup_steps=400,
+        schedule_steps=None,
+        epochs=70,
+        batches_per_epoch=2000,
+        clip=1.0,
+        label_smoothing=0.01,
+        batch_size=8,
+        eval_every=2000,
+        eval_samples=None,
+        test_samples=None,
+        model=dict(
+            d_tree=30,
+            d_brch=10,
+            tau_min=1.0,
+            tau_max=500.0,
+            tau_r=5.0,
+            p_rec=0.25,
+            input_dropout=0.2,
+            recurrent_dropout=0.2,
+        ),
     ),
     # A smoke test of the spike path (about a minute on a CPU, 2,400 pairs of 700 channels): it runs
     # everything but learns nothing; adding-cpu is the one that learns.
     "adding-small": dict(
-        optimizer="adamax", lr=5e-3, warmup_steps=20, schedule_steps=None, epochs=1, batches_per_epoch=150,
-        clip=1.0, label_smoothing=0.01, batch_size=16, eval_every=150, eval_samples=256, test_samples=512,
+        optimizer="adamax",
+        lr=5e-3,
+        warmup_steps=20,
+        schedule_steps=None,
+        epochs=1,
+        batches_per_epoch=150,
+        clip=1.0,
+        label_smoothing=0.01,
+        batch_size=16,
+        eval_every=150,
+        eval_samples=256,
+        test_samples=512,
         task_options=dict(bin_ms=20.0),
         model=dict(d_tree=10, d_brch=6, tau_min=1.0, tau_max=50.0, tau_r=5.0, p_rec=0.25),
     ),
     # Learns synthetic-adding on one CPU core in about 10 minutes (docs/spikes.md): 70 pooled channels
     # of 40 ms bins (50 steps a pair), fresh training pairs (the synthetic tasks' default), 4000 steps.
     "adding-cpu": dict(
-        optimizer="adam", lr=3e-3, warmup_steps=100, schedule_steps=None, epochs=20, batches_per_epoch=None,
-        clip=1.0, label_smoothing=0.01, batch_size=32, eval_every=1000, eval_samples=1000, test_samples=2000,
+        optimizer="adam",
+        lr=3e-3,
+        warmup_steps=100,
+        schedule_steps=None,
+        epochs=20,
+        batches_per_epoch=None,
+        clip=1.0,
+        label_smoothing=0.01,
+        batch_size=32,
+        eval_every=1000,
+        eval_samples=1000,
+        test_samples=2000,
         task_options=dict(bin_ms=40.0, channels=70),
         model=dict(d_tree=10, d_brch=6, tau_min=1.0, tau_max=100.0, tau_r=5.0, p_rec=0.25),
     ),
@@ -70,9 +142,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 DEFAULT_PRESET = {"char": "small", "spike": "adding-small"}
 
 PROTOCOL_FIELDS = (
-    "steps", "epochs", "batches_per_epoch", "batch_size", "seq_len", "optimizer", "lr", "warmup_steps",
-    "schedule_steps", "clip", "label_smoothing", "lr_rule", "reset_anneal_steps", "reset_p_final", "eval_every",
-    "eval_chars", "test_chars", "eval_samples", "test_samples",
+    "steps",
+    "epochs",
+    "batches_per_epoch",
+    "batch_size",
+    "seq_len",
+    "optimizer",
+    "lr",
+    "warmup_steps",
+    "schedule_steps",
+    "clip",
+    "label_smoothing",
+    "lr_rule",
+    "reset_anneal_steps",
+    "reset_p_final",
+    "eval_every",
+    "eval_chars",
+    "test_chars",
+    "eval_samples",
+    "test_samples",
 )
 # Run ids name files (store records, checkpoints, the embedded broker's messages) and Celery task ids:
 # one strict pattern everywhere, short enough for any file system's name limit.
@@ -152,16 +240,20 @@ class RunSpec(BaseModel):
     @classmethod
     def _plain_run_id(cls, v: Any) -> Any:
         if isinstance(v, str) and not re.fullmatch(RUN_ID_PATTERN, v):
-            raise ValueError(f"{v[:40]!r}{'...' if len(v) > 40 else ''} is not a run id: 1-64 letters, digits, "
-                             "'.', '_' or '-', starting with a letter or digit")
+            raise ValueError(
+                f"{v[:40]!r}{'...' if len(v) > 40 else ''} is not a run id: 1-64 letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit"
+            )
         return v
 
     @field_validator("checkpoint_dir", mode="before")
     @classmethod
     def _relative_checkpoint_dir(cls, v: Any) -> Any:
         if isinstance(v, str) and not re.fullmatch(CHECKPOINT_DIR_PATTERN, v):
-            raise ValueError(f"{v[:60]!r} is not a subfolder name: checkpoints go under the worker's "
-                             "ELMLAB_CHECKPOINT_DIR; give a relative path of plain names (no '..', not absolute)")
+            raise ValueError(
+                f"{v[:60]!r} is not a subfolder name: checkpoints go under the worker's "
+                "ELMLAB_CHECKPOINT_DIR; give a relative path of plain names (no '..', not absolute)"
+            )
         return v
 
     @model_validator(mode="after")
@@ -196,8 +288,9 @@ class RunSpec(BaseModel):
             base["d_tree"] = self.d_tree
         if self.d_brch is not None:
             base["d_brch"] = self.d_brch
-        base.update(n_in=n_in, n_out=n_out, l_mlp=self.l_mlp, d_mlp=self.d_mlp, readout_d_m=self.readout_d_m,
-                    seed=self.seed)
+        base.update(
+            n_in=n_in, n_out=n_out, l_mlp=self.l_mlp, d_mlp=self.d_mlp, readout_d_m=self.readout_d_m, seed=self.seed
+        )
         if self.budget is None:
             return ELMConfig(**base, n_neurons=self.n_neurons, d_m=self.d_m)
         if self.d_m is not None:

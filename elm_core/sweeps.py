@@ -45,8 +45,9 @@ def design_problem(n_neurons: int, params: int, budget: int | float | None) -> s
     return None
 
 
-def screen(specs: Sequence[RunSpec], *, n_in: int, n_out: int, kind: str = "char"
-           ) -> tuple[list[RunSpec], list[tuple[RunSpec, str]]]:
+def screen(
+    specs: Sequence[RunSpec], *, n_in: int, n_out: int, kind: str = "char"
+) -> tuple[list[RunSpec], list[tuple[RunSpec, str]]]:
     """(kept, skipped with the reason) for a sweep's specs; a spec that cannot be resolved is skipped too."""
     kept, skipped = [], []
     for spec in specs:
@@ -95,18 +96,35 @@ def _check_fields(spec_fields: dict[str, Any], *taken: str) -> None:
         raise ValueError(f"{', '.join(clash)}: set by the sweep itself; not allowed among the fixed fields")
 
 
-def iso_sweep(task: str, budget: float, d_m_values: Sequence[int], seeds: int | Iterable[int] = (0,), *,
-              sweep_id: str | None = None, **spec_fields: Any) -> list[RunSpec]:
+def iso_sweep(
+    task: str,
+    budget: float,
+    d_m_values: Sequence[int],
+    seeds: int | Iterable[int] = (0,),
+    *,
+    sweep_id: str | None = None,
+    **spec_fields: Any,
+) -> list[RunSpec]:
     """One parameter budget, one run per d_m (the budget decides N) and seed."""
     _check_fields(spec_fields, "budget", "d_m", "n_neurons")
     sid = sweep_id or new_sweep_id("iso")
-    return [_spec({**spec_fields, "task": task, "budget": budget, "d_m": d_m, "seed": seed, "sweep_id": sid})
-            for d_m in _values("d_m_values", d_m_values) for seed in _seeds(seeds)]
+    return [
+        _spec({**spec_fields, "task": task, "budget": budget, "d_m": d_m, "seed": seed, "sweep_id": sid})
+        for d_m in _values("d_m_values", d_m_values)
+        for seed in _seeds(seeds)
+    ]
 
 
-def ladder_sweep(task: str, budgets: Sequence[float], d_m: int | Sequence[int] | None = None,
-                 seeds: int | Iterable[int] = (0,), *, d_m_values: Sequence[int] | None = None,
-                 sweep_id: str | None = None, **spec_fields: Any) -> list[RunSpec]:
+def ladder_sweep(
+    task: str,
+    budgets: Sequence[float],
+    d_m: int | Sequence[int] | None = None,
+    seeds: int | Iterable[int] = (0,),
+    *,
+    d_m_values: Sequence[int] | None = None,
+    sweep_id: str | None = None,
+    **spec_fields: Any,
+) -> list[RunSpec]:
     """A ladder of budgets at one allocation (d_m), or at each of several (d_m a list, or d_m_values):
     one run per budget, d_m and seed."""
     _check_fields(spec_fields, "budget", "d_m", "n_neurons")
@@ -116,12 +134,23 @@ def ladder_sweep(task: str, budgets: Sequence[float], d_m: int | Sequence[int] |
         raise ValueError("d_m: give either d_m or d_m_values")
     dms = _values("d_m_values", d_m_values) if d_m_values is not None else [int(d_m)]  # type: ignore[arg-type]
     sid = sweep_id or new_sweep_id("ladder")
-    return [_spec({**spec_fields, "task": task, "budget": b, "d_m": dm, "seed": seed, "sweep_id": sid})
-            for b in _values("budgets", budgets, float) for dm in dms for seed in _seeds(seeds)]
+    return [
+        _spec({**spec_fields, "task": task, "budget": b, "d_m": dm, "seed": seed, "sweep_id": sid})
+        for b in _values("budgets", budgets, float)
+        for dm in dms
+        for seed in _seeds(seeds)
+    ]
 
 
-def axis_sweep(task: str, axis: Axis, values: Sequence[int], seeds: int | Iterable[int] = (0,), *,
-               sweep_id: str | None = None, **fixed: Any) -> list[RunSpec]:
+def axis_sweep(
+    task: str,
+    axis: Axis,
+    values: Sequence[int],
+    seeds: int | Iterable[int] = (0,),
+    *,
+    sweep_id: str | None = None,
+    **fixed: Any,
+) -> list[RunSpec]:
     """One axis (n_neurons, d_m, d_brch or d_tree) takes each value, the other fields stay `fixed`.
 
     With a `budget` among the fixed fields, the budget decides the free one of d_m and n_neurons."""
@@ -129,5 +158,8 @@ def axis_sweep(task: str, axis: Axis, values: Sequence[int], seeds: int | Iterab
         raise ValueError(f"axis: must be one of {', '.join(AXES)}, not {axis!r}")
     _check_fields(fixed, axis)
     sid = sweep_id or new_sweep_id("axis")
-    return [_spec({**fixed, "task": task, axis: v, "seed": seed, "sweep_id": sid})
-            for v in _values(axis, values) for seed in _seeds(seeds)]
+    return [
+        _spec({**fixed, "task": task, axis: v, "seed": seed, "sweep_id": sid})
+        for v in _values(axis, values)
+        for seed in _seeds(seeds)
+    ]

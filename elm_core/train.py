@@ -107,16 +107,18 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate_chars(model: ELMNetwork, task, split: str, *, batch_size: int, seq_len: int,
-                   max_chars: int | None, device: torch.device) -> tuple[float, int]:
+def evaluate_chars(
+    model: ELMNetwork, task, split: str, *, batch_size: int, seq_len: int, max_chars: int | None, device: torch.device
+) -> tuple[float, int]:
     """(BPC, targets seen) over (the first `max_chars` targets of) a split, the state carried through each stream."""
     was_training = model.training
     model.eval()
     state, total, count = None, torch.zeros((), dtype=torch.float64, device=device), 0
     for x, y, _ in task.stream(split, batch_size, seq_len, loop=False):
         logits, state = model(_to(x, device), state)
-        total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), _to(y, device).reshape(-1),
-                                 reduction="sum")
+        total += F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), _to(y, device).reshape(-1), reduction="sum"
+        )
         count += y.numel()
         if max_chars is not None and count >= max_chars:
             break
@@ -125,8 +127,9 @@ def evaluate_chars(model: ELMNetwork, task, split: str, *, batch_size: int, seq_
 
 
 @torch.no_grad()
-def evaluate_spikes(model: ELMNetwork, task, split: str, *, batch_size: int, max_samples: int | None,
-                    device: torch.device) -> tuple[float, int]:
+def evaluate_spikes(
+    model: ELMNetwork, task, split: str, *, batch_size: int, max_samples: int | None, device: torch.device
+) -> tuple[float, int]:
     """(accuracy, samples seen) of the last step's prediction over (the first `max_samples` samples of) a split."""
     was_training = model.training
     model.eval()
@@ -153,8 +156,9 @@ def code_version() -> str:
     """`git describe` of the checkout when there is one, else the installed package version (once per process)."""
     root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -185,12 +189,27 @@ def base_record(spec: RunSpec, cfg: ELMConfig, task) -> RunRecord:
         task=task.name,
         dataset=task.description,
         dataset_hash=task.dataset_hash,
-        n_in=cfg.n_in, n_out=cfg.n_out, n_neurons=cfg.n_neurons, d_m=cfg.d_m, l_mlp=cfg.l_mlp,
-        d_mlp=cfg.d_mlp_eff, d_tree=cfg.d_tree, d_brch=cfg.d_brch, readout_d_m=cfg.readout_d_m,
-        k_e=cfg.k_e, k_c=cfg.k_c, params=count_params(cfg), budget=spec.budget,
-        flops_per_step=flops_per_step(cfg), seed=spec.seed, metric_name=task.metric_name,
-        host=socket.gethostname(), versions=library_versions(), code_version=code_version(),
-        config=cfg.to_dict(), spec=spec.model_dump(mode="json"),
+        n_in=cfg.n_in,
+        n_out=cfg.n_out,
+        n_neurons=cfg.n_neurons,
+        d_m=cfg.d_m,
+        l_mlp=cfg.l_mlp,
+        d_mlp=cfg.d_mlp_eff,
+        d_tree=cfg.d_tree,
+        d_brch=cfg.d_brch,
+        readout_d_m=cfg.readout_d_m,
+        k_e=cfg.k_e,
+        k_c=cfg.k_c,
+        params=count_params(cfg),
+        budget=spec.budget,
+        flops_per_step=flops_per_step(cfg),
+        seed=spec.seed,
+        metric_name=task.metric_name,
+        host=socket.gethostname(),
+        versions=library_versions(),
+        code_version=code_version(),
+        config=cfg.to_dict(),
+        spec=spec.model_dump(mode="json"),
     )
 
 
@@ -218,9 +237,15 @@ def _spike_batches(task, proto, seed: int, device):
             yield _to(x, device), _to(y, device), None
 
 
-def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-          *, data_dir: Path | None = None, progress_every_s: float = 1.0,
-          checkpoint_root: Path | None = None) -> RunRecord:
+def train(
+    spec: RunSpec,
+    on_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    data_dir: Path | None = None,
+    progress_every_s: float = 1.0,
+    checkpoint_root: Path | None = None,
+) -> RunRecord:
     """Train one run and return its record (status done, failed or cancelled; never raises mid-run).
 
     Checkpoints (when the spec sets `checkpoint_dir`) go to checkpoint_root / checkpoint_dir / <run_id>.pt;
@@ -233,12 +258,20 @@ def train(spec: RunSpec, on_progress: Progress | None = None, should_stop: Calla
         return _train(spec, task, cfg, device, on_progress, should_stop, progress_every_s, checkpoint_root)
 
 
-def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progress: Progress | None,
-           should_stop: Callable[[], bool] | None, progress_every_s: float,
-           checkpoint_root: Path | None) -> RunRecord:
+def _train(
+    spec: RunSpec,
+    task,
+    cfg: ELMConfig,
+    device: torch.device,
+    on_progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+    progress_every_s: float,
+    checkpoint_root: Path | None,
+) -> RunRecord:
     proto = spec.protocol(task.kind)
-    check_fits(cfg, batch_size=proto["batch_size"], seq_len=proto["seq_len"] or getattr(task, "seq_len", 1),
-               device=device)
+    check_fits(
+        cfg, batch_size=proto["batch_size"], seq_len=proto["seq_len"] or getattr(task, "seq_len", 1), device=device
+    )
     record = base_record(spec, cfg, task)
     record.device = device_name(device)
     record.status = "running"
@@ -252,8 +285,9 @@ def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progres
 
     model = ELMNetwork(cfg).to(device)
     model.train()
-    opt = make_optimizer(proto["optimizer"], param_groups(model, proto["lr"], proto["lr_rule"] or "constant"),
-                         proto["lr"])
+    opt = make_optimizer(
+        proto["optimizer"], param_groups(model, proto["lr"], proto["lr_rule"] or "constant"), proto["lr"]
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, proto["warmup_steps"] or 0, horizon))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
 
@@ -265,8 +299,13 @@ def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progres
             start_step, state, curve, tokens = _load_checkpoint(ckpt, model, opt, sched, device)
             record.attempt += 1
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a truncated or foreign file
-            log.warning("run %s: checkpoint %s is unreadable (%s: %s); starting from scratch", record.run_id, ckpt,
-                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            log.warning(
+                "run %s: checkpoint %s is unreadable (%s: %s); starting from scratch",
+                record.run_id,
+                ckpt,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
             model.load_state_dict(ELMNetwork(cfg).to(device).state_dict())  # a partial load leaves nothing
             start_step, state, curve, tokens = 0, None, [], 0
     t0 = time.perf_counter() - (curve[-1].wall_time_s if curve else 0.0)
@@ -314,8 +353,15 @@ def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progres
             if (point or save or len(losses.pending) >= LOSS_READ_EVERY) and (why := losses.read()):
                 raise _Stop("failed", why)
             if point:
-                curve.append(CurvePoint(step=step + 1, tokens=tokens, wall_time_s=round(now - t0, 3),
-                                        train_loss=losses.last_plain, valid_metric=valid))
+                curve.append(
+                    CurvePoint(
+                        step=step + 1,
+                        tokens=tokens,
+                        wall_time_s=round(now - t0, 3),
+                        train_loss=losses.last_plain,
+                        valid_metric=valid,
+                    )
+                )
             if on_progress is not None and (now - last_progress >= progress_every_s or valid is not None):
                 last_progress = now  # the loss last read: reading the newest would wait for the device
                 info = _progress(step + 1, total_steps, tokens, losses.last_plain, now - t0, start_step, t0, valid)
@@ -334,9 +380,11 @@ def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progres
         record.status, record.reason = "done", None
         if task.kind == "char" and record.test_metric > (losses.chance_loss + DIVERGE_MARGIN) / LN2:
             record.status = "failed"
-            record.reason = (f"diverged: test BPC {record.test_metric:.4g} is worse than chance, "
-                             f"log2({cfg.n_out}) = {losses.chance_loss / LN2:.3g}, "
-                             f"by more than {DIVERGE_MARGIN / LN2:.2g}")
+            record.reason = (
+                f"diverged: test BPC {record.test_metric:.4g} is worse than chance, "
+                f"log2({cfg.n_out}) = {losses.chance_loss / LN2:.3g}, "
+                f"by more than {DIVERGE_MARGIN / LN2:.2g}"
+            )
     except _Stop as stop:
         record.status, record.reason = stop.status, stop.reason
     except (RuntimeError, FloatingPointError) as exc:  # e.g. out of memory: the run fails, the caller lives
@@ -356,8 +404,19 @@ def _train(spec: RunSpec, task, cfg: ELMConfig, device: torch.device, on_progres
     _diagnose(record, total_steps, task)
     record.updated_at = time.time()
     if on_progress is not None:
-        on_progress(_progress(record.steps, total_steps, tokens, curve[-1].train_loss if curve else float("nan"),
-                              record.wall_time_s, start_step, t0, record.valid_metric, done=True))
+        on_progress(
+            _progress(
+                record.steps,
+                total_steps,
+                tokens,
+                curve[-1].train_loss if curve else float("nan"),
+                record.wall_time_s,
+                start_step,
+                t0,
+                record.valid_metric,
+                done=True,
+            )
+        )
     if ckpt is not None and record.status == "done" and ckpt.exists():
         ckpt.unlink()
     return record
@@ -378,7 +437,10 @@ def _diagnose(record: RunRecord, total_steps: int, task) -> None:
     if record.status == "done" and points:
         conv = convergence([p[0] for p in points], [p[1] for p in points], total_steps, task.metric_name)
         record.converged, record.tail_improvement, record.final_slope = (
-            conv.converged, conv.tail_improvement, conv.final_slope)
+            conv.converged,
+            conv.tail_improvement,
+            conv.final_slope,
+        )
     record.budget_used = budget_used(record.params, record.budget)
     if task.kind == "char":
         try:
@@ -418,9 +480,11 @@ class _StepLosses:
                     break
                 self.recent.append(plain)
                 if step >= self.warmup + DIVERGE_WINDOW and diverged(self.recent, self.chance_loss):
-                    self.diverged = (f"diverged: mean training loss {np.mean(self.recent):.3g} nats over the last "
-                                     f"{DIVERGE_WINDOW} steps exceeds the untrained model's "
-                                     f"{self.chance_loss:.3g} by more than {DIVERGE_MARGIN} (step {step})")
+                    self.diverged = (
+                        f"diverged: mean training loss {np.mean(self.recent):.3g} nats over the last "
+                        f"{DIVERGE_WINDOW} steps exceeds the untrained model's "
+                        f"{self.chance_loss:.3g} by more than {DIVERGE_MARGIN} (step {step})"
+                    )
                     break
                 self.metric.append(metric)
                 self.last_plain = plain
@@ -441,13 +505,22 @@ def _evaluator(model, task, proto, device) -> Callable[[str], tuple[float, int]]
             if split == "test":  # every target once, as parallel streams each carrying its state
                 limit = proto["test_chars"]
                 split_tokens = task.tokens("test")
-                return evaluate_char_streams(model, split_tokens if limit is None else split_tokens[: limit + 1],
-                                             seq_len=seq_len, device=device)
-            return evaluate_chars(model, task, split, batch_size=proto["batch_size"], seq_len=seq_len,
-                                  max_chars=proto["eval_chars"], device=device)
+                return evaluate_char_streams(
+                    model, split_tokens if limit is None else split_tokens[: limit + 1], seq_len=seq_len, device=device
+                )
+            return evaluate_chars(
+                model,
+                task,
+                split,
+                batch_size=proto["batch_size"],
+                seq_len=seq_len,
+                max_chars=proto["eval_chars"],
+                device=device,
+            )
         limit = proto["eval_samples"] if split == "valid" else proto["test_samples"]
-        return evaluate_spikes(model, task, split, batch_size=max(proto["batch_size"], 32), max_samples=limit,
-                               device=device)
+        return evaluate_spikes(
+            model, task, split, batch_size=max(proto["batch_size"], 32), max_samples=limit, device=device
+        )
 
     return evaluate
 
@@ -456,9 +529,15 @@ def _progress(step, total, tokens, loss, elapsed, start_step, t0, valid, done=Fa
     done_here = max(step - start_step, 1)
     rate = done_here / max(elapsed, 1e-9)
     return {
-        "step": step, "total_steps": total, "tokens": tokens, "loss": loss, "elapsed_s": round(elapsed, 2),
-        "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "steps_per_s": round(rate, 3),
-        "eta_s": 0.0 if done else round((total - step) / rate, 1), "valid_metric": valid,
+        "step": step,
+        "total_steps": total,
+        "tokens": tokens,
+        "loss": loss,
+        "elapsed_s": round(elapsed, 2),
+        "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1),
+        "steps_per_s": round(rate, 3),
+        "eta_s": 0.0 if done else round((total - step) / rate, 1),
+        "valid_metric": valid,
     }
 
 
@@ -481,13 +560,20 @@ def _checkpoint_path(spec: RunSpec, run_id: str, root: Path | None) -> Path | No
 
 def _save_checkpoint(path: Path, model, opt, sched, step: int, state: ELMState | None, curve, tokens: int) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({
-        "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
-        "state": None if state is None else [t.cpu() for t in state.tensors()],
-        "curve": [c.model_dump() for c in curve], "tokens": tokens,
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(device) if (device := _device_of(model)).type == "cuda" else None,
-    }, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "step": step,
+            "state": None if state is None else [t.cpu() for t in state.tensors()],
+            "curve": [c.model_dump() for c in curve],
+            "tokens": tokens,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if (device := _device_of(model)).type == "cuda" else None,
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 

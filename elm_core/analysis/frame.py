@@ -154,8 +154,13 @@ def split_diverged(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str]
     n_out = pl.col("n_out").cast(pl.Float64)
     accuracy = pl.col("metric_name") == "accuracy" if "metric_name" in df.columns else pl.lit(False)
     bpc_limit = n_out.log(2) + DIVERGE_MARGIN / math.log(2)
-    worse = [pl.when(n_out > 1).then(pl.when(accuracy).then(pl.col(c) < 1 / n_out).otherwise(pl.col(c) > bpc_limit))
-             .fill_null(False).alias(c) for c in present]
+    worse = [
+        pl.when(n_out > 1)
+        .then(pl.when(accuracy).then(pl.col(c) < 1 / n_out).otherwise(pl.col(c) > bpc_limit))
+        .fill_null(False)
+        .alias(c)
+        for c in present
+    ]
     flags = df.select(worse)
     bad = flags.select(pl.any_horizontal(pl.all())).to_series()
     if not bad.any():

@@ -403,8 +403,10 @@ def fit_iso(
     advice = _edge_advice(x, extend_toward, floor if at_floor else None)
     if low or high:
         note = "; ".join(
-            [f"not bracketed: the optimum or its interval reaches the sampled range's edge; {advice}",
-             *([NO_INTERVAL] if note else [])]
+            [
+                f"not bracketed: the optimum or its interval reaches the sampled range's edge; {advice}",
+                *([NO_INTERVAL] if note else []),
+            ]
         )
     if maximize:
         band_lo, band_hi = band_hi, band_lo
@@ -468,8 +470,9 @@ def _edge_advice(x: str, extend_toward: str, floor: int | None) -> str:
     """What to do about an optimum at the edge: extend the sweep, or (at the axis's floor) nothing can."""
     parts = []
     if floor is not None:
-        parts.append(f"{x} {floor} is the smallest {x} there is, so the sweep cannot grow that way: the optimum "
-                     f"lies at that end")
+        parts.append(
+            f"{x} {floor} is the smallest {x} there is, so the sweep cannot grow that way: the optimum lies at that end"
+        )
     if extend_toward:
         parts.append(f"extend the sweep to {extend_toward} {x}")
     return "; ".join(parts)
@@ -499,8 +502,11 @@ def fit_iso_budgets(
     kw = dict(tol=tol, smoothing=smoothing, n_boot=n_boot, seed=seed, ci_level=ci_level, transform=transform)
     mixed = {"task", "metric_name"} <= set(df.columns) and df["metric_name"].drop_nulls().n_unique() > 1
     if maximize is None and mixed:
-        return [f for _, part in df.sort("task").group_by("task", maintain_order=True)
-                for f in fit_iso_budgets(part, x, metric, None, **kw)]
+        return [
+            f
+            for _, part in df.sort("task").group_by("task", maintain_order=True)
+            for f in fit_iso_budgets(part, x, metric, None, **kw)
+        ]
     metric = fit_metric(df, metric)
     maximize = resolve_maximize(df, metric, maximize)
     runs = iso_budget_groups(done_runs(df, metric, [x]), tol).filter(pl.col("iso_budget").is_not_null())

@@ -94,8 +94,9 @@ def ngram_baselines(task, splits: tuple[str, ...] = ("valid", "test"), data_dir:
     if missing:
         train = task.tokens("train").numpy()
         for split in missing:
-            cached[split] = {str(k): round(v, 4) for k, v in
-                             ngram_bpc(train, task.tokens(split).numpy(), task.n_out).items()}
+            cached[split] = {
+                str(k): round(v, 4) for k, v in ngram_bpc(train, task.tokens(split).numpy(), task.n_out).items()
+            }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cached, sort_keys=True))
         os.replace(tmp, path)

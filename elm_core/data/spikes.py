@@ -343,7 +343,10 @@ def open_shd(
         "test": (test_file, np.arange(len(test_file))),
     }
     options = {
-        "bin_ms": bin_ms, "max_time_s": max_time_s, "val_fraction": val_fraction, "val_seed": val_seed,
+        "bin_ms": bin_ms,
+        "max_time_s": max_time_s,
+        "val_fraction": val_fraction,
+        "val_seed": val_seed,
         "channels": channels,
     }
     steps = f"{2 * n_bins if adding else n_bins} steps of {bin_ms:g} ms x {channels} channels"

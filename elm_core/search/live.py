@@ -56,16 +56,24 @@ class SearchDef:
 
     @property
     def policy(self) -> Policy:
-        return Policy(eta=self.eta, z=self.z, max_seeds=self.max_seeds, compute_limit=self.compute_limit,
-                      limit_unit="cpu_hours")
+        return Policy(
+            eta=self.eta, z=self.z, max_seeds=self.max_seeds, compute_limit=self.compute_limit, limit_unit="cpu_hours"
+        )
 
     def signal(self) -> tuple[Signal, tuple[int, ...]]:
         return choose_signal(self.total_steps, self.eval_every, self.curve_every, self.eta, self.min_rung)
 
     def run_spec(self, budget: float, arm: float, seed: int) -> dict[str, Any]:
         """The spec of one run of the search (a normal run with the search's sweep id)."""
-        return {**self.spec, "task": self.task, "budget": budget, "d_m": int(arm), "seed": seed,
-                "sweep_id": self.search_id, "run_id": run_id_for(self.search_id, budget, arm, seed)}
+        return {
+            **self.spec,
+            "task": self.task,
+            "budget": budget,
+            "d_m": int(arm),
+            "seed": seed,
+            "sweep_id": self.search_id,
+            "run_id": run_id_for(self.search_id, budget, arm, seed),
+        }
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -149,8 +157,12 @@ def _curve(raw: Any) -> list[Any]:
     return list(raw)
 
 
-def build_state(defn: SearchDef, rows: Iterable[Mapping[str, Any]], live: Mapping[str, Mapping[str, Any]],
-                stopping: Iterable[str] = ()) -> SearchState:
+def build_state(
+    defn: SearchDef,
+    rows: Iterable[Mapping[str, Any]],
+    live: Mapping[str, Mapping[str, Any]],
+    stopping: Iterable[str] = (),
+) -> SearchState:
     """The search's `SearchState` from its runs' latest records (`rows`: store rows with `curve`),
     their live progress (`live`: run id -> progress with `curve`) and the running runs whose cancel
     was requested (`stopping`)."""
@@ -176,13 +188,29 @@ def build_state(defn: SearchDef, rows: Iterable[Mapping[str, Any]], live: Mappin
             wall = max(wall, float(p.get("elapsed_s") or 0.0))
         if status == "running" and row["run_id"] in stopping:
             status = "stopping"
-        by_budget[float(budget)].append(RunState(
-            run_id=row["run_id"], arm=float(row["d_m"]), seed=int(row.get("seed") or 0), status=status,
-            step=step, curve=curve, wall_time_s=wall, reason=row.get("reason")))
+        by_budget[float(budget)].append(
+            RunState(
+                run_id=row["run_id"],
+                arm=float(row["d_m"]),
+                seed=int(row.get("seed") or 0),
+                status=status,
+                step=step,
+                curve=curve,
+                wall_time_s=wall,
+                reason=row.get("reason"),
+            )
+        )
     groups = tuple(
-        GroupState(budget=b, arms=tuple(float(a) for a in sorted(defn.arms)), seeds=defn.seeds,
-                   total_steps=defn.total_steps, rungs=rungs, signal=signal, maximize=maximize,
-                   runs=tuple(by_budget[b]))
+        GroupState(
+            budget=b,
+            arms=tuple(float(a) for a in sorted(defn.arms)),
+            seeds=defn.seeds,
+            total_steps=defn.total_steps,
+            rungs=rungs,
+            signal=signal,
+            maximize=maximize,
+            runs=tuple(by_budget[b]),
+        )
         for b in defn.budgets
     )
     return SearchState(groups=groups, policy=defn.policy)

@@ -100,6 +100,7 @@ def extrapolate_runs(
         ci = (fit.final_ci[0] + offset, fit.final_ci[1] + offset)
         notes.append(Extrapolated(row["run_id"], kind, step, value, ci))
         one = pl.DataFrame([row], schema=df.schema, strict=False)
-        rows.append(one.with_columns(pl.lit(value).cast(df.schema[metric]).alias(metric),
-                                     pl.lit(True).alias("extrapolated")))
+        rows.append(
+            one.with_columns(pl.lit(value).cast(df.schema[metric]).alias(metric), pl.lit(True).alias("extrapolated"))
+        )
     return pl.concat(rows, how="vertical_relaxed").drop("iso_budget"), notes

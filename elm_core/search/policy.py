@@ -263,9 +263,7 @@ def start_id(action: Start) -> str:
     return f"b{action.budget:g}-a{action.arm:g}-s{action.seed}"
 
 
-def apply_actions(
-    state: SearchState, actions: Sequence[Action], ids: Mapping[Start, str] | None = None
-) -> SearchState:
+def apply_actions(state: SearchState, actions: Sequence[Action], ids: Mapping[Start, str] | None = None) -> SearchState:
     """The state after the actions were carried out: a stopped running run is 'stopping' (a queued
     one 'cancelled'), a started one is queued under `ids[action]` (default `start_id`)."""
     groups = []

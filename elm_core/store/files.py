@@ -145,7 +145,7 @@ def write_atomic(folder: Path, name: str, table: pa.Table, *, sync: bool = True)
     try:
         try:
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
             if sync:
                 os.fsync(fd)
         finally:
@@ -284,8 +284,10 @@ def normalise(table: pa.Table) -> pa.Table:
     """`table` with exactly SCHEMA's columns (cast; a missing one all null). A column already of its
     type is taken as it is: a cast, even to the same type, imports pyarrow.compute (40 ms)."""
     present = set(table.column_names)  # a list built anew on every access: once, not once per field
-    arrays = [_column_as(table.column(field.name), field.type) if field.name in present
-              else pa.nulls(len(table), field.type) for field in SCHEMA]
+    arrays = [
+        _column_as(table.column(field.name), field.type) if field.name in present else pa.nulls(len(table), field.type)
+        for field in SCHEMA
+    ]
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 

@@ -40,8 +40,9 @@ def columns(with_curve: bool) -> list[str]:
 
 
 # What deduplication, the latest-record order and `filters` read, whatever columns a query returns.
-KEY_COLUMNS = frozenset({"run_id", "attempt", "status", "created_at", "updated_at", "task", "sweep_id", "source",
-                         "budget", "params"})
+KEY_COLUMNS = frozenset(
+    {"run_id", "attempt", "status", "created_at", "updated_at", "task", "sweep_id", "source", "budget", "params"}
+)
 
 
 class Query:
@@ -52,7 +53,12 @@ class Query:
     SMALL = "small_rows"
 
     def __init__(
-        self, files: list[str], present: set[str], has_small: bool, with_curve: bool, run_id: str | None = None,
+        self,
+        files: list[str],
+        present: set[str],
+        has_small: bool,
+        with_curve: bool,
+        run_id: str | None = None,
         only: Sequence[str] | None = None,
     ):
         """`only`: return just these columns (in canonical order), reading only them and KEY_COLUMNS."""

@@ -90,8 +90,16 @@ def _read_export(path: Path) -> pl.DataFrame:
         raise ValueError(f"{path}: cannot read it as a {path.suffix[1:]} export ({_one_line(exc)})") from None
 
 
-def _runs_query(task: Selection, sweep_id: Selection, status: Selection, budget: float | None, budget_tol: float,
-                source: Selection, with_curve: bool, only: Sequence[str] | None = None) -> Builder:
+def _runs_query(
+    task: Selection,
+    sweep_id: Selection,
+    status: Selection,
+    budget: float | None,
+    budget_tol: float,
+    source: Selection,
+    with_curve: bool,
+    only: Sequence[str] | None = None,
+) -> Builder:
     """The statement of `Store.runs` (and `Store.rows`, with `only` its columns)."""
     if budget is not None and not budget > 0:
         raise ValueError(f"invalid budget={budget!r}: must be a positive number of parameters")
@@ -159,11 +167,14 @@ class Store:
         is a ReadOnlyRecordError before anything is written."""
         if not records:
             return None
-        held = sorted({r.run_id for r in records if r.source == "reference"} |
-                      set(self.reference_runs(r.run_id for r in records)))
+        held = sorted(
+            {r.run_id for r in records if r.source == "reference"} | set(self.reference_runs(r.run_id for r in records))
+        )
         if held:
-            raise ReadOnlyRecordError(f"reference (published) runs are read-only: {', '.join(map(repr, held[:5]))}"
-                                      f"{f' and {len(held) - 5} more' if len(held) > 5 else ''}")
+            raise ReadOnlyRecordError(
+                f"reference (published) runs are read-only: {', '.join(map(repr, held[:5]))}"
+                f"{f' and {len(held) - 5} more' if len(held) > 5 else ''}"
+            )
         name = f"batch-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}.parquet"
         table = pa.Table.from_pylist([record_row(r) for r in records], schema=SCHEMA)
         write_atomic(self.path / RUNS_DIR, name, table, sync=sync)
@@ -198,8 +209,9 @@ class Store:
         except FileNotFoundError:
             return []
         prefix = safe_id(run_id) + "--"
-        return [os.path.join(folder, n) for n in names
-                if n.startswith(prefix) and _RECORD_SUFFIX.fullmatch(n, len(prefix))]
+        return [
+            os.path.join(folder, n) for n in names if n.startswith(prefix) and _RECORD_SUFFIX.fullmatch(n, len(prefix))
+        ]
 
     def import_reference_csv(self, path: str | Path = REFERENCE_CSV) -> int:
         """Load a published sweep (CSV of the reference shape) as read-only reference records.
@@ -234,8 +246,10 @@ class Store:
         for i, record in enumerate(records, start=1):
             held = self.run(record.run_id)
             if held is not None and held.source != record.source:
-                raise ValueError(f"{path}: row {i}: run {record.run_id!r} is a {held.source} run here; an import "
-                                 f"cannot make it a {record.source} run")
+                raise ValueError(
+                    f"{path}: row {i}: run {record.run_id!r} is a {held.source} run here; an import "
+                    f"cannot make it a {record.source} run"
+                )
         for record in records:
             self.put(record)
         return len(records)
