@@ -15,23 +15,58 @@ is the first-layer fan-in of the preset's reference neuron (d_tree 16, d_m 8), w
 tuned; narrower neurons keep the base rate (the cap: the rule only slows the wide ones down). The
 readout layer (d_m 3) and the dense output layer have fixed fan-ins and keep the base rate.
 `constant` gives every parameter the base rate.
+
+`fan-in-budget` (the `cpu` preset's) is the fan-in rule on a base rate that also follows the budget P
+(the spec's budget; the counted parameters when it names none):
+
+    lr_base(P) = lr * BUDGET_SCALE(P),  2 at P <= 40k, 1 at P >= 113k, log-linear in log P between
+
+Its source is this project's own measurement (docs/science.md, "Sensitivity to the base rate"): with
+the `cpu` protocol the preset's 5e-3 is the best of 2.5e-3 / 5e-3 / 1e-2 at 113k, while at 40k 1e-2
+trains every allocation 0.01-0.04 BPC better than 5e-3 on validation. The direction agrees with the
+fitted optimal rates of language-model scaling studies, which fall as the model grows (Kaplan et al.
+2020, arXiv 2001.08361, eq. D.1). Outside the two measured budgets the factor is held at its end
+value rather than extrapolated.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from torch import nn
 
 from elm_core.layer import ELMLayer
 
-Rule = Literal["constant", "fan-in"]
-RULES: tuple[str, ...] = ("constant", "fan-in")
+Rule = Literal["constant", "fan-in", "fan-in-budget"]
+RULES: tuple[str, ...] = ("constant", "fan-in", "fan-in-budget")
 FAN_IN_REF = 24
+# (budget, factor on the base rate) at the two budgets where the base rate was measured.
+BUDGET_ANCHORS = ((40_000, 2.0), (113_000, 1.0))
 
 
 def scale(fan_in: int) -> float:
     return min(1.0, FAN_IN_REF / fan_in)
+
+
+def budget_scale(params: int) -> float:
+    """The factor on the base rate at `params` parameters (the `fan-in-budget` rule)."""
+    (p_lo, f_lo), (p_hi, f_hi) = BUDGET_ANCHORS
+    if params <= p_lo:
+        return f_lo
+    if params >= p_hi:
+        return f_hi
+    t = math.log(params / p_lo) / math.log(p_hi / p_lo)
+    return math.exp((1 - t) * math.log(f_lo) + t * math.log(f_hi))
+
+
+def base_lr(lr: float, rule: Rule, params: int | None) -> float:
+    """The base rate a rule starts from: `lr`, times the budget's factor under `fan-in-budget`."""
+    if rule != "fan-in-budget":
+        return lr
+    if params is None:
+        raise ValueError("lr_rule fan-in-budget: needs the run's budget or parameter count")
+    return lr * budget_scale(params)
 
 
 def layer_groups(layer: ELMLayer, lr: float) -> list[dict[str, Any]]:
@@ -47,10 +82,15 @@ def layer_groups(layer: ELMLayer, lr: float) -> list[dict[str, Any]]:
     return groups
 
 
-def param_groups(model: nn.Module, lr: float, rule: Rule = "constant") -> list[dict[str, Any]]:
-    """Optimizer parameter groups for `model` under `rule`; every trainable parameter exactly once."""
+def param_groups(
+    model: nn.Module, lr: float, rule: Rule = "constant", params: int | None = None
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups for `model` under `rule`; every trainable parameter exactly once.
+
+    `params` is the budget the `fan-in-budget` rule scales by (unused by the other rules)."""
     if rule not in RULES:
         raise ValueError(f"lr_rule: must be one of {', '.join(RULES)}, not {rule!r}")
+    lr = base_lr(lr, rule, params)
     if rule == "constant":
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
     groups: list[dict[str, Any]] = []

@@ -59,11 +59,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Sized for a 2-core CPU: a 100k-parameter run trains 8M characters (about 1.8 epochs of the bundled
     # corpus) in about 10 minutes on one core, and runs of 25k-400k parameters end on a flat validation
-    # curve (elm_core.diagnostics); the learning rate follows each neuron's fan-in (elm_core.lr_rule).
+    # curve (elm_core.diagnostics); the learning rate follows the budget and each neuron's fan-in
+    # (elm_core.lr_rule: 1e-2 at 40k and below, 5e-3 at 113k and above).
     "cpu": dict(
         optimizer="adam",
         lr=5e-3,
-        lr_rule="fan-in",
+        lr_rule="fan-in-budget",
         warmup_steps=100,
         schedule_steps=None,
         steps=2500,
@@ -204,7 +205,8 @@ class RunSpec(BaseModel):
     seq_len: int | None = Field(default=None, gt=0)
     optimizer: Literal["adam", "adamax", "adamw", "sgd"] | None = None
     lr: float | None = Field(default=None, gt=0)
-    lr_rule: Literal["constant", "fan-in"] | None = None  # None = the preset's (constant when it names none)
+    # None = the preset's (constant when it names none)
+    lr_rule: Literal["constant", "fan-in", "fan-in-budget"] | None = None
     warmup_steps: int | None = Field(default=None, ge=0)
     schedule_steps: int | None = Field(default=None, gt=0)  # cosine horizon; None = the run's length
     clip: float | None = Field(default=None, gt=0)

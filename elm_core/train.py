@@ -286,7 +286,9 @@ def _train(
     model = ELMNetwork(cfg).to(device)
     model.train()
     opt = make_optimizer(
-        proto["optimizer"], param_groups(model, proto["lr"], proto["lr_rule"] or "constant"), proto["lr"]
+        proto["optimizer"],
+        param_groups(model, proto["lr"], proto["lr_rule"] or "constant", spec.budget or record.params),
+        proto["lr"],
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, proto["warmup_steps"] or 0, horizon))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")

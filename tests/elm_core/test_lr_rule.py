@@ -49,7 +49,47 @@ def test_constant_rule_and_unknown_rule():
 
 
 def test_the_cpu_preset_uses_the_fan_in_rule_and_specs_can_override_it():
-    assert RunSpec(task="text", preset="cpu", budget=100_000, d_m=8).protocol("char")["lr_rule"] == "fan-in"
+    assert RunSpec(task="text", preset="cpu", budget=100_000, d_m=8).protocol("char")["lr_rule"] == "fan-in-budget"
     assert RunSpec(task="text", preset="small", budget=60_000, d_m=8).protocol("char")["lr_rule"] is None
     spec = RunSpec(task="text", preset="cpu", budget=100_000, d_m=8, lr_rule="constant")
     assert spec.protocol("char")["lr_rule"] == "constant"
+
+
+def test_budget_scale_is_two_at_40k_one_at_113k_and_monotone_between():
+    from elm_core.lr_rule import budget_scale
+
+    assert budget_scale(40_000) == 2.0 and budget_scale(10_000) == 2.0
+    assert budget_scale(113_000) == 1.0 and budget_scale(2_000_000) == 1.0
+    between = [budget_scale(p) for p in range(40_000, 113_001, 7_300)]
+    assert all(a > b for a, b in zip(between, between[1:], strict=False))
+    # log-linear in log P: the geometric midpoint of the budgets gets the geometric midpoint of the factors
+    assert budget_scale(int(round((40_000 * 113_000) ** 0.5))) == pytest.approx(2**0.5, rel=1e-4)
+
+
+def test_fan_in_budget_rule_is_the_fan_in_rule_on_a_budget_scaled_base():
+    net = _net(32)
+    fan_in = param_groups(net, 5e-3, "fan-in")
+    at_40k = param_groups(net, 5e-3, "fan-in-budget", 40_000)
+    at_320k = param_groups(net, 5e-3, "fan-in-budget", 320_000)
+    assert [g["lr"] for g in at_40k] == pytest.approx([2 * g["lr"] for g in fan_in])
+    assert [g["lr"] for g in at_320k] == pytest.approx([g["lr"] for g in fan_in])
+    with pytest.raises(ValueError, match="budget"):
+        param_groups(net, 5e-3, "fan-in-budget")
+
+
+def test_a_cpu_run_at_40k_trains_with_twice_the_base_rate(monkeypatch):
+    """The rate reaches the optimizer: a 40k `cpu` run's groups start at 1e-2, a 113k run's at 5e-3."""
+    from elm_core import train as train_mod
+
+    seen = []
+    real = train_mod.make_optimizer
+
+    def spy(name, groups, lr):
+        seen.append(max(g["lr"] for g in groups))
+        return real(name, groups, lr)
+
+    monkeypatch.setattr(train_mod, "make_optimizer", spy)
+    for budget in (40_000, 113_000):
+        spec = RunSpec(task="text", preset="cpu", budget=budget, d_m=4, steps=1, eval_chars=200, test_chars=200)
+        assert train_mod.train(spec).status == "done"
+    assert seen == pytest.approx([1e-2, 5e-3])

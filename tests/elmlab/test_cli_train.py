@@ -6,8 +6,27 @@ import json
 
 from elmlab.cli import main
 
-TINY = ["--n-neurons", "8", "--d-m", "3", "--d-tree", "3", "--d-brch", "3", "--steps", "3", "--batch-size", "2",
-        "--seq-len", "10", "--eval-chars", "100", "--test-chars", "100", "--quiet"]
+TINY = [
+    "--n-neurons",
+    "8",
+    "--d-m",
+    "3",
+    "--d-tree",
+    "3",
+    "--d-brch",
+    "3",
+    "--steps",
+    "3",
+    "--batch-size",
+    "2",
+    "--seq-len",
+    "10",
+    "--eval-chars",
+    "100",
+    "--test-chars",
+    "100",
+    "--quiet",
+]
 
 
 def test_train_prints_the_result_and_writes_json(tmp_path, capsys, elmlab_home):
