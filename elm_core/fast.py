@@ -163,7 +163,6 @@ class _LayerScan(torch.autograd.Function):
         MD = buf(n, batch, d_m) if keep and not sparse else None
         S = buf(n, batch, d_m) if keep else None  # sigmoid(u)
         Z = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)
-        H = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)^2
         ctx.set_materialize_grads(False)
         ctx.k, ctx.n_hidden = k, n_hidden
         ctx.shapes = (P is not None, table.shape if table is not None else None)
@@ -195,10 +194,11 @@ class _LayerScan(torch.autograd.Function):
                 MD,
                 S,
                 Z[0] if n_hidden else None,
-                H[0] if n_hidden else None,
-            )
-            ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *Z, *H, *wb[0::2])
+            )  # the native backward squares Z again instead of keeping relu(z)^2
+            ctx.save_for_backward(R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *Z, *[None] * n_hidden, *wb[0::2])
             return a_out, m_out, r
+
+        H = [buf(n, batch, w.shape[1]) if keep else None for w in WsT]  # relu(z_j)^2
 
         w_pad = k.sparse.padded(R) if sparse else None
         wy = w_y.unsqueeze(2)  # (N, d_m, 1)
@@ -415,7 +415,7 @@ class _LayerScan(torch.autograd.Function):
         n_hidden = ctx.n_hidden
         has_P, table_shape = ctx.shapes
         R, W0, w_y, a0, m0, m_out, a_out, MD, S, X, *rest = ctx.saved_tensors
-        Z, H, Ws = rest[:n_hidden], rest[n_hidden : 2 * n_hidden], rest[2 * n_hidden :]
+        Z, Ws = rest[:n_hidden], rest[2 * n_hidden :]
         steps, n, batch, d_m = m_out.shape
         d1, dx = W0.shape[1], W0.shape[2]
         d_tree = dx - d_m
@@ -434,7 +434,7 @@ class _LayerScan(torch.autograd.Function):
         da = ops.scan_backward(
             _MODE_ID[k.mode], R if fused else None, *csr, *csr_t, R[k.sparse.perm_t] if sparse else None,
             W0k, Ws[0] * 2 if n_hidden else None, k.km.contiguous(), k.c.contiguous(), w_y.contiguous(), k.kr,
-            k.rec_mask, mask, S, Z[0] if n_hidden else None, H[0] if n_hidden else None, X, MD, m_out,
+            k.rec_mask, mask, S, Z[0] if n_hidden else None, X, MD, m_out,
             a0.contiguous(), a_out, None if g_m is None else g_m.contiguous(), DPRE, G, dr, dm,
             g_W0T, g_W1, g_b1, g_wy, g_vals,
         )  # fmt: skip

@@ -179,8 +179,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
                         bool relu, const std::optional<at::Tensor>& rec_mask, const at::Tensor& a0,
                         const at::Tensor& m0, const at::Tensor& r0, at::Tensor m_out, at::Tensor a_out,
                         const std::optional<at::Tensor>& X, const std::optional<at::Tensor>& MD,
-                        const std::optional<at::Tensor>& S, const std::optional<at::Tensor>& Z,
-                        const std::optional<at::Tensor>& H) {
+                        const std::optional<at::Tensor>& S, const std::optional<at::Tensor>& Z) {
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&W0T, &km, &c, &wy, &b, &a0, &m0, &r0, &m_out, &a_out})
     check_cpu_f32(*t, "input");
   const int64_t steps = m_out.size(0), n = m_out.size(1), batch = m_out.size(2), d_m = m_out.size(3);
@@ -210,7 +209,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
   const int64_t* tokp = ptr<int64_t>(tokens);
   const float* valp = mode == kSparse ? ptr<float>(R) : nullptr;
   const int64_t *crowp = ptr<int64_t>(crow), *colp = ptr<int64_t>(col);
-  float *Xp = ptr<float>(X), *MDp = ptr<float>(MD), *Sp = ptr<float>(S), *Zp = ptr<float>(Z), *Hp = ptr<float>(H);
+  float *Xp = ptr<float>(X), *MDp = ptr<float>(MD), *Sp = ptr<float>(S), *Zp = ptr<float>(Z);
   const bool x_per_step = Xp != nullptr && X->size(0) == steps;
 
   // "sparse": a_{t-1} masked and padded to (N, bp_), gathered by the synapses
@@ -287,10 +286,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
             Z0[q] = h;
             HH[q] = h * h;
           }
-          if (keep) {
-            copy_rows(Zp + blk * d1, d1, Z0, d1p, batch, d1);
-            copy_rows(Hp + blk * d1, d1, HH, d1p, batch, d1);
-          }
+          if (keep) copy_rows(Zp + blk * d1, d1, Z0, d1p, batch, d1);  // the backward squares it again
           for (int64_t bb = 0; bb < batch; ++bb) copy_rows(U + bb * dmp, dmp, b1p + i * dmp, dmp, 1, dmp);
           gemm(U, dmp, HH, d1p, 1, W1p + i * d1 * dmp, dmp, bp_, dmp, d1, true);
         } else {  // u = z0
@@ -327,7 +323,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
 }
 
 // Backward over all steps, t = T-1..0.
-// In: the forward's saved tensors (S, Z, H, m_out, a_out, and X in "sparse" mode or MD otherwise);
+// In: the forward's saved tensors (S, Z, m_out, a_out, and X in "sparse" mode or MD otherwise);
 // DPRE (T, N, B) holds the external gradient of the pre-activation (already masked) and gets the
 // recurrent one added; dr (N, B) and dm (N, B, d_m) carry the state gradients in and out.
 // Out: G (T, B, N d1) d loss / d z0 (the drive's gradient), and the weight gradients, accumulated per
@@ -340,7 +336,7 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
                          const at::Tensor& W0k, const std::optional<at::Tensor>& Ws2, const at::Tensor& km,
                          const at::Tensor& c, const at::Tensor& wy, std::optional<double> kr,
                          const std::optional<at::Tensor>& rec_mask, const std::optional<at::Tensor>& relu_mask,
-                         const at::Tensor& S, const std::optional<at::Tensor>& Z, const std::optional<at::Tensor>& H,
+                         const at::Tensor& S, const std::optional<at::Tensor>& Z,
                          const std::optional<at::Tensor>& X, const std::optional<at::Tensor>& MD,
                          const at::Tensor& m_out, const at::Tensor& a0, const at::Tensor& a_out,
                          const std::optional<at::Tensor>& g_m, at::Tensor DPRE, at::Tensor G, at::Tensor dr,
@@ -361,7 +357,7 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
   const at::Tensor WsP = hidden ? pad_last(*Ws2, d1p) : at::Tensor();
   const float *W0p = W0P.data_ptr<float>(), *Wsp = hidden ? WsP.data_ptr<float>() : nullptr;
   const float *kmp = km.data_ptr<float>(), *cp = c.data_ptr<float>(), *wyp = wy.data_ptr<float>();
-  const float *Sp = S.data_ptr<float>(), *Zp = ptr<float>(Z), *Hp = ptr<float>(H), *Xp = ptr<float>(X);
+  const float *Sp = S.data_ptr<float>(), *Zp = ptr<float>(Z), *Xp = ptr<float>(X);
   const float *MDp = ptr<float>(MD), *mp = m_out.data_ptr<float>(), *a0p = a0.data_ptr<float>();
   const float *ap = a_out.data_ptr<float>(), *gmp = ptr<float>(g_m), *maskp = ptr<float>(relu_mask);
   const float* recp = ptr<float>(rec_mask);
@@ -435,10 +431,11 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
           float* gb1i = gb1p + i * d_m;
           for (int64_t bb = 0; bb < batch; ++bb)
             for (int64_t j = 0; j < d_m; ++j) gb1i[j] += GU[bb * dmp + j];
-          copy_rows(HHb, d1p, Hp + blk * d1, d1, batch, d1);
+          const float* z = Zp + blk * d1;
+          for (int64_t bb = 0; bb < batch; ++bb)  // relu(z0)^2 from the saved relu(z0): storing it cost more
+            for (int64_t a = 0; a < d1; ++a) HHb[bb * d1p + a] = z[bb * d1 + a] * z[bb * d1 + a];
           // gW1 (d_m, d1) += GU^T HH, a sum over the samples
           gemm(acc_w1.data() + i * d_m * d1p, d1p, GU, 1, dmp, HHb, d1p, d_m, d1p, batch, true);
-          const float* z = Zp + blk * d1;
           for (int64_t bb = 0; bb < batch; ++bb)
             for (int64_t a = 0; a < d1; ++a) G0[bb * d1p + a] *= z[bb * d1 + a];
         }
@@ -527,11 +524,11 @@ TORCH_LIBRARY(elm_native, m) {
       "scan_forward(int mode, Tensor? P, Tensor? table, Tensor? tokens, Tensor? R, Tensor? crow, Tensor? col, "
       "Tensor W0T, Tensor? W1T, Tensor? b1, Tensor km, Tensor c, Tensor wy, Tensor b, float? kr, bool relu, "
       "Tensor? rec_mask, Tensor a0, Tensor m0, Tensor r0, Tensor(a!) m_out, Tensor(b!) a_out, Tensor(c!)? X, "
-      "Tensor(d!)? MD, Tensor(e!)? S, Tensor(f!)? Z, Tensor(g!)? H) -> Tensor");
+      "Tensor(d!)? MD, Tensor(e!)? S, Tensor(f!)? Z) -> Tensor");
   m.def(
       "scan_backward(int mode, Tensor? R, Tensor? crow, Tensor? col, Tensor? crow_t, Tensor? col_t, "
       "Tensor? vals_t, Tensor W0k, Tensor? Ws2, Tensor km, Tensor c, Tensor wy, float? kr, Tensor? rec_mask, "
-      "Tensor? relu_mask, Tensor S, Tensor? Z, Tensor? H, Tensor? X, Tensor? MD, Tensor m_out, Tensor a0, "
+      "Tensor? relu_mask, Tensor S, Tensor? Z, Tensor? X, Tensor? MD, Tensor m_out, Tensor a0, "
       "Tensor a_out, Tensor? g_m, Tensor(a!) DPRE, Tensor(b!) G, Tensor(c!) dr, Tensor(d!) dm, "
       "Tensor(e!) gW0T, Tensor(f!)? gW1, Tensor(g!)? gb1, Tensor(h!) gwy, Tensor(i!)? gvals) -> Tensor");
 }
