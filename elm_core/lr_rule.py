@@ -19,14 +19,14 @@ readout layer (d_m 3) and the dense output layer have fixed fan-ins and keep the
 `fan-in-budget` (the `cpu` preset's) is the fan-in rule on a base rate that also follows the budget P
 (the spec's budget; the counted parameters when it names none):
 
-    lr_base(P) = lr * BUDGET_SCALE(P),  2 at P <= 40k, 1 at P >= 113k, log-linear in log P between
+    base rate = lr * budget_scale(P);  budget_scale: 2 at P <= 40k, 1 at P >= 113k, log-linear in log P
 
 Its source is this project's own measurement (docs/science.md, "Sensitivity to the base rate"): with
 the `cpu` protocol the preset's 5e-3 is the best of 2.5e-3 / 5e-3 / 1e-2 at 113k, while at 40k 1e-2
-trains every allocation 0.01-0.04 BPC better than 5e-3 on validation. The direction agrees with the
-fitted optimal rates of language-model scaling studies, which fall as the model grows (Kaplan et al.
-2020, arXiv 2001.08361, eq. D.1). Outside the two measured budgets the factor is held at its end
-value rather than extrapolated.
+trains every allocation 0.01-0.04 BPC better than 5e-3 on validation (and better than 2e-2: "The check
+under the budget rule"). The direction agrees with the fitted optimal rates of language-model scaling
+studies, which fall as the model grows (Kaplan et al. 2020, arXiv 2001.08361, eq. D.1). Outside the
+two measured budgets the factor is held at its end value rather than extrapolated.
 """
 
 from __future__ import annotations
