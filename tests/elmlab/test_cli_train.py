@@ -45,6 +45,17 @@ def test_train_takes_a_spec_file_and_flags_override_it(tmp_path, capsys, elmlab_
     assert json.loads(capsys.readouterr().out)["steps"] == 3
 
 
+def test_train_names_the_base_learning_rate_it_starts_from(capsys, elmlab_home):
+    """The `cpu` preset's rate follows the budget: a 40k run says 0.01, an explicit rate is scaled too."""
+    tiny = [a for a in TINY if a not in ("--n-neurons", "8")]
+    assert main(["train", "--preset", "cpu", "--budget", "40000", *tiny]) == 0
+    assert "lr=0.01 (fan-in-budget)" in capsys.readouterr().err
+    assert main(["train", "--preset", "cpu", "--budget", "40000", "--lr", "1e-3", *tiny]) == 0
+    assert "lr=0.002 (fan-in-budget)" in capsys.readouterr().err
+    assert main(["train", *TINY]) == 0
+    assert "lr=0.003 (constant)" in capsys.readouterr().err  # the small preset's
+
+
 def test_bad_arguments_give_one_line_and_the_usage(capsys, elmlab_home):
     assert main(["train", "--budget", "-4", "--d-m", "3"]) == 2
     err = capsys.readouterr().err
