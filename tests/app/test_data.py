@@ -21,11 +21,8 @@ def test_every_mode_spends_the_budget_without_exceeding_it(mode: str):
     d = design(mode)
     assert d.params == count_params(d.cfg) <= 60_000
     # the solved quantity is the largest that fits: one more would exceed the budget
-    bigger = {
-        "neurons": {"n_neurons": d.cfg.n_neurons + 1},
-        "memory": {"d_m": d.cfg.d_m + 1},
-        "connectivity": {"d_brch": d.cfg.d_brch + 1},
-    }[mode]
+    bigger = {"neurons": {"n_neurons": d.cfg.n_neurons + 1}, "memory": {"d_m": d.cfg.d_m + 1},
+              "connectivity": {"d_brch": d.cfg.d_brch + 1}}[mode]
     assert count_params(d.cfg.replace(**bigger)) > 60_000
     assert d.spec.resolve_config(n_in=83, n_out=83) == d.cfg  # what is queued is what is shown
 
@@ -57,9 +54,8 @@ def test_overrides_reach_the_spec_and_the_estimate():
 
 def test_estimate_uses_finished_runs_of_similar_flops():
     d = design("neurons")
-    runs = pl.DataFrame(
-        {"status": ["done"], "wall_time_s": [10.0], "tokens_seen": [100_000], "flops_per_step": [d.flops]}
-    )
+    runs = pl.DataFrame({"status": ["done"], "wall_time_s": [10.0], "tokens_seen": [100_000],
+                         "flops_per_step": [d.flops]})
     seconds, basis = data.estimate_seconds(runs, d)
     work = 3.0 * d.flops * d.train_tokens + d.flops * d.eval_tokens
     assert seconds == pytest.approx(data.STARTUP_S + work / (3.0 * d.flops * 100_000 / 10.0))
@@ -76,17 +72,13 @@ def test_parse_ints():
     with pytest.raises(ValueError, match="budgets: 'inf' is not a finite number"):
         text.parse_ints("60k, inf", "budgets")
     assert text.parse_ints(", ".join(text.human(b) for b in (15_000, 60_000, 1_500_000)), "budgets") == [
-        15_000,
-        60_000,
-        1_500_000,
-    ]  # the ladder's default text reads back as the budgets it shows
+        15_000, 60_000, 1_500_000]  # the ladder's default text reads back as the budgets it shows
 
 
 def test_runs_table_merges_live_progress(filled_store):
     frame = frames.prepare_runs(filled_store.runs())
-    table = frames.runs_table(
-        frame, {"live-running": {"step": 5, "total_steps": 20, "loss": 3.1, "tokens_per_s": 900.0, "eta_s": 12.0}}
-    )
+    table = frames.runs_table(frame, {"live-running": {"step": 5, "total_steps": 20, "loss": 3.1, "tokens_per_s": 900.0,
+                                                     "eta_s": 12.0}})
     row = table.filter(pl.col("run_id") == "live-running").row(0, named=True)
     assert (row["progress"], row["loss"], row["tokens/s"], row["ETA"]) == (0.25, "3.1000", "900", "12 s")
     done = table.filter(pl.col("status") == "done").row(0, named=True)
@@ -100,31 +92,11 @@ def test_runs_table_merges_live_progress(filled_store):
 
 
 def test_seeds_collapse_only_within_one_protocol():
-    base = {
-        "task": "text",
-        "status": "done",
-        "n_neurons": 10,
-        "d_m": 4,
-        "l_mlp": 1,
-        "d_mlp": 8,
-        "d_tree": 16,
-        "d_brch": 8,
-        "params": 50_000,
-        "budget": 50_000,
-        "test_metric": 2.0,
-        "metric_name": "bpc",
-    }
-    rows = [
-        {
-            **base,
-            "run_id": f"r{i}",
-            "seed": seed,
-            "test_metric": 2.0 + 0.01 * i,
-            "config": f'{{"d_m": 4, "seed": {seed}}}',
-            "spec": f'{{"lr": {lr}, "run_id": "r{i}", "seed": {seed}}}',
-        }
-        for i, (seed, lr) in enumerate([(0, 0.003), (1, 0.003), (0, 0.01)])
-    ]
+    base = {"task": "text", "status": "done", "n_neurons": 10, "d_m": 4, "l_mlp": 1, "d_mlp": 8, "d_tree": 16,
+            "d_brch": 8, "params": 50_000, "budget": 50_000, "test_metric": 2.0, "metric_name": "bpc"}
+    rows = [{**base, "run_id": f"r{i}", "seed": seed, "test_metric": 2.0 + 0.01 * i,
+             "config": f'{{"d_m": 4, "seed": {seed}}}', "spec": f'{{"lr": {lr}, "run_id": "r{i}", "seed": {seed}}}'}
+            for i, (seed, lr) in enumerate([(0, 0.003), (1, 0.003), (0, 0.01)])]
     points = fits.fit_frame(frames.prepare_runs(pl.DataFrame(rows)), "test_metric")
     assert sorted(points["n_seeds"].to_list()) == [1, 2]
 

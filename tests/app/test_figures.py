@@ -69,15 +69,8 @@ def test_pareto_figure_has_frontier_line_and_faded_dominated_runs(points: pl.Dat
 
 def test_axis_figure_groups_by_the_fixed_axes(points: pl.DataFrame):
     # A one-axis sweep: N varies at fixed (k_e, k_c).
-    sweep = pl.DataFrame(
-        {
-            "n_neurons": [10, 20, 40, 10, 20],
-            "k_e": [50, 50, 50, 90, 90],
-            "k_c": [128] * 5,
-            "test_metric": [2.5, 2.3, 2.2, 2.4, 2.25],
-            "run_id": list("abcde"),
-        }
-    )
+    sweep = pl.DataFrame({"n_neurons": [10, 20, 40, 10, 20], "k_e": [50, 50, 50, 90, 90], "k_c": [128] * 5,
+                          "test_metric": [2.5, 2.3, 2.2, 2.4, 2.25], "run_id": list("abcde")})
     fig = figures.axis_figure(sweep, axis="n_neurons", fixed=("k_e", "k_c"))
     assert len(fig.data) == 2 and list(fig.data[0].x) == [10, 20, 40]
     # Across a budget ladder, N varies at each fixed d_m (so fixed k_e, k_c): one line per d_m.
@@ -116,9 +109,8 @@ def test_scaling_figures(points: pl.DataFrame):
     assert isinstance(fig.data[0], go.Contour) and "runs" in names(fig) and "fitted optimum path" in names(fig)
     grid = np.geomspace(40_000, 1e6, 8)
     cap = fit_capacity_model(points, n_boot=20)
-    fig = figures.optimum_figure(
-        {"scaling law": fit.optimal_allocation(grid), "capacity model": cap.optimal_allocation(grid)}
-    )
+    fig = figures.optimum_figure({"scaling law": fit.optimal_allocation(grid), "capacity model":
+                                  cap.optimal_allocation(grid)})
     assert {"scaling law", "capacity model"} <= set(names(fig))
     fig = figures.capacity_figure(cap, points, metric="test_metric")
     assert len([n for n in names(fig) if n.startswith("model")]) == 3

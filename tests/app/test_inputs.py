@@ -73,8 +73,7 @@ def test_scaling_parameter_tables_are_in_engineering_notation(filled_store: Stor
     for table in tables:
         config = json.loads(table.proto.columns)
         assert {c: config[c]["type_config"]["format"] for c in ("value", "ci_low", "ci_high")} == dict.fromkeys(
-            ("value", "ci_low", "ci_high"), "engineering"
-        )  # 260.675E-3, not 0.26067485505477755
+            ("value", "ci_low", "ci_high"), "engineering")  # 260.675E-3, not 0.26067485505477755
 
 
 def test_big_requests_ask_first(filled_store: Store):
@@ -99,9 +98,8 @@ def test_ladder_follows_the_budget_inside_the_box_range(store: Store):
 
 
 def test_suggestions_are_valid_designs(filled_store: Store, monkeypatch: pytest.MonkeyPatch):
-    raw = pl.DataFrame(
-        {"rank": [1, 2, 3], "budget": [20862.5, 60_000.0, 61_234.0], "d_m": [1, 2, 0], "n_neurons": [1, 100, 50]}
-    )
+    raw = pl.DataFrame({"rank": [1, 2, 3], "budget": [20862.5, 60_000.0, 61_234.0], "d_m": [1, 2, 0],
+                        "n_neurons": [1, 100, 50]})
     monkeypatch.setattr(fits, "suggest_next_runs", lambda *a, **k: raw)
     out = fits.suggestions(pl.DataFrame(), "test_metric")
     assert out.select("rank", "budget", "d_m").rows() == [(1, 60_000, 2)]  # N = 1 and d_m = 0 are not designs
@@ -129,19 +127,8 @@ def test_read_only_pages_say_only_what_they_do(filled_store: Store, store: Store
 
 def test_status_names_the_metric_it_shows(filled_store: Store, capsys):
     rec = filled_store.run("t60000-8-0")
-    filled_store.put(
-        RunRecord(
-            **{
-                **rec.model_dump(),
-                "run_id": "stopped",
-                "status": "cancelled",
-                "test_metric": None,
-                "valid_metric": None,
-                "train_metric": 2.5,
-                "source": "elmlab",
-            }
-        )
-    )
+    filled_store.put(RunRecord(**{**rec.model_dump(), "run_id": "stopped", "status": "cancelled", "test_metric": None,
+                                  "valid_metric": None, "train_metric": 2.5, "source": "elmlab"}))
     assert main(["status", "--all"]) == 0
     line = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("stopped"))
     assert "train bpc 2.5000" in line
@@ -169,19 +156,16 @@ def test_an_optimum_without_an_interval_is_not_said_to_be_bracketed(store: Store
     assert hover and "no interval: not shown to be bracketed" in hover[0]
 
 
-@pytest.mark.parametrize(
-    ("key", "typed", "note"),
-    [
-        ("budget", "5e9", "Using **1,000,000,000**: 5e9 is above the largest value accepted (1G)"),
-        ("budget", "100", "Using **1,000**: 100 is below the smallest value accepted (1k)"),
-        ("budget", "1e6", None),
-        ("d_m", "0", "Using **1**: 0 is below the smallest value accepted (1)"),
-        ("d_m", "1e6", "Using **10,000**: 1e6 is above the largest value accepted (10k)"),
-        ("d_m", "eight", "Using **8**: 'eight' is not a whole number"),
-        ("d_m", "2.4", "Using **2**: 2.4 is not a whole number"),
-        ("d_tree", "16", None),
-    ],
-)
+@pytest.mark.parametrize(("key", "typed", "note"), [
+    ("budget", "5e9", "Using **1,000,000,000**: 5e9 is above the largest value accepted (1G)"),
+    ("budget", "100", "Using **1,000**: 100 is below the smallest value accepted (1k)"),
+    ("budget", "1e6", None),
+    ("d_m", "0", "Using **1**: 0 is below the smallest value accepted (1)"),
+    ("d_m", "1e6", "Using **10,000**: 1e6 is above the largest value accepted (10k)"),
+    ("d_m", "eight", "Using **8**: 'eight' is not a whole number"),
+    ("d_m", "2.4", "Using **2**: 2.4 is not a whole number"),
+    ("d_tree", "16", None),
+])
 def test_design_boxes_say_which_value_they_use(store: Store, key: str, typed: str, note: str | None):
     at = open_page("design")
     at.text_input(key=key).set_value(typed).run()

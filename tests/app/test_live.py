@@ -19,42 +19,18 @@ from workers import submit
 from workers.celery_app import app_for
 from workers.tasks import Heartbeat
 
-CURVE = [
-    {
-        "step": s,
-        "tokens": 40 * s,
-        "wall_time_s": s / 10,
-        "train_loss": 3.0 - s / 100,
-        "valid_metric": 4.0 - s / 50 if s % 40 == 0 else None,
-    }
-    for s in range(10, 130, 10)
-]
-LIVE = {
-    "live-running": {
-        "step": 120,
-        "total_steps": 400,
-        "loss": 1.8,
-        "tokens_per_s": 812.0,
-        "eta_s": 30.0,
-        "worker": "w1",
-        "curve": CURVE,
-    }
-}
+CURVE = [{"step": s, "tokens": 40 * s, "wall_time_s": s / 10, "train_loss": 3.0 - s / 100,
+          "valid_metric": 4.0 - s / 50 if s % 40 == 0 else None} for s in range(10, 130, 10)]
+LIVE = {"live-running": {"step": 120, "total_steps": 400, "loss": 1.8, "tokens_per_s": 812.0, "eta_s": 30.0,
+                         "worker": "w1", "curve": CURVE}}
 
 
 @pytest.fixture
 def training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("workers.health.progress", lambda ids, **kw: {i: LIVE.get(i, {}) for i in ids})
-    monkeypatch.setattr(
-        "workers.health.health",
-        lambda **kw: {
-            "broker_ok": True,
-            "mode": "distributed",
-            "workers": ["recorder@h", "train@h"],
-            "recorder": True,
-            "queues": {"train": 2, "gpu": 0, "results": 5},
-        },
-    )
+    monkeypatch.setattr("workers.health.health", lambda **kw: {
+        "broker_ok": True, "mode": "distributed", "workers": ["recorder@h", "train@h"], "recorder": True,
+        "queues": {"train": 2, "gpu": 0, "results": 5}})
 
 
 def traces(at, key: str) -> list[dict]:
@@ -121,11 +97,8 @@ def test_runs_page_counts_agree_after_a_cancel(store: Store):
 def _train_lines(at, key: str) -> dict[str, tuple[list, list]]:
     """Each run's training loss in the chart `key` (drawn in bits for a BPC task), by run id:
     (steps, losses in nats)."""
-    return {
-        t["name"].split(" ")[0]: (t["x"], [round(y * math.log(2), 9) for y in t["y"]])
-        for t in traces(at, key)
-        if t["name"].endswith(" train")
-    }
+    return {t["name"].split(" ")[0]: (t["x"], [round(y * math.log(2), 9) for y in t["y"]])
+            for t in traces(at, key) if t["name"].endswith(" train")}
 
 
 def test_two_running_runs_each_draw_their_own_growing_live_curve(store: Store):
@@ -136,26 +109,15 @@ def test_two_running_runs_each_draw_their_own_growing_live_curve(store: Store):
     for i, run_id in enumerate(ids):  # what a worker records when it starts a run
         store.put(store.run(run_id).model_copy(update={"status": "running", "worker": f"w{i}@test"}), sync=False)
     backend = app_for(state_settings()).backend
-    beats = {
-        run_id: Heartbeat(
-            SimpleNamespace(backend=backend, request=SimpleNamespace(hostname=f"w{i}@test")), run_id, 0, interval=60
-        )
-        for i, run_id in enumerate(ids)
-    }
+    beats = {run_id: Heartbeat(SimpleNamespace(backend=backend, request=SimpleNamespace(hostname=f"w{i}@test")),
+                               run_id, 0, interval=60) for i, run_id in enumerate(ids)}
     level = {ids[0]: 3.0, ids[1]: 5.0}  # each run its own losses, so that a swapped curve shows
     done = dict.fromkeys(ids, 0)
 
     def train(run_id: str, steps: int) -> None:
         for step in range(done[run_id] + 1, done[run_id] + steps + 1):
-            beats[run_id].progress(
-                {
-                    "step": step,
-                    "total_steps": 100,
-                    "loss": level[run_id] - step / 100,
-                    "elapsed_s": step / 10,
-                    "tokens": 40 * step,
-                }
-            )
+            beats[run_id].progress({"step": step, "total_steps": 100, "loss": level[run_id] - step / 100,
+                                    "elapsed_s": step / 10, "tokens": 40 * step})
         done[run_id] += steps
 
     def expected(run_id: str) -> tuple[list, list]:

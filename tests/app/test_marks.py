@@ -27,17 +27,8 @@ def marked(filled_store: Store) -> Store:
         rec = filled_store.run(run_id)
         filled_store.put(rec.model_copy(update={"baselines": BASELINES, "attempt": rec.attempt + 1}))
     rec = filled_store.run("t60000-4-0")
-    filled_store.put(
-        rec.model_copy(
-            update={
-                "run_id": "pruned-1",
-                "status": "cancelled",
-                "test_metric": 0.5,
-                "valid_metric": 0.5,
-                "reason": "pruned at step 100: rung 1 of 3",
-            }
-        )
-    )
+    filled_store.put(rec.model_copy(update={"run_id": "pruned-1", "status": "cancelled", "test_metric": 0.5,
+                                            "valid_metric": 0.5, "reason": "pruned at step 100: rung 1 of 3"}))
     return filled_store
 
 

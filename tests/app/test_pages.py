@@ -79,17 +79,8 @@ def test_every_page_with_runs(filled_store: Store):
     assert charts(at) == 3 and "Suggested next runs" in [h.value for h in at.subheader]
     assert "queue_suggested" in keys(at, "button")
     suggested = at.dataframe[-1].value  # the last table on the page
-    assert list(suggested) == [
-        "rank",
-        "budget",
-        "d_m",
-        "n_neurons",
-        "k_e",
-        "k_c",
-        "predicted_metric",
-        "sd_reduction_pct",
-        "reason",
-    ]  # narrow columns; the kind and x are in the reason
+    assert list(suggested) == ["rank", "budget", "d_m", "n_neurons", "k_e", "k_c", "predicted_metric",
+                               "sd_reduction_pct", "reason"]  # narrow columns; the kind and x are in the reason
     at = open_page("run", {"runs": ["t60000-8-0", "t60000-4-0"]})
     assert at.multiselect(key="runs_pick").value == ["t60000-8-0", "t60000-4-0"]
     assert charts(at) == 1
@@ -156,14 +147,9 @@ def test_read_only_actions_refuse_on_the_server(store: Store, monkeypatch: pytes
     monkeypatch.setattr("workers.submit.cancel_many", lambda *a, **k: called.append(a))
     monkeypatch.setattr("workers.submit.retry", lambda *a, **k: called.append(a))
     spec = {"task": "text", "budget": 60_000, "d_m": 8}
-    for action in (
-        lambda: actions.submit([spec]),
-        lambda: actions.cancel(["x"]),
-        lambda: actions.retry(["x"]),
-        actions.queue_first_sweep,
-        lambda: actions.import_reference(store),
-        lambda: actions.load_demo(store),
-    ):
+    for action in (lambda: actions.submit([spec]), lambda: actions.cancel(["x"]), lambda: actions.retry(["x"]),
+                   actions.queue_first_sweep, lambda: actions.import_reference(store),
+                   lambda: actions.load_demo(store)):
         with pytest.raises(actions.ReadOnlyError):
             action()
     assert not called and store.runs().height == 0
@@ -202,16 +188,8 @@ def test_design_predicts_from_the_scaling_law_between_budgets(filled_store: Stor
 
 
 def test_runs_page_shows_live_progress(filled_store: Store, monkeypatch: pytest.MonkeyPatch):
-    live = {
-        "live-running": {
-            "step": 5,
-            "total_steps": 20,
-            "loss": None,
-            "tokens_per_s": 812.0,
-            "eta_s": 30.0,
-            "worker": "w1",
-        }
-    }
+    live = {"live-running": {"step": 5, "total_steps": 20, "loss": None, "tokens_per_s": 812.0, "eta_s": 30.0,
+                             "worker": "w1"}}
     monkeypatch.setattr("workers.health.progress", lambda ids, **kw: {i: live.get(i, {}) for i in ids})
     at = open_page("runs")
     bars = at.get("progress")

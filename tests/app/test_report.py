@@ -12,19 +12,11 @@ from app import report
 
 
 def test_report_is_self_contained_and_complete():
-    figs = [
-        ("Iso-budget curves", go.Figure(go.Scatter(x=[1, 2, 3], y=[2.5, 2.1, 2.4], name="P ≈ 60k"))),
-        ("Pareto frontier", go.Figure(go.Scatter(x=[10, 20], y=[3.0, 2.0], name="frontier"))),
-    ]
+    figs = [("Iso-budget curves", go.Figure(go.Scatter(x=[1, 2, 3], y=[2.5, 2.1, 2.4], name="P ≈ 60k"))),
+            ("Pareto frontier", go.Figure(go.Scatter(x=[10, 20], y=[3.0, 2.0], name="frontier")))]
     table = pl.DataFrame({"run_id": ["a<script>alert(1)</script>", "b"], "test_metric": [2.1, 2.4]})
-    html = report.build_report(
-        "Explore",
-        figs,
-        [("Runs", table)],
-        {"task": "text", "x": "d_m"},
-        {"page": "explore"},
-        "http://127.0.0.1:8501/explore?view=Pareto+frontier",
-    )
+    html = report.build_report("Explore", figs, [("Runs", table)], {"task": "text", "x": "d_m"},
+                               {"page": "explore"}, "http://127.0.0.1:8501/explore?view=Pareto+frontier")
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert len(re.findall(r"plotly\.js v\d", html)) == 1  # the library inline, once
     assert "<script src=" not in html and "<link " not in html  # nothing fetched

@@ -33,12 +33,9 @@ def test_search_page_empty(store: Store):
 
 def _curve(level: float, upto: int, seed: int) -> list[CurvePoint]:
     rng = np.random.default_rng(seed)
-    return [
-        CurvePoint(
-            step=s, tokens=s, wall_time_s=s * 0.1, train_loss=level + 1.5 / np.sqrt(s) + 0.003 * rng.standard_normal()
-        )
-        for s in range(1, upto + 1)
-    ]
+    return [CurvePoint(step=s, tokens=s, wall_time_s=s * 0.1,
+                       train_loss=level + 1.5 / np.sqrt(s) + 0.003 * rng.standard_normal())
+            for s in range(1, upto + 1)]
 
 
 @pytest.fixture
@@ -51,21 +48,11 @@ def search_store(store: Store, elmlab_home):
         rec = store.run(run_id)
         level = levels[rec.d_m]
         if rec.d_m == 16:
-            update = {
-                "status": "cancelled",
-                "reason": "pruned at step 30: rank 4 of 4 at rung 20",
-                "steps": 30,
-                "curve": _curve(level, 30, rec.d_m),
-                "wall_time_s": 3.0,
-            }
+            update = {"status": "cancelled", "reason": "pruned at step 30: rank 4 of 4 at rung 20",
+                      "steps": 30, "curve": _curve(level, 30, rec.d_m), "wall_time_s": 3.0}
         else:
-            update = {
-                "status": "done",
-                "steps": 60,
-                "curve": _curve(level, 60, rec.d_m),
-                "wall_time_s": 6.0,
-                "test_metric": level + 1.5 / np.sqrt(60) + 0.2,
-            }
+            update = {"status": "done", "steps": 60, "curve": _curve(level, 60, rec.d_m), "wall_time_s": 6.0,
+                      "test_metric": level + 1.5 / np.sqrt(60) + 0.2}
         store.put(rec.model_copy(update=update))
     return defn
 

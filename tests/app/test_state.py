@@ -11,21 +11,8 @@ from elm_core.store import Store
 
 
 def record(run_id: str) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        task="text",
-        n_in=83,
-        n_out=83,
-        n_neurons=10,
-        d_m=4,
-        l_mlp=1,
-        d_mlp=8,
-        d_tree=16,
-        d_brch=8,
-        k_e=300,
-        k_c=128,
-        params=20_000,
-    )
+    return RunRecord(run_id=run_id, task="text", n_in=83, n_out=83, n_neurons=10, d_m=4, l_mlp=1, d_mlp=8,
+                     d_tree=16, d_brch=8, k_e=300, k_c=128, params=20_000)
 
 
 def test_runs_frame_is_read_once_per_store_state(store: Store, monkeypatch: pytest.MonkeyPatch):

@@ -17,9 +17,8 @@ from tests.app.test_pages import open_page
 def test_importance_finds_the_parameter_that_matters():
     rng = np.random.default_rng(1)
     n = 240
-    frame = pl.DataFrame(
-        {"d_m": rng.choice([1, 2, 4, 8, 16], n), "seed": rng.integers(0, 3, n), "k_c": rng.uniform(10, 1000, n)}
-    )
+    frame = pl.DataFrame({"d_m": rng.choice([1, 2, 4, 8, 16], n), "seed": rng.integers(0, 3, n),
+                          "k_c": rng.uniform(10, 1000, n)})
     metric = 2.0 + 0.3 * np.log2(frame["d_m"].to_numpy()) + rng.normal(0, 0.05, n)
     frame = frame.with_columns(pl.Series("test_metric", metric))
     table = importance.parameter_importance(frame, ["d_m", "seed", "k_c", "missing"], "test_metric")
@@ -67,9 +66,7 @@ def test_the_runs_table_shows_the_columns_chosen(filled_store: Store):
 def test_tags_and_notes_live_beside_the_runs(filled_store: Store, monkeypatch: pytest.MonkeyPatch):
     actions.annotate("t60000-8-0", "best, check lr, best", "lr looks high", filled_store)
     assert json.loads((filled_store.path / "annotations.json").read_text())["t60000-8-0"] == {
-        "tags": ["best", "check lr"],
-        "note": "lr looks high",
-    }
+        "tags": ["best", "check lr"], "note": "lr looks high"}
     assert filled_store.runs().height == 53  # the store reads its run files only
     at = open_page("runs", {"group_sweep": "true"})
     table = at.dataframe[-1].value

@@ -12,7 +12,7 @@ import pytest
 from benchmarks import reference
 from elmlab.cli import main
 
-FAKE = """
+FAKE = '''
 import argparse, json, os, sys
 p = argparse.ArgumentParser()
 p.add_argument("--json", action="store_true")
@@ -31,7 +31,7 @@ print("compiling", flush=True)  # the harness may print more before its JSON
 configs = {c: {"params": 1, "train_chars_per_s": 1000.0 * n, "fwd_chars_per_s": 4000.0, "train_step_ms": 1.0}
            for c in a.configs.split(",")}
 print(json.dumps({"configs": configs, "jax": "0"}))
-"""
+'''
 
 
 def _harness(folder: Path, fail: str = "") -> Path:
@@ -41,20 +41,8 @@ def _harness(folder: Path, fail: str = "") -> Path:
 
 
 def _bench(folder: Path, *extra: str) -> list[str]:
-    return [
-        "bench",
-        "--configs",
-        "small,paper",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--vs-reference",
-        str(folder),
-        "--reference-python",
-        sys.executable,
-        *extra,
-    ]
+    return ["bench", "--configs", "small,paper", "--steps", "1", "--warmup", "0", "--vs-reference", str(folder),
+            "--reference-python", sys.executable, *extra]
 
 
 def test_reference_runs_after_each_round_and_ratios_pair_the_rounds(tmp_path, capsys, tiny_configs):
@@ -70,33 +58,19 @@ def test_reference_runs_after_each_round_and_ratios_pair_the_rounds(tmp_path, ca
     ours = [r["small"]["train_chars_per_s"] for r in out["rounds"]]
     ratios = sorted(o / r for o, r in zip(ours, (1000.0, 2000.0), strict=True))
     assert ref["ratios"]["small"]["train_chars_per_s"] == pytest.approx(
-        {"min": ratios[0], "median": sum(ratios) / 2, "max": ratios[1]}
-    )
+        {"min": ratios[0], "median": sum(ratios) / 2, "max": ratios[1]})
     assert set(ref["ratios"]) == {"small"} and set(out["configs"]) == {"small", "paper"}
 
 
 def test_one_thread_runs_the_reference_under_taskset_on_one_cpu(tmp_path):
-    argv = reference.harness_argv(
-        tmp_path / "ref_bench.py", "py", ["small", "wide"], steps=3, warmup=1, threads=1, cpu=1
-    )
+    argv = reference.harness_argv(tmp_path / "ref_bench.py", "py", ["small", "wide"], steps=3, warmup=1,
+                                  threads=1, cpu=1)
     assert Path(argv[0]).name == "taskset" and argv[1:3] == ["-c", "1"]
-    assert argv[3:] == [
-        "py",
-        str(tmp_path / "ref_bench.py"),
-        "--json",
-        "--configs",
-        "small,wide",
-        "--steps",
-        "3",
-        "--warmup",
-        "1",
-        "--threads=1",
-    ]
+    assert argv[3:] == ["py", str(tmp_path / "ref_bench.py"), "--json", "--configs", "small,wide", "--steps", "3",
+                        "--warmup", "1", "--threads=1"]
     # the default CPU: the last one this process may run on
     assert reference.harness_argv(tmp_path, "py", ["small"], steps=1, warmup=0, threads=1)[1:3] == [
-        "-c",
-        str(max(os.sched_getaffinity(0))),
-    ]
+        "-c", str(max(os.sched_getaffinity(0)))]
 
 
 @pytest.mark.parametrize("threads", [None, 2])
@@ -132,14 +106,11 @@ def test_table_prints_the_reference_and_the_ratios(tmp_path, capsys, tiny_config
     assert row[0] == "small" and float(row[1]) == 1000.0 and float(row[3]) > 0 and float(row[5]) == 4000.0
 
 
-@pytest.mark.parametrize(
-    ("fail", "says"),
-    [
-        (None, "no ref_bench.py in"),
-        ("sys.exit('no module named jax')", "exited with status 1: no module named jax"),
-        ("print('not json'); sys.exit(0)", "printed no JSON"),
-    ],
-)
+@pytest.mark.parametrize(("fail", "says"), [
+    (None, "no ref_bench.py in"),
+    ("sys.exit('no module named jax')", "exited with status 1: no module named jax"),
+    ("print('not json'); sys.exit(0)", "printed no JSON"),
+])
 def test_a_broken_harness_is_one_line(tmp_path, capsys, tiny_configs, fail, says):
     folder = tmp_path / "ref"
     if fail is None:
@@ -165,15 +136,11 @@ REFERENCE_SRC = os.environ.get("ELMREF_SRC")  # the scratch copy of the referenc
 
 def _real_harness_missing() -> str:
     if not (REAL_HARNESS and REAL_PYTHON and REFERENCE_SRC):
-        return (
-            "the reference harness is not set up here: set ELMLAB_REFERENCE_HARNESS (the folder of ref_bench.py), "
-            "ELMLAB_REFERENCE_PYTHON (its environment's Python) and ELMREF_SRC (the reference's files)"
-        )
-    for what, path in (
-        ("ELMLAB_REFERENCE_HARNESS", Path(REAL_HARNESS) / "ref_bench.py"),
-        ("ELMLAB_REFERENCE_PYTHON", Path(REAL_PYTHON)),
-        ("ELMREF_SRC", Path(REFERENCE_SRC) / "src" / "models" / "elm_network.py"),
-    ):
+        return ("the reference harness is not set up here: set ELMLAB_REFERENCE_HARNESS (the folder of ref_bench.py), "
+                "ELMLAB_REFERENCE_PYTHON (its environment's Python) and ELMREF_SRC (the reference's files)")
+    for what, path in (("ELMLAB_REFERENCE_HARNESS", Path(REAL_HARNESS) / "ref_bench.py"),
+                       ("ELMLAB_REFERENCE_PYTHON", Path(REAL_PYTHON)),
+                       ("ELMREF_SRC", Path(REFERENCE_SRC) / "src" / "models" / "elm_network.py")):
         if not path.exists():
             return f"{what}: no {path}"
     return ""
@@ -185,24 +152,8 @@ def _real_harness_missing() -> str:
 def test_the_real_reference_harness_runs_beside_the_bench(capsys):
     """One timed step of `small` on each side: the real harness compiles and trains the reference's own
     step, on a network of exactly our parameter count, and the ratios pair its round with ours."""
-    argv = [
-        "bench",
-        "--configs",
-        "small",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--threads",
-        "1",
-        "--vs-reference",
-        REAL_HARNESS,
-        "--reference-python",
-        REAL_PYTHON,
-        "--json",
-    ]
+    argv = ["bench", "--configs", "small", "--steps", "1", "--warmup", "0", "--repeats", "1", "--threads", "1",
+            "--vs-reference", REAL_HARNESS, "--reference-python", REAL_PYTHON, "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     (ref,) = out["reference"]["rounds"]

@@ -19,9 +19,8 @@ def test_figures_are_sane(tmp_path: Path):
     assert out["write_s"] >= 0
 
 
-def test_module_prints_json_and_refuses_a_bad_size(
-    elmlab_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
+def test_module_prints_json_and_refuses_a_bad_size(elmlab_home: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]):
     assert main(["--n", "30", "--small", "3", "--repeats", "1", "--dir", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["n_records"] == 30
     assert main(["--n", "0"]) == 2

@@ -189,9 +189,8 @@ def demo_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     """`elmlab demo load` into a fresh home, then `elmlab up --read-only` on it: (URL, home)."""
     home = tmp_path_factory.mktemp("elmlab-demo")
     elmlab = Path(sys.executable).with_name("elmlab")
-    subprocess.run(
-        [str(elmlab), "demo", "load"], env=elmlab_env(home), cwd=ROOT, check=True, timeout=600, capture_output=True
-    )
+    subprocess.run([str(elmlab), "demo", "load"], env=elmlab_env(home), cwd=ROOT, check=True, timeout=600,
+                   capture_output=True)
     with running_elmlab(home, "--read-only") as url:
         yield url, home
 

@@ -89,22 +89,9 @@ def shd_adding_77k() -> pl.DataFrame:
     rows = []
     for d_m, acc in accuracy.items():
         cfg = allocate(77_000, n_in=700, n_out=19, d_m=d_m, d_tree=30, d_brch=10)
-        rows.append(
-            {
-                "task": "shd-adding",
-                "metric_name": "accuracy",
-                "n_neurons": cfg.n_neurons,
-                "d_m": d_m,
-                "l_mlp": 1,
-                "d_mlp": 2 * d_m,
-                "d_tree": 30,
-                "d_brch": 10,
-                "n_out": 19,
-                "readout_d_m": 3,
-                "params": count_params(cfg),
-                "test_metric": acc,
-            }
-        )
+        rows.append({"task": "shd-adding", "metric_name": "accuracy", "n_neurons": cfg.n_neurons, "d_m": d_m,
+                     "l_mlp": 1, "d_mlp": 2 * d_m, "d_tree": 30, "d_brch": 10, "n_out": 19, "readout_d_m": 3,
+                     "params": count_params(cfg), "test_metric": acc})
     return pl.DataFrame(rows)
 
 

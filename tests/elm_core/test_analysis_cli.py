@@ -55,10 +55,8 @@ def test_iso_says_when_an_optimum_has_no_interval(reference_data, tmp_path, caps
 def test_the_demo_brackets_the_optimum_at_every_text_budget(reference_data, capsys):
     """With the seed replicates, every text budget of the demo has an interval inside the sampled range."""
     demo = str(reference_data.parent / "demo_data" / "demo_runs.parquet")
-    assert (
-        main(["fit", "iso", "--input", demo, "--task", "text", "--metric", "test_metric", "--n-boot", "50", "--json"])
-        == 0
-    )
+    assert main(["fit", "iso", "--input", demo, "--task", "text", "--metric", "test_metric", "--n-boot", "50",
+                 "--json"]) == 0
     groups = {g["budget"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
     assert set(groups) == {40_000, 113_000, 320_000}
     for g in groups.values():
@@ -145,24 +143,11 @@ def test_fit_leaves_off_curve_runs_out_unless_asked(tmp_path, capsys):
 
     # An iso-budget sweep at 50k (a U in d_m, two seeds) plus two designs that do not belong on it:
     # d_m 64 buys one neuron, and d_m 32 spends only 84% of the budget.
-    rows = [
-        dict(
-            task="text",
-            status="done",
-            budget=50_000.0,
-            params=49_800,
-            d_m=d_m,
-            n_neurons=n,
-            seed=seed,
-            test_metric=2.3 + 0.05 * (np.log2(d_m) - 2.0) ** 2 + 0.002 * seed,
-        )
-        for d_m, n in ((1, 90), (2, 70), (4, 45), (8, 25), (16, 12))
-        for seed in (0, 1)
-    ]
-    rows += [
-        dict(rows[0], d_m=64, n_neurons=1, params=42_000, test_metric=3.4),
-        dict(rows[0], d_m=32, n_neurons=8, params=42_100, test_metric=2.9),
-    ]
+    rows = [dict(task="text", status="done", budget=50_000.0, params=49_800, d_m=d_m, n_neurons=n, seed=seed,
+                 test_metric=2.3 + 0.05 * (np.log2(d_m) - 2.0) ** 2 + 0.002 * seed)
+            for d_m, n in ((1, 90), (2, 70), (4, 45), (8, 25), (16, 12)) for seed in (0, 1)]
+    rows += [dict(rows[0], d_m=64, n_neurons=1, params=42_000, test_metric=3.4),
+             dict(rows[0], d_m=32, n_neurons=8, params=42_100, test_metric=2.9)]
     path = tmp_path / "runs.csv"
     pl.DataFrame(rows).write_csv(path)
     assert main(["fit", "iso", "--input", str(path), "--metric", "test_metric", "--json"]) == 0
@@ -176,36 +161,12 @@ def test_fit_leaves_off_curve_runs_out_unless_asked(tmp_path, capsys):
 def test_runs_of_a_bpc_task_and_an_accuracy_task_are_fitted_each_in_its_direction(tmp_path, capsys):
     import polars as pl
 
-    rows = [
-        dict(
-            task="text",
-            metric_name="bpc",
-            status="done",
-            budget=50_000.0,
-            params=49_800,
-            d_m=d_m,
-            n_neurons=n,
-            seed=seed,
-            test_metric=2.3 + 0.05 * (np.log2(d_m) - 2.0) ** 2 + 0.002 * seed,
-        )
-        for d_m, n in ((1, 90), (2, 70), (4, 45), (8, 25), (16, 12))
-        for seed in (0, 1)
-    ]
-    rows += [
-        dict(
-            task="synthetic-adding",
-            metric_name="accuracy",
-            status="done",
-            budget=30_000.0,
-            params=29_800,
-            d_m=d_m,
-            n_neurons=n,
-            seed=seed,
-            test_metric=0.9 - 0.04 * (np.log2(d_m) - 3.0) ** 2 + 0.003 * seed,
-        )
-        for d_m, n in ((2, 220), (4, 124), (8, 54), (16, 18), (24, 10))
-        for seed in (0, 1)
-    ]
+    rows = [dict(task="text", metric_name="bpc", status="done", budget=50_000.0, params=49_800, d_m=d_m, n_neurons=n,
+                 seed=seed, test_metric=2.3 + 0.05 * (np.log2(d_m) - 2.0) ** 2 + 0.002 * seed)
+            for d_m, n in ((1, 90), (2, 70), (4, 45), (8, 25), (16, 12)) for seed in (0, 1)]
+    rows += [dict(task="synthetic-adding", metric_name="accuracy", status="done", budget=30_000.0, params=29_800,
+                  d_m=d_m, n_neurons=n, seed=seed, test_metric=0.9 - 0.04 * (np.log2(d_m) - 3.0) ** 2 + 0.003 * seed)
+             for d_m, n in ((2, 220), (4, 124), (8, 54), (16, 18), (24, 10)) for seed in (0, 1)]
     path = tmp_path / "runs.csv"
     pl.DataFrame(rows).write_csv(path)
     assert main(["fit", "iso", "--input", str(path), "--metric", "test_metric", "--json"]) == 0

@@ -95,13 +95,8 @@ def test_d_m_for_k_e_inverts_the_neuron_count():
 def test_on_curve_leaves_out_tiny_networks_and_unspent_budgets():
     from elm_core.analysis.frame import on_curve
 
-    df = pl.DataFrame(
-        {
-            "n_neurons": [1, 8, 50, 50],
-            "params": [42_000, 49_000, 47_000, 48_000],
-            "budget": [50_000, 50_000, 50_000, None],
-        }
-    )
+    df = pl.DataFrame({"n_neurons": [1, 8, 50, 50], "params": [42_000, 49_000, 47_000, 48_000],
+                       "budget": [50_000, 50_000, 50_000, None]})
     kept, dropped = on_curve(df)
     assert dropped == 2  # N = 1, and 47k of 50k (94%)
     assert kept["n_neurons"].to_list() == [8, 50] and kept["budget"].to_list() == [50_000, None]

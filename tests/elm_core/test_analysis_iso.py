@@ -93,13 +93,8 @@ def test_an_optimum_at_d_m_1_says_no_sweep_can_extend_past_it():
     says so instead of asking for a sweep to smaller d_m; a sweep that starts above 1 is told to extend."""
     xs = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
     rng = np.random.default_rng(3)
-    df = pl.DataFrame(
-        {
-            "d_m": np.repeat(xs, 2),
-            "test_metric": 2.4 + 0.02 * np.log2(np.repeat(xs, 2)) + 0.004 * rng.standard_normal(10),
-            "params": np.full(10, 4e4),
-        }
-    )
+    df = pl.DataFrame({"d_m": np.repeat(xs, 2), "test_metric": 2.4 + 0.02 * np.log2(np.repeat(xs, 2))
+                       + 0.004 * rng.standard_normal(10), "params": np.full(10, 4e4)})
     fit = fit_iso(df)
     assert fit.bracketed is False and not fit.interior
     assert fit.extend_toward == ""

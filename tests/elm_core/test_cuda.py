@@ -31,11 +31,8 @@ def _cuda_case(monkeypatch, mode: str, changes: dict, batch: int, tokens: bool, 
     cfg = ELMConfig(n_in=7, n_out=6, n_neurons=9, d_m=3, d_tree=3, d_brch=2, p_rec=0.5, seed=3).replace(**changes)
     ref, fst = (m.to(CUDA) for m in _pair(cfg, dtype))
     gen = torch.Generator().manual_seed(0)
-    x = (
-        torch.randint(0, 7, (batch, 11), generator=gen)
-        if tokens
-        else torch.randn(batch, 11, 7, generator=gen, dtype=dtype)
-    )
+    x = torch.randint(0, 7, (batch, 11), generator=gen) if tokens else torch.randn(batch, 11, 7, generator=gen,
+                                                                                    dtype=dtype)
     return ref, fst, x.to(CUDA)
 
 

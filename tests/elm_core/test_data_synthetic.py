@@ -52,14 +52,8 @@ def test_synthetic_adding_is_deterministic_and_fast_at_a_coarse_bin():
 
 @pytest.mark.parametrize(
     "knob",
-    [
-        {"template_seed": 1},
-        {"channels": 70},
-        {"jitter_ms": 10.0},
-        {"jitter_units": 5.0},
-        {"noise_hz": 0.0},
-        {"fresh_train": False},
-    ],
+    [{"template_seed": 1}, {"channels": 70}, {"jitter_ms": 10.0}, {"jitter_units": 5.0}, {"noise_hz": 0.0},
+     {"fresh_train": False}],
 )
 def test_every_knob_is_part_of_the_dataset_hash(knob):
     assert small(**knob).dataset_hash != small().dataset_hash
@@ -81,9 +75,8 @@ def test_synthetic_adding_labels_are_the_sum_of_the_two_digit_values():
 def test_pooled_channels_are_sums_of_adjacent_units_of_the_same_recordings():
     full, pooled = small(), small(channels=70)
     assert (pooled.n_in, pooled.seq_len) == (70, 100) and "70 channels" in pooled.description
-    for (xf, yf), (xp, yp) in zip(
-        full.batches("train", 4, num_batches=2), pooled.batches("train", 4, num_batches=2), strict=True
-    ):
+    for (xf, yf), (xp, yp) in zip(full.batches("train", 4, num_batches=2), pooled.batches("train", 4, num_batches=2),
+                                  strict=True):
         assert torch.equal(xp, xf.reshape(4, 100, 70, 10).sum(-1)) and torch.equal(yp, yf)
     assert small(channels=100).n_in == 100
     with pytest.raises(DataError, match="must divide 700"):
@@ -122,13 +115,8 @@ def test_less_noise_and_jitter_give_cleaner_recordings():
 
 @pytest.mark.parametrize(
     ("options", "what"),
-    [
-        ({"noise_hz": -1.0}, "noise_hz must be"),
-        ({"jitter_ms": float("nan")}, "jitter_ms must be"),
-        ({"num_valid": 0}, "at least one sample"),
-        ({"channels": 0}, "must divide 700"),
-        ({"bogus": 1}, "no option"),
-    ],
+    [({"noise_hz": -1.0}, "noise_hz must be"), ({"jitter_ms": float("nan")}, "jitter_ms must be"),
+     ({"num_valid": 0}, "at least one sample"), ({"channels": 0}, "must divide 700"), ({"bogus": 1}, "no option")],
 )
 def test_bad_options_get_one_line_errors(options, what):
     with pytest.raises(DataError, match=what) as e:

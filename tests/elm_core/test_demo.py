@@ -30,10 +30,9 @@ def test_demo_loads_with_one_command_and_twice_adds_nothing(elmlab_home, capsys)
 
 
 def test_three_text_budgets_over_8x_with_six_allocations_each():
-    per_budget = TEXT.group_by("budget").agg(
-        pl.col("d_m").n_unique().alias("started"),
-        pl.col("d_m").filter(pl.col("status") == "done").n_unique().alias("finished"),
-    )
+    per_budget = TEXT.group_by("budget").agg(pl.col("d_m").n_unique().alias("started"),
+                                             pl.col("d_m").filter(pl.col("status") == "done").n_unique()
+                                             .alias("finished"))
     assert per_budget.height >= 3 and per_budget["budget"].max() / per_budget["budget"].min() >= 8
     assert per_budget["started"].min() >= 6 and per_budget["finished"].min() >= 3
     assert TEXT.group_by("budget", "d_m").agg(pl.col("seed").n_unique()).get_column("seed").max() >= 2

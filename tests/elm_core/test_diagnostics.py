@@ -69,10 +69,10 @@ def test_ngram_matches_a_direct_witten_bell_computation():
     def p(order, hist, w):  # the recursion written out literally
         if order == 0:
             return 1 / vocab
-        h = tuple(hist[len(hist) - order + 1 :]) if order > 1 else ()
+        h = tuple(hist[len(hist) - order + 1:]) if order > 1 else ()
         if len(hist) < order - 1:
             return p(order - 1, hist, w)
-        grams = [tuple(train[i : i + order]) for i in range(len(train) - order + 1)]
+        grams = [tuple(train[i:i + order]) for i in range(len(train) - order + 1)]
         follow = [g[-1] for g in grams if g[:-1] == h]
         if not follow:
             return p(order - 1, hist, w)

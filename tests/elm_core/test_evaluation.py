@@ -35,7 +35,8 @@ def trained():
 def test_parallel_streams_equal_the_batch_1_pass(trained):
     task, model = trained
     n = 6000
-    one, seen = evaluate_chars(model, task, "test", batch_size=1, seq_len=250, max_chars=n, device=torch.device("cpu"))
+    one, seen = evaluate_chars(model, task, "test", batch_size=1, seq_len=250, max_chars=n,
+                               device=torch.device("cpu"))
     assert seen == n
     bpc, count = evaluate_char_streams(model, task.tokens("test")[: n + 1], streams=3, warmup=500)
     assert count == n  # every target once
@@ -47,7 +48,8 @@ def test_parallel_streams_equal_the_batch_1_pass(trained):
 def test_a_split_too_short_for_two_streams_is_the_batch_1_pass(trained):
     task, model = trained
     tokens = task.tokens("test")[:1251]  # whole chunks of 250: the batch-1 pass stops after one
-    one, _ = evaluate_chars(model, task, "test", batch_size=1, seq_len=250, max_chars=1250, device=torch.device("cpu"))
+    one, _ = evaluate_chars(model, task, "test", batch_size=1, seq_len=250, max_chars=1250,
+                            device=torch.device("cpu"))
     bpc, count = evaluate_char_streams(model, tokens, streams=32, warmup=500)
     assert count == 1250 and bpc == pytest.approx(one, abs=1e-6)
 

@@ -48,7 +48,7 @@ def test_constant_rule_and_unknown_rule():
         param_groups(net, 1e-3, "sqrt")
 
 
-def test_the_cpu_preset_uses_the_fan_in_rule_and_specs_can_override_it():
+def test_the_cpu_preset_uses_the_fan_in_budget_rule_and_specs_can_override_it():
     assert RunSpec(task="text", preset="cpu", budget=100_000, d_m=8).protocol("char")["lr_rule"] == "fan-in-budget"
     assert RunSpec(task="text", preset="small", budget=60_000, d_m=8).protocol("char")["lr_rule"] is None
     spec = RunSpec(task="text", preset="cpu", budget=100_000, d_m=8, lr_rule="constant")

@@ -22,13 +22,9 @@ def fresh_process(monkeypatch):
 
 
 def _globals() -> tuple:
-    return (
-        torch.backends.cuda.matmul.allow_tf32,
-        torch.backends.cudnn.allow_tf32,
-        torch.get_float32_matmul_precision(),
-        torch.get_num_threads(),
-        torch.are_deterministic_algorithms_enabled(),
-    )
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.get_float32_matmul_precision(), torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled())
 
 
 @pytest.mark.parametrize("precision", ["tf32", "bf16", "fp32"])
@@ -80,14 +76,8 @@ def test_a_checkpoint_loads_onto_another_device_with_the_rng_on_the_host(tmp_pat
 
 
 def test_a_resumed_run_with_dropout_equals_the_whole_run(tmp_path):
-    spec = RunSpec(
-        **TINY,
-        steps=10,
-        run_id="resume-drop",
-        checkpoint_dir="ck",
-        checkpoint_every_s=1e-9,
-        model={"recurrent_dropout": 0.2, "input_dropout": 0.1},
-    )
+    spec = RunSpec(**TINY, steps=10, run_id="resume-drop", checkpoint_dir="ck", checkpoint_every_s=1e-9,
+                   model={"recurrent_dropout": 0.2, "input_dropout": 0.1})
     calls = []
     stopped = train(spec, should_stop=lambda: calls.append(1) or len(calls) > 6, checkpoint_root=tmp_path)
     assert stopped.status == "cancelled"

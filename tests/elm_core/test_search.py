@@ -47,9 +47,8 @@ def planted_curve(
     for s in steps:
         loss = planted_final(d_m) + 3.0 * s**-0.5 + rng.normal(0, 0.02)
         valid = loss + 0.9 if s % eval_every == 0 and s < total else None
-        out.append(
-            dict(step=s, tokens=800 * s, wall_time_s=round(sec_per_step * s, 3), train_loss=loss, valid_metric=valid)
-        )
+        out.append(dict(step=s, tokens=800 * s, wall_time_s=round(sec_per_step * s, 3), train_loss=loss,
+                        valid_metric=valid))
     return out
 
 
@@ -60,25 +59,12 @@ def planted_runs(budgets=(50_000,), seeds=(0, 1), seed: int = 0, eval_every: int
         for s in seeds:
             for d in ARMS:
                 curve = planted_curve(d, s, rng, eval_every=eval_every)
-                rows.append(
-                    dict(
-                        run_id=f"r{b}-{d}-{s}",
-                        status="done",
-                        task="text",
-                        metric_name="bpc",
-                        budget=b,
-                        params=b,
-                        d_m=d,
-                        n_neurons=max(1, b // (40 * d)),
-                        seed=s,
-                        steps=TOTAL,
-                        wall_time_s=curve[-1]["wall_time_s"] + 1.0,
-                        created_at=float(len(rows)),
-                        worker="w1",
-                        test_metric=planted_final(d) + 1.0 + rng.normal(0, 0.01),
-                        curve=json.dumps(curve),
-                    )
-                )
+                rows.append(dict(
+                    run_id=f"r{b}-{d}-{s}", status="done", task="text", metric_name="bpc", budget=b, params=b,
+                    d_m=d, n_neurons=max(1, b // (40 * d)), seed=s, steps=TOTAL,
+                    wall_time_s=curve[-1]["wall_time_s"] + 1.0, created_at=float(len(rows)), worker="w1",
+                    test_metric=planted_final(d) + 1.0 + rng.normal(0, 0.01), curve=json.dumps(curve),
+                ))
     return pl.DataFrame(rows)
 
 
@@ -166,28 +152,9 @@ def test_decide_is_pure_and_idempotent():
     # with their reason, the started ones queued. Nothing is done twice.
     rebuilt = SearchState(
         tuple(
-            GroupState(
-                g.budget,
-                g.arms,
-                g.seeds,
-                g.total_steps,
-                g.rungs,
-                g.signal,
-                g.maximize,
-                tuple(
-                    RunState(
-                        r.run_id,
-                        r.arm,
-                        r.seed,
-                        "cancelled" if r.status == "stopping" else r.status,
-                        r.step,
-                        r.curve,
-                        r.wall_time_s,
-                        r.reason,
-                    )
-                    for r in g.runs
-                ),
-            )
+            GroupState(g.budget, g.arms, g.seeds, g.total_steps, g.rungs, g.signal, g.maximize, tuple(
+                RunState(r.run_id, r.arm, r.seed, "cancelled" if r.status == "stopping" else r.status, r.step,
+                         r.curve, r.wall_time_s, r.reason) for r in g.runs))
             for g in after.groups
         ),
         state.policy,
@@ -216,10 +183,8 @@ def test_no_seed_is_promoted_before_three_arms_reached_the_top_rung():
 
 
 def test_seeds_go_to_a_third_of_the_contenders_whose_interval_overlaps_the_best():
-    stopped = [
-        replace(_run(d, 0, 132, planted_final(d) + 1.0), status="cancelled", reason=f"{PRUNED} 132: rank 6")
-        for d in (2, 32, 64)
-    ]
+    stopped = [replace(_run(d, 0, 132, planted_final(d) + 1.0), status="cancelled", reason=f"{PRUNED} 132: rank 6")
+               for d in (2, 32, 64)]
     runs = [*stopped, *[_run(d, 0, TOTAL, planted_final(d), status="done") for d in (4, 8, 16)]]
     # Six arms reached the top rung but three were stopped: one place among the three contenders.
     assert [a for a in decide(SearchState((_group(runs),))) if isinstance(a, Start)] == [Start(50_000.0, 8.0, 1)]
@@ -249,10 +214,8 @@ def _pruned(arm: float, final: float) -> RunState:
 
 def test_a_stopped_neighbour_of_the_finished_best_is_trained_again_to_the_end():
     # d_m 16 started slowly and was stopped at the rung; d_m 8 ended best of the finished arms.
-    runs = [
-        *[_run(d, 0, TOTAL, planted_final(d), status="done") for d in (2, 4, 8)],
-        *[_pruned(d, planted_final(d) + 0.5) for d in (16, 32, 64)],
-    ]
+    runs = [*[_run(d, 0, TOTAL, planted_final(d), status="done") for d in (2, 4, 8)],
+            *[_pruned(d, planted_final(d) + 0.5) for d in (16, 32, 64)]]
     state = SearchState((_group(runs),), Policy(max_seeds=2))
     starts = [a for a in decide(state) if isinstance(a, Start)]
     assert starts[0] == Start(50_000.0, 16.0, 1)  # reopened before any seed promotion
@@ -260,9 +223,8 @@ def test_a_stopped_neighbour_of_the_finished_best_is_trained_again_to_the_end():
     # The reopened run looks as bad at the rung as the first one did: it is not judged again.
     again = next(r for r in state.groups[0].runs if r.arm == 16.0 and r.seed == 1)
     slow = replace(again, status="running", step=200, curve=_run(16, 1, 200, planted_final(16) + 0.5).curve)
-    rebuilt = SearchState(
-        (replace(state.groups[0], runs=tuple(slow if r is again else r for r in state.groups[0].runs)),), state.policy
-    )
+    rebuilt = SearchState((replace(state.groups[0], runs=tuple(slow if r is again else r
+                                                                for r in state.groups[0].runs)),), state.policy)
     actions = decide(rebuilt)
     assert not [a for a in actions if isinstance(a, Stop)]
     assert not [a for a in actions if isinstance(a, Start) and a.arm == 16.0]  # started once
@@ -272,18 +234,13 @@ def test_nothing_is_reopened_while_the_race_runs_or_beyond_the_limit():
     done = [_run(d, 0, TOTAL, planted_final(d), status="done") for d in (2, 4)]
     runs = [*done, _run(8, 0, 300, planted_final(8)), *[_pruned(d, planted_final(d) + 0.5) for d in (16, 32, 64)]]
     assert not [a for a in decide(SearchState((_group(runs),))) if isinstance(a, Start) and a.arm == 16.0]
-    finished = [
-        *done,
-        _run(8, 0, TOTAL, planted_final(8), status="done"),
-        *[_pruned(d, planted_final(d) + 0.5) for d in (16, 32, 64)],
-    ]
+    finished = [*done, _run(8, 0, TOTAL, planted_final(8), status="done"),
+                *[_pruned(d, planted_final(d) + 0.5) for d in (16, 32, 64)]]
     spent = 3 * TOTAL + 3 * 132
-    assert not [
-        a
-        for a in decide(SearchState((_group(finished),), Policy(compute_limit=spent + TOTAL - 1)))
-        if isinstance(a, Start)
-    ]
-    assert not [a for a in decide(SearchState((_group(finished),), Policy(max_seeds=1))) if isinstance(a, Start)]
+    assert not [a for a in decide(SearchState((_group(finished),), Policy(compute_limit=spent + TOTAL - 1)))
+                if isinstance(a, Start)]
+    assert not [a for a in decide(SearchState((_group(finished),), Policy(max_seeds=1)))
+                if isinstance(a, Start)]
 
 
 def test_events_are_folded_in_and_a_finished_run_stays_finished():
@@ -319,9 +276,8 @@ def test_the_limit_holds_with_running_runs_counted_to_the_end():
 
 def test_the_compute_limit_bounds_new_seeds():
     runs = [_run(d, 0, TOTAL, planted_final(d), status="done") for d in ARMS]
-    assert not [
-        a for a in decide(SearchState((_group(runs),), Policy(compute_limit=6.5 * TOTAL))) if isinstance(a, Start)
-    ]
+    assert not [a for a in decide(SearchState((_group(runs),), Policy(compute_limit=6.5 * TOTAL)))
+                if isinstance(a, Start)]
     seeds = [a for a in decide(SearchState((_group(runs),), Policy(compute_limit=7 * TOTAL))) if isinstance(a, Start)]
     assert seeds == [Start(50_000.0, 8.0, 1)]  # the best first, and only as many as fit
 
@@ -330,11 +286,8 @@ def test_a_limit_in_cpu_hours_counts_the_recorded_wall_time():
     runs = [replace(_run(d, 0, TOTAL, planted_final(d), status="done"), wall_time_s=360.0) for d in ARMS]
     group = _group(runs)  # 0.6 CPU-hours spent; another run costs 400 steps x 0.9 s = 0.1 h
     starts = [
-        [
-            a
-            for a in decide(SearchState((group,), Policy(compute_limit=lim, limit_unit="cpu_hours")))
-            if isinstance(a, Start)
-        ]
+        [a for a in decide(SearchState((group,), Policy(compute_limit=lim, limit_unit="cpu_hours")))
+         if isinstance(a, Start)]
         for lim in (0.65, 0.75)
     ]
     assert starts == [[], [Start(50_000.0, 8.0, 1)]]
@@ -445,19 +398,8 @@ def test_replay_reports_every_field_per_budget_group():
     assert [g.budget for g in groups] == [50_000.0, 200_000.0]
     for g in groups:
         d = g.to_dict()
-        for key in (
-            "budget",
-            "compute_fraction",
-            "wall_fraction",
-            "search_optimum",
-            "grid_optimum",
-            "grid_ci",
-            "inside",
-            "signal",
-            "rungs",
-            "finished",
-            "stopped",
-        ):
+        for key in ("budget", "compute_fraction", "wall_fraction", "search_optimum", "grid_optimum", "grid_ci",
+                    "inside", "signal", "rungs", "finished", "stopped"):
             assert key in d
         assert 0 < d["compute_fraction"] <= 0.4 + 1e-9
         assert 0 < d["wall_fraction"] < 1
@@ -494,9 +436,7 @@ def search_export(sweep_id: str | None = "search-1a2b3c4d") -> pl.DataFrame:
     (g,) = replay(grid, Policy(), n_boot=20)
     assert g.stopped and len(g.finished) + len(g.stopped) < grid.height  # a search, not the grid
     stopped = grid.filter(pl.col("run_id").is_in(list(g.stopped))).with_columns(
-        status=pl.lit("cancelled"),
-        steps=pl.lit(g.rungs[-1], pl.Int64),
-        test_metric=pl.lit(None, pl.Float64),
+        status=pl.lit("cancelled"), steps=pl.lit(g.rungs[-1], pl.Int64), test_metric=pl.lit(None, pl.Float64),
         reason=pl.col("run_id").replace_strict(g.stopped, return_dtype=pl.String),
     )
     done = grid.filter(pl.col("run_id").is_in(list(g.finished))).with_columns(reason=pl.lit(None, pl.String))

@@ -18,25 +18,16 @@ def _loss(level: float, s: np.ndarray) -> np.ndarray:
     return level + 1.5 * s**-0.5
 
 
-def _row(run_id: str, d_m: int, status: str, upto: int, level: float, reason: str | None = None, seed: int = 0) -> dict:
+def _row(run_id: str, d_m: int, status: str, upto: int, level: float, reason: str | None = None,
+         seed: int = 0) -> dict:
     s = np.arange(3, upto + 1, 3)
     noisy = _loss(level, s) + 0.003 * np.random.default_rng(d_m + 7 * seed).standard_normal(s.size)
     curve = [{"step": int(a), "train_loss": float(v), "valid_metric": None} for a, v in zip(s, noisy, strict=True)]
     done = status == "done"
-    return {
-        "run_id": run_id,
-        "task": "text",
-        "status": status,
-        "reason": reason,
-        "budget": 50_000,
-        "params": 49_900,
-        "d_m": d_m,
-        "seed": seed,
-        "steps": upto,
-        "metric_name": "bpc",
-        "test_metric": float(_loss(level, np.array([TOTAL]))[0] + 0.3) if done else None,
-        "curve": json.dumps(curve),
-    }
+    return {"run_id": run_id, "task": "text", "status": status, "reason": reason, "budget": 50_000,
+            "params": 49_900, "d_m": d_m, "seed": seed, "steps": upto, "metric_name": "bpc",
+            "test_metric": float(_loss(level, np.array([TOTAL]))[0] + 0.3) if done else None,
+            "curve": json.dumps(curve)}
 
 
 def _frame() -> pl.DataFrame:

@@ -21,16 +21,8 @@ def test_the_spike_protocol_learns_single_synthetic_digits_well_above_chance():
     torch.set_num_threads(1)
     steps, batch = 200, 16  # about 0.8 test accuracy by then (seeds 0-2); 0.95 after 300
     spec = RunSpec(
-        task="synthetic-digits",
-        preset="adding-cpu",
-        n_neurons=32,
-        d_m=6,
-        epochs=1,
-        batch_size=batch,
-        warmup_steps=10,
-        eval_every=steps,
-        eval_samples=320,
-        test_samples=320,
+        task="synthetic-digits", preset="adding-cpu", n_neurons=32, d_m=6, epochs=1, batch_size=batch,
+        warmup_steps=10, eval_every=steps, eval_samples=320, test_samples=320,
         task_options={"num_train": steps * batch, "num_valid": 320, "num_test": 320},
     )
     record = train(spec)

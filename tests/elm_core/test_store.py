@@ -244,14 +244,8 @@ STATUS_COLUMNS = ["run_id", "status", "reason", "task", "params", "d_m", "valid_
 
 def test_rows_answer_as_runs_does_with_only_the_columns_asked(filled: Store) -> None:
     filled.import_reference_csv()
-    for selection in (
-        {},
-        {"source": "elmlab"},
-        {"status": ["queued", "running"]},
-        {"sweep_id": "s2"},
-        {"task": "enwik8", "budget": 1e6},
-        {"status": "cancelled"},
-    ):
+    for selection in ({}, {"source": "elmlab"}, {"status": ["queued", "running"]}, {"sweep_id": "s2"},
+                      {"task": "enwik8", "budget": 1e6}, {"status": "cancelled"}):
         expected = filled.runs(**selection).select(STATUS_COLUMNS).to_dicts()
         assert filled.rows(STATUS_COLUMNS, **selection) == expected, selection
     assert [r["run_id"] for r in filled.rows(["run_id"], status="done", source="elmlab")] == ["a", "d", "f"]

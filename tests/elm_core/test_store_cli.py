@@ -98,6 +98,7 @@ def test_compact_and_import(elmlab_home: Path, tmp_path: Path, capsys: pytest.Ca
     assert Store(tmp_path / "copy").runs().equals(before)
 
 
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export_and_import_carry_tags_and_notes(
     elmlab_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
@@ -115,10 +116,8 @@ def test_export_and_import_carry_tags_and_notes(
     annotations.save(copy, "r2", ["mine"], "kept: the export says nothing of r2")
     code, out, _ = run_cli(capsys, "store", "import", str(exported), "--store", str(copy))
     assert code == 0 and "imported 3 records" in out and "tags and notes of 1" in out
-    assert annotations.load(copy) == {
-        "r1": {"tags": ["best", "check lr"], "note": "lr looks high, too"},
-        "r2": {"tags": ["mine"], "note": "kept: the export says nothing of r2"},
-    }
+    assert annotations.load(copy) == {"r1": {"tags": ["best", "check lr"], "note": "lr looks high, too"},
+                                      "r2": {"tags": ["mine"], "note": "kept: the export says nothing of r2"}}
     if fmt == "csv":  # a tag over the limit stops the import before any record is written
         exported.write_text(exported.read_text().replace("check lr", "x" * 60))
         code, _, err = run_cli(capsys, "store", "import", str(exported), "--store", str(tmp_path / "other"))

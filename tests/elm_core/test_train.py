@@ -11,32 +11,11 @@ from elm_core.config import ELMConfig
 from elm_core.spec import PRESETS, RunSpec, parse_spec
 from elm_core.train import lr_factor, reset_probability, train
 
-TINY = dict(
-    task="text",
-    n_neurons=16,
-    d_m=4,
-    d_tree=4,
-    d_brch=4,
-    batch_size=4,
-    seq_len=20,
-    eval_chars=400,
-    test_chars=400,
-    lr=5e-3,
-    warmup_steps=5,
-)
-TINY_ADDING = dict(
-    task="synthetic-adding",
-    n_neurons=16,
-    d_m=4,
-    d_tree=4,
-    d_brch=4,
-    batch_size=8,
-    epochs=1,
-    batches_per_epoch=6,
-    eval_samples=32,
-    test_samples=32,
-    task_options={"num_train": 64, "num_valid": 32, "num_test": 32, "max_time_s": 0.05},
-)
+TINY = dict(task="text", n_neurons=16, d_m=4, d_tree=4, d_brch=4, batch_size=4, seq_len=20, eval_chars=400,
+            test_chars=400, lr=5e-3, warmup_steps=5)
+TINY_ADDING = dict(task="synthetic-adding", n_neurons=16, d_m=4, d_tree=4, d_brch=4, batch_size=8, epochs=1,
+                   batches_per_epoch=6, eval_samples=32, test_samples=32,
+                   task_options={"num_train": 64, "num_valid": 32, "num_test": 32, "max_time_s": 0.05})
 
 
 def test_loss_falls_on_the_bundled_corpus():
@@ -147,15 +126,8 @@ def test_corrupt_checkpoint_starts_from_scratch_with_a_warning_naming_it(tmp_pat
     assert "broken.pt" in caplog.text and "from scratch" in caplog.text
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("checkpoint_dir", "/tmp/outside"),
-        ("checkpoint_dir", "a/../../b"),
-        ("run_id", "../escape"),
-        ("run_id", "r" * 300),
-    ],
-)
+@pytest.mark.parametrize(("field", "value"), [("checkpoint_dir", "/tmp/outside"), ("checkpoint_dir", "a/../../b"),
+                                               ("run_id", "../escape"), ("run_id", "r" * 300)])
 def test_checkpoint_paths_cannot_leave_the_checkpoint_folder(field, value):
     with pytest.raises(ValueError, match=field):
         parse_spec({**TINY, field: value})
@@ -170,11 +142,8 @@ def test_a_budget_beyond_the_documented_maximum_or_not_a_count_is_refused(budget
 
 def test_a_run_too_large_for_memory_is_refused_naming_the_estimate():
     with pytest.raises(ValueError, match=r"memory: this run needs at least [\d.]+ GB"):
-        train(
-            RunSpec(
-                **{**{k: v for k, v in TINY.items() if k != "n_neurons"}, "budget": 2_000_000_000, "batch_size": 4096}
-            )
-        )
+        train(RunSpec(**{**{k: v for k, v in TINY.items() if k != "n_neurons"}, "budget": 2_000_000_000,
+                         "batch_size": 4096}))
 
 
 def test_spike_task_reports_accuracy():
@@ -220,13 +189,8 @@ def test_schedules():
 
 def test_paper_presets_hold_the_reference_protocol():
     p = PRESETS["enwik8-paper"]
-    assert (p["optimizer"], p["lr"], p["warmup_steps"], p["schedule_steps"], p["clip"]) == (
-        "adam",
-        5e-4,
-        100,
-        300_000,
-        1.0,
-    )
+    assert (p["optimizer"], p["lr"], p["warmup_steps"], p["schedule_steps"], p["clip"]) == ("adam", 5e-4, 100,
+                                                                                            300_000, 1.0)
     assert p["model"]["d_tree"] == 50 and p["model"]["d_brch"] == 15 and p["reset_anneal_steps"] == 40_000
     s = PRESETS["shd-adding-paper"]
     assert (s["optimizer"], s["lr"], s["epochs"], s["batches_per_epoch"]) == ("adamax", 5e-3, 70, 2000)

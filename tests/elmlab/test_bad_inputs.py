@@ -18,18 +18,15 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize(
-    ("name", "content"),
-    [
-        ("lots.csv", HEADER + "r1,text,done,lots\n"),
-        ("quoting.csv", 'run_id,task,status\n"r1,text,"done\n'),
-        ("empty.csv", ""),
-        ("random.csv", os.urandom(512)),
-        ("random.parquet", os.urandom(512)),
-        ("notes.txt", "hello\n"),
-        ("status.csv", "run_id,task,status\nr1,text,bogus\n"),
-    ],
-)
+@pytest.mark.parametrize(("name", "content"), [
+    ("lots.csv", HEADER + "r1,text,done,lots\n"),
+    ("quoting.csv", 'run_id,task,status\n"r1,text,"done\n'),
+    ("empty.csv", ""),
+    ("random.csv", os.urandom(512)),
+    ("random.parquet", os.urandom(512)),
+    ("notes.txt", "hello\n"),
+    ("status.csv", "run_id,task,status\nr1,text,bogus\n"),
+])
 def test_store_import_of_a_bad_file_is_one_line_naming_it(tmp_path: Path, capsys, name, content):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -69,18 +66,15 @@ def test_train_with_a_budget_beyond_the_maximum_is_one_line(capsys):
     assert "at most 2e+09" in _one_error_line(capsys)
 
 
-@pytest.mark.parametrize(
-    ("content", "says"),
-    [
-        ("[1, 2, 3]", "a run spec is a JSON object, not list"),
-        ("not json", "Expecting value"),
-        (os.urandom(64) + b"\xff", "codec can't decode"),
-        ('{"task": "synthetic-adding", "n_neurons": 8, "d_m": 3, "task_options": {"bin_ms": NaN}}', "bin_ms=nan"),
-        ('{"task": "text", "budget": true, "d_m": 3}', "not a boolean"),
-        ('{"task": "text", "n_neurons": 8, "d_m": 3, "seed": -1}', "seed"),
-        ('{"task": "text", "n_neurons": 8, "d_m": 3, "seed": 1180591620717411303424}', "seed"),
-    ],
-)
+@pytest.mark.parametrize(("content", "says"), [
+    ("[1, 2, 3]", "a run spec is a JSON object, not list"),
+    ("not json", "Expecting value"),
+    (os.urandom(64) + b"\xff", "codec can't decode"),
+    ('{"task": "synthetic-adding", "n_neurons": 8, "d_m": 3, "task_options": {"bin_ms": NaN}}', "bin_ms=nan"),
+    ('{"task": "text", "budget": true, "d_m": 3}', "not a boolean"),
+    ('{"task": "text", "n_neurons": 8, "d_m": 3, "seed": -1}', "seed"),
+    ('{"task": "text", "n_neurons": 8, "d_m": 3, "seed": 1180591620717411303424}', "seed"),
+])
 def test_submit_of_a_bad_spec_file_is_one_line_and_queues_nothing(tmp_path: Path, monkeypatch, capsys, content, says):
     monkeypatch.setenv("ELMLAB_HOME", str(tmp_path))
     path = tmp_path / "spec.json"

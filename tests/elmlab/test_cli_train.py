@@ -6,27 +6,8 @@ import json
 
 from elmlab.cli import main
 
-TINY = [
-    "--n-neurons",
-    "8",
-    "--d-m",
-    "3",
-    "--d-tree",
-    "3",
-    "--d-brch",
-    "3",
-    "--steps",
-    "3",
-    "--batch-size",
-    "2",
-    "--seq-len",
-    "10",
-    "--eval-chars",
-    "100",
-    "--test-chars",
-    "100",
-    "--quiet",
-]
+TINY = ["--n-neurons", "8", "--d-m", "3", "--d-tree", "3", "--d-brch", "3", "--steps", "3", "--batch-size", "2",
+        "--seq-len", "10", "--eval-chars", "100", "--test-chars", "100", "--quiet"]
 
 
 def test_train_prints_the_result_and_writes_json(tmp_path, capsys, elmlab_home):
@@ -47,7 +28,7 @@ def test_train_takes_a_spec_file_and_flags_override_it(tmp_path, capsys, elmlab_
 
 def test_train_names_the_base_learning_rate_it_starts_from(capsys, elmlab_home):
     """The `cpu` preset's rate follows the budget: a 40k run says 0.01, an explicit rate is scaled too."""
-    tiny = [a for a in TINY if a not in ("--n-neurons", "8")]
+    tiny = TINY[2:]  # without --n-neurons: the budget decides N
     assert main(["train", "--preset", "cpu", "--budget", "40000", *tiny]) == 0
     assert "lr=0.01 (fan-in-budget)" in capsys.readouterr().err
     assert main(["train", "--preset", "cpu", "--budget", "40000", "--lr", "1e-3", *tiny]) == 0

@@ -27,18 +27,10 @@ def test_a_second_instance_on_one_home_is_refused_naming_the_first(tmp_path: Pat
 
 def test_a_stale_lock_of_a_killed_instance_is_taken_over(tmp_path: Path):
     lock = tmp_path / "up.lock"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import sys, time; from pathlib import Path; from elmlab.lock import instance_lock\n"
-                f"with instance_lock(Path({str(lock)!r}), 'x', 'y'):\n    print('held', flush=True); time.sleep(60)"
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from elmlab.lock import instance_lock\n"
+        f"with instance_lock(Path({str(lock)!r}), 'x', 'y'):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(UsageError, match=f"pid {holder.pid}"):
         with instance_lock(lock, "z", "y"):
@@ -67,20 +59,11 @@ def test_a_second_recorder_on_one_home_is_refused_in_one_line(tmp_path: Path, mo
 
 
 def test_children_die_with_a_supervisor_killed_with_sigkill():
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import subprocess, sys, time; from elmlab.lock import die_with_parent\n"
-                "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True,"
-                " preexec_fn=die_with_parent())\n"
-                "print(c.pid, flush=True); time.sleep(60)"
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; from elmlab.lock import die_with_parent\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True,"
+        " preexec_fn=die_with_parent())\n"
+        "print(c.pid, flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
@@ -129,14 +112,9 @@ def test_kill_9_of_elmlab_up_leaves_no_child_running(tmp_path: Path):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELMLAB_")}
     env.update(ELMLAB_HOME=str(home), PYTHONUNBUFFERED="1")
-    up = subprocess.Popen(
-        [sys.executable, "-m", "elmlab.cli", "up", "--no-browser", "--port", str(free_port()), "--concurrency", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    up = subprocess.Popen([sys.executable, "-m", "elmlab.cli", "up", "--no-browser", "--port", str(free_port()),
+                           "--concurrency", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True)
     children: set[int] = set()
     try:
         lines = []
@@ -174,15 +152,8 @@ def test_the_startup_line_of_a_read_only_dashboard_names_no_broker(tmp_path: Pat
     from elmlab.commands.up import _children, startup_lines
 
     settings = Settings(home=tmp_path)
-    fields = dict(
-        no_worker=False,
-        flower=None,
-        host="127.0.0.1",
-        port=8501,
-        queues="train",
-        concurrency=None,
-        threads_per_run=None,
-    )
+    fields = dict(no_worker=False, flower=None, host="127.0.0.1", port=8501, queues="train", concurrency=None,
+                  threads_per_run=None)
     args = argparse.Namespace(read_only=True, **fields)
     first, second = startup_lines(args, settings, "http://localhost:8501", _children(args, settings))
     assert first.startswith("ELM Lab is up, read-only: http://localhost:8501") and "broker" not in first

@@ -21,18 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ELMLAB = [sys.executable, "-m", "elmlab.cli"]
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
-TINY: dict[str, Any] = {
-    "task": "text",
-    "n_neurons": 8,
-    "d_m": 3,
-    "d_tree": 3,
-    "d_brch": 3,
-    "steps": 5,
-    "batch_size": 2,
-    "seq_len": 10,
-    "eval_chars": 100,
-    "test_chars": 100,
-}
+TINY: dict[str, Any] = {"task": "text", "n_neurons": 8, "d_m": 3, "d_tree": 3, "d_brch": 3, "steps": 5,
+                        "batch_size": 2, "seq_len": 10, "eval_chars": 100, "test_chars": 100}
 
 
 def tiny(**changes: Any) -> dict[str, Any]:
@@ -48,9 +38,8 @@ def redis_up() -> bool:
         return False
 
 
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2, renew: Callable[[], bool] | None = None
-) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2,
+             renew: Callable[[], bool] | None = None) -> Any:
     """Poll `predicate` every `every` seconds until it is truthy (returned); AssertionError after
     `timeout` seconds, counted afresh whenever `renew()` says the awaited work moved on."""
     deadline = time.monotonic() + timeout
@@ -77,13 +66,8 @@ class Lab:
     def settings(self):
         from elm_core.settings import Settings
 
-        return Settings(
-            **{
-                k.removeprefix("ELMLAB_").lower(): v
-                for k, v in self.env.items()
-                if k.startswith("ELMLAB_") and k != "ELMLAB_RUN_THREADS"
-            }
-        )
+        return Settings(**{k.removeprefix("ELMLAB_").lower(): v for k, v in self.env.items()
+                           if k.startswith("ELMLAB_") and k != "ELMLAB_RUN_THREADS"})
 
     @property
     def store(self):
@@ -96,9 +80,8 @@ class Lab:
         logs = self.home / "test-logs"
         logs.mkdir(exist_ok=True)
         out = open(logs / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen(
-            [*ELMLAB, *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen([*ELMLAB, *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         out.close()
         self.procs.append((name, proc))
         return proc

@@ -47,17 +47,14 @@ def test_submit_records_queued_and_sends_one_json_message(lab: Lab):
     assert [m["headers"]["id"] for m in _messages(lab, "gpu")] == [gpu]
 
 
-@pytest.mark.parametrize(
-    "bad, field",
-    [
-        ({"budget": -4, "d_m": 3, "n_neurons": None}, "budget"),
-        ({"steps": 0}, "steps"),
-        ({"colour": "blue"}, "colour"),
-        ({"n_neurons": None, "budget": 100}, "budget"),
-        ({"task": "nope"}, "task"),
-        ({"optimizer": "rmsprop"}, "optimizer"),
-    ],
-)
+@pytest.mark.parametrize("bad, field", [
+    ({"budget": -4, "d_m": 3, "n_neurons": None}, "budget"),
+    ({"steps": 0}, "steps"),
+    ({"colour": "blue"}, "colour"),
+    ({"n_neurons": None, "budget": 100}, "budget"),
+    ({"task": "nope"}, "task"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+])
 def test_invalid_specs_are_rejected_naming_the_field(lab: Lab, bad, field):
     spec = {k: v for k, v in tiny(**bad).items() if v is not None}
     with pytest.raises(ValueError, match=field):
@@ -81,9 +78,8 @@ def test_invalid_spec_never_reaches_the_redis_queue(redis_lab: Lab):
     r.close()
 
 
-@pytest.mark.parametrize(
-    "broker", ["lab", pytest.param("redis_lab", marks=[pytest.mark.redis, pytest.mark.redis_db(8)])]
-)
+@pytest.mark.parametrize("broker", ["lab", pytest.param("redis_lab", marks=[pytest.mark.redis,
+                                                                             pytest.mark.redis_db(8)])])
 def test_health_tells_the_messages_of_cancelled_runs_apart(broker: str, request: pytest.FixtureRequest):
     lab = request.getfixturevalue(broker)
     kept, cancelled, retried = submit.submit_many([tiny(), tiny(seed=1), tiny(seed=2)])
@@ -120,42 +116,15 @@ def test_broker_unreachable(lab: Lab, monkeypatch, capsys):
 
 
 def _tiny_flags() -> list[str]:
-    return [
-        "--n-neurons",
-        "8",
-        "--d-m",
-        "3",
-        "--d-tree",
-        "3",
-        "--d-brch",
-        "3",
-        "--steps",
-        "5",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "10",
-        "--eval-chars",
-        "100",
-        "--test-chars",
-        "100",
-    ]
+    return ["--n-neurons", "8", "--d-m", "3", "--d-tree", "3", "--d-brch", "3", "--steps", "5", "--batch-size", "2",
+            "--seq-len", "10", "--eval-chars", "100", "--test-chars", "100"]
 
 
 # What `elmlab status` over queued runs must not import: packages, and modules of packages it does use.
 STATUS_NEVER_PACKAGES = {"torch", "celery", "kombu", "pandas", "polars", "pydantic_settings"}
-STATUS_NEVER_MODULES = {
-    "pyarrow.compute",
-    "elm_core.budget",
-    "elm_core.config",
-    "elmlab.commands.fit",
-    "elmlab.commands.store",
-    "elmlab.commands.gpu",
-    "elmlab.commands.up",
-    "elmlab.commands.bench",
-    "elmlab.commands.model",
-    "elmlab.commands.demo",
-}
+STATUS_NEVER_MODULES = {"pyarrow.compute", "elm_core.budget", "elm_core.config", "elmlab.commands.fit",
+                        "elmlab.commands.store", "elmlab.commands.gpu", "elmlab.commands.up", "elmlab.commands.bench",
+                        "elmlab.commands.model", "elmlab.commands.demo"}
 
 
 def test_status_over_queued_runs_imports_neither_torch_nor_celery(lab: Lab):
@@ -163,17 +132,14 @@ def test_status_over_queued_runs_imports_neither_torch_nor_celery(lab: Lab):
     model code, no other command's module, and none of what the settings or the store's other paths use
     (checked in a fresh process, whose modules are its own)."""
     ids = submit.submit_many([tiny(seed=s) for s in (1, 2)])
-    code = (
-        "import io, json, sys\nfrom elmlab.cli import main\nout, sys.stdout = sys.stdout, io.StringIO()\n"
-        "rc = main(['status', '--json'])\nprint(json.dumps({'rc': rc, 'runs': json.loads(sys.stdout.getvalue()), "
-        "'modules': sorted(sys.modules)}), file=out)"
-    )
+    code = ("import io, json, sys\nfrom elmlab.cli import main\nout, sys.stdout = sys.stdout, io.StringIO()\n"
+            "rc = main(['status', '--json'])\nprint(json.dumps({'rc': rc, 'runs': json.loads(sys.stdout.getvalue()), "
+            "'modules': sorted(sys.modules)}), file=out)")
     done = subprocess.run([sys.executable, "-c", code], env=lab.env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["rc"] == 0 and sorted((r["run_id"], r["status"]) for r in answer["runs"]) == sorted(
-        (i, "queued") for i in ids
-    )
+        (i, "queued") for i in ids)
     assert not STATUS_NEVER_PACKAGES & {m.split(".")[0] for m in answer["modules"]}
     assert not STATUS_NEVER_MODULES & set(answer["modules"])
     assert {"elmlab.commands.queue", "pyarrow", "duckdb"} <= set(answer["modules"])  # the check sees imports
@@ -184,54 +150,15 @@ def test_cli_submit_sweep_status_cancel_retry(lab: Lab, capsys):
     run_id = capsys.readouterr().out.strip().splitlines()[-1]
     assert lab.status(run_id) == "queued"
 
-    assert (
-        main(
-            [
-                "sweep",
-                "iso",
-                "--budget",
-                "12000",
-                "--d-m-values",
-                "2,3",
-                "--seeds",
-                "0,1",
-                "--d-tree",
-                "3",
-                "--d-brch",
-                "3",
-                "--steps",
-                "5",
-                "--dry-run",
-            ]
-        )
-        == 0
-    )
+    assert main(["sweep", "iso", "--budget", "12000", "--d-m-values", "2,3", "--seeds", "0,1", "--d-tree", "3",
+                 "--d-brch", "3", "--steps", "5", "--dry-run"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 4
-    assert (
-        main(
-            [
-                "sweep",
-                "ladder",
-                "--budgets",
-                "1.2e4,2e4",
-                "--d-m",
-                "3",
-                "--d-tree",
-                "3",
-                "--d-brch",
-                "3",
-                "--steps",
-                "5",
-            ]
-        )
-        == 0
-    )
+    assert main(["sweep", "ladder", "--budgets", "1.2e4,2e4", "--d-m", "3", "--d-tree", "3", "--d-brch", "3",
+                 "--steps", "5"]) == 0
     ladder = capsys.readouterr().out.split()
     assert len(ladder) == 2 and {lab.status(i) for i in ladder} == {"queued"}
-    assert (
-        main(["sweep", "axis", "--axis", "d_tree", "--values", "2,3", "--n-neurons", "8", "--d-m", "3", "--steps", "5"])
-        == 0
-    )
+    assert main(["sweep", "axis", "--axis", "d_tree", "--values", "2,3", "--n-neurons", "8", "--d-m", "3",
+                 "--steps", "5"]) == 0
     assert len(capsys.readouterr().out.split()) == 2
 
     assert main(["status", "--json"]) == 0
@@ -239,16 +166,8 @@ def test_cli_submit_sweep_status_cancel_retry(lab: Lab, capsys):
     assert len(runs) == 5 and all({"run_id", "status"} <= set(r) for r in runs)
     assert main(["status", "--sweep", lab.store.run(ladder[0]).sweep_id]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split() == [
-        "run_id",
-        "status",
-        "task",
-        "params",
-        "d_m",
-        "n_neurons",
-        "metric",
-        "progress",
-    ]
+    assert table.splitlines()[0].split() == ["run_id", "status", "task", "params", "d_m", "n_neurons", "metric",
+                                             "progress"]
     assert len(table.splitlines()) == 3
 
     assert main(["cancel", run_id]) == 0

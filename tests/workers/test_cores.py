@@ -11,18 +11,15 @@ from elmlab.cli import main
 from workers import cores
 
 
-@pytest.mark.parametrize(
-    ("n_cores", "asked", "expected"),
-    [
-        (2, (None, None), (2, 1)),  # every core busy, one thread each
-        (16, (None, None), (16, 1)),
-        (1, (None, None), (1, 1)),
-        (8, (1, None), (1, 8)),  # one run gets every core
-        (8, (4, None), (4, 1)),
-        (8, (4, 2), (4, 2)),
-        (8, (None, 3), (8, 3)),
-    ],
-)
+@pytest.mark.parametrize(("n_cores", "asked", "expected"), [
+    (2, (None, None), (2, 1)),  # every core busy, one thread each
+    (16, (None, None), (16, 1)),
+    (1, (None, None), (1, 1)),
+    (8, (1, None), (1, 8)),  # one run gets every core
+    (8, (4, None), (4, 1)),
+    (8, (4, 2), (4, 2)),
+    (8, (None, 3), (8, 3)),
+])
 def test_run_slots_defaults_fill_every_core(monkeypatch, n_cores, asked, expected):
     monkeypatch.setattr(cores, "available_cores", lambda: n_cores)
     assert cores.run_slots(*asked) == expected
@@ -51,15 +48,12 @@ def test_pin_threads_sets_torch_threads_from_the_environment(monkeypatch):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize(
-    ("argv", "says"),
-    [
-        (["worker", "--concurrency", "0"], "--concurrency must be at least 1"),
-        (["worker", "--threads-per-run", "0"], "--threads-per-run must be at least 1"),
-        (["worker", "--pool", "solo", "--concurrency", "2"], "--pool solo trains one run at a time"),
-        (["up", "--no-browser", "--concurrency", "-1"], "--concurrency must be at least 1"),
-    ],
-)
+@pytest.mark.parametrize(("argv", "says"), [
+    (["worker", "--concurrency", "0"], "--concurrency must be at least 1"),
+    (["worker", "--threads-per-run", "0"], "--threads-per-run must be at least 1"),
+    (["worker", "--pool", "solo", "--concurrency", "2"], "--pool solo trains one run at a time"),
+    (["up", "--no-browser", "--concurrency", "-1"], "--concurrency must be at least 1"),
+])
 def test_bad_core_options_are_one_line(capsys, elmlab_home, argv, says):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -79,19 +73,11 @@ def test_up_passes_the_core_options_to_its_worker(tmp_path):
     settings = Settings(home=tmp_path)
 
     def worker_argv(**changes):
-        fields = dict(
-            read_only=False,
-            no_worker=False,
-            flower=None,
-            host="127.0.0.1",
-            port=8501,
-            queues="train",
-            concurrency=None,
-            threads_per_run=None,
-        )
+        fields = dict(read_only=False, no_worker=False, flower=None, host="127.0.0.1", port=8501, queues="train",
+                      concurrency=None, threads_per_run=None)
         args = argparse.Namespace(**{**fields, **changes})
         (worker,) = [c for c in _children(args, settings) if c.name == "worker"]
-        return worker.argv[worker.argv.index("worker") :]
+        return worker.argv[worker.argv.index("worker"):]
 
     assert worker_argv() == ["worker", "--queues", "train"]  # the worker's defaults: one run per core
     assert worker_argv(concurrency=3, threads_per_run=2)[-2:] == ["--concurrency=3", "--threads-per-run=2"]

@@ -39,14 +39,8 @@ def _worker(lab: Lab, *args: str) -> subprocess.Popen:
     logs = lab.home / "test-logs"
     logs.mkdir(exist_ok=True)
     with open(logs / f"broken-worker-{len(lab.procs)}.log", "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, *args],
-            cwd=ROOT,
-            env=lab.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = subprocess.Popen([sys.executable, "-c", WORKER, *args], cwd=ROOT, env=lab.env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     lab.procs.append(("broken-worker", proc))
     return proc
 

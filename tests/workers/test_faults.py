@@ -35,9 +35,8 @@ def _waiting(lab: Lab) -> int:
 
 
 def BOTH(db: int):  # noqa: N802 - a decorator: the embedded lab and the Redis one in DB `db`
-    return pytest.mark.parametrize(
-        "broker", ["lab", pytest.param("redis_lab", marks=[pytest.mark.redis, pytest.mark.redis_db(db)])]
-    )
+    return pytest.mark.parametrize("broker", ["lab", pytest.param("redis_lab", marks=[pytest.mark.redis,
+                                                                                     pytest.mark.redis_db(db)])])
 
 
 class FakeClock:
@@ -107,10 +106,8 @@ def full_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     else a store whose writes raise ENOSPC. Yields (folder, free) where free() gives the space back."""
     folder = tmp_path / "full"
     folder.mkdir()
-    mounted = (
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode
-        == 0
-    )
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
     if mounted:
         filler = folder / "filler"
         with open(filler, "wb") as fh:
@@ -136,9 +133,8 @@ def full_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @BOTH(2)
-def test_a_full_store_at_submit_queues_nothing_and_says_so_in_one_line(
-    broker: str, request: pytest.FixtureRequest, full_dir, monkeypatch, capsys
-):
+def test_a_full_store_at_submit_queues_nothing_and_says_so_in_one_line(broker: str, request: pytest.FixtureRequest,
+                                                                     full_dir, monkeypatch, capsys):
     lab = request.getfixturevalue(broker)
     folder, _ = full_dir
     monkeypatch.setenv("ELMLAB_STORE_DIR", str(folder / "store"))
@@ -240,15 +236,8 @@ def test_a_spec_that_is_not_a_mapping_is_a_value_error(broker: str, request: pyt
     assert _waiting(lab) == 0
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("run_id", "../escape"),
-        ("run_id", "r" * 300),
-        ("checkpoint_dir", "/tmp/outside"),
-        ("checkpoint_dir", "../../up"),
-    ],
-)
+@pytest.mark.parametrize(("field", "value"), [("run_id", "../escape"), ("run_id", "r" * 300),
+                                               ("checkpoint_dir", "/tmp/outside"), ("checkpoint_dir", "../../up")])
 @BOTH(4)
 def test_paths_in_a_spec_cannot_leave_their_folders(broker: str, request: pytest.FixtureRequest, field, value):
     lab = request.getfixturevalue(broker)
@@ -259,9 +248,8 @@ def test_paths_in_a_spec_cannot_leave_their_folders(broker: str, request: pytest
 
 @pytest.mark.parametrize("task_id", ["../escape", "x/../../escape", "r" * 300])
 @BOTH(4)  # the DB of the spec-side check of the same paths
-def test_a_worker_drops_a_message_whose_task_id_is_not_a_run_id(
-    broker: str, request: pytest.FixtureRequest, monkeypatch, caplog, task_id
-):
+def test_a_worker_drops_a_message_whose_task_id_is_not_a_run_id(broker: str, request: pytest.FixtureRequest,
+                                                                monkeypatch, caplog, task_id):
     """A train_run message published by hand, past `submit`: the worker writes no file (checkpoint,
     result, record) anywhere, and says so."""
     from workers.tasks import train_run
@@ -305,10 +293,8 @@ def test_a_hung_broker_fails_a_submit_within_seconds_leaving_nothing(lab: Lab, t
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
     try:
         monkeypatch.setenv("ELMLAB_BROKER_URL", f"redis://127.0.0.1:{port}/0")
         wait_for(lambda: _answers(port), 10, "the throwaway redis-server")
@@ -344,7 +330,8 @@ def _store_files(lab: Lab) -> set[str]:
 
 
 @BOTH(6)
-def test_cancelling_a_whole_sweep_is_one_call_and_one_store_file(broker: str, request: pytest.FixtureRequest, capsys):
+def test_cancelling_a_whole_sweep_is_one_call_and_one_store_file(broker: str, request: pytest.FixtureRequest,
+                                                                 capsys):
     lab = request.getfixturevalue(broker)
     ids = _queue_sweep(lab, 120)
     other = submit.submit(tiny(seed=999))  # another sweep's run: untouched
@@ -373,9 +360,8 @@ def test_all_queued_cancels_every_queued_run_and_leaves_running_ones(lab: Lab, c
 
 @pytest.mark.parametrize("bad", ["unknown", "reference", "done"])
 @BOTH(15)
-def test_a_cancel_of_many_runs_with_one_bad_run_does_nothing_and_names_it(
-    broker: str, request: pytest.FixtureRequest, bad
-):
+def test_a_cancel_of_many_runs_with_one_bad_run_does_nothing_and_names_it(broker: str, request: pytest.FixtureRequest,
+                                                                          bad):
     lab = request.getfixturevalue(broker)
     ids = _queue_sweep(lab, 4)
     if bad == "reference":

@@ -13,12 +13,8 @@ from workers.celery_app import app_for, celery_config
 
 
 def _options(folder):
-    return dict(
-        data_folder_in=str(folder),
-        data_folder_out=str(folder),
-        store_processed=False,
-        control_folder=str(folder.parent / "control"),
-    )  # kombu's default is ./control
+    return dict(data_folder_in=str(folder), data_folder_out=str(folder), store_processed=False,
+                control_folder=str(folder.parent / "control"))  # kombu's default is ./control
 
 
 def _channel(folder):

@@ -20,28 +20,8 @@ from workers import state
 from workers.celery_app import app_for
 from workers.controller import Controller
 
-SEARCH = [
-    "--budget",
-    "20000",
-    "--d-m-values",
-    "2,3,4,5",
-    "--seeds",
-    "0,1",
-    "--steps",
-    "60",
-    "--batch-size",
-    "2",
-    "--seq-len",
-    "10",
-    "--d-tree",
-    "3",
-    "--d-brch",
-    "3",
-    "--eval-chars",
-    "100",
-    "--test-chars",
-    "100",
-]
+SEARCH = ["--budget", "20000", "--d-m-values", "2,3,4,5", "--seeds", "0,1", "--steps", "60", "--batch-size", "2",
+          "--seq-len", "10", "--d-tree", "3", "--d-brch", "3", "--eval-chars", "100", "--test-chars", "100"]
 
 
 @pytest.fixture
@@ -66,27 +46,15 @@ def _running(lab_store, backend, run_id: str, level: float, upto: int, rng) -> N
     """What a worker does: a `running` record, and PROGRESS with its step and curve."""
     rec = lab_store.run(run_id)
     lab_store.put(rec.model_copy(update={"status": "running"}))
-    backend.store_result(
-        run_id,
-        {"attempt": 0, "step": upto, "total_steps": 60, "elapsed_s": upto * 0.1, "points": _curve(level, upto, rng)},
-        "PROGRESS",
-    )
+    backend.store_result(run_id, {"attempt": 0, "step": upto, "total_steps": 60, "elapsed_s": upto * 0.1,
+                                  "points": _curve(level, upto, rng)}, "PROGRESS")
 
 
 def _finish(lab_store, run_id: str, status: str, reason: str | None = None) -> None:
     rec = lab_store.run(run_id)
     done = status == "done"
-    lab_store.put(
-        rec.model_copy(
-            update={
-                "status": status,
-                "reason": reason,
-                "steps": 60 if done else 24,
-                "wall_time_s": 6.0,
-                "test_metric": 2.0 if done else None,
-            }
-        )
-    )
+    lab_store.put(rec.model_copy(update={"status": status, "reason": reason, "steps": 60 if done else 24,
+                                         "wall_time_s": 6.0, "test_metric": 2.0 if done else None}))
 
 
 def test_controller_prunes_restarts_and_seeds(home, capsys):
@@ -139,9 +107,8 @@ def test_controller_prunes_restarts_and_seeds(home, capsys):
     assert main(["status", "--sweep", sid]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(ids[5]))
     assert line.split()[1] == "pruned" and line.rstrip().endswith("at step 24")
-    assert sorted(store.runs(sweep_id=sid, status="done")["run_id"].to_list()) == sorted(
-        [*seed1, ids[2], ids[3], ids[4]]
-    )
+    assert sorted(store.runs(sweep_id=sid, status="done")["run_id"].to_list()) == sorted([*seed1, ids[2], ids[3],
+                                                                                          ids[4]])
     assert store.run(ids[5]).reason.startswith("pruned at step 24")
 
 

@@ -49,9 +49,8 @@ def test_embedded_end_to_end(lab: Lab):
     # A message that skipped validation (sent by hand) is recorded failed with the field named, not retried.
     from workers.celery_app import TRAIN_TASK
 
-    app_for(lab.settings).send_task(
-        TRAIN_TASK, kwargs={"spec": tiny(steps=-1)}, task_id="handmade0001", queue="train", ignore_result=True
-    )
+    app_for(lab.settings).send_task(TRAIN_TASK, kwargs={"spec": tiny(steps=-1)}, task_id="handmade0001",
+                                        queue="train", ignore_result=True)
     rec = lab.wait_status("handmade0001", "failed", timeout=30)
     assert "steps" in rec.reason and rec.attempt == 0
     assert lab.store.history("handmade0001")["status"].to_list() == ["failed"]
@@ -180,15 +179,8 @@ def test_up_starts_and_stops_everything(lab: Lab):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    up = subprocess.Popen(
-        [*ELMLAB, "up", "--no-browser", "--port", str(port)],
-        cwd=ROOT,
-        env=lab.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        text=True,
-    )
+    up = subprocess.Popen([*ELMLAB, "up", "--no-browser", "--port", str(port)], cwd=ROOT, env=lab.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True)
     lab.procs.append(("up", up))
     try:
         assert "is up" in up.stdout.readline()
@@ -268,32 +260,10 @@ def _search_killing_controller(lab: Lab) -> None:
     lab.worker()
     lab.worker()
     lab.wait_ready(3)
-    args = [
-        "sweep",
-        "search",
-        "--budget",
-        "20000",
-        "--d-m-values",
-        "2,3,4,5",
-        "--seeds",
-        "0,1",
-        "--max-seeds",
-        "1",
-        "--steps",
-        "45",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "10",
-        "--d-tree",
-        "3",
-        "--d-brch",
-        "3",
-        "--eval-chars",
-        "100",
-        "--test-chars",
-        "100",
-    ]
+    args = ["sweep", "search", "--budget", "20000", "--d-m-values", "2,3,4,5", "--seeds", "0,1", "--max-seeds", "1",
+            "--steps", "45",
+            "--batch-size", "2", "--seq-len", "10", "--d-tree", "3", "--d-brch", "3", "--eval-chars", "100",
+            "--test-chars", "100"]
     import contextlib
     import io
 
@@ -302,14 +272,8 @@ def _search_killing_controller(lab: Lab) -> None:
         assert main(args) == 0
     sid = out.getvalue().strip().splitlines()[-1]
     controller = lab.start("controller", "--interval", "0.5")
-    wait_for(
-        lambda: any(
-            (p.get("step") or 0) >= 20
-            for p in monitor.progress(lab.store.runs(sweep_id=sid)["run_id"].to_list(), settings=lab.settings).values()
-        ),
-        90,
-        "a run at step 20",
-    )
+    wait_for(lambda: any((p.get("step") or 0) >= 20 for p in monitor.progress(
+        lab.store.runs(sweep_id=sid)["run_id"].to_list(), settings=lab.settings).values()), 90, "a run at step 20")
     lab.kill(controller)
     lab.start("controller", "--interval", "0.5")
     wait_for(lambda: load(sid, lab.home).finished_at is not None, 600, f"search {sid} to finish", every=0.5)
@@ -346,34 +310,9 @@ def test_a_three_budget_search_created_while_the_controller_runs_embedded(lab: L
     lab.wait_ready(3, timeout=120)
     lab.start("controller", "--interval", "0.2")
     lab.wait_log("controller: watching")
-    args = [
-        "sweep",
-        "search",
-        "--budget",
-        "20000",
-        "--budget",
-        "30000",
-        "--budget",
-        "40000",
-        "--d-m-values",
-        "2,3,4",
-        "--seeds",
-        "0,1",
-        "--steps",
-        "45",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "10",
-        "--d-tree",
-        "3",
-        "--d-brch",
-        "3",
-        "--eval-chars",
-        "100",
-        "--test-chars",
-        "100",
-    ]
+    args = ["sweep", "search", "--budget", "20000", "--budget", "30000", "--budget", "40000", "--d-m-values", "2,3,4",
+            "--seeds", "0,1", "--steps", "45", "--batch-size", "2", "--seq-len", "10", "--d-tree", "3", "--d-brch", "3",
+            "--eval-chars", "100", "--test-chars", "100"]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         assert main(args) == 0
@@ -382,9 +321,8 @@ def test_a_three_budget_search_created_while_the_controller_runs_embedded(lab: L
     try:
         wait_for(lambda: load(sid, lab.home).finished_at is not None, 600, f"search {sid} to finish", every=0.5)
     except AssertionError as exc:
-        raise AssertionError(
-            f"{exc}\n{lab.store.runs(sweep_id=sid).select('run_id', 'status', 'attempt')}\n{lab.logs()}"
-        ) from None
+        raise AssertionError(f"{exc}\n{lab.store.runs(sweep_id=sid).select('run_id', 'status', 'attempt')}\n"
+                             f"{lab.logs()}") from None
     runs = lab.store.runs(sweep_id=sid)
     assert set(runs["status"].to_list()) == {"done"}, runs
     assert runs.height == runs.select("budget", "d_m", "seed").unique().height  # no (budget, arm, seed) twice
