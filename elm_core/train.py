@@ -181,6 +181,12 @@ def device_name(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()}x{torch.get_num_threads()}"
 
 
+def lr_setting(spec: RunSpec, proto: dict, cfg: ELMConfig) -> tuple[str, int]:
+    """The run's learning-rate rule and the parameter count a budget rule scales by (the spec's budget
+    when it names one, else the network's parameters)."""
+    return proto["lr_rule"] or "constant", spec.budget or count_params(cfg)
+
+
 def base_record(spec: RunSpec, cfg: ELMConfig, task) -> RunRecord:
     """The record a run starts from: identity, configuration and provenance, no results yet."""
     return RunRecord(
@@ -287,7 +293,7 @@ def _train(
     model.train()
     opt = make_optimizer(
         proto["optimizer"],
-        param_groups(model, proto["lr"], proto["lr_rule"] or "constant", spec.budget or record.params),
+        param_groups(model, proto["lr"], *lr_setting(spec, proto, cfg)),
         proto["lr"],
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, proto["warmup_steps"] or 0, horizon))

@@ -67,15 +67,14 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from elm_core.budget import count_params
     from elm_core.lr_rule import base_lr
-    from elm_core.train import prepare, train
+    from elm_core.train import lr_setting, prepare, train
 
     spec = spec_from_args(args)
     task, cfg = prepare(spec)  # validates everything before any work starts
     proto = spec.protocol(task.kind)
-    rule = proto["lr_rule"] or "constant"
-    lr = base_lr(proto["lr"], rule, spec.budget or count_params(cfg))  # what the optimizer starts from
+    rule, params = lr_setting(spec, proto, cfg)
+    lr = base_lr(proto["lr"], rule, params)  # what the optimizer starts from
     print(f"{task.name}: N={cfg.n_neurons} d_m={cfg.d_m} d_tree={cfg.d_tree} d_brch={cfg.d_brch} "
           f"k_e={cfg.k_e} k_c={cfg.k_c} lr={lr:g} ({rule})", file=sys.stderr)
     bar = None if args.quiet else tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True)
