@@ -5,9 +5,9 @@
 // parallel pass over the neurons that runs a neuron's whole chain (synapse gather, both MLP layers,
 // sigmoid, memory update, readout, high-pass) for every sample, instead of about ten tensor operations
 // over all neurons. The recurrent input is gathered from the sparse W_rec by hand ("sparse" mode), or
-// added by one matrix product per step ("fused" mode). The backward loop computes only what must run
-// step by step (the state gradients, d loss / d z0, the branch gradients); the weight gradients are
-// batched products over all steps afterwards, in Python.
+// added by one matrix product per step ("fused" mode). The backward loop carries the state gradients
+// step by step and accumulates the per-neuron weight gradients and W_rec's value gradient as it goes;
+// a dense M's gradient is one product over all steps afterwards, in Python.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -375,10 +375,11 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
   float *gb1p = ptr<float>(gb1), *gwyp = gwy.data_ptr<float>();
   // "sparse": this step's branch gradients (N d_tree, bp_) and a_{t-1} masked (N, bp_), padded
   std::vector<float> dbr_pad(mode == kSparse ? n * d_tree * bp_ : 0, 0.0f);
-  // "sparse", every step: the branch gradients (N d_tree, T, bp_) and a_{t-1} masked (N, T, bp_), for
-  // the gradient of W_rec's values after the loop, gvals[e] = sum over (t, b) of dBR[row e] a[col e]
-  std::vector<float> dbr_all(mode == kSparse ? n * d_tree * steps * bp_ : 0, 0.0f);
-  std::vector<float> a_all(mode == kSparse ? n * steps * bp_ : 0, 0.0f);
+  std::vector<float> a_src(mode == kSparse ? n * bp_ : 0, 0.0f);
+  // "sparse": the gradient of W_rec's values, gvals[e] = sum over (t, b) of dBR_t[row e, b] a_{t-1}[col e, b],
+  // accumulated step by step while both are in cache, kBLane partial sums per nonzero (summed at the end).
+  // Keeping every step's dBR for one pass after the loop cost more: its strided writes missed the TLB.
+  std::vector<VecB> gacc(mode == kSparse ? crowp[n * d_tree] : 0, VecB{});
   at::Tensor da_buf[2];
   at::Tensor da;  // d loss / d a_t, arriving from step t + 1 (masked by rec_mask)
   if (mode != kNone) {
@@ -391,8 +392,11 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
     const float* dap = da.defined() ? da.data_ptr<float>() : nullptr;
     if (mode == kSparse) {
       const float* a_prev = t == 0 ? a0p : ap + (t - 1) * n * batch;
-      for (int64_t q = 0; q < n * batch; ++q)
-        a_all[(q / batch * steps + t) * bp_ + q % batch] = recp != nullptr ? a_prev[q] * recp[q] : a_prev[q];
+      for (int64_t src = 0; src < n; ++src)
+        for (int64_t bb = 0; bb < batch; ++bb) {
+          const int64_t q = src * batch + bb;
+          a_src[src * bp_ + bb] = recp != nullptr ? a_prev[q] * recp[q] : a_prev[q];
+        }
     }
     at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
       std::vector<float> buf(2 * bp_ * dmp + 2 * bp_ * d1p + bp_ * nkp + bp_, 0.0f);
@@ -450,12 +454,18 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
         }
         gemm(DH, nkp, G0, d1p, 1, W0i, nkp, bp_, nkp, d1, false);
         // DH[b, k - k0] = d loss / d (first layer input k); the memory part follows at d_tree - k0
-        if (mode == kSparse) {  // this neuron's branch rows of dBR: for the transposed gather, and kept
+        if (mode == kSparse) {  // this neuron's branch rows of dBR: for the transposed gather and gvals
           float* pad = dbr_pad.data() + i * d_tree * bp_;
           for (int64_t k = 0; k < d_tree; ++k) {
             float* pr = pad + k * bp_;
             for (int64_t bb = 0; bb < batch; ++bb) pr[bb] = DH[bb * nkp + k];
-            copy_rows(dbr_all.data() + ((i * d_tree + k) * steps + t) * bp_, bp_, pr, bp_, 1, bp_);
+            const int64_t row = i * d_tree + k;
+            for (int64_t e = crowp[row]; e < crowp[row + 1]; ++e) {
+              const float* a = a_src.data() + colp[e] * bp_;
+              VecB acc = gacc[e];
+              for (int64_t b0 = 0; b0 < bp_; b0 += kBLane) acc += load<VecB>(pr + b0) * load<VecB>(a + b0);
+              gacc[e] = acc;
+            }
           }
         }
         for (int64_t bb = 0; bb < batch; ++bb) {
@@ -484,26 +494,11 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
     da = next;
   }
   if (mode == kSparse) {
-    const int64_t len = steps * bp_;
-    at::parallel_for(0, n * d_tree, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, len)), [&](int64_t lo, int64_t hi) {
-      for (int64_t row = lo; row < hi; ++row) {
-        const float* g = dbr_all.data() + row * len;
-        for (int64_t e = crowp[row]; e < crowp[row + 1]; ++e) {
-          const float* a = a_all.data() + colp[e] * len;
-          VecB s0 = {}, s1 = {};
-          int64_t q = 0;
-          for (; q + 2 * kBLane <= len; q += 2 * kBLane) {
-            s0 += load<VecB>(g + q) * load<VecB>(a + q);
-            s1 += load<VecB>(g + q + kBLane) * load<VecB>(a + q + kBLane);
-          }
-          for (; q < len; q += kBLane) s0 += load<VecB>(g + q) * load<VecB>(a + q);
-          s0 += s1;
-          float sum = 0.0f;
-          for (int64_t l = 0; l < kBLane; ++l) sum += s0[l];
-          gvp[e] = sum;
-        }
-      }
-    });
+    for (int64_t e = 0; e < static_cast<int64_t>(gacc.size()); ++e) {
+      float sum = 0.0f;
+      for (int64_t l = 0; l < kBLane; ++l) sum += gacc[e][l];
+      gvp[e] = sum;
+    }
   }
   // the accumulators, unpadded
   float* gw0 = gW0T.data_ptr<float>();  // (N, dx, d1): rows [k0, dx)
