@@ -166,6 +166,43 @@ at::Tensor pad_last(const at::Tensor& w, int64_t to) {
   return w.size(-1) == to ? w.contiguous() : at::constant_pad_nd(w, {0, to - w.size(-1)}).contiguous();
 }
 
+
+// "Tiny" neurons: a layer without recurrence and without a hidden MLP layer (u = z0, so d1 = d_m), of
+// d_m <= kTinyMaxDm (the readout layer, d_m 3). Padding each sample's d_m features to a vector would
+// leave most lanes empty, so these loops run flat over a neuron's (B, d_m) block, q = b d_m + j, where
+// the memory update, the sigmoid and the state gradients are element-wise; the first layer's
+// (d_m x d_m) product mixes the features of one sample only, so it is a sum over its 2 d_m - 1
+// diagonals, z[q] += md[q + delta] W_delta[q] (W_delta zero where j + delta leaves the sample). Every
+// per-feature weight repeats along q with period d_m: kept as patterns of lcm(d_m, kBLane) floats,
+// read a vector at a time.
+constexpr int64_t kTinyMaxDm = 8, kMargin = 8;  // kMargin >= kTinyMaxDm - 1: room for the shifted loads
+
+struct Tiny {
+  int64_t d_m, L, Lp, P, nd, npat;  // L = B d_m, Lp its vector multiple, P the pattern length
+  std::vector<float> pat;           // (N, npat, P)
+  Tiny(int64_t n, int64_t batch, int64_t d_m_, int64_t n_fixed)
+      : d_m(d_m_), L(batch * d_m_), Lp(round_up(batch * d_m_, kBLane)), nd(2 * d_m_ - 1), npat(n_fixed + nd) {
+    int64_t a = d_m, b = kBLane;
+    while (b != 0) a %= b, std::swap(a, b);
+    P = d_m * kBLane / a;
+    pat.assign(n * npat * P, 0.0f);
+  }
+  const float* at(int64_t i, int64_t k) const { return pat.data() + (i * npat + k) * P; }
+  // pattern k of neuron i: f(j), j = q % d_m
+  template <typename F>
+  void set(int64_t i, int64_t k, F f) {
+    float* p = pat.data() + (i * npat + k) * P;
+    for (int64_t q = 0; q < P; ++q) p[q] = f(q % d_m);
+  }
+  // the offset of diagonal d (0 <= d < nd)
+  int64_t delta(int64_t d) const { return d - (d_m - 1); }
+};
+
+inline void copy_padded(float* dst, const float* src, int64_t len, int64_t padded_len) {
+  std::memcpy(dst, src, len * sizeof(float));
+  for (int64_t q = len; q < padded_len; ++q) dst[q] = 0.0f;
+}
+
 }  // namespace
 
 // Forward over all steps. Writes m_out (T, N, B, d_m), a_out (T, N, B) and, when kept, the saved
@@ -221,6 +258,25 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
     a_in = at::empty({batch, n}, m_out.options());
   }
   const int64_t grain = grain_size(batch * (dx * d1 + d1 * d_m));
+  // tiny neurons: patterns km, -c, 2c, w_y, then the first layer's memory diagonals W_delta
+  const bool tiny = mode == kNone && !hidden && d_m <= kTinyMaxDm;
+  std::optional<Tiny> ty;
+  if (tiny) {
+    ty.emplace(n, batch, d_m, 4);
+    const float *kmr = km.data_ptr<float>(), *cr = c.data_ptr<float>(), *wyr = wy.data_ptr<float>();
+    const float* w0 = W0T.data_ptr<float>();  // (N, dx, d1): row d_tree + j, column a
+    for (int64_t i = 0; i < n; ++i) {
+      ty->set(i, 0, [&](int64_t j) { return kmr[i * d_m + j]; });
+      ty->set(i, 1, [&](int64_t j) { return -cr[i * d_m + j]; });
+      ty->set(i, 2, [&](int64_t j) { return 2.0f * cr[i * d_m + j]; });
+      ty->set(i, 3, [&](int64_t j) { return wyr[i * d_m + j]; });
+      for (int64_t d = 0; d < ty->nd; ++d)  // z[b, a] += md[b, a + delta] W0[a, a + delta]
+        ty->set(i, 4 + d, [&](int64_t a) {
+          const int64_t j = a + ty->delta(d);
+          return j >= 0 && j < d_m ? w0[(i * dx + d_tree + j) * d1 + a] : 0.0f;
+        });
+    }
+  }
 
   for (int64_t t = 0; t < steps; ++t) {
     const float* a_prev = t == 0 ? a0p : ap + (t - 1) * n * batch;  // (N, B)
@@ -248,6 +304,58 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
     }
     const int64_t* tok_t = tokp != nullptr ? tokp + t * batch : nullptr;
 
+    if (tiny) {
+      at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
+        const int64_t Lp = ty->Lp, L = ty->L;
+        std::vector<float> buf(2 * kMargin + 4 * Lp, 0.0f);
+        float *md = buf.data() + kMargin, *Zb = md + Lp + kMargin, *Sb = Zb + Lp, *Mb = Sb + Lp;
+        for (int64_t i = lo; i < hi; ++i) {
+          const int64_t blk = t * n * batch + i * batch;
+          copy_padded(md, m_prev + i * L, L, Lp);
+          for (int64_t bb = 0; bb < batch; ++bb) {
+            const float* src = drive != nullptr ? drive + bb * nd1 + i * d1 : tabp + tok_t[bb] * nd1 + i * d1;
+            for (int64_t a = 0; a < d_m; ++a) Zb[bb * d_m + a] = src[a];
+          }
+          const float *kmq = ty->at(i, 0), *ncq = ty->at(i, 1), *c2q = ty->at(i, 2), *wyq = ty->at(i, 3);
+          for (int64_t q0 = 0; q0 < Lp; q0 += kBLane) {  // md = km m - c
+            const int64_t po = q0 % ty->P;
+            store(md + q0, load<VecB>(kmq + po) * load<VecB>(md + q0) + load<VecB>(ncq + po));
+          }
+          for (int64_t q0 = 0; q0 < Lp; q0 += kBLane) {  // z = drive + md W0_memory, by diagonals
+            const int64_t po = q0 % ty->P;
+            VecB z = load<VecB>(Zb + q0);
+            for (int64_t d = 0; d < ty->nd; ++d) z += load<VecB>(ty->at(i, 4 + d) + po) * load<VecB>(md + q0 + ty->delta(d));
+            store(Zb + q0, z);
+          }
+          for (int64_t q = 0; q < Lp; ++q) Sb[q] = sigmoid(Zb[q]);
+          for (int64_t q0 = 0; q0 < Lp; q0 += kBLane) {  // m = md + 2 c s; Zb: the terms of o = w_y . m
+            const int64_t po = q0 % ty->P;
+            const VecB mv = load<VecB>(md + q0) + load<VecB>(c2q + po) * load<VecB>(Sb + q0);
+            store(Mb + q0, mv);
+            store(Zb + q0, mv * load<VecB>(wyq + po));
+          }
+          for (int64_t bb = 0; bb < batch; ++bb) {
+            float o = 0.0f;
+            for (int64_t j = 0; j < d_m; ++j) o += Zb[bb * d_m + j];
+            const int64_t nb = i * batch + bb;
+            float act;
+            if (has_kr) {
+              const float d = o - rp[nb];
+              rp[nb] += (1.0f - krf) * d;
+              act = bp[i] + krf * d;
+            } else {
+              act = bp[i] + o;
+            }
+            if (relu && act < 0.0f) act = 0.0f;
+            ap[blk + bb] = act;
+          }
+          std::memcpy(mp + blk * d_m, Mb, L * sizeof(float));
+          if (MDp != nullptr) std::memcpy(MDp + blk * d_m, md, L * sizeof(float));
+          if (keep) std::memcpy(Sp + blk * d_m, Sb, L * sizeof(float));
+        }
+      });
+      continue;
+    }
     // Per neuron, all samples at once; the products run as register-blocked micro-kernels over
     // buffers zero-padded to (bp_ samples) x (d1p | dmp features), whose padding stays zero.
     at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
@@ -275,7 +383,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
           }
           for (int64_t bb = 0; bb < batch; ++bb)
             for (int64_t j = 0; j < d_m; ++j) Xk[(d_tree + j) * bp_ + bb] = MD_[bb * dmp + j];
-          copy_rows(Xp + ((x_per_step ? t : 0) * n + i) * dx * batch, batch, Xk, bp_, dx, batch);
+          if (keep) copy_rows(Xp + ((x_per_step ? t : 0) * n + i) * dx * batch, batch, Xk, bp_, dx, batch);
           gemm(Z0, d1p, Xk, 1, bp_, W0i, d1p, bp_, d1p, dx, true);
         } else {  // only the memory feeds the first layer here
           gemm(Z0, d1p, MD_, dmp, 1, W0i + d_tree * d1p, d1p, bp_, d1p, d_m, true);
@@ -387,6 +495,27 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
     da_buf[1] = at::empty({n, batch}, S.options());
   }
   const int64_t grain = grain_size(batch * (2 * dx * d1 + 4 * d1 * d_m));
+  // tiny neurons (see struct Tiny): patterns km, 2c, w_y, then the diagonals V_delta of W0k's memory
+  // block for d loss / d md = g W0k_m; per-neuron flat accumulators (N, 1 + nd, Lp) for gwy and the
+  // diagonals of gW0's memory rows, summed over the samples after the loop
+  const bool tiny = mode == kNone && !hidden && d_m <= kTinyMaxDm;
+  std::optional<Tiny> ty;
+  std::vector<float> tacc;
+  if (tiny) {
+    ty.emplace(n, batch, d_m, 3);
+    const float* w0k = W0k.data_ptr<float>();  // (N, d1, dx): row a, column d_tree + j
+    for (int64_t i = 0; i < n; ++i) {
+      ty->set(i, 0, [&](int64_t j) { return kmp[i * d_m + j]; });
+      ty->set(i, 1, [&](int64_t j) { return 2.0f * cp[i * d_m + j]; });
+      ty->set(i, 2, [&](int64_t j) { return wyp[i * d_m + j]; });
+      for (int64_t d = 0; d < ty->nd; ++d)  // dmd[b, j] += g[b, j + delta] W0k[j + delta, j]
+        ty->set(i, 3 + d, [&](int64_t j) {
+          const int64_t a = j + ty->delta(d);
+          return a >= 0 && a < d_m ? w0k[(i * d1 + a) * dx + d_tree + j] : 0.0f;
+        });
+    }
+    tacc.assign(n * (1 + ty->nd) * ty->Lp, 0.0f);
+  }
 
   for (int64_t t = steps - 1; t >= 0; --t) {
     const float* dap = da.defined() ? da.data_ptr<float>() : nullptr;
@@ -397,6 +526,58 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
           const int64_t q = src * batch + bb;
           a_src[src * bp_ + bb] = recp != nullptr ? a_prev[q] * recp[q] : a_prev[q];
         }
+    }
+    if (tiny) {
+      at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
+        const int64_t Lp = ty->Lp, L = ty->L, nd = ty->nd;
+        std::vector<float> buf(4 * kMargin + 8 * Lp, 0.0f);
+        float *md = buf.data() + kMargin, *g = md + Lp + 2 * kMargin, *sb = g + Lp + kMargin, *mb = sb + Lp;
+        float *gmb = mb + Lp, *dmb = gmb + Lp, *dor = dmb + Lp, *dmv = dor + Lp;
+        for (int64_t i = lo; i < hi; ++i) {
+          const int64_t blk = t * n * batch + i * batch;
+          for (int64_t bb = 0; bb < batch; ++bb) {
+            const int64_t nb = i * batch + bb, row = blk + bb;
+            float dout = dpp[row];
+            if (has_kr) {
+              dout = dout + (1.0f - krf) * (drp[nb] - dout);
+              drp[nb] -= dout;
+            }
+            for (int64_t j = 0; j < d_m; ++j) dor[bb * d_m + j] = dout;
+          }
+          copy_padded(md, MDp + blk * d_m, L, Lp);
+          copy_padded(sb, Sp + blk * d_m, L, Lp);
+          copy_padded(mb, mp + blk * d_m, L, Lp);
+          copy_padded(dmb, dmp_ + i * L, L, Lp);
+          if (gmp != nullptr) copy_padded(gmb, gmp + blk * d_m, L, Lp);
+          float* acc = tacc.data() + i * (1 + nd) * Lp;  // gwy terms, then the gW0 diagonals
+          const float *kmq = ty->at(i, 0), *c2q = ty->at(i, 1), *wyq = ty->at(i, 2);
+          for (int64_t q0 = 0; q0 < Lp; q0 += kBLane) {
+            const int64_t po = q0 % ty->P;
+            const VecB dov = load<VecB>(dor + q0), sv = load<VecB>(sb + q0);
+            store(acc + q0, load<VecB>(acc + q0) + dov * load<VecB>(mb + q0));
+            VecB v = load<VecB>(dmb + q0) + load<VecB>(wyq + po) * dov;
+            if (gmp != nullptr) v += load<VecB>(gmb + q0);
+            store(dmv + q0, v);
+            store(g + q0, load<VecB>(c2q + po) * sv * (1.0f - sv) * v);  // d loss / d u = d loss / d z0
+          }
+          for (int64_t bb = 0; bb < batch; ++bb)
+            for (int64_t a = 0; a < d_m; ++a) Gp[t * batch * nd1 + bb * nd1 + i * d1 + a] = g[bb * d_m + a];
+          for (int64_t d = 0; d < nd; ++d) {  // gW0[a, a + delta] += sum over b of md[b, a + delta] g[b, a]
+            float* ad = acc + (1 + d) * Lp;
+            const int64_t dl = ty->delta(d);
+            for (int64_t q0 = 0; q0 < Lp; q0 += kBLane)
+              store(ad + q0, load<VecB>(ad + q0) + load<VecB>(md + q0 + dl) * load<VecB>(g + q0));
+          }
+          for (int64_t q0 = 0; q0 < Lp; q0 += kBLane) {  // dm_{t-1} = g W0k_m + km dm
+            const int64_t po = q0 % ty->P;
+            VecB v = load<VecB>(kmq + po) * load<VecB>(dmv + q0);
+            for (int64_t d = 0; d < nd; ++d) v += load<VecB>(ty->at(i, 3 + d) + po) * load<VecB>(g + q0 + ty->delta(d));
+            store(dmb + q0, v);
+          }
+          std::memcpy(dmp_ + i * L, dmb, L * sizeof(float));
+        }
+      });
+      continue;
     }
     at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
       std::vector<float> buf(2 * bp_ * dmp + 2 * bp_ * d1p + bp_ * nkp + bp_, 0.0f);
@@ -498,6 +679,20 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
       float sum = 0.0f;
       for (int64_t l = 0; l < kBLane; ++l) sum += gacc[e][l];
       gvp[e] = sum;
+    }
+  }
+  if (tiny) {  // the flat accumulators, summed over the samples
+    const int64_t Lp = ty->Lp, nd = ty->nd;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* acc = tacc.data() + i * (1 + nd) * Lp;
+      for (int64_t q = 0; q < ty->L; ++q) {
+        const int64_t a = q % d_m;
+        gwyp[i * d_m + a] += acc[q];
+        for (int64_t d = 0; d < nd; ++d) {
+          const int64_t j = a + ty->delta(d);
+          if (j >= 0 && j < d_m) acc_w0[(i * nk + j) * d1p + a] += acc[(1 + d) * Lp + q];
+        }
+      }
     }
   }
   // the accumulators, unpadded
