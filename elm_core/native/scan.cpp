@@ -161,6 +161,17 @@ inline void gather_rows(float* __restrict out, const float* __restrict val, cons
   }
 }
 
+// out (n, ld) = a (n, batch) times mask (n, batch) if any, each row padded to ld: the source a sparse
+// product gathers from
+inline void masked_rows(float* __restrict out, int64_t ld, const float* __restrict a, const float* __restrict mask,
+                        int64_t n, int64_t batch) {
+  for (int64_t src = 0; src < n; ++src)
+    for (int64_t bb = 0; bb < batch; ++bb) {
+      const int64_t q = src * batch + bb;
+      out[src * ld + bb] = mask != nullptr ? a[q] * mask[q] : a[q];
+    }
+}
+
 // w zero-padded along its last dimension to `to`, contiguous
 at::Tensor pad_last(const at::Tensor& w, int64_t to) {
   return w.size(-1) == to ? w.contiguous() : at::constant_pad_nd(w, {0, to - w.size(-1)}).contiguous();
@@ -197,6 +208,27 @@ struct Tiny {
   // the offset of diagonal d (0 <= d < nd)
   int64_t delta(int64_t d) const { return d - (d_m - 1); }
 };
+
+// A neuron's activity from its readout o: the high-pass p = o - r_t = kr (o - r_{t-1}) (r updated), if
+// any, plus the bias; relu or identity
+inline float activity(float o, float& r, float bias, bool has_kr, float kr, bool relu) {
+  float act = bias + o;
+  if (has_kr) {
+    const float d = o - r;
+    r += (1.0f - kr) * d;
+    act = bias + kr * d;
+  }
+  return relu && act < 0.0f ? 0.0f : act;
+}
+
+// d loss / d o from d loss / d p through the high-pass (p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o),
+// dr updated; without one, o passes straight through
+inline float highpass_grad(float dp, float& dr, bool has_kr, float kr) {
+  if (!has_kr) return dp;
+  const float dout = dp + (1.0f - kr) * (dr - dp);
+  dr -= dout;
+  return dout;
+}
 
 inline void copy_padded(float* dst, const float* src, int64_t len, int64_t padded_len) {
   std::memcpy(dst, src, len * sizeof(float));
@@ -295,13 +327,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
     } else if (Pp != nullptr) {
       drive = Pp + t * batch * nd1;
     }
-    if (mode == kSparse) {
-      for (int64_t src = 0; src < n; ++src)
-        for (int64_t bb = 0; bb < batch; ++bb) {
-          const int64_t q = src * batch + bb;
-          a_src[src * bp_ + bb] = maskp != nullptr ? a_prev[q] * maskp[q] : a_prev[q];
-        }
-    }
+    if (mode == kSparse) masked_rows(a_src.data(), bp_, a_prev, maskp, n, batch);
     const int64_t* tok_t = tokp != nullptr ? tokp + t * batch : nullptr;
 
     if (tiny) {
@@ -337,17 +363,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
           for (int64_t bb = 0; bb < batch; ++bb) {
             float o = 0.0f;
             for (int64_t j = 0; j < d_m; ++j) o += Zb[bb * d_m + j];
-            const int64_t nb = i * batch + bb;
-            float act;
-            if (has_kr) {
-              const float d = o - rp[nb];
-              rp[nb] += (1.0f - krf) * d;
-              act = bp[i] + krf * d;
-            } else {
-              act = bp[i] + o;
-            }
-            if (relu && act < 0.0f) act = 0.0f;
-            ap[blk + bb] = act;
+            ap[blk + bb] = activity(o, rp[i * batch + bb], bp[i], has_kr, krf, relu);
           }
           std::memcpy(mp + blk * d_m, Mb, L * sizeof(float));
           if (MDp != nullptr) std::memcpy(MDp + blk * d_m, md, L * sizeof(float));
@@ -409,17 +425,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
             mn[j] = md[j] + 2.0f * ci[j] * u[j];
             o += mn[j] * wyi[j];
           }
-          const int64_t nb = i * batch + bb;
-          float act;
-          if (has_kr) {  // p = o - r_t = kr (o - r_{t-1})
-            const float d = o - rp[nb];
-            rp[nb] += (1.0f - krf) * d;
-            act = bp[i] + krf * d;
-          } else {
-            act = bp[i] + o;
-          }
-          if (relu && act < 0.0f) act = 0.0f;
-          ap[blk + bb] = act;
+          ap[blk + bb] = activity(o, rp[i * batch + bb], bp[i], has_kr, krf, relu);
         }
         copy_rows(mp + blk * d_m, d_m, Mn, dmp, batch, d_m);
         if (MDp != nullptr) copy_rows(MDp + blk * d_m, d_m, MD_, dmp, batch, d_m);
@@ -519,14 +525,7 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
 
   for (int64_t t = steps - 1; t >= 0; --t) {
     const float* dap = da.defined() ? da.data_ptr<float>() : nullptr;
-    if (mode == kSparse) {
-      const float* a_prev = t == 0 ? a0p : ap + (t - 1) * n * batch;
-      for (int64_t src = 0; src < n; ++src)
-        for (int64_t bb = 0; bb < batch; ++bb) {
-          const int64_t q = src * batch + bb;
-          a_src[src * bp_ + bb] = recp != nullptr ? a_prev[q] * recp[q] : a_prev[q];
-        }
-    }
+    if (mode == kSparse) masked_rows(a_src.data(), bp_, t == 0 ? a0p : ap + (t - 1) * n * batch, recp, n, batch);
     if (tiny) {
       at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
         const int64_t Lp = ty->Lp, L = ty->L, nd = ty->nd;
@@ -536,12 +535,7 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
         for (int64_t i = lo; i < hi; ++i) {
           const int64_t blk = t * n * batch + i * batch;
           for (int64_t bb = 0; bb < batch; ++bb) {
-            const int64_t nb = i * batch + bb, row = blk + bb;
-            float dout = dpp[row];
-            if (has_kr) {
-              dout = dout + (1.0f - krf) * (drp[nb] - dout);
-              drp[nb] -= dout;
-            }
+            const float dout = highpass_grad(dpp[blk + bb], drp[i * batch + bb], has_kr, krf);
             for (int64_t j = 0; j < d_m; ++j) dor[bb * d_m + j] = dout;
           }
           copy_padded(md, MDp + blk * d_m, L, Lp);
@@ -596,11 +590,7 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
           float dp = dpp[row];
           if (dap != nullptr) dp += maskp != nullptr ? dap[nb] * maskp[row] : dap[nb];
           dpp[row] = dp;
-          float dout = dp;
-          if (has_kr) {  // p = o - r_t, r_t = kr r_{t-1} + (1 - kr) o
-            dout = dp + (1.0f - krf) * (drp[nb] - dp);
-            drp[nb] -= dout;
-          }
+          const float dout = highpass_grad(dp, drp[nb], has_kr, krf);
           DOUT[bb] = dout;
           const float *s = Sp + row * d_m, *gm = gmp != nullptr ? gmp + row * d_m : nullptr;
           const float *dmi = dmp_ + nb * d_m, *m = mp + row * d_m;
