@@ -268,8 +268,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     os.environ[RUN_THREADS_ENV] = str(threads)  # inherited by the pool processes (workers/cores.py)
     from elm_core.settings import get_settings
     from workers.celery_app import app, ensure_dirs
+    from workers.cores import warm_start
 
     ensure_dirs(get_settings())
+    warm_start()  # before the pool forks: its processes inherit torch and the training code
 
     from elm_core.runtime import DEVICE_LOST_EXIT, device_lost
 

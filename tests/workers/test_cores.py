@@ -81,3 +81,64 @@ def test_up_passes_the_core_options_to_its_worker(tmp_path):
 
     assert worker_argv() == ["worker", "--queues", "train"]  # the worker's defaults: one run per core
     assert worker_argv(concurrency=3, threads_per_run=2)[-2:] == ["--concurrency=3", "--threads-per-run=2"]
+
+
+_WARM = """
+import json, multiprocessing as mp, os, sys
+import workers.tasks  # what a worker's main process has imported when it starts
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+def run(spec, out):
+    import torch
+    from elm_core.spec import RunSpec
+    from elm_core.train import train
+    torch.set_num_threads(1)
+    r = train(RunSpec.model_validate(spec))
+    out.put([r.status, r.test_metric, [c.train_loss for c in r.curve]])
+
+spec = json.loads(sys.argv[1])
+if sys.argv[2] == "warm":  # as a worker: warm start, then the run in a forked pool process
+    from workers.cores import warm_start
+    before = threads()
+    loaded = warm_start()
+    started = threads() - before
+    missing = [m for m in ("torch", "torch._dynamo", "elm_core.train") if m not in sys.modules]
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=run, args=(spec, q))
+    p.start()
+    result = q.get(timeout=300)
+    p.join()
+else:  # the same run in this fresh process
+    import queue
+    loaded, started, missing, q = [], 0, [], queue.Queue()
+    run(spec, q)
+    result = q.get()
+print(json.dumps({"loaded": loaded, "threads_started": started, "missing": missing, "result": result}))
+"""
+
+
+def test_warm_start_preloads_for_the_pool_and_changes_no_result(tmp_path):
+    """The worker's main process imports torch, the training code, the native loops and the optimizers'
+    lazy imports before the pool forks, without starting a thread; a run in a forked pool process then
+    gives exactly the result of the same run in a fresh process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    spec = json.dumps({"task": "text", "n_neurons": 8, "d_m": 3, "d_tree": 3, "d_brch": 3, "steps": 12,
+                       "batch_size": 2, "seq_len": 10, "eval_chars": 100, "test_chars": 100, "seed": 3})
+    env = {**os.environ, "ELMLAB_HOME": str(tmp_path)}
+    out = {}
+    for how in ("warm", "fresh"):
+        proc = subprocess.run([sys.executable, "-c", _WARM, spec, how], capture_output=True, text=True, env=env,
+                              timeout=600, check=True)
+        out[how] = json.loads(proc.stdout.strip().splitlines()[-1])
+    warm = out["warm"]
+    assert warm["missing"] == [] and warm["threads_started"] == 0
+    assert {"elm_core.train", "optimizer"} <= set(warm["loaded"])
+    assert warm["result"][0] == "done"
+    assert warm["result"] == out["fresh"]["result"]
