@@ -117,7 +117,7 @@ def summarise(results: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]
     summary: dict[str, Any] = {s: _spread(w) for s, w in walls.items() if w}
     for s in sides:
         if s != "default" and walls.get(s) and walls.get("default"):
-            ratios = [d / o for d, o in zip(walls["default"], walls[s])]
+            ratios = [d / o for d, o in zip(walls["default"], walls[s], strict=True)]
             summary[f"default/{s}"] = {"median_of_medians": round(statistics.median(walls["default"])
                                                                   / statistics.median(walls[s]), 3),
                                        "per_round": [round(x, 3) for x in ratios]}
