@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         for side in sides:
             checkout = args.baseline.resolve() if side == "baseline" else None
             r = run_side(side, SIDES.get(side, []), checkout, sweep, n_runs, args.poll_s, args.timeout)
-            print(f"{side}: {r['wall_s']} s", file=sys.stderr, flush=True)
+            print(json.dumps(r), file=sys.stderr, flush=True)  # each side as it ends
             results.append(r)
     print(json.dumps({"rounds": results, "summary": summarise(results, sides)}, indent=2))
     return 0
