@@ -13,7 +13,8 @@ worker says it is ready, `elmlab sweep iso` queues the sweep; the store is read 
 seconds (in this process: a poll costs no interpreter start) until every run is done or failed.
 Sides run interleaved (A B A B). `wall_s`: the last run's final record minus the first run's queued
 record; `run_wall_s`: each run's own training time (its record). `max_metric_diff` compares the
-test metric per (d_m, seed) between the sides. Prints JSON.
+test metric per (d_m, seed) between this checkout's sides (`max_metric_diff_vs_baseline`: against
+the baseline's, other code). Prints JSON.
 """
 
 from __future__ import annotations
@@ -121,11 +122,16 @@ def summarise(results: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]
             summary[f"default/{s}"] = {"median_of_medians": round(statistics.median(walls["default"])
                                                                   / statistics.median(walls[s]), 3),
                                        "per_round": [round(x, 3) for x in ratios]}
-    metrics = [r["metrics"] for r in results]
-    keys = set().union(*metrics) if metrics else set()
-    diffs = [abs(a[k] - b[k]) for k in keys for a in metrics for b in metrics
-             if a.get(k) is not None and b.get(k) is not None]
-    summary["max_metric_diff"] = max(diffs, default=None)
+    def max_diff(a_sides: set[str], b_sides: set[str]) -> float | None:
+        a = [r["metrics"] for r in results if r["side"] in a_sides]
+        b = [r["metrics"] for r in results if r["side"] in b_sides]
+        diffs = [abs(x[k] - y[k]) for x in a for y in b for k in x if x[k] is not None and y.get(k) is not None]
+        return max(diffs, default=None)
+
+    ours = set(sides) - {"baseline"}
+    summary["max_metric_diff"] = max_diff(ours, ours)  # this checkout's sides: the same runs, other cores
+    if "baseline" in sides:
+        summary["max_metric_diff_vs_baseline"] = max_diff(ours, {"baseline"})  # other code: may differ
     return summary
 
 
