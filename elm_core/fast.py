@@ -423,7 +423,10 @@ class _LayerScan(torch.autograd.Function):
         new = m_out.new_zeros
         W0k = _memory_scaled(W0, k.km, d_tree)
         mask, DPRE = _external_pre_grad(g_a, a_out, k.relu)
-        G = WORKSPACE.empty((steps, batch, n * d1), m_out)
+        # the drive's gradient: G (T, B, N d1) for a dense input and for a fused M's gradient; for token
+        # input the loop adds it straight into the table's gradient
+        G = WORKSPACE.empty((steps, batch, n * d1), m_out) if (has_P or fused) else None
+        g_table = new(table_shape) if table_shape is not None else None
         dr = g_r.clone() if (g_r is not None and k.kr is not None) else new(n, batch)
         dm = new(n, batch, d_m)
         g_W0T, g_wy = new(n, dx, d1), new(n, d_m)
@@ -435,7 +438,8 @@ class _LayerScan(torch.autograd.Function):
             _MODE_ID[k.mode], R if fused else None, *csr, *csr_t, R[k.sparse.perm_t] if sparse else None,
             W0k, Ws[0] * 2 if n_hidden else None, k.km.contiguous(), k.c.contiguous(), w_y.contiguous(), k.kr,
             k.rec_mask, mask, S, Z[0] if n_hidden else None, X, MD, m_out,
-            a0.contiguous(), a_out, None if g_m is None else g_m.contiguous(), DPRE, G, dr, dm,
+            a0.contiguous(), a_out, None if g_m is None else g_m.contiguous(),
+            None if g_table is None else k.tokens.contiguous(), DPRE, G, g_table, dr, dm,
             g_W0T, g_W1, g_b1, g_wy, g_vals,
         )  # fmt: skip
         g_R = g_vals
@@ -444,9 +448,6 @@ class _LayerScan(torch.autograd.Function):
             if k.rec_mask is not None:
                 a_src = a_src * k.rec_mask
             g_R = torch.mm(a_src.transpose(0, 1).reshape(a0.shape[0], steps * batch), G.view(steps * batch, -1))
-        g_table = None
-        if table_shape is not None:
-            g_table = new(table_shape).index_add_(0, k.tokens.reshape(-1), G.view(steps * batch, n * d1))
         g_wb = [g_W1, g_b1.unsqueeze(1)] if n_hidden else []
         g_r0 = dr if k.kr is not None else g_r
         return (None, G if has_P else None, g_table, g_R, g_W0T.transpose(1, 2).contiguous(), g_wy,

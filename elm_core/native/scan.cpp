@@ -440,8 +440,9 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
 // In: the forward's saved tensors (S, Z, m_out, a_out, and X in "sparse" mode or MD otherwise);
 // DPRE (T, N, B) holds the external gradient of the pre-activation (already masked) and gets the
 // recurrent one added; dr (N, B) and dm (N, B, d_m) carry the state gradients in and out.
-// Out: G (T, B, N d1) d loss / d z0 (the drive's gradient), and the weight gradients, accumulated per
-// neuron inside the loop: gW0T (N, dx, d1) (in "sparse" mode every row, else the memory rows), gW1
+// Out: d loss / d z0 (the drive's gradient) into G (T, B, N d1) and, for token input, added into the
+// table's gradient gtable (I, N d1) at row tokens[t, b] (either or both), and the weight gradients,
+// accumulated per neuron inside the loop: gW0T (N, dx, d1) (in "sparse" mode every row, else the memory rows), gW1
 // (N, d_m, d1) and gb1 (N, d_m) of the hidden layer, gwy (N, d_m), gvals (nnz) the values of W_rec.
 // Returns d loss / d a_0 (N, B) masked by rec_mask (empty in "none" mode).
 at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const std::optional<at::Tensor>& crow,
@@ -453,11 +454,13 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
                          const at::Tensor& S, const std::optional<at::Tensor>& Z,
                          const std::optional<at::Tensor>& X, const std::optional<at::Tensor>& MD,
                          const at::Tensor& m_out, const at::Tensor& a0, const at::Tensor& a_out,
-                         const std::optional<at::Tensor>& g_m, at::Tensor DPRE, at::Tensor G, at::Tensor dr,
+                         const std::optional<at::Tensor>& g_m, const std::optional<at::Tensor>& tokens,
+                         at::Tensor DPRE, const std::optional<at::Tensor>& G, const std::optional<at::Tensor>& gtable,
+                         at::Tensor dr,
                          at::Tensor dm, at::Tensor gW0T, const std::optional<at::Tensor>& gW1,
                          const std::optional<at::Tensor>& gb1, at::Tensor gwy, const std::optional<at::Tensor>& gvals) {
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&W0k, &km, &c, &wy, &S, &m_out, &a0, &a_out,
-                                                                      &DPRE, &G, &dr, &dm, &gW0T, &gwy})
+                                                                      &DPRE, &dr, &dm, &gW0T, &gwy})
     check_cpu_f32(*t, "input");
   const int64_t steps = S.size(0), n = S.size(1), batch = S.size(2), d_m = S.size(3);
   const int64_t d1 = W0k.size(1), dx = W0k.size(2), d_tree = dx - d_m, nd1 = n * d1;
@@ -475,7 +478,16 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
   const float *MDp = ptr<float>(MD), *mp = m_out.data_ptr<float>(), *a0p = a0.data_ptr<float>();
   const float *ap = a_out.data_ptr<float>(), *gmp = ptr<float>(g_m), *maskp = ptr<float>(relu_mask);
   const float* recp = ptr<float>(rec_mask);
-  float *dpp = DPRE.data_ptr<float>(), *Gp = G.data_ptr<float>(), *drp = dr.data_ptr<float>();
+  float *dpp = DPRE.data_ptr<float>(), *drp = dr.data_ptr<float>();
+  // d loss / d z0 (the drive's gradient): into G (T, B, N d1) if given, and for token input added
+  // straight into the table's gradient gtable (I, N d1) if given, row tokens[t, b]: each neuron owns
+  // its d1 columns, so the neurons' threads never write the same element
+  float *Gp = ptr<float>(G), *gtp = ptr<float>(gtable);
+  const int64_t* tokp = ptr<int64_t>(tokens);
+  TORCH_CHECK(Gp != nullptr || gtp != nullptr, "elm_native: the backward needs G or the table's gradient");
+  TORCH_CHECK(gtp == nullptr || tokp != nullptr, "elm_native: the table's gradient needs the tokens");
+  TORCH_CHECK(mode != kFused || Gp != nullptr, "elm_native: the fused backward needs G");
+  for (const std::optional<at::Tensor>* t : {&G, &gtable}) if (t->has_value()) check_cpu_f32(**t, "gradient");
   float* dmp_ = dm.data_ptr<float>();
   const int64_t *crowp = ptr<int64_t>(crow), *colp = ptr<int64_t>(col);
   const int64_t *crowtp = ptr<int64_t>(crow_t), *coltp = ptr<int64_t>(col_t);
@@ -554,8 +566,14 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
             store(dmv + q0, v);
             store(g + q0, load<VecB>(c2q + po) * sv * (1.0f - sv) * v);  // d loss / d u = d loss / d z0
           }
-          for (int64_t bb = 0; bb < batch; ++bb)
-            for (int64_t a = 0; a < d_m; ++a) Gp[t * batch * nd1 + bb * nd1 + i * d1 + a] = g[bb * d_m + a];
+          for (int64_t bb = 0; bb < batch; ++bb) {
+            if (Gp != nullptr)
+              for (int64_t a = 0; a < d_m; ++a) Gp[t * batch * nd1 + bb * nd1 + i * d1 + a] = g[bb * d_m + a];
+            if (gtp != nullptr) {
+              float* row = gtp + tokp[t * batch + bb] * nd1 + i * d1;
+              for (int64_t a = 0; a < d_m; ++a) row[a] += g[bb * d_m + a];
+            }
+          }
           for (int64_t d = 0; d < nd; ++d) {  // gW0[a, a + delta] += sum over b of md[b, a + delta] g[b, a]
             float* ad = acc + (1 + d) * Lp;
             const int64_t dl = ty->delta(d);
@@ -614,7 +632,12 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
           for (int64_t bb = 0; bb < batch; ++bb)
             for (int64_t a = 0; a < d1; ++a) G0[bb * d1p + a] *= z[bb * d1 + a];
         }
-        copy_rows(Gp + t * batch * nd1 + i * d1, nd1, G0, d1p, batch, d1);
+        if (Gp != nullptr) copy_rows(Gp + t * batch * nd1 + i * d1, nd1, G0, d1p, batch, d1);
+        if (gtp != nullptr)
+          for (int64_t bb = 0; bb < batch; ++bb) {
+            float* row = gtp + tokp[t * batch + bb] * nd1 + i * d1;
+            for (int64_t a = 0; a < d1; ++a) row[a] += G0[bb * d1p + a];
+          }
         // gW0T (dx - k0, d1) += IN^T G0, a sum over the samples of this step's first-layer inputs: the
         // branch inputs and memory X (dx, B) in "sparse" mode, else the memory MD (B, d_m)
         float* gw0i = acc_w0.data() + i * nk * d1p;
@@ -659,7 +682,7 @@ at::Tensor scan_backward(int64_t mode, const std::optional<at::Tensor>& R, const
         }
       });
     } else {  // da = M^T-shaped R (N_src, N d1) @ G_t^T
-      at::mm_out(next, *R, G[t].t());
+      at::mm_out(next, *R, (*G)[t].t());
       if (rec_mask.has_value()) next.mul_(*rec_mask);
     }
     da = next;
@@ -709,7 +732,8 @@ TORCH_LIBRARY(elm_native, m) {
       "scan_backward(int mode, Tensor? R, Tensor? crow, Tensor? col, Tensor? crow_t, Tensor? col_t, "
       "Tensor? vals_t, Tensor W0k, Tensor? Ws2, Tensor km, Tensor c, Tensor wy, float? kr, Tensor? rec_mask, "
       "Tensor? relu_mask, Tensor S, Tensor? Z, Tensor? X, Tensor? MD, Tensor m_out, Tensor a0, "
-      "Tensor a_out, Tensor? g_m, Tensor(a!) DPRE, Tensor(b!) G, Tensor(c!) dr, Tensor(d!) dm, "
+      "Tensor a_out, Tensor? g_m, Tensor? tokens, Tensor(a!) DPRE, Tensor(b!)? G, Tensor(j!)? gtable, "
+      "Tensor(c!) dr, Tensor(d!) dm, "
       "Tensor(e!) gW0T, Tensor(f!)? gW1, Tensor(g!)? gb1, Tensor(h!) gwy, Tensor(i!)? gvals) -> Tensor");
 }
 

@@ -56,6 +56,7 @@ CASES = [  # (changes, batch, token input)
     ({"input_dropout": 0.2, "recurrent_dropout": 0.3, "l_mlp": 2, "d_mlp": 6}, 2, False),
     ({"d_m": 6, "d_tree": 5, "readout_d_m": 5}, 5, True),  # the bmm paths (contractions > 4)
     ({"p_rec": 0.0}, 3, True),
+    ({"p_rec": 0.0, "l_mlp": 0}, 3, True),  # a token-fed layer on the native loops' tiny-neuron path
 ]
 
 
