@@ -482,18 +482,23 @@ def _synapses(layer: ELMLayer, lo: int, hi: int) -> _Synapses:
     return _Synapses(lo, hi, syn, branch, (conn.reshape(-1)[syn] - lo) * s.n_neurons + neuron)
 
 
-def _source_matrix(layer: ELMLayer, W0bT: Tensor, sy: _Synapses) -> Tensor:
-    """(hi - lo, N d1): row c - lo is what source c adds to the first MLP layer, F[:, c]^T.
+def _source_matrix(
+    layer: ELMLayer, W0bT: Tensor, sy: _Synapses, base: Tensor | None = None, scale: float = 1.0
+) -> Tensor:
+    """(hi - lo, N d1): row c - lo is what source c adds to the first MLP layer, F[:, c]^T (times
+    `scale`), plus `base` (N d1) in every row when it is given.
 
     F[(i, a), c] = input_scale * sum over the synapses j of neuron i that read c of W_0[i, a, k(j)] w_s[i, j];
-    built by one index_add over the synapses, so that its backward is a gather.
+    built by one in-place index_add over the synapses into zeros (or into the rows of `base`), so
+    that its backward is a gather of the synapses' rows.
     """
     s = layer.spec
-    d1 = W0bT.shape[1]
-    w = (layer.w_s.reshape(-1).index_select(0, sy.syn) * s.input_scale).unsqueeze(1)
+    n_src, d1 = sy.hi - sy.lo, W0bT.shape[1]
+    w = (layer.w_s.reshape(-1).index_select(0, sy.syn) * (s.input_scale * scale)).unsqueeze(1)
     vals = W0bT.index_select(0, sy.branch) * w  # (synapses, d1)
-    out = vals.new_zeros((sy.hi - sy.lo) * s.n_neurons, d1).index_add(0, sy.row, vals)
-    return out.view(sy.hi - sy.lo, s.n_neurons * d1)
+    out = vals.new_zeros(n_src, s.n_neurons * d1) if base is None else base.repeat(n_src, 1)
+    out.view(n_src * s.n_neurons, d1).index_add_(0, sy.row, vals)
+    return out
 
 
 class _Plan:
@@ -549,11 +554,12 @@ def scan_layer(
     no_autocast = torch.autocast(device_type, enabled=False)
     ws, bs = _layer_weights(layer)
     with no_autocast:
-        F_ffT, R, c, b0 = _set_up(layer, plan, ws, bs[0])
+        R, c, b0, W0bT = _set_up(layer, plan, ws, bs[0])
+        # token input: the drive of a token is a row of b0 + token_scale F_ff^T, built in one pass
+        F_ffT = _source_matrix(layer, W0bT, plan.ff, *((b0, token_scale) if tokens is not None else ()))
     P = table = None
     if tokens is not None:
-        with no_autocast:
-            table = torch.add(b0, F_ffT, alpha=token_scale)  # (I, N d1)
+        table = F_ffT  # (I, N d1)
     else:
         steps, batch = u.shape[0], u.shape[1]
         P = torch.addmm(b0, u.reshape(steps * batch, s.n_in), F_ffT).view(steps, batch, -1).to(dtype)
@@ -578,13 +584,13 @@ def scan_layer(
 
 def _set_up(
     layer: ELMLayer, plan: _Plan, ws: list[Tensor], b_0: Tensor
-) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """(F_ffT (I, N d1), R for the scan's mode, c (N, 1, d_m), b0 (N d1)): what a forward builds from the weights."""
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+    """(R for the scan's mode, c (N, 1, d_m), b0 (N d1), W0bT (N d_tree, d1)): what a forward builds
+    from the weights besides the feed-forward source matrix."""
     s = layer.spec
     n = s.n_neurons
     d1 = ws[0].shape[1]
     W0bT = ws[0][:, :, : s.d_tree].transpose(1, 2).reshape(n * s.d_tree, d1)  # row (i, k): W_0[i, :, k]
-    F_ffT = _source_matrix(layer, W0bT, plan.ff)  # (I, N d1)
     R = None
     if plan.mode == "fused":
         R = _source_matrix(layer, W0bT, plan.rec)  # M^T (N, N d1)
@@ -595,4 +601,4 @@ def _set_up(
     # the scan feeds the first layer km m - c instead of km m: its bias makes up for it
     c = ((1 - layer.kappa_lam) * TANH_GAIN).unsqueeze(1)  # (N, 1, d_m)
     b0 = torch.baddbmm(b_0.unsqueeze(2), ws[0][:, :, s.d_tree :], c.transpose(1, 2)).reshape(n * d1)
-    return F_ffT, R, c, b0
+    return R, c, b0, W0bT
