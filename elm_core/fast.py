@@ -58,6 +58,8 @@ CUDA_FUSED_MAX_ELEMENTS = 2**28
 # The gradient of the sparse W_rec is one sampled product over all steps after the loop while the
 # branch gradients of all steps fit in this many elements, else one such product per step.
 SAMPLED_MAX_ELEMENTS = 2**25
+# Without a backward, the dense input's product P is computed into rows padded to a multiple of this.
+PAD_COLUMNS = 16
 
 
 _MODE_ID = {"none": 0, "fused": 1, "sparse": 2}  # scan.cpp's mode numbers
@@ -562,7 +564,17 @@ def scan_layer(
         table = F_ffT  # (I, N d1)
     else:
         steps, batch = u.shape[0], u.shape[1]
-        P = torch.addmm(b0, u.reshape(steps * batch, s.n_in), F_ffT).view(steps, batch, -1).to(dtype)
+        u2 = u.reshape(steps * batch, s.n_in)
+        nd1, ld = F_ffT.shape[1], -(-F_ffT.shape[1] // PAD_COLUMNS) * PAD_COLUMNS
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, F_ffT, b0))
+        if ld != nd1 and not grad and device_type == "cpu":
+            # MKL writes rows of a multiple of 16 floats faster (wide's readout product (3200 x 256) by
+            # (256 x 615): 1.4x): pad the columns and hand the scan a view of the first N d1 of each row
+            F_pad, b_pad = F_ffT.new_zeros(s.n_in, ld), b0.new_zeros(ld)
+            F_pad[:, :nd1], b_pad[:nd1] = F_ffT, b0
+            P = torch.addmm(b_pad, u2, F_pad).view(steps, batch, ld).to(dtype)[:, :, :nd1]
+        else:
+            P = torch.addmm(b0, u2, F_ffT).view(steps, batch, -1).to(dtype)
     k = _ScanCtx(
         km=layer.kappa_m.unsqueeze(1),
         c=c,

@@ -275,6 +275,11 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
   const float *bp = b.data_ptr<float>(), *a0p = a0.data_ptr<float>(), *m0p = m0.data_ptr<float>();
   float *mp = m_out.data_ptr<float>(), *ap = a_out.data_ptr<float>();
   const float *Pp = ptr<float>(P), *tabp = ptr<float>(table), *maskp = ptr<float>(rec_mask);
+  // P (T, B, N d1) may be a view of rows padded to ldp: a matrix product writes rows of a multiple of
+  // 16 floats faster (fast.py pads them when no backward follows)
+  const int64_t ldp = P.has_value() ? P->stride(1) : nd1;
+  TORCH_CHECK(!P.has_value() || (P->stride(2) == 1 && P->stride(0) == batch * ldp && ldp >= nd1),
+              "elm_native: P must be (T, B, N d1) with unit-stride rows laid out one after the other");
   const int64_t* tokp = ptr<int64_t>(tokens);
   const float* valp = mode == kSparse ? ptr<float>(R) : nullptr;
   const int64_t *crowp = ptr<int64_t>(crow), *colp = ptr<int64_t>(col);
@@ -313,7 +318,8 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
   for (int64_t t = 0; t < steps; ++t) {
     const float* a_prev = t == 0 ? a0p : ap + (t - 1) * n * batch;  // (N, B)
     const float* m_prev = t == 0 ? m0p : mp + (t - 1) * n * batch * d_m;
-    const float* drive = nullptr;  // row b, neuron i: drive + b * nd1 + i * d1
+    const float* drive = nullptr;  // row b, neuron i: drive + b * ldd + i * d1
+    int64_t ldd = nd1;
     if (mode == kFused) {
       at::Tensor a_prev_t = t == 0 ? a0 : a_out[t - 1];
       if (maskp != nullptr) {
@@ -325,7 +331,8 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
       at::addmm_out(fused_buf, flat, a_in, *R);
       drive = fused_buf.data_ptr<float>();
     } else if (Pp != nullptr) {
-      drive = Pp + t * batch * nd1;
+      drive = Pp + t * batch * ldp;
+      ldd = ldp;
     }
     if (mode == kSparse) masked_rows(a_src.data(), bp_, a_prev, maskp, n, batch);
     const int64_t* tok_t = tokp != nullptr ? tokp + t * batch : nullptr;
@@ -339,7 +346,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
           const int64_t blk = t * n * batch + i * batch;
           copy_padded(md, m_prev + i * L, L, Lp);
           for (int64_t bb = 0; bb < batch; ++bb) {
-            const float* src = drive != nullptr ? drive + bb * nd1 + i * d1 : tabp + tok_t[bb] * nd1 + i * d1;
+            const float* src = drive != nullptr ? drive + bb * ldd + i * d1 : tabp + tok_t[bb] * nd1 + i * d1;
             for (int64_t a = 0; a < d_m; ++a) Zb[bb * d_m + a] = src[a];
           }
           const float *kmq = ty->at(i, 0), *ncq = ty->at(i, 1), *c2q = ty->at(i, 2), *wyq = ty->at(i, 3);
@@ -388,7 +395,7 @@ at::Tensor scan_forward(int64_t mode, const std::optional<at::Tensor>& P, const 
           for (int64_t j = 0; j < d_m; ++j) md[j] = kmi[j] * mprev[bb * d_m + j] - ci[j];  // km m - c
         }
         if (drive != nullptr) {
-          copy_rows(Z0, d1p, drive + i * d1, nd1, batch, d1);
+          copy_rows(Z0, d1p, drive + i * d1, ldd, batch, d1);
         } else {
           for (int64_t bb = 0; bb < batch; ++bb) copy_rows(Z0 + bb * d1p, d1p, tabp + tok_t[bb] * nd1 + i * d1, nd1, 1, d1);
         }

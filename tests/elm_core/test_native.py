@@ -78,6 +78,33 @@ def test_native_loops_match_python_loops(ops, monkeypatch, mode, changes, batch,
         assert _rel(grads_n[name], g) <= RTOL, name
 
 
+@pytest.mark.parametrize("loops", ["native", "python"])
+@pytest.mark.parametrize(("mode", "changes", "batch", "tokens"), ALL_CASES)
+def test_a_forward_without_gradients_reads_padded_drive_rows(ops, monkeypatch, mode, changes, batch, tokens, loops):
+    """Without a backward, a dense input's drive P comes in rows padded to a multiple of 16 floats (the
+    readout layer's 6 x 3 columns in 32): the same outputs and state as the unpadded forward."""
+    _, model, x = _case(monkeypatch, mode, changes, batch, tokens, torch.float32)
+    if loops == "python":
+        _python_loops(monkeypatch)
+    model.eval()
+    logits_ref, state_ref = model(x)  # gradients on: P unpadded
+    pads = []
+    real = fast._LayerScan.apply
+
+    def spy(k, P, *rest):  # noqa: N803
+        if P is not None:
+            pads.append((P.shape[2], P.stride(1)))
+        return real(k, P, *rest)
+
+    monkeypatch.setattr(fast._LayerScan, "apply", spy)
+    with torch.no_grad():
+        logits, state = model(x)
+    assert any(ld > cols and ld % 16 == 0 for cols, ld in pads), pads  # the readout layer's P at least
+    assert _rel(logits, logits_ref.detach()) <= RTOL
+    for a, b in zip(state.tensors(), state_ref.tensors(), strict=True):
+        assert _rel(a, b.detach()) <= RTOL
+
+
 def test_native_training_step_matches_on_a_bench_sized_network(ops, monkeypatch):
     """N 96, B 8, T 40, token input, cross-entropy: the loss and every gradient."""
     from elm_core import ELMConfig, ELMNetwork
