@@ -113,8 +113,8 @@ class _LayerScan(torch.autograd.Function):
     """One ELM layer over T steps. Inputs (neuron axis first, then batch, then features):
 
     the feed-forward drive of the first MLP layer, its bias (plus W_0,memory c) included, either
-    P (T, B, N d1) or, for token input, a table (I, N d1) whose row tokens[t, b] is the drive of
-    sample b at step t;
+    P (T, B, N d1) (without a backward a view of rows padded to PAD_COLUMNS) or, for token input, a
+    table (I, N d1) whose row tokens[t, b] is the drive of sample b at step t;
     R: "fused" M^T (N_src, N d1) | "sparse" the nonzero values of W_rec | "none" None;
     W0 (N, d1, d_tree + d_m), the first MLP layer (in "fused" and "none" mode only its memory block is
     used here, its branch block being folded into the drive and M); w_y (N, d_m); b (N,);
