@@ -570,8 +570,7 @@ def scan_layer(
         if ld != nd1 and not grad and device_type == "cpu":
             # MKL writes rows of a multiple of 16 floats faster (wide's readout product (3200 x 256) by
             # (256 x 615): 1.4x): pad the columns and hand the scan a view of the first N d1 of each row
-            F_pad, b_pad = F_ffT.new_zeros(s.n_in, ld), b0.new_zeros(ld)
-            F_pad[:, :nd1], b_pad[:nd1] = F_ffT, b0
+            F_pad, b_pad = (torch.nn.functional.pad(t, (0, ld - nd1)) for t in (F_ffT, b0))
             P = torch.addmm(b_pad, u2, F_pad).view(steps, batch, ld).to(dtype)[:, :, :nd1]
         else:
             P = torch.addmm(b0, u2, F_ffT).view(steps, batch, -1).to(dtype)
